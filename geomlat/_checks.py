@@ -1,0 +1,60 @@
+"""Input validation shared by the geometry core: every bad input gets an error naming the problem."""
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+
+def check_features(x: Tensor, name: str = "x") -> Tensor:
+    """Check a batch of representations of shape (B, ...) and return it flattened to (B, d).
+
+    Raises:
+        TypeError: ``x`` is not a floating-point tensor.
+        ValueError: fewer than 2 samples, no feature dimension, or NaN/Inf values.
+    """
+    if not isinstance(x, Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
+    if x.dim() < 2:
+        raise ValueError(f"{name} must have shape (B, ...) with at least one feature dimension, got shape {tuple(x.shape)}")
+    if not x.is_floating_point():
+        raise TypeError(f"{name} must be a floating-point tensor, got dtype {x.dtype}")
+    if x.shape[0] < 2:
+        raise ValueError(f"{name} has batch size {x.shape[0]}: a latent geometry graph needs at least 2 samples")
+    if not torch.isfinite(x).all():
+        n_nan = int(torch.isnan(x).sum())
+        n_inf = int(torch.isinf(x).sum())
+        raise ValueError(f"{name} contains non-finite values ({n_nan} NaN, {n_inf} Inf): cannot build a graph")
+    return x.reshape(x.shape[0], -1)
+
+
+def check_k(k: int | None, num_nodes: int) -> None:
+    """``k`` must be None (full graph) or an integer with 1 <= k < num_nodes."""
+    if k is None:
+        return
+    if isinstance(k, bool) or not isinstance(k, int):
+        raise TypeError(f"k must be an int or None, got {type(k).__name__}")
+    if k < 1:
+        raise ValueError(f"k must be >= 1, got k={k}")
+    if k >= num_nodes:
+        raise ValueError(
+            f"k={k} must be smaller than the batch size {num_nodes} (a vertex has only {num_nodes - 1} "
+            "other vertices); use k=None for the full graph"
+        )
+
+
+def check_labels(labels: Tensor, num_nodes: int, name: str = "labels") -> Tensor:
+    """Labels must be an integer tensor of shape (num_nodes,) with non-negative class indices."""
+    if not isinstance(labels, Tensor):
+        labels = torch.as_tensor(labels)
+    if labels.dim() != 1 or labels.numel() != num_nodes:
+        raise ValueError(f"{name} has shape {tuple(labels.shape)} but the graph has {num_nodes} vertices; expected ({num_nodes},)")
+    if labels.is_floating_point() or labels.dtype == torch.bool:
+        raise TypeError(f"{name} must hold integer class indices, got dtype {labels.dtype}")
+    if labels.numel() and int(labels.min()) < 0:
+        raise ValueError(f"{name} must be non-negative class indices, got min {int(labels.min())}")
+    return labels.long()
+
+
+def check_choice(value, name: str, choices) -> None:
+    if value not in choices:
+        raise ValueError(f"unknown {name} {value!r}; expected one of {sorted(map(repr, choices))}")

@@ -1,0 +1,243 @@
+"""Latent geometry graphs (LGGs): steps 1-4 of Section 3.3 of the LGG paper (see ``shared/METHOD.md``).
+
+A batch of B intermediate representations ``x`` of shape (B, ...) is flattened to (B, d) and turned
+into a B-vertex graph:
+
+1. similarity between samples (``kernel``): cosine, RBF, or 0.5 + 0.5 cosine;
+2. each vertex keeps its ``k`` most similar other vertices (``k=None``: full graph), no self-loops;
+3. symmetrization: ``"max"`` joins i and j when either is a k-NN of the other, ``"mutual"`` when both are;
+   the weight is their similarity;
+4. optional normalization ``D^-1/2 A D^-1/2``.
+
+Variants from the GKD talk: task-specific graphs (``mask="inter"`` keeps only edges between distinct
+classes, ``"intra"`` only edges inside a class; applied after step 3, before normalization) and smoothed
+graphs (``power=p`` returns A^p, after normalization).
+
+The whole construction is one B x d x B matrix product plus O(B^2) element-wise work. The weights are
+differentiable w.r.t. ``x``; the k-NN selection is not (it is a piecewise-constant choice).
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from torch_geometric.data import Data
+from torch_geometric.utils import to_dense_adj
+
+from ._checks import check_choice, check_features, check_k, check_labels
+
+KERNELS = ("auto", "cosine", "rbf", "cosine_shifted")
+SYMMETRIZATIONS = ("max", "mutual")
+NORMALIZATIONS = (None, "sym")
+MASKS = (None, "inter", "intra")
+
+#: Default number of neighbours used to estimate the RBF bandwidth when the graph is full (``k=None``).
+SIGMA_NEIGHBOURS = 10
+
+
+def resolve_kernel(x: Tensor, kernel: str = "auto") -> str:
+    """Return the concrete kernel name: ``"auto"`` is ``"cosine"`` for non-negative ``x``, else ``"rbf"``."""
+    check_choice(kernel, "kernel", KERNELS)
+    if kernel == "auto":
+        return "cosine" if bool((x >= 0).all()) else "rbf"
+    return kernel
+
+
+def squared_distances(x: Tensor) -> Tensor:
+    """Pairwise squared Euclidean distances of the rows of ``x`` (B, d) -> (B, B), from one Gram matrix."""
+    sq = (x * x).sum(dim=1)
+    gram = x @ x.T
+    return (sq[:, None] + sq[None, :] - 2.0 * gram).clamp_min(0.0)
+
+
+def estimate_sigma(sq_dist: Tensor, k: int | None = None) -> Tensor:
+    """RBF bandwidth rule of the authors' code: mean distance to the k-th nearest neighbour, divided by 3.
+
+    ``k=None`` uses ``min(SIGMA_NEIGHBOURS, B - 1)`` neighbours. If every sample coincides (the estimate is
+    0) the bandwidth is 1: all weights are then exp(0) = 1 whatever the bandwidth. The estimate is a
+    differentiable function of the distances.
+
+    Args:
+        sq_dist: (B, B) squared distances.
+    Returns:
+        scalar tensor.
+    """
+    b = sq_dist.shape[0]
+    kk = min(SIGMA_NEIGHBOURS, b - 1) if k is None else k
+    off_diag = sq_dist.masked_fill(torch.eye(b, dtype=torch.bool, device=sq_dist.device), float("inf"))
+    kth = off_diag.topk(kk, dim=1, largest=False).values[:, -1]
+    sigma = kth.clamp_min(1e-24).sqrt().mean() / 3.0
+    return torch.where(sigma > 0, sigma, torch.ones_like(sigma))
+
+
+def similarity(x: Tensor, kernel: str = "auto", sigma: float | Tensor | None = None, k: int | None = None) -> Tensor:
+    """Dense similarity matrix between the samples of a batch (step 1).
+
+    Args:
+        x: (B, ...) representations (flattened to (B, d)).
+        kernel: ``"cosine"`` (non-negative data only), ``"rbf"`` ``exp(-|x_i - x_j|^2 / (2 sigma^2))``,
+            ``"cosine_shifted"`` ``0.5 + 0.5 cos`` (any sign, in [0, 1]), or ``"auto"``.
+        sigma: RBF bandwidth; ``None`` estimates it with :func:`estimate_sigma` (using ``k``).
+        k: only used to estimate ``sigma``.
+
+    Returns:
+        (B, B) similarities, diagonal included. A zero row has cosine similarity 0 with everything.
+    """
+    x = check_features(x)
+    kernel = resolve_kernel(x, kernel)
+    if kernel == "cosine" and bool((x < 0).any()):
+        raise ValueError(
+            "kernel='cosine' needs non-negative data (e.g. post-ReLU), but x has negative entries: "
+            "use kernel='rbf', 'cosine_shifted' or 'auto'"
+        )
+    if kernel in ("cosine", "cosine_shifted"):
+        unit = F.normalize(x, dim=1, eps=1e-12)  # zero rows stay zero: cosine 0, never NaN
+        cos = unit @ unit.T
+        return cos if kernel == "cosine" else 0.5 + 0.5 * cos
+    sq_dist = squared_distances(x)
+    if sigma is None:
+        sigma = estimate_sigma(sq_dist, k)
+    elif not torch.is_tensor(sigma) and not sigma > 0:
+        raise ValueError(f"sigma must be > 0, got {sigma}")
+    return torch.exp(-sq_dist / (2.0 * sigma**2))
+
+
+def knn_mask(sim: Tensor, k: int | None, symmetrize: str = "max") -> Tensor:
+    """Boolean (B, B) edge mask of a similarity matrix (steps 2-3), without self-loops.
+
+    Each row keeps its ``k`` largest off-diagonal similarities (``k=None``: all). ``"max"`` keeps (i, j)
+    when j is a k-NN of i or i a k-NN of j; ``"mutual"`` when both hold.
+    """
+    check_choice(symmetrize, "symmetrize", SYMMETRIZATIONS)
+    b = sim.shape[0]
+    eye = torch.eye(b, dtype=torch.bool, device=sim.device)
+    if k is None:
+        return ~eye
+    check_k(k, b)
+    neighbours = sim.detach().masked_fill(eye, float("-inf")).topk(k, dim=1).indices
+    mask = torch.zeros(b, b, dtype=torch.bool, device=sim.device)
+    mask.scatter_(1, neighbours, True)
+    return mask | mask.T if symmetrize == "max" else mask & mask.T
+
+
+def class_mask(labels: Tensor, kind: str) -> Tensor:
+    """(B, B) boolean mask of pairs of distinct classes (``"inter"``, ``1 - Y Y^T``) or same class (``"intra"``)."""
+    check_choice(kind, "mask", ("inter", "intra"))
+    same = labels[:, None] == labels[None, :]
+    return ~same if kind == "inter" else same
+
+
+def normalize_adjacency(adj: Tensor) -> Tensor:
+    """``D^-1/2 A D^-1/2`` for a (B, B) adjacency; an isolated vertex (degree 0) keeps a zero row, never inf/NaN."""
+    deg = adj.sum(dim=1)
+    safe = torch.where(deg > 0, deg, torch.ones_like(deg))
+    inv_sqrt = torch.where(deg > 0, safe.rsqrt(), torch.zeros_like(deg))
+    return inv_sqrt[:, None] * adj * inv_sqrt[None, :]
+
+
+def latent_adjacency(
+    x: Tensor,
+    k: int | None = None,
+    kernel: str = "auto",
+    sigma: float | Tensor | None = None,
+    symmetrize: str = "max",
+    normalize: str | None = None,
+    self_loops: bool = False,
+    mask: str | None = None,
+    labels: Tensor | None = None,
+    power: int = 1,
+) -> tuple[Tensor, Tensor]:
+    """Dense form of :func:`latent_graph`: returns ``(adjacency (B, B), edges (B, B) bool)``.
+
+    ``edges`` is the structural edge set (an edge can carry weight 0, e.g. two orthogonal samples);
+    ``adjacency`` is zero outside it. Losses that need the dense matrix (GKD) use this directly.
+    """
+    check_choice(normalize, "normalize", NORMALIZATIONS)
+    check_choice(mask, "mask", MASKS)
+    if isinstance(power, bool) or not isinstance(power, int) or power < 1:
+        raise ValueError(f"power must be an integer >= 1, got {power!r}")
+    flat = check_features(x)
+    b = flat.shape[0]
+    check_k(k, b)
+    sim = similarity(flat, kernel, sigma, k)
+    edges = knn_mask(sim, k, symmetrize)
+    if mask is not None:
+        if labels is None:
+            raise ValueError(f"mask={mask!r} needs the labels of the batch (labels=...)")
+        edges = edges & class_mask(check_labels(labels, b).to(flat.device), mask)
+    eye = torch.eye(b, dtype=torch.bool, device=flat.device)
+    if self_loops:
+        edges = edges | eye
+    adj = sim * edges
+    if normalize == "sym":
+        adj = normalize_adjacency(adj)
+    if power > 1:
+        adj = torch.linalg.matrix_power(adj, power)
+        edges = torch.linalg.matrix_power(edges.to(adj.dtype), power) > 0
+        if not self_loops:
+            edges = edges & ~eye
+            adj = adj * edges
+    return adj, edges
+
+
+def latent_graph(
+    x: Tensor,
+    k: int | None = None,
+    kernel: str = "auto",
+    sigma: float | Tensor | None = None,
+    symmetrize: str = "max",
+    normalize: str | None = None,
+    self_loops: bool = False,
+    mask: str | None = None,
+    labels: Tensor | None = None,
+    power: int = 1,
+) -> Data:
+    """Latent geometry graph of a batch of representations.
+
+    Args:
+        x: (B, ...) representations of one layer; flattened to (B, d). NaN/Inf are rejected.
+        k: neighbours kept per vertex, ``1 <= k < B``; ``None`` keeps the full graph.
+        kernel: ``"auto"`` (cosine if ``x >= 0`` everywhere, else RBF), ``"cosine"``, ``"rbf"`` or
+            ``"cosine_shifted"`` (0.5 + 0.5 cos).
+        sigma: RBF bandwidth. ``None``: mean distance to the k-th nearest neighbour / 3 (the authors'
+            rule; ``k=None`` uses the 10th neighbour, or B - 1 if fewer), see :func:`estimate_sigma`.
+        symmetrize: ``"max"`` (either is a k-NN of the other, the paper's rule) or ``"mutual"``.
+        normalize: ``None`` or ``"sym"`` for ``D^-1/2 A D^-1/2`` (isolated vertices keep zero rows).
+        self_loops: keep A_ii (the similarity of a sample with itself). Default False (A_ii = 0).
+        mask: ``None``, ``"inter"`` (only edges between distinct classes) or ``"intra"`` (same class);
+            needs ``labels``. Applied before normalization.
+        labels: (B,) integer classes; stored as ``data.y``.
+        power: smoothed graph ``A^p`` (after normalization).
+
+    Returns:
+        ``Data(edge_index (2, E), edge_weight (E,), num_nodes=B[, y=labels])``, both directions of every
+        edge present, ``edge_weight`` differentiable w.r.t. ``x``.
+
+    Example:
+        >>> x = torch.rand(8, 16)
+        >>> g = latent_graph(x, k=3, normalize="sym")
+        >>> g.num_nodes, g.edge_index.shape[0]
+        (8, 2)
+    """
+    adj, edges = latent_adjacency(x, k, kernel, sigma, symmetrize, normalize, self_loops, mask, labels, power)
+    edge_index = edges.nonzero().T
+    data = Data(edge_index=edge_index, edge_weight=adj[edge_index[0], edge_index[1]], num_nodes=adj.shape[0])
+    if labels is not None:
+        data.y = check_labels(labels, adj.shape[0]).to(adj.device)
+    return data
+
+
+def to_dense(g: Data) -> Tensor:
+    """(B, B) dense adjacency of one LGG (differentiable w.r.t. ``edge_weight``)."""
+    weight = getattr(g, "edge_weight", None)
+    return to_dense_adj(g.edge_index, edge_attr=weight, max_num_nodes=g.num_nodes)[0]
+
+
+def from_dense(adj: Tensor) -> Data:
+    """LGG of a dense (B, B) adjacency; every non-zero entry (diagonal included) becomes an edge."""
+    if not torch.is_tensor(adj) or adj.dim() != 2 or adj.shape[0] != adj.shape[1]:
+        raise ValueError(f"adjacency must be a square (B, B) tensor, got {getattr(adj, 'shape', type(adj))}")
+    if not torch.isfinite(adj).all():
+        raise ValueError("adjacency contains NaN or Inf")
+    edge_index = (adj != 0).nonzero().T
+    return Data(edge_index=edge_index, edge_weight=adj[edge_index[0], edge_index[1]], num_nodes=adj.shape[0])
