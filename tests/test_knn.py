@@ -1,0 +1,69 @@
+import numpy as np
+import pytest
+import torch
+
+from geomlat import knn, knn_graph
+from geomlat.knn import WITH_TORCH_CLUSTER
+
+
+def _points(n=200, d=16, seed=0):
+    return torch.randn(n, d, generator=torch.Generator().manual_seed(seed))
+
+
+def _brute_force(x, k, metric):
+    x = x.numpy().astype(np.float64)
+    if metric == "cosine":
+        u = x / np.linalg.norm(x, axis=1, keepdims=True)
+        score = u @ u.T
+    else:
+        score = -((x[:, None] - x[None]) ** 2).sum(-1)
+    np.fill_diagonal(score, -np.inf)
+    return np.argsort(-score, axis=1, kind="stable")[:, :k]
+
+
+@pytest.mark.parametrize("metric", ["cosine", "euclidean"])
+@pytest.mark.parametrize("backend,chunk", [("dense", None), ("chunked", 7), ("chunked", 64), ("chunked", None)])
+def test_backends_agree_with_brute_force(metric, backend, chunk):
+    x = _points()
+    got = knn(x, 5, metric=metric, backend=backend, chunk_size=chunk).numpy()
+    expected = _brute_force(x, 5, metric)
+    assert [set(r) for r in got] == [set(r) for r in expected]
+    np.testing.assert_array_equal(got[:, 0], expected[:, 0])  # nearest first
+
+
+@pytest.mark.skipif(not WITH_TORCH_CLUSTER, reason="torch-cluster not installed (make install-cluster)")
+@pytest.mark.parametrize("metric", ["cosine", "euclidean"])
+def test_cluster_backend_matches_dense(metric):
+    x = _points()
+    a = knn(x, 5, metric=metric, backend="cluster")
+    b = knn(x, 5, metric=metric, backend="dense")
+    assert [set(r) for r in a.tolist()] == [set(r) for r in b.tolist()]
+
+
+def test_cluster_backend_missing_is_a_clear_error():
+    if WITH_TORCH_CLUSTER:
+        pytest.skip("torch-cluster is installed")
+    with pytest.raises(ImportError, match="torch-cluster"):
+        knn(_points(), 3, backend="cluster")
+
+
+def test_self_is_never_a_neighbour_even_with_duplicates():
+    x = torch.ones(6, 3)
+    idx = knn(x, 5)
+    assert not bool((idx == torch.arange(6)[:, None]).any())
+
+
+def test_knn_graph_layout():
+    x = _points(n=30)
+    edge_index = knn_graph(x, 4)
+    assert edge_index.shape == (2, 120)
+    np.testing.assert_array_equal(edge_index[0].numpy(), np.repeat(np.arange(30), 4))
+
+
+def test_bad_arguments():
+    with pytest.raises(ValueError, match="k=30"):
+        knn(_points(n=30), 30)
+    with pytest.raises(ValueError, match="unknown backend"):
+        knn(_points(), 3, backend="faiss")
+    with pytest.raises(ValueError, match="NaN"):
+        knn(torch.full((5, 2), float("nan")), 2)
