@@ -1,0 +1,386 @@
+"""Knowledge-distillation losses and the :class:`Distiller` training objective.
+
+``L = L_task + sum_terms weight * L_term`` (LGG paper, Section 4.1; see ``shared/METHOD.md``).
+Every loss takes ``(teacher, student)`` in this order; the teacher side is always detached.
+Feature-based terms take lists of (B, ...) features, one per (teacher layer, student layer) pair;
+depths and widths may differ between teacher and student.
+"""
+from __future__ import annotations
+
+from typing import Mapping, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..capture import LatentCapture
+from ..graphs import class_mask, knn_mask, latent_adjacency, normalize_adjacency, similarity, squared_distances
+from .._checks import check_choice, check_features, check_k, check_labels
+from ._common import check_gather, check_pairs
+
+GKD_ORDERS = ("authors", "paper")
+
+
+class GKD(nn.Module):
+    """Graph knowledge distillation (Lassance et al., "Deep geometric knowledge distillation with graphs",
+    ICASSP 2020; LGG paper Section 4.1).
+
+    ``L = (1 / P) sum_pairs || A_T - A_S ||_F^2``: the squared Frobenius norm is *summed* over the B x B
+    entries and the sum over the P layer pairs is divided by P (authors' code). Multiply by
+    ``lambda_KD`` (25 in the paper) outside, e.g. as the :class:`Distiller` weight.
+
+    Args:
+        k: neighbours per vertex of the k-NN graph; ``None`` = full graph (authors' setting).
+        kernel: similarity (see :func:`geomlat.similarity`); ``"cosine"`` needs non-negative features.
+        mask: ``None``, ``"inter"`` (keep edges between distinct classes, the talk's best variant) or
+            ``"intra"``; needs ``labels`` in forward.
+        power: smoothed graphs ``A^p`` (``p >= 1``), diagonal removed.
+        normalize: ``"sym"`` (``D^-1/2 A D^-1/2``, the paper) or ``None``.
+        reuse_teacher_knn: ``order="paper"`` with ``k``: the student graph keeps the teacher's k-NN edges
+            instead of its own. (``"authors"`` always uses the teacher's k-NN mask.)
+        order: ``"authors"`` (default, the authors' code): normalize the *full* graph (no self-loops),
+            raise to ``power``, then multiply both graphs by the class mask and by the teacher's k-NN mask,
+            without renormalizing. ``"paper"``: each graph is an LGG built as in Section 3.3 (k-NN, class
+            mask, then normalization, then power), via :func:`geomlat.latent_adjacency`.
+        gather: ``"local"`` only (``"global"`` is reserved for distributed training).
+
+    Forward: ``teacher_feats``, ``student_feats``: lists (or single tensors) of (B, ...) features;
+    ``labels`` (B,) for the class masks. Returns a scalar.
+    """
+
+    def __init__(
+        self,
+        k: int | None = None,
+        kernel: str = "cosine",
+        mask: str | None = None,
+        power: int = 1,
+        normalize: str | None = "sym",
+        reuse_teacher_knn: bool = True,
+        order: str = "authors",
+        gather: str = "local",
+    ):
+        super().__init__()
+        check_choice(order, "order", GKD_ORDERS)
+        check_choice(mask, "mask", (None, "inter", "intra"))
+        check_choice(normalize, "normalize", (None, "sym"))
+        if k is not None:
+            check_k(k, k + 1)  # type and k >= 1; the batch-size bound is checked in forward
+        if isinstance(power, bool) or not isinstance(power, int) or power < 1:
+            raise ValueError(f"power must be an integer >= 1, got {power!r}")
+        self.k, self.kernel, self.mask, self.power = k, kernel, mask, power
+        self.normalize, self.reuse_teacher_knn, self.order = normalize, reuse_teacher_knn, order
+        self.gather = check_gather(gather)
+
+    def graphs(self, teacher: Tensor, student: Tensor, labels: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """The two (B, B) adjacencies compared by the loss for one layer pair (teacher detached)."""
+        t = check_features(teacher.detach(), "teacher features")
+        s = check_features(student, "student features")
+        b = t.shape[0]
+        check_k(self.k, b)
+        if self.mask is not None:
+            if labels is None:
+                raise ValueError(f"GKD(mask={self.mask!r}) needs the labels of the batch: forward(t, s, labels)")
+            labels = check_labels(labels, b).to(t.device)
+        if self.order == "authors":
+            return self._authors(t, labels), self._authors(s, labels, like=t)
+        if self.k is None or not self.reuse_teacher_knn:
+            kw = dict(k=self.k, kernel=self.kernel, normalize=self.normalize, mask=self.mask, labels=labels, power=self.power)
+            return latent_adjacency(t, **kw)[0], latent_adjacency(s, **kw)[0]
+        # paper order, k-NN edges chosen on the teacher and reused for the student
+        t_sim, s_sim = similarity(t, self.kernel, k=self.k), similarity(s, self.kernel, k=self.k)
+        edges = knn_mask(t_sim, self.k)
+        if self.mask is not None:
+            edges = edges & class_mask(labels, self.mask)
+        return self._finish(t_sim * edges), self._finish(s_sim * edges)
+
+    def _finish(self, adj: Tensor) -> Tensor:
+        """Normalization then power, no self-loops (steps 4 and smoothing of :func:`latent_adjacency`)."""
+        if self.normalize == "sym":
+            adj = normalize_adjacency(adj)
+        if self.power > 1:
+            adj = torch.linalg.matrix_power(adj, self.power)
+            adj = adj * ~torch.eye(adj.shape[0], dtype=torch.bool, device=adj.device)
+        return adj
+
+    def _authors(self, x: Tensor, labels: Tensor | None, like: Tensor | None = None) -> Tensor:
+        # full graph first: normalized (and smoothed) before any edge is removed
+        adj = self._finish(latent_adjacency(x, k=None, kernel=self.kernel)[0])
+        if self.mask is not None:
+            adj = adj * class_mask(labels, self.mask)
+        if self.k is not None:
+            teacher = x if like is None else like
+            adj = adj * knn_mask(similarity(teacher, self.kernel, k=self.k), self.k)
+        return adj
+
+    def forward(self, teacher_feats, student_feats, labels: Tensor | None = None) -> Tensor:
+        pairs = check_pairs(teacher_feats, student_feats)
+        total = 0.0
+        for t, s in pairs:
+            a_t, a_s = self.graphs(t, s, labels)
+            total = total + ((a_t - a_s) ** 2).sum()
+        return total / len(pairs)
+
+
+def _pairwise_distances(x: Tensor, eps: float = 1e-12) -> Tensor:
+    """(B, B) Euclidean distances with a zero diagonal; coincident samples get distance exactly 0.
+
+    The squared distance is clamped *before* the square root (and the other branch of ``where`` is never
+    differentiated), so the gradient stays finite when two samples coincide.
+    """
+    sq = squared_distances(x)
+    apart = sq > eps
+    apart = apart & ~torch.eye(x.shape[0], dtype=torch.bool, device=x.device)
+    return torch.where(apart, sq.clamp_min(eps).sqrt(), torch.zeros_like(sq))
+
+
+def _scaled_distances(x: Tensor) -> Tensor:
+    d = _pairwise_distances(x)
+    nonzero = d > 0
+    # all samples coincide: nothing to scale, keep the zero matrix instead of 0/0
+    mean = d[nonzero].mean() if bool(nonzero.any()) else torch.ones((), dtype=d.dtype, device=d.device)
+    return d / mean
+
+
+class RKDDistance(nn.Module):
+    """Distance-wise relational KD, RKD-D (Park et al., "Relational knowledge distillation", CVPR 2019).
+
+    ``d_ij = |x_i - x_j| / mu``, ``mu`` the mean of the non-zero distances of the batch (for teacher and
+    student separately); ``L = mean_{i,j} smoothL1(d^S_ij, d^T_ij)``. Reduction as in Park et al.'s
+    reference code: mean over all B^2 ordered pairs (the diagonal, zero in both, included), then mean over
+    the layer pairs. Usual weight 25. Features of any widths; (B, ...) flattened.
+    """
+
+    def forward(self, teacher_feats, student_feats, labels: Tensor | None = None) -> Tensor:
+        pairs = check_pairs(teacher_feats, student_feats)
+        total = 0.0
+        for t, s in pairs:
+            t_d = _scaled_distances(check_features(t.detach(), "teacher features"))
+            s_d = _scaled_distances(check_features(s, "student features"))
+            total = total + F.smooth_l1_loss(s_d, t_d, reduction="mean")
+        return total / len(pairs)
+
+
+def _angles(x: Tensor) -> Tensor:
+    """(B, B, B) cosines ``<e_ij, e_ik>``, ``e_ij = (x_i - x_j) / |x_i - x_j|`` (zero when x_i = x_j)."""
+    diff = x[:, None, :] - x[None, :, :]  # diff[i, j] = x_i - x_j
+    sq = (diff * diff).sum(dim=2, keepdim=True)
+    apart = sq > 1e-24
+    # safe unit vectors: clamp before rsqrt so coincident samples give 0, with a finite gradient
+    unit = torch.where(apart, diff * sq.clamp_min(1e-24).rsqrt(), torch.zeros_like(diff))
+    return unit @ unit.transpose(1, 2)
+
+
+class RKDAngle(nn.Module):
+    """Angle-wise relational KD, RKD-A (Park et al., "Relational knowledge distillation", CVPR 2019).
+
+    ``L = mean_{i,j,k} smoothL1(<e^S_ij, e^S_ik>, <e^T_ij, e^T_ik>)`` with unit difference vectors ``e``.
+    Reduction as in Park et al.'s code: mean over all B^3 triplets (degenerate ones are 0 in both), then
+    mean over layer pairs. Memory O(B^3 + B^2 d). Usual weight 50.
+    """
+
+    def forward(self, teacher_feats, student_feats, labels: Tensor | None = None) -> Tensor:
+        pairs = check_pairs(teacher_feats, student_feats)
+        total = 0.0
+        for t, s in pairs:
+            t_a = _angles(check_features(t.detach(), "teacher features"))
+            s_a = _angles(check_features(s, "student features"))
+            total = total + F.smooth_l1_loss(s_a, t_a, reduction="mean")
+        return total / len(pairs)
+
+
+class HintonKD(nn.Module):
+    """Soft-target distillation (Hinton, Vinyals & Dean, "Distilling the knowledge in a neural network", 2015).
+
+    ``L = T^2 * KL(softmax(z_T / T) || softmax(z_S / T))``, summed over classes and averaged over the
+    batch (``batchmean``). Logit-based: forward(teacher_logits (B, C), student_logits (B, C)).
+    """
+
+    def __init__(self, T: float = 4.0):
+        super().__init__()
+        if not T > 0:
+            raise ValueError(f"temperature T must be > 0, got {T}")
+        self.T = float(T)
+
+    def forward(self, teacher_logits: Tensor, student_logits: Tensor, labels: Tensor | None = None) -> Tensor:
+        if not isinstance(teacher_logits, Tensor) or not isinstance(student_logits, Tensor):
+            raise TypeError("HintonKD expects logit tensors (B, C)")
+        if teacher_logits.dim() != 2 or teacher_logits.shape != student_logits.shape:
+            raise ValueError(
+                f"HintonKD needs logits of the same shape (B, C), got teacher {tuple(teacher_logits.shape)} "
+                f"and student {tuple(student_logits.shape)}"
+            )
+        log_t = F.log_softmax(teacher_logits.detach() / self.T, dim=1)
+        log_s = F.log_softmax(student_logits / self.T, dim=1)
+        return F.kl_div(log_s, log_t, reduction="batchmean", log_target=True) * self.T**2
+
+
+class FitNet(nn.Module):
+    """Hint regression (Romero et al., "FitNets: hints for thin deep nets", ICLR 2015).
+
+    The student feature (B, C_s, *spatial) goes through a learned 1x1 projection (a linear map over the
+    channel dimension: a 1x1 convolution for images, a linear layer for vectors) to the teacher's width
+    C_t; when the spatial sizes differ, both are adaptively average-pooled to the smaller size per axis.
+    ``L = mean over pairs of MSE`` (mean over every element).
+
+    The projections are parameters of this module, trained together with the student (the
+    :class:`Distiller` registers them) and discarded after training: they are *not* part of the
+    student's parameter count.
+
+    Args:
+        student_channels, teacher_channels: channel counts of each pair (int for one pair, or sequences).
+    """
+
+    def __init__(self, student_channels: int | Sequence[int], teacher_channels: int | Sequence[int]):
+        super().__init__()
+        s_ch = [student_channels] if isinstance(student_channels, int) else list(student_channels)
+        t_ch = [teacher_channels] if isinstance(teacher_channels, int) else list(teacher_channels)
+        if len(s_ch) != len(t_ch) or not s_ch:
+            raise ValueError(f"FitNet needs one teacher width per student width, got {s_ch} and {t_ch}")
+        self.proj = nn.ModuleList(nn.Linear(s, t) for s, t in zip(s_ch, t_ch))
+
+    def project(self, index: int, student: Tensor) -> Tensor:
+        """Apply projection ``index`` over dimension 1 of a (B, C_s, ...) tensor -> (B, C_t, ...)."""
+        proj = self.proj[index]
+        if student.dim() < 2 or student.shape[1] != proj.in_features:
+            raise ValueError(f"pair {index}: student features {tuple(student.shape)} need {proj.in_features} channels (dim 1)")
+        return proj(student.movedim(1, -1)).movedim(-1, 1)
+
+    def forward(self, teacher_feats, student_feats, labels: Tensor | None = None) -> Tensor:
+        pairs = check_pairs(teacher_feats, student_feats)
+        if len(pairs) != len(self.proj):
+            raise ValueError(f"FitNet was built for {len(self.proj)} layer pairs, got {len(pairs)}")
+        total = 0.0
+        for i, (t, s) in enumerate(pairs):
+            t = t.detach()
+            s = self.project(i, s)
+            if t.shape[1] != s.shape[1] or t.dim() != s.dim():
+                raise ValueError(f"pair {i}: teacher features {tuple(t.shape)} do not match projected student {tuple(s.shape)}")
+            if t.shape[2:] != s.shape[2:]:
+                size = tuple(min(a, b) for a, b in zip(t.shape[2:], s.shape[2:]))
+                pool = {1: F.adaptive_avg_pool1d, 2: F.adaptive_avg_pool2d, 3: F.adaptive_avg_pool3d}.get(len(size))
+                if pool is None:
+                    raise ValueError(f"pair {i}: cannot pool {len(size)} spatial dimensions")
+                t, s = pool(t, size), pool(s, size)
+            total = total + F.mse_loss(s, t)
+        return total / len(pairs)
+
+
+class SimilarityPreserving(nn.Module):
+    """Similarity-preserving KD (Tung & Mori, "Similarity-preserving knowledge distillation", ICCV 2019).
+
+    ``G = row_normalize(F F^T)`` (F the (B, d) flattened features), ``L = ||G_T - G_S||_F^2 / B^2`` per
+    pair, averaged over the layer pairs (Tung & Mori sum them; divide the weight accordingly).
+    """
+
+    def forward(self, teacher_feats, student_feats, labels: Tensor | None = None) -> Tensor:
+        pairs = check_pairs(teacher_feats, student_feats)
+        total = 0.0
+        for t, s in pairs:
+            t = check_features(t.detach(), "teacher features")
+            s = check_features(s, "student features")
+            g_t = F.normalize(t @ t.T, dim=1)
+            g_s = F.normalize(s @ s.T, dim=1)
+            total = total + ((g_t - g_s) ** 2).sum() / t.shape[0] ** 2
+        return total / len(pairs)
+
+
+FEATURE_TERMS = (GKD, RKDDistance, RKDAngle, SimilarityPreserving, FitNet)
+LOGIT_TERMS = (HintonKD,)
+
+
+class Distiller(nn.Module):
+    """Knowledge-distillation objective: ``forward(x, y) -> (student_logits, {"task": CE, name: w * L})``.
+
+    Args:
+        student: network being trained (``.model``).
+        teacher: trained network; frozen (``requires_grad=False``) and kept in eval mode, also after
+            ``.train()``; run under ``torch.no_grad()``.
+        terms: ``{name: (loss_module, weight)}``. Feature-based terms (:class:`GKD`, :class:`RKDDistance`,
+            :class:`RKDAngle`, :class:`SimilarityPreserving`, :class:`FitNet`) receive the lists of teacher
+            and student features of ``pairs`` (and the labels); logit-based terms (:class:`HintonKD`)
+            receive the logits. Loss modules with parameters (FitNet projections) are trained with the
+            student through this objective's parameters.
+        pairs: ``[(teacher_layer, student_layer), ...]`` module names (see ``named_modules()``), captured
+            with :class:`geomlat.LatentCapture`; depths may differ.
+        task_weight: weight of the cross-entropy term ``"task"``.
+
+    Each returned loss is a scalar, already multiplied by its weight; the engine sums them.
+    """
+
+    def __init__(
+        self,
+        student: nn.Module,
+        teacher: nn.Module,
+        terms: Mapping[str, tuple[nn.Module, float]],
+        pairs: Sequence[tuple[str, str]] = (),
+        task_weight: float = 1.0,
+    ):
+        super().__init__()
+        self.model = student
+        self.teacher = teacher
+        for p in self.teacher.parameters():
+            p.requires_grad_(False)
+        self.teacher.eval()
+        self.task_weight = float(task_weight)
+        self.pairs = [tuple(p) for p in pairs]
+        for p in self.pairs:
+            if len(p) != 2 or not all(isinstance(n, str) for n in p):
+                raise ValueError(f"pairs must be (teacher_layer, student_layer) name pairs, got {p!r}")
+        modules, self.weights, self.kinds = {}, {}, {}
+        for name, spec in terms.items():
+            if name == "task":
+                raise ValueError("the term name 'task' is reserved for the cross-entropy loss")
+            if not isinstance(spec, (tuple, list)) or len(spec) != 2:
+                raise ValueError(f"term {name!r} must be (loss_module, weight), got {spec!r}")
+            module, weight = spec
+            if isinstance(module, FEATURE_TERMS):
+                self.kinds[name] = "features"
+            elif isinstance(module, LOGIT_TERMS):
+                self.kinds[name] = "logits"
+            else:
+                known = [c.__name__ for c in FEATURE_TERMS + LOGIT_TERMS]
+                raise TypeError(f"term {name!r}: unknown loss kind {type(module).__name__}; expected one of {known}")
+            modules[name] = module
+            self.weights[name] = float(weight)
+        self.terms = nn.ModuleDict(modules)
+        if "features" in self.kinds.values() and not self.pairs:
+            raise ValueError("feature-based terms need layer pairs: pairs=[(teacher_layer, student_layer), ...]")
+        # validate the layer names now (LatentCapture raises KeyError listing the valid names)
+        if self.pairs:
+            with LatentCapture(self.teacher, dict.fromkeys(t for t, _ in self.pairs)):
+                pass
+            with LatentCapture(self.model, dict.fromkeys(s for _, s in self.pairs)):
+                pass
+
+    def train(self, mode: bool = True) -> "Distiller":
+        super().train(mode)
+        self.teacher.eval()  # the teacher's batch-norm statistics and dropout stay frozen
+        return self
+
+    def forward(self, x: Tensor, y: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+        t_names = list(dict.fromkeys(t for t, _ in self.pairs))
+        s_names = list(dict.fromkeys(s for _, s in self.pairs))
+        with torch.no_grad():
+            if t_names:
+                with LatentCapture(self.teacher, t_names, detach=True) as t_out:
+                    t_logits = self.teacher(x)
+            else:
+                t_out, t_logits = {}, self.teacher(x)
+        if s_names:
+            with LatentCapture(self.model, s_names) as s_out:
+                s_logits = self.model(x)
+        else:
+            s_out, s_logits = {}, self.model(x)
+        missing = [n for n in t_names if n not in t_out] + [n for n in s_names if n not in s_out]
+        if missing:
+            raise RuntimeError(f"layers {missing} produced no output during the forward pass")
+        t_feats = [t_out[t] for t, _ in self.pairs]
+        s_feats = [s_out[s] for _, s in self.pairs]
+        losses = {"task": self.task_weight * F.cross_entropy(s_logits, y)}
+        for name, module in self.terms.items():
+            if self.kinds[name] == "logits":
+                value = module(t_logits, s_logits)
+            else:
+                value = module(t_feats, s_feats, y)
+            losses[name] = self.weights[name] * value
+        return s_logits, losses

@@ -1,0 +1,65 @@
+"""Label variation of the output LGG as a training objective (LGG paper Section 4.2, Appendix E)."""
+from __future__ import annotations
+
+from torch import Tensor, nn
+
+from ..graphs import KERNELS, latent_graph
+from ..signals import label_variation
+from .._checks import check_choice, check_features, check_k, check_labels
+from ._common import check_gather
+
+
+class LabelVariationLoss(nn.Module):
+    """Label variation ``tr(V^T L V)`` of the LGG of a network's output, as a loss.
+
+    Bontonou, Lassance, Hacene, Gripon, Tang & Ortega, "Introducing graph smoothness loss for training
+    deep learning architectures" (2019); LGG paper (Lassance et al. 2021) Section 4.2. Minimizing it
+    pushes apart outputs of distinct classes; the output dimension D is free (D = 2 works; no need for
+    D = number of classes). Classify afterwards with k-NN / nearest class mean / logistic regression on
+    the embedding. Usable alone or beside cross-entropy (then the output must also serve as logits).
+
+    Reduction: the sum over ordered pairs (i, j) with ``y_i != y_j`` of ``A_ij`` (not averaged; it grows
+    like B^2 for a full graph). ``normalized=True`` divides by the total edge weight (Appendix C), giving
+    a value in [0, 1] independent of the batch size.
+
+    Kernel choice (default ``"rbf"`` with the bandwidth estimated from the batch): an output embedding is
+    signed, so plain cosine does not apply. The RBF with ``sigma`` = mean distance to the k-th neighbour / 3
+    (the authors' rule, :func:`geomlat.graphs.estimate_sigma`) is the paper's choice for signed data and
+    makes the loss invariant to a global rescaling of the output (distances and sigma scale together),
+    so it cannot be decreased trivially by inflating the outputs; inter-class weights can reach ~0 for
+    any number of classes, also in 2-D. ``"cosine_shifted"`` (0.5 + 0.5 cos) also works for signed data
+    and is scale-invariant, but only antipodal directions get weight 0: with C > 2 classes in few
+    dimensions the minimum stays far above 0 and the loss only spreads class directions, not clusters.
+
+    Args:
+        k: k-NN graph (``None``: full graph). With ``"rbf"``, ``k`` is also the neighbour used for sigma.
+        kernel: any kernel of :func:`geomlat.similarity` (``"cosine"`` only for non-negative outputs).
+        normalized: divide by the total edge weight.
+        sigma: fixed RBF bandwidth instead of the estimate.
+        gather: ``"local"`` only (``"global"`` reserved for distributed training).
+
+    Forward: ``output`` (B, D) (or (B, ...), flattened), ``y`` (B,) int labels -> scalar.
+    """
+
+    def __init__(
+        self,
+        k: int | None = None,
+        kernel: str = "rbf",
+        normalized: bool = False,
+        sigma: float | None = None,
+        gather: str = "local",
+    ):
+        super().__init__()
+        check_choice(kernel, "kernel", KERNELS)
+        if k is not None:
+            check_k(k, k + 1)
+        if sigma is not None and not sigma > 0:
+            raise ValueError(f"sigma must be > 0, got {sigma}")
+        self.k, self.kernel, self.normalized, self.sigma = k, kernel, bool(normalized), sigma
+        self.gather = check_gather(gather)
+
+    def forward(self, output: Tensor, y: Tensor) -> Tensor:
+        flat = check_features(output, "output")
+        labels = check_labels(y, flat.shape[0], "y").to(flat.device)
+        g = latent_graph(flat, k=self.k, kernel=self.kernel, sigma=self.sigma, labels=labels)
+        return label_variation(g, labels, normalized=self.normalized)

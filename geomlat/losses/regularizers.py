@@ -1,0 +1,159 @@
+"""Robustness regularizer: smooth evolution of label variation across layers (LGG paper Section 4.3).
+
+Lassance, Gripon & Ortega, "Laplacian networks: bounding indicator function smoothness for neural
+networks robustness" (APSIPA Trans. 2021). With ``sigma_l = tr(V^T L_l^m V)`` the label variation of
+layer l's cosine LGG (``L = D - A`` combinatorial, V the one-hot labels),
+
+    ``L_reg = gamma^m * sum_{l=1}^{L-1} |sigma_{l+1} - sigma_l| / (L - 1)``.
+
+Fast path for full graphs (``k=None``): with X the unit-norm rows (zero rows stay zero), the cosine
+adjacency without self-loops acts as ``A M = X (X^T M) - s * M``, ``s_i = |x_i|^2`` in {0, 1}; degrees are
+``A 1``; ``L M = deg * M - A M``. Then ``tr(V^T L^m V) = <L^a V, L^b V>`` with a = m // 2, b = m - a, in
+O(m B d C): the B x B matrix is never formed (the authors' code builds it and multiplies B x B matrices).
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..graphs import latent_adjacency
+from .._checks import check_features, check_k, check_labels
+from ._common import as_feature_list, check_gather
+
+
+def _one_hot(y: Tensor, b: int, like: Tensor) -> Tensor:
+    y = check_labels(y, b, "y").to(like.device)
+    return F.one_hot(y).to(like.dtype)
+
+
+def _check_power(m: int) -> None:
+    if isinstance(m, bool) or not isinstance(m, int) or m < 1:
+        raise ValueError(f"power m must be an integer >= 1, got {m!r}")
+
+
+def _check_cosine(flat: Tensor) -> None:
+    if bool((flat < 0).any()):
+        raise ValueError(
+            "the smoothness regularizer uses cosine LGGs, which need non-negative features (capture "
+            "post-ReLU outputs); got negative entries"
+        )
+
+
+def _normalizer(total: Tensor, m: int) -> Tensor:
+    """Divide by ``total^m`` (total edge weight), 0 / 0 -> 0 for a graph without weight."""
+    safe = torch.where(total != 0, total, torch.ones_like(total))
+    return torch.where(total != 0, safe**m, torch.ones_like(total))
+
+
+def label_variation_power(x: Tensor, y: Tensor, m: int = 2, k: int | None = None, normalized: bool = False) -> Tensor:
+    """``tr(V^T L^m V)`` of the cosine LGG of ``x`` without a B x B matrix when ``k=None``.
+
+    Args:
+        x: (B, ...) non-negative features (flattened to (B, d)); zero rows are isolated vertices.
+        y: (B,) integer labels.
+        m: power of the combinatorial Laplacian.
+        k: ``None`` for the full graph (fast O(m B d C) path); an int uses the dense k-NN LGG.
+        normalized: divide by ``W^m``, W = total edge weight ``sum_{i != j} A_ij``; for m = 1 this is the
+            normalized label variation of Appendix C (in [0, 1]); for any m it makes sigma invariant to a
+            rescaling of A.
+
+    Returns:
+        scalar tensor, differentiable w.r.t. ``x``.
+    """
+    _check_power(m)
+    flat = check_features(x)
+    _check_cosine(flat)
+    b = flat.shape[0]
+    check_k(k, b)
+    v = _one_hot(y, b, flat)
+    if k is None:
+        unit = F.normalize(flat, dim=1, eps=1e-12)
+        self_sim = (unit * unit).sum(dim=1, keepdim=True)  # 1, or 0 for a zero row
+
+        def adj_times(mat: Tensor) -> Tensor:
+            return unit @ (unit.T @ mat) - self_sim * mat
+
+        deg = adj_times(torch.ones(b, 1, dtype=flat.dtype, device=flat.device))
+    else:
+        adj = latent_adjacency(flat, k=k, kernel="cosine")[0]
+
+        def adj_times(mat: Tensor) -> Tensor:
+            return adj @ mat
+
+        deg = adj.sum(dim=1, keepdim=True)
+
+    def lap_times(mat: Tensor) -> Tensor:
+        return deg * mat - adj_times(mat)
+
+    left = v
+    for _ in range(m // 2):
+        left = lap_times(left)
+    right = left
+    for _ in range(m - m // 2 - m // 2):  # one more application when m is odd
+        right = lap_times(right)
+    sigma = (left * right).sum()
+    if normalized:
+        sigma = sigma / _normalizer(deg.sum(), m)
+    return sigma
+
+
+def label_variation_power_dense(x: Tensor, y: Tensor, m: int = 2, k: int | None = None, normalized: bool = False) -> Tensor:
+    """Reference (the authors' approach): dense cosine LGG, dense ``L = D - A``, ``matrix_power(L, m)``.
+
+    Same arguments and value as :func:`label_variation_power`, at O(B^2 d + m B^3) cost and O(B^2) memory.
+    """
+    _check_power(m)
+    flat = check_features(x)
+    _check_cosine(flat)
+    adj = latent_adjacency(flat, k=k, kernel="cosine")[0]
+    lap = torch.diag(adj.sum(dim=1)) - adj
+    v = _one_hot(y, flat.shape[0], flat)
+    sigma = torch.trace(v.T @ torch.linalg.matrix_power(lap, m) @ v)
+    if normalized:
+        sigma = sigma / _normalizer(adj.sum(), m)
+    return sigma
+
+
+class SmoothnessRegularizer(nn.Module):
+    """Label-variation smoothness regularizer (Lassance, Gripon & Ortega, "Laplacian networks", 2021).
+
+    ``gamma^m * sum_l |sigma_{l+1} - sigma_l| / (L - 1)`` over consecutive captured layers, sigma_l the
+    label variation ``tr(V^T L^m V)`` of layer l's cosine LGG. Authors' setting: every ReLU output of a
+    PreActResNet18, full graphs, m = 2, gamma = 0.01 (weight gamma^m = 1e-4 already included here).
+
+    Args:
+        power: m, the power of the Laplacian.
+        gamma: the weight is ``gamma ** power``.
+        k: ``None`` (full graph, fast path without any B x B matrix) or a k-NN graph (dense path).
+        normalized: normalize each sigma by the total edge weight to the power m (see
+            :func:`label_variation_power`).
+        gather: ``"local"`` only (``"global"`` reserved for distributed training).
+
+    Forward: ``features`` list of L >= 2 non-negative (B, ...) tensors (consecutive layers, any widths),
+    ``y`` (B,) labels -> scalar.
+    """
+
+    def __init__(self, power: int = 2, gamma: float = 0.01, k: int | None = None, normalized: bool = False, gather: str = "local"):
+        super().__init__()
+        _check_power(power)
+        if k is not None:
+            check_k(k, k + 1)
+        if not gamma >= 0:
+            raise ValueError(f"gamma must be >= 0, got {gamma}")
+        self.power, self.gamma, self.k, self.normalized = power, float(gamma), k, bool(normalized)
+        self.gather = check_gather(gather)
+
+    def variations(self, features: Sequence[Tensor], y: Tensor) -> Tensor:
+        """(L,) label variation of each layer."""
+        feats = as_feature_list(features, "features")
+        return torch.stack([label_variation_power(f, y, self.power, self.k, self.normalized) for f in feats])
+
+    def forward(self, features: Sequence[Tensor], y: Tensor) -> Tensor:
+        feats = as_feature_list(features, "features")
+        if len(feats) < 2:
+            raise ValueError(f"the smoothness regularizer compares consecutive layers: needs >= 2 feature tensors, got {len(feats)}")
+        sigma = self.variations(feats, y)
+        return self.gamma**self.power * (sigma[1:] - sigma[:-1]).abs().sum() / (len(feats) - 1)
