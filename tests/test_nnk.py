@@ -1,0 +1,204 @@
+"""NNK graphs vs per-node scipy.optimize.nnls, closed forms on a line, and the authors' edge rule in NumPy."""
+import numpy as np
+import pytest
+import scipy.optimize as so
+import torch
+
+from geomlat import knn
+from geomlat.nnk import nnk_graph, nnk_interpolation, nnk_layer_errors, nnk_weights, solve_nnk_approx, solve_nnk_exact
+
+
+def np_kernel(x: np.ndarray, kernel: str, sigma: float | None = None) -> np.ndarray:
+    if kernel in ("cosine", "cosine_shifted"):
+        u = x / np.linalg.norm(x, axis=1, keepdims=True)
+        g = u @ u.T
+        return g if kernel == "cosine" else 0.5 + 0.5 * g
+    d2 = ((x[:, None, :] - x[None, :, :]) ** 2).sum(-1)
+    return np.exp(-d2 / (2 * sigma**2))
+
+
+def np_nnls_qp(K: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """argmin_{t>=0} 1/2 t'Kt - b't via K = L L^T: equals min |L^T t - L^{-1} b|^2 (scipy NNLS)."""
+    L = np.linalg.cholesky(K)
+    return so.nnls(L.T, np.linalg.solve(L, b))[0]
+
+
+def np_nnk(x: np.ndarray, neighbors: np.ndarray, kernel: str, sigma=None):
+    """Directed NNK weights (N, N) and residuals (N,), node by node."""
+    G = np_kernel(x, kernel, sigma)
+    n = len(x)
+    theta = np.zeros((n, n))
+    err = np.zeros(n)
+    for i in range(n):
+        S = neighbors[i]
+        t = np_nnls_qp(G[np.ix_(S, S)], G[S, i])
+        t[t < 1e-10] = 0
+        theta[i, S] = t
+        err[i] = G[i, i] - 2 * t @ G[S, i] + t @ G[np.ix_(S, S)] @ t
+    return theta, err
+
+
+def dense(g, n):
+    a = np.zeros((n, n))
+    a[g.edge_index[0].numpy(), g.edge_index[1].numpy()] = g.edge_weight.double().numpy()
+    return a
+
+
+@pytest.mark.parametrize("kernel", ["cosine", "cosine_shifted", "rbf"])
+def test_exact_weights_match_scipy_nnls(kernel):
+    torch.manual_seed(0)
+    x = torch.randn(120, 24, dtype=torch.float64)
+    res = nnk_weights(x, 12, kernel=kernel, sigma=1.5 if kernel == "rbf" else None)
+    theta, err = np_nnk(x.numpy(), res.neighbors.numpy(), kernel, 1.5)
+    got = np.take_along_axis(theta, res.neighbors.numpy(), 1)
+    np.testing.assert_allclose(res.weights.numpy(), got, atol=1e-5)
+    np.testing.assert_allclose(res.residual.numpy(), err, atol=1e-8)
+    assert (res.weights > 0).sum() < res.weights.numel()  # NNK actually prunes something here
+
+
+def test_batched_solver_kkt_on_random_psd_systems():
+    torch.manual_seed(1)
+    a = torch.randn(200, 8, 5, dtype=torch.float64)  # rank 5 < 8: singular K
+    K = a @ a.transpose(1, 2) + 1e-3 * torch.eye(8, dtype=torch.float64)
+    b = torch.randn(200, 8, dtype=torch.float64)
+    theta, ok = solve_nnk_exact(K, b)
+    assert bool(ok.all()) and bool((theta >= 0).all())
+    for i in range(200):
+        np.testing.assert_allclose(theta[i].numpy(), np_nnls_qp(K[i].numpy(), b[i].numpy()), atol=1e-6)
+
+
+def test_approx_solver_converges_to_exact():
+    torch.manual_seed(2)
+    x = torch.rand(80, 16, dtype=torch.float64)
+    exact = nnk_weights(x, 10, tol=0.0).weights
+    errs = [(nnk_weights(x, 10, solver="approx", approx_steps=s, tol=0.0).weights - exact).abs().max().item()
+            for s in (5, 50, 500, 5000)]
+    assert all(a > b for a, b in zip(errs, errs[1:])), errs
+    assert errs[-1] < 1e-4
+
+
+def test_solve_approx_direct_matches_exact():
+    a = torch.randn(10, 6, 6, dtype=torch.float64)
+    K = a @ a.transpose(1, 2) + torch.eye(6, dtype=torch.float64)
+    b = torch.randn(10, 6, dtype=torch.float64)
+    assert torch.allclose(solve_nnk_approx(K, b, 20000), solve_nnk_exact(K, b)[0], atol=1e-7)
+
+
+@pytest.mark.parametrize("tol", [1.0, 5.0])
+def test_tol_at_least_one_rejected(tol):
+    with pytest.raises(ValueError, match="k-NN"):
+        nnk_graph(torch.rand(10, 3), 3, tol=tol)
+
+
+def test_bad_arguments():
+    x = torch.rand(10, 3)
+    with pytest.raises(ValueError, match="solver"):
+        nnk_graph(x, 3, solver="magic")
+    with pytest.raises(ValueError, match="edge_rule"):
+        nnk_graph(x, 3, edge_rule="min")
+    with pytest.raises(ValueError, match="kernel"):
+        nnk_graph(x, 3, kernel="laplace")
+    with pytest.raises(ValueError, match="k=10"):
+        nnk_graph(x, 10)
+    with pytest.raises(ValueError, match="non-finite"):
+        nnk_graph(torch.full((5, 2), float("nan")), 2)
+
+
+def test_collinear_points_keep_only_immediate_neighbours():
+    rng = np.random.default_rng(3)
+    t = np.sort(rng.uniform(0, 10, 40))
+    direction = rng.normal(size=6)
+    direction /= np.linalg.norm(direction)
+    x = torch.tensor(rng.normal(size=6)[None, :] + t[:, None] * direction[None, :])
+    res = nnk_weights(x, 8, kernel="rbf")
+    for i in range(40):
+        got = set(res.neighbors[i][res.weights[i] > 0].tolist())
+        expected = {j for j in (i - 1, i + 1) if 0 <= j < 40}
+        assert got == expected, (i, got)
+
+
+def test_edge_rules_on_three_points_closed_form():
+    # points 0, 1, 3 on a line, RBF sigma = 1, k = 2: nodes 0 and 2 keep only point 1 (the far one is
+    # behind it), node 1 keeps both; residuals e_1 < e_0 < e_2.
+    x = torch.tensor([[0.0], [1.0], [3.0]], dtype=torch.float64)
+    k01, k12, k02 = np.exp(-1 / 2), np.exp(-4 / 2), np.exp(-9 / 2)
+    t1 = np.linalg.solve([[1, k02], [k02, 1]], [k01, k12])  # node 1: weights on points 0 and 2
+    assert (t1 > 0).all()
+    g_max = dense(nnk_graph(x, 2, kernel="rbf", sigma=1.0, edge_rule="max"), 3)
+    expected_max = np.zeros((3, 3))
+    expected_max[0, 1] = expected_max[1, 0] = max(k01, t1[0])
+    expected_max[1, 2] = expected_max[2, 1] = max(k12, t1[1])
+    np.testing.assert_allclose(g_max, expected_max, atol=1e-12)
+    g_ref = nnk_graph(x, 2, kernel="rbf", sigma=1.0, edge_rule="reference")
+    e = g_ref.residual.numpy()
+    np.testing.assert_allclose(e[0], 1 - k01**2, atol=1e-12)
+    assert e[1] < e[0] < e[2]
+    expected_ref = np.zeros((3, 3))  # only the direction from the node with smaller residual survives
+    expected_ref[0, 1] = expected_ref[1, 0] = t1[0]
+    expected_ref[1, 2] = expected_ref[2, 1] = t1[1]
+    np.testing.assert_allclose(dense(g_ref, 3), expected_ref, atol=1e-12)
+
+
+def np_reference_rule(theta: np.ndarray, neighbors: np.ndarray, err: np.ndarray) -> np.ndarray:
+    """The authors' rule written out: E_ij = e_i on candidate pairs; W * (E < E^T); max(W, W^T)."""
+    n = len(theta)
+    E = np.zeros((n, n))
+    for i in range(n):
+        E[i, neighbors[i]] = err[i]
+    W = theta * (E < E.T)
+    return np.maximum(W, W.T)
+
+
+@pytest.mark.parametrize("kernel", ["cosine", "rbf"])
+def test_reference_rule_matches_numpy(kernel):
+    torch.manual_seed(4)
+    x = torch.rand(60, 10, dtype=torch.float64)  # d > k: K_SS positive definite, unique weights
+    sigma = 0.3 if kernel == "rbf" else None
+    g = nnk_graph(x, 7, kernel=kernel, sigma=sigma, edge_rule="reference")
+    nb = knn(x, 7, metric="euclidean" if kernel == "rbf" else "cosine").numpy()
+    theta, err = np_nnk(x.numpy(), nb, kernel, sigma)
+    np.testing.assert_allclose(dense(g, 60), np_reference_rule(theta, nb, err), atol=1e-6)
+    g_max = nnk_graph(x, 7, kernel=kernel, sigma=sigma, edge_rule="max")
+    np.testing.assert_allclose(dense(g_max, 60), np.maximum(theta, theta.T), atol=1e-6)
+    # the reference rule is a subgraph of the max rule and drops non-reciprocal pairs
+    assert ((dense(g, 60) > 0) <= (dense(g_max, 60) > 0)).all()
+    assert (dense(g, 60) > 0).sum() < (dense(g_max, 60) > 0).sum()
+
+
+def test_backends_and_chunks_agree():
+    torch.manual_seed(5)
+    x = torch.rand(150, 10)
+    a = nnk_graph(x, 9)
+    b = nnk_graph(x, 9, knn_backend="chunked", chunk_size=17, node_chunk=13)
+    assert torch.equal(a.edge_index, b.edge_index)
+    assert torch.allclose(a.edge_weight, b.edge_weight)
+    assert a.edge_weight.dtype == torch.float32
+    assert bool((a.edge_index[0] != a.edge_index[1]).all())
+
+
+def test_duplicate_points_do_not_break_solver():
+    x = torch.rand(20, 4, dtype=torch.float64)
+    x = torch.cat([x, x[:5]])  # exact duplicates: K_SS singular
+    res = nnk_weights(x, 6)
+    assert torch.isfinite(res.weights).all() and torch.isfinite(res.residual).all()
+    # a duplicated point is reproduced exactly by its twin: residual 0
+    assert res.residual[:5].abs().max() < 1e-10
+
+
+def test_interpolation_matches_numpy_and_separated_clusters():
+    torch.manual_seed(6)
+    x = torch.rand(50, 12, dtype=torch.float64)
+    y = torch.randint(0, 3, (50,))
+    pred, err = nnk_interpolation(x, y, 8)
+    nb = knn(x, 8).numpy()
+    theta, _ = np_nnk(x.numpy(), nb, "cosine")
+    onehot = np.eye(3)[y.numpy()]
+    expected = theta @ onehot / theta.sum(1, keepdims=True)
+    np.testing.assert_allclose(pred.numpy(), expected, atol=1e-6)
+    assert err == pytest.approx(float(np.mean(expected.argmax(1) != y.numpy())))
+    # two far-apart clusters labelled by cluster: LOO interpolation error 0
+    centres = torch.tensor([[5.0, 0, 0], [0, 5.0, 0]])
+    labels = torch.arange(2).repeat_interleave(30)
+    pts = centres[labels] + 0.3 * torch.rand(60, 3)
+    errors = nnk_layer_errors({"a": pts, "noise": torch.rand(60, 3)}, labels, 5)
+    assert errors["a"] == 0.0 and errors["noise"] > 0.1
