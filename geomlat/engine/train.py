@@ -1,0 +1,411 @@
+"""Training loop with the paper's SGD schedule, run records, atomic checkpoints and exact resume.
+
+An *objective* is an ``nn.Module`` with an attribute ``.model`` (the network being trained and evaluated)
+and ``forward(x, y) -> (output (B, C), {name: scalar loss})``; :func:`train` minimizes the sum of the
+losses over the objective's parameters that require grad (a frozen teacher has ``requires_grad=False``).
+:class:`Supervised` is plain cross-entropy; ``geomlat.losses.Distiller`` is another objective.
+
+Reproducibility: the shuffling of epoch ``e`` comes from a ``torch.Generator`` seeded by ``(seed, e)``,
+the augmentation from another one seeded by ``(seed, e)``, and the global RNG (dropout, ...) is re-seeded
+from ``(seed, e)`` at the start of the epoch inside ``torch.random.fork_rng``. A checkpoint written at the
+end of each epoch therefore holds everything a resumed run needs (weights, optimizer, scheduler, epoch,
+metric history): on CPU a run killed at any point and restarted ends with bitwise the same weights and
+numbers as an uninterrupted one.
+
+Run folder layout (``run_dir``)::
+
+    config.json     resolved TrainConfig + caller's record (written before the first epoch)
+    metrics.jsonl   one JSON object per finished epoch (rewritten atomically from the checkpoint's history)
+    checkpoint.pt   {"objective", "optimizer", "scheduler", "epoch", "history"} (torch.load weights_only=True)
+    final.json      final metrics; its presence marks the run as finished (a rerun returns it)
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.utils.data import DataLoader, Dataset
+from tqdm.auto import tqdm
+
+from .dist import is_main_process
+from .io import atomic_save, atomic_write_text, load_checkpoint, read_json, to_jsonable, write_json
+
+__all__ = [
+    "Supervised",
+    "TrainConfig",
+    "train",
+    "evaluate_accuracy",
+    "predict",
+    "model_outputs",
+    "resolve_device",
+    "derive_seed",
+]
+
+# fields of TrainConfig that may change between a run and its resume without invalidating it
+_RESUMABLE_CHANGES = ("device", "eval_batch_size")
+
+
+class Supervised(nn.Module):
+    """Cross-entropy objective: ``forward(x, y) -> (model(x) (B, C), {"task": CE})``.
+
+    Args:
+        model: a classifier returning logits (B, C).
+        label_smoothing: passed to :func:`torch.nn.functional.cross_entropy`.
+    """
+
+    def __init__(self, model: nn.Module, label_smoothing: float = 0.0):
+        super().__init__()
+        self.model = model
+        self.label_smoothing = float(label_smoothing)
+
+    def forward(self, x: Tensor, y: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+        out = self.model(x)
+        return out, {"task": F.cross_entropy(out, y, label_smoothing=self.label_smoothing)}
+
+
+@dataclass
+class TrainConfig:
+    """Optimization settings. Defaults are the paper's CIFAR-10 recipe (METHOD.md): SGD lr 0.1,
+    momentum 0.9, weight decay 5e-4, lr x0.2 at 30/60/80% of the epochs (60/120/160 of 200), batch 128.
+
+    Attributes:
+        milestones: fractions of ``epochs`` after which the lr is multiplied by ``lr_gamma``
+            (rounded to whole epochs; see :meth:`milestone_epochs`).
+        device: "cpu", "cuda", "cuda:1", ... or "auto" (cuda when available).
+        eval_every: evaluate the test error every this many epochs (and always after the last one).
+        limit_batches: if set, train on only this many batches per epoch (smoke tests).
+        drop_last: drop the last incomplete batch. A last batch of a single sample is always dropped
+            (no graph over one sample, and BatchNorm cannot train on it).
+    """
+
+    epochs: int = 200
+    batch_size: int = 128
+    lr: float = 0.1
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    nesterov: bool = False
+    milestones: tuple[float, ...] = (0.3, 0.6, 0.8)
+    lr_gamma: float = 0.2
+    seed: int = 0
+    device: str = "cpu"
+    eval_every: int = 1
+    eval_batch_size: int = 512
+    limit_batches: int | None = None
+    drop_last: bool = False
+
+    def __post_init__(self):
+        self.milestones = tuple(float(m) for m in self.milestones)
+        for name in ("epochs", "batch_size", "eval_every", "eval_batch_size"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"TrainConfig.{name} must be a positive int, got {value!r}")
+        if self.limit_batches is not None and (
+            isinstance(self.limit_batches, bool) or not isinstance(self.limit_batches, int) or self.limit_batches < 1
+        ):
+            raise ValueError(f"TrainConfig.limit_batches must be None or a positive int, got {self.limit_batches!r}")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
+            raise ValueError(f"TrainConfig.seed must be a non-negative int, got {self.seed!r}")
+        for name in ("lr", "momentum", "weight_decay", "lr_gamma"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+                raise ValueError(f"TrainConfig.{name} must be a finite number >= 0, got {value!r}")
+        if self.lr <= 0 or self.lr_gamma <= 0:
+            raise ValueError(f"TrainConfig.lr and lr_gamma must be > 0, got lr={self.lr}, lr_gamma={self.lr_gamma}")
+        if any(not 0 < m < 1 for m in self.milestones):
+            raise ValueError(f"TrainConfig.milestones are fractions of the epochs in (0, 1), got {self.milestones}")
+        if list(self.milestones) != sorted(self.milestones):
+            raise ValueError(f"TrainConfig.milestones must be increasing, got {self.milestones}")
+
+    def milestone_epochs(self) -> list[int]:
+        """Epoch counts after which the lr drops: ``round(f * epochs)`` for each fraction, kept in
+        [1, epochs - 1], duplicates merged (e.g. 200 epochs -> [60, 120, 160], 10 -> [3, 6, 8])."""
+        return sorted({min(max(round(f * self.epochs), 1), self.epochs - 1) for f in self.milestones} - {0})
+
+    def to_dict(self) -> dict[str, Any]:
+        return to_jsonable(dataclasses.asdict(self))
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any]) -> "TrainConfig":
+        """Build from a mapping; unknown keys raise a ValueError listing the valid ones."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - names)
+        if unknown:
+            raise ValueError(f"unknown TrainConfig field(s) {unknown}; valid fields: {sorted(names)}")
+        return cls(**dict(values))
+
+
+def derive_seed(*parts: int) -> int:
+    """A 63-bit seed mixing integers with NumPy's SeedSequence (well spread, no collisions of (seed, epoch))."""
+    return int(np.random.SeedSequence([int(p) for p in parts]).generate_state(1, dtype=np.uint64)[0]) >> 1
+
+
+def resolve_device(device: str | torch.device) -> torch.device:
+    """``"auto"`` -> cuda if available else cpu; a cuda device without CUDA raises a clear error."""
+    if str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError(f"device {device} requested but CUDA is not available; use device='cpu' or 'auto'")
+    return device
+
+
+def _model_device(model: nn.Module) -> torch.device:
+    for tensor in list(model.parameters()) + list(model.buffers()):
+        return tensor.device
+    return torch.device("cpu")
+
+
+def _dataset_batches(dataset: Dataset, batch_size: int):
+    """Yield (x, y) batches in order; TensorDatasets are sliced directly (no DataLoader overhead)."""
+    tensors = getattr(dataset, "tensors", None)
+    if tensors is not None:
+        x, y = tensors[0], tensors[1]
+        for start in range(0, len(x), batch_size):
+            yield x[start : start + batch_size], y[start : start + batch_size]
+    else:
+        for x, y in DataLoader(dataset, batch_size=batch_size, shuffle=False):
+            yield x, y
+
+
+@torch.no_grad()
+def model_outputs(model: nn.Module, dataset: Dataset, batch_size: int = 512, device: str | torch.device | None = None) -> Tensor:
+    """Outputs of ``model`` in eval mode over ``dataset`` (x, y pairs), in order: (N, C) float tensor on CPU.
+    The model's train/eval mode is restored afterwards."""
+    device = _model_device(model) if device is None else resolve_device(device)
+    was_training = model.training
+    model.eval()
+    try:
+        outs = [model(x.to(device)).float().cpu() for x, _ in _dataset_batches(dataset, batch_size)]
+    finally:
+        model.train(was_training)
+    if not outs:
+        raise ValueError("cannot evaluate on an empty dataset")
+    return torch.cat(outs)
+
+
+def predict(model: nn.Module, dataset: Dataset, batch_size: int = 512, device: str | torch.device | None = None) -> Tensor:
+    """Predicted classes ``argmax model(x)`` over ``dataset``: (N,) int64 tensor on CPU."""
+    return model_outputs(model, dataset, batch_size, device).argmax(dim=1)
+
+
+def _labels(dataset: Dataset) -> Tensor:
+    tensors = getattr(dataset, "tensors", None)
+    if tensors is not None:
+        return tensors[1].cpu()
+    return torch.as_tensor([int(y) for _, y in dataset])
+
+
+def evaluate_accuracy(model: nn.Module, dataset: Dataset, batch_size: int = 512, device: str | torch.device | None = None) -> float:
+    """Fraction of samples of ``dataset`` whose predicted class equals the label."""
+    pred = predict(model, dataset, batch_size, device)
+    return float((pred == _labels(dataset)).double().mean())
+
+
+EvaluateFn = Callable[[nn.Module, Any], Mapping[str, float]]
+AfterStepFn = Callable[[nn.Module], None]
+
+
+def _epoch_batches(n: int, config: TrainConfig, epoch: int) -> list[Tensor]:
+    """Index batches of epoch ``epoch`` (0-based): a permutation drawn from a generator seeded by (seed, epoch)."""
+    generator = torch.Generator().manual_seed(derive_seed(config.seed, epoch, 0))
+    batches = list(torch.randperm(n, generator=generator).split(config.batch_size))
+    if batches and (len(batches[-1]) < 2 or (config.drop_last and len(batches[-1]) < config.batch_size)):
+        batches.pop()
+    if config.limit_batches is not None:
+        batches = batches[: config.limit_batches]
+    if not batches:
+        raise ValueError(f"the training set ({n} samples) gives no batch of batch_size={config.batch_size}")
+    return batches
+
+
+def _train_epoch(objective, splits, config: TrainConfig, optimizer, epoch: int, device: torch.device,
+                 after_step: AfterStepFn | None, progress: bool, desc: str) -> dict[str, Any]:
+    x_all, y_all = splits.train.tensors[0], splits.train.tensors[1]
+    batches = _epoch_batches(len(y_all), config, epoch)
+    aug_generator = torch.Generator().manual_seed(derive_seed(config.seed, epoch, 1))
+    augment = getattr(splits, "augment", None)
+    num_classes = getattr(splits, "num_classes", None)
+    sums: dict[str, Tensor] = {}
+    correct = torch.zeros((), dtype=torch.long, device=device)
+    seen = 0
+    track_acc = True
+    objective.train()
+    rng_devices = [device.index if device.index is not None else torch.cuda.current_device()] if device.type == "cuda" else []
+    start = time.perf_counter()
+    bar = tqdm(batches, desc=desc, disable=not progress, file=sys.stderr, leave=False, dynamic_ncols=True)
+    with torch.random.fork_rng(devices=rng_devices):
+        torch.manual_seed(derive_seed(config.seed, epoch, 2))  # dropout & co: reproducible per epoch
+        for step, idx in enumerate(bar):
+            x, y = x_all[idx], y_all[idx]
+            if augment is not None:
+                x = augment(x, aug_generator)
+            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+            out, losses = objective(x, y)
+            if not losses:
+                raise ValueError(f"{type(objective).__name__} returned no loss terms")
+            total = torch.stack([loss.reshape(()) for loss in losses.values()]).sum()
+            if not torch.isfinite(total):
+                terms = {k: float(v.detach()) for k, v in losses.items()}
+                raise FloatingPointError(f"non-finite loss at epoch {epoch + 1}, step {step + 1}: {terms}")
+            optimizer.zero_grad(set_to_none=True)
+            total.backward()
+            optimizer.step()
+            if after_step is not None:
+                after_step(objective.model)
+            bs = len(y)
+            seen += bs
+            for name, loss in losses.items():
+                sums[name] = sums.get(name, 0.0) + loss.detach() * bs
+            sums["loss"] = sums.get("loss", 0.0) + total.detach() * bs
+            # train accuracy only when the output is class scores (not an embedding)
+            track_acc = track_acc and out.dim() == 2 and out.shape[1] == num_classes
+            if track_acc:
+                correct += (out.detach().argmax(dim=1) == y).sum()
+            if progress and (step % 10 == 0 or step == len(batches) - 1):
+                postfix = {"loss": f"{float(sums['loss']) / seen:.4f}"}
+                if track_acc:
+                    postfix["acc"] = f"{int(correct) / seen:.3f}"
+                bar.set_postfix(postfix, refresh=step == len(batches) - 1)
+    bar.close()
+    metrics: dict[str, Any] = {name: float(value) / seen for name, value in sums.items()}
+    metrics["train_acc"] = int(correct) / seen if track_acc else None
+    metrics["steps"] = len(batches)
+    metrics["seconds"] = time.perf_counter() - start
+    return metrics
+
+
+def _check_config_matches(path: Path, record: dict[str, Any]) -> None:
+    """A run folder made with another configuration must not be resumed or reused silently."""
+    old = read_json(path)
+    new = json.loads(json.dumps(record))
+    ignore = set(_RESUMABLE_CHANGES)
+    old_train = {k: v for k, v in old.get("train", {}).items() if k not in ignore}
+    new_train = {k: v for k, v in new.get("train", {}).items() if k not in ignore}
+    diffs = [f"train.{k}: {old_train.get(k)!r} -> {new_train.get(k)!r}" for k in sorted(set(old_train) | set(new_train)) if old_train.get(k) != new_train.get(k)]
+    diffs += [f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in sorted(set(old) | set(new)) if k != "train" and old.get(k) != new.get(k)]
+    if diffs:
+        raise ValueError(
+            f"run folder {path.parent} was created with a different configuration ({'; '.join(diffs)}); "
+            "delete the folder or choose another output directory"
+        )
+
+
+def _write_metrics(path: Path, history: list[dict[str, Any]]) -> None:
+    atomic_write_text(path, "".join(json.dumps(to_jsonable(line), allow_nan=False) + "\n" for line in history))
+
+
+def train(
+    objective: nn.Module,
+    splits,
+    config: TrainConfig,
+    run_dir: str | Path,
+    *,
+    evaluate: EvaluateFn | None = None,
+    after_step: AfterStepFn | None = None,
+    progress: bool = True,
+    record: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Train ``objective`` on ``splits.train`` and return the final metrics (also in ``run_dir/final.json``).
+
+    Args:
+        objective: module with ``.model`` and ``forward(x, y) -> (output (B, C), {name: scalar loss})``.
+        splits: a ``geomlat.data.DatasetSplits`` (``train``/``test`` TensorDatasets, ``num_classes``,
+            ``augment(x (B, ...), generator) -> x`` applied to training batches, or None).
+        config: :class:`TrainConfig`.
+        run_dir: folder of this run (created). If ``final.json`` exists the run is skipped and its
+            metrics returned; if ``checkpoint.pt`` exists training resumes after its epoch.
+        evaluate: ``evaluate(model, splits) -> {"test_error": float, ...}`` replacing the default
+            (error of ``argmax model(x)`` on ``splits.test``), for objectives whose output is not logits.
+            Extra keys are recorded too.
+        after_step: ``after_step(model)`` called after each optimizer step (e.g. a Parseval projection).
+        progress: show a tqdm bar on stderr with the running loss and accuracy.
+        record: extra JSON-serializable information stored in ``config.json`` (model names, method, ...);
+            it must match on resume.
+
+    Returns:
+        dict with ``test_error``, ``train_acc``, ``loss`` and each loss term of the last epoch,
+        ``epochs``, ``steps``, ``seconds`` (training + evaluation time summed over epochs), ``params``
+        (trainable parameters of ``objective.model``) and any key returned by ``evaluate``.
+
+    Raises:
+        ValueError: the folder holds a run made with another configuration, or nothing to train.
+        FloatingPointError: a loss became NaN/Inf (named step and terms).
+    """
+    if not isinstance(objective, nn.Module) or not isinstance(getattr(objective, "model", None), nn.Module):
+        raise TypeError("objective must be an nn.Module with an nn.Module attribute .model (e.g. Supervised(model))")
+    if not isinstance(config, TrainConfig):
+        raise TypeError(f"config must be a TrainConfig, got {type(config).__name__}")
+    run_dir = Path(run_dir)
+    final_path, ckpt_path = run_dir / "final.json", run_dir / "checkpoint.pt"
+    config_path, metrics_path = run_dir / "config.json", run_dir / "metrics.jsonl"
+    full_record = to_jsonable({"train": config.to_dict(), **dict(record or {})})
+    if config_path.exists():
+        _check_config_matches(config_path, full_record)
+    if final_path.exists():
+        return read_json(final_path)
+
+    device = resolve_device(config.device)
+    objective.to(device)
+    params = [p for p in objective.parameters() if p.requires_grad]
+    if not params:
+        raise ValueError("the objective has no trainable parameter (requires_grad=True)")
+    optimizer = torch.optim.SGD(params, lr=config.lr, momentum=config.momentum,
+                                weight_decay=config.weight_decay, nesterov=config.nesterov)
+    scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=config.milestone_epochs(), gamma=config.lr_gamma)
+    main = is_main_process()
+    if main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        if not config_path.exists():
+            write_json(config_path, full_record)
+
+    start_epoch, history = 0, []
+    if ckpt_path.exists():
+        state = load_checkpoint(ckpt_path, map_location=device)
+        objective.load_state_dict(state["objective"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        start_epoch, history = int(state["epoch"]), list(state["history"])
+        if main:  # a kill between the checkpoint and the metrics write loses nothing
+            _write_metrics(metrics_path, history)
+
+    evaluate_fn = evaluate or (lambda model, s: {"test_error": 1.0 - evaluate_accuracy(model, s.test, config.eval_batch_size, device)})
+    for epoch in range(start_epoch, config.epochs):
+        lr = optimizer.param_groups[0]["lr"]
+        line: dict[str, Any] = {"epoch": epoch + 1, "lr": lr}
+        line.update(_train_epoch(objective, splits, config, optimizer, epoch, device, after_step, progress,
+                                 desc=f"{run_dir.name} {epoch + 1}/{config.epochs}"))
+        scheduler.step()
+        if (epoch + 1) % config.eval_every == 0 or epoch + 1 == config.epochs:
+            start = time.perf_counter()
+            evaluated = dict(evaluate_fn(objective.model, splits))
+            if "test_error" not in evaluated:
+                raise KeyError(f"evaluate() must return a dict with 'test_error', got keys {sorted(evaluated)}")
+            line.update({k: float(v) for k, v in evaluated.items()})
+            line["eval_seconds"] = time.perf_counter() - start
+        history.append(to_jsonable(line))
+        if main:
+            atomic_save({"objective": objective.state_dict(), "optimizer": optimizer.state_dict(),
+                         "scheduler": scheduler.state_dict(), "epoch": epoch + 1, "history": history}, ckpt_path)
+            _write_metrics(metrics_path, history)
+
+    last = history[-1]
+    final = {k: v for k, v in last.items() if k not in ("epoch", "lr", "seconds", "eval_seconds", "steps")}
+    final.update(
+        epochs=config.epochs,
+        steps=sum(h["steps"] for h in history),
+        seconds=sum(h["seconds"] + h.get("eval_seconds", 0.0) for h in history),
+        params=sum(p.numel() for p in objective.model.parameters() if p.requires_grad),
+    )
+    if main:
+        write_json(final_path, final)
+    return final
