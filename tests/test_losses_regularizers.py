@@ -1,0 +1,136 @@
+"""SmoothnessRegularizer: fast path vs dense reference vs NumPy, no B x B matrix, zero rows, gradients."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+
+from geomlat.losses import SmoothnessRegularizer, label_variation_power, label_variation_power_dense
+from reference import np_lgg
+
+
+def np_sigma(x, y, m, k=None, normalized=False):
+    """tr(V^T L^m V) with a dense NumPy Laplacian (np.linalg.matrix_power)."""
+    adj = np_lgg(x, k=k, kernel="cosine")
+    lap = np.diag(adj.sum(1)) - adj
+    v = np.eye(y.max() + 1)[y]
+    sigma = np.trace(v.T @ np.linalg.matrix_power(lap, m) @ v)
+    if normalized:
+        total = adj.sum()
+        sigma = sigma / total**m if total else 0.0
+    return sigma
+
+
+def layers(b=10, seed=0, zero_rows=()):
+    gen = torch.Generator().manual_seed(seed)
+    # the third layer is sparse like a ReLU output, yet with no tied similarities (ties make k-NN ambiguous)
+    sparse = torch.rand(b, 5, generator=gen, dtype=torch.float64) * (torch.rand(b, 5, generator=gen) < 0.5)
+    sparse[:, 0] = 0.1 + torch.rand(b, generator=gen, dtype=torch.float64)
+    feats = [torch.rand(b, 4, 2, generator=gen, dtype=torch.float64) + 0.01, torch.rand(b, 6, generator=gen, dtype=torch.float64) + 0.01, sparse]
+    for f in feats:
+        f[list(zero_rows)] = 0.0
+    return feats, torch.randint(0, 3, (b,), generator=gen)
+
+
+@pytest.mark.parametrize("m", [1, 2, 3])
+@pytest.mark.parametrize("k", [None, 3])
+@pytest.mark.parametrize("normalized", [False, True])
+@pytest.mark.parametrize("zero_rows", [(), (0, 4)])
+def test_fast_equals_dense_equals_numpy(m, k, normalized, zero_rows):
+    feats, y = layers(seed=m, zero_rows=zero_rows)
+    for f in feats:
+        fast = label_variation_power(f, y, m, k, normalized)
+        dense = label_variation_power_dense(f, y, m, k, normalized)
+        want = np_sigma(f.numpy(), y.numpy(), m, k, normalized)
+        assert torch.isfinite(fast) and torch.isfinite(dense)
+        assert fast.item() == pytest.approx(want, rel=1e-9, abs=1e-12)
+        assert dense.item() == pytest.approx(want, rel=1e-9, abs=1e-12)
+
+
+def test_m1_is_the_label_variation_of_the_lgg():
+    from geomlat import label_variation, latent_graph
+
+    feats, y = layers(seed=5)
+    for f in feats:
+        for normalized in (False, True):
+            want = label_variation(latent_graph(f, kernel="cosine", labels=y), normalized=normalized)
+            assert label_variation_power(f, y, 1, normalized=normalized).item() == pytest.approx(want.item(), rel=1e-10)
+
+
+@pytest.mark.parametrize("power,gamma,k", [(2, 0.01, None), (1, 0.5, None), (2, 0.1, 4)])
+def test_regularizer_matches_numpy(power, gamma, k):
+    feats, y = layers(seed=6)
+    got = SmoothnessRegularizer(power=power, gamma=gamma, k=k)(feats, y).item()
+    sig = [np_sigma(f.numpy(), y.numpy(), power, k) for f in feats]
+    want = gamma**power * sum(abs(b - a) for a, b in zip(sig, sig[1:])) / (len(sig) - 1)
+    assert got == pytest.approx(want, rel=1e-9)
+
+
+class ShapeRecorder(TorchDispatchMode):
+    """Records the number of elements of every tensor produced by any operator (forward and backward)."""
+
+    def __init__(self):
+        super().__init__()
+        self.largest = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        for t in out if isinstance(out, (tuple, list)) else (out,):
+            if isinstance(t, torch.Tensor):
+                self.largest = max(self.largest, t.numel())
+        return out
+
+
+def test_fast_path_never_builds_a_batch_by_batch_matrix():
+    b = 256
+    gen = torch.Generator().manual_seed(7)
+    feats = [torch.rand(b, 8, generator=gen).requires_grad_() for _ in range(3)]
+    y = torch.randint(0, 10, (b,), generator=gen)
+    with ShapeRecorder() as rec:
+        SmoothnessRegularizer()(feats, y).backward()
+    assert rec.largest <= b * 10  # O(B d + B C), far below B^2 = 65536
+    with ShapeRecorder() as rec:
+        SmoothnessRegularizer(k=5)(feats, y)
+    assert rec.largest >= b * b  # the k-NN path is dense (sanity check of the recorder)
+
+
+def test_zero_rows_give_finite_gradients():
+    feats, y = layers(seed=8, zero_rows=(1, 2))
+    feats = [f.requires_grad_() for f in feats]
+    value = SmoothnessRegularizer(power=2, gamma=1.0)(feats, y)
+    value.backward()
+    assert torch.isfinite(value) and value > 0
+    assert all(torch.isfinite(f.grad).all() for f in feats)
+
+
+def test_invariant_to_class_relabelling():
+    feats, y = layers(seed=9)
+    perm = torch.tensor([1, 2, 0])
+    reg = SmoothnessRegularizer(gamma=1.0)
+    assert reg(feats, perm[y]).item() == pytest.approx(reg(feats, y).item(), rel=1e-12)
+
+
+@pytest.mark.parametrize("kwargs", [dict(power=2), dict(power=1, normalized=True), dict(power=2, k=3)])
+def test_gradcheck(kwargs):
+    feats, y = layers(b=6, seed=10)
+    # entries >= 0.01 so that the finite differences never step into negative values
+    feats = [f.reshape(6, -1)[:, :3].clamp_min(0.01).clone().requires_grad_() for f in feats]
+    reg = SmoothnessRegularizer(gamma=1.0, **kwargs)
+    assert torch.autograd.gradcheck(lambda *fs: reg(list(fs), y), tuple(feats))
+
+
+def test_errors():
+    feats, y = layers()
+    with pytest.raises(ValueError, match=">= 2"):
+        SmoothnessRegularizer()(feats[:1], y)
+    with pytest.raises(ValueError, match="non-negative"):
+        SmoothnessRegularizer()([feats[0] - 0.5, feats[1]], y)
+    with pytest.raises(ValueError, match="vertices"):
+        SmoothnessRegularizer()(feats, y[:4])
+    with pytest.raises(ValueError, match="power"):
+        SmoothnessRegularizer(power=0)
+    with pytest.raises(NotImplementedError, match="global"):
+        SmoothnessRegularizer(gather="global")
+    with pytest.raises(ValueError, match="gather"):
+        SmoothnessRegularizer(gather="x")
