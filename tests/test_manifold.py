@@ -1,7 +1,5 @@
 """NNK manifold graph metrics on point clouds with known geometry."""
-import math
 
-import numpy as np
 import pytest
 import torch
 
