@@ -3,7 +3,8 @@
 The official batches are Python pickles of dicts ``{b"batch_label", b"labels", b"data", b"filenames"}``
 with ``data`` a uint8 array (N, 3072) (1024 red, then green, then blue values, rows of 32 pixels) and
 ``labels`` a list of N ints in 0..9. Unpickling them needs only three globals (numpy's array
-reconstruction, ``numpy.ndarray`` and ``numpy.dtype``); :class:`RestrictedUnpickler` refuses every other.
+reconstruction, ``numpy.ndarray`` and ``numpy.dtype``); :class:`RestrictedUnpickler` refuses every other,
+except a latin-1-only ``_codecs.encode`` needed by Python 3 re-pickles at protocol 2.
 """
 from __future__ import annotations
 
@@ -36,6 +37,13 @@ def _numpy_global(modules: tuple[str, ...], name: str):
     raise ImportError(f"cannot find {name} in {modules}")
 
 
+def _latin1_encode(obj, encoding: str = "utf-8", errors: str = "strict") -> bytes:
+    """Stand-in for ``_codecs.encode`` that only does what protocol-2 pickles of bytes need (str -> latin-1)."""
+    if not isinstance(obj, str) or encoding.lower().replace("-", "") != "latin1" or errors != "strict":
+        raise pickle.UnpicklingError(f"refusing _codecs.encode({type(obj).__name__}, {encoding!r}, {errors!r})")
+    return obj.encode("latin1")
+
+
 # (module, name) as written in the pickle -> object. numpy >= 2 writes numpy._core, the official
 # (Python 2) batches numpy.core; protocol 5 re-pickles use _frombuffer instead of _reconstruct.
 _RECONSTRUCT = ("numpy._core.multiarray", "numpy.core.multiarray")
@@ -45,6 +53,8 @@ ALLOWED_GLOBALS = {
     **{(m, "_frombuffer"): (_FROMBUFFER, "_frombuffer") for m in _FROMBUFFER},
     ("numpy", "ndarray"): (("numpy",), "ndarray"),
     ("numpy", "dtype"): (("numpy",), "dtype"),
+    # Python 3 pickles bytes with protocol 2 as _codecs.encode(str, "latin1"): only that call is allowed
+    ("_codecs", "encode"): None,
 }
 
 
@@ -66,6 +76,8 @@ class RestrictedUnpickler(pickle.Unpickler):
                 f"refusing to load global {module}.{name}: a CIFAR batch may only reference "
                 f"{sorted(f'{m}.{n}' for m, n in ALLOWED_GLOBALS)}"
             )
+        if key == ("_codecs", "encode"):
+            return _latin1_encode
         modules, attr = ALLOWED_GLOBALS[key]
         return _numpy_global(modules, attr)
 
