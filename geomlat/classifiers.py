@@ -151,7 +151,8 @@ class NearestClassMean(_Base):
 
     @torch.no_grad()
     def predict(self, emb: Tensor) -> Tensor:
-        return self.classes_[self.scores(emb).argmax(dim=1).cpu()]
+        best = self.scores(emb).argmax(dim=1).cpu()
+        return self.classes_[best]
 
 
 class LogisticRegressionClassifier(_Base):
@@ -196,7 +197,8 @@ class LogisticRegressionClassifier(_Base):
 
     @torch.no_grad()
     def predict(self, emb: Tensor) -> Tensor:
-        return self.classes_[self.scores(emb).argmax(dim=1).cpu()]
+        best = self.scores(emb).argmax(dim=1).cpu()
+        return self.classes_[best]
 
 
 Classifier = KNNClassifier | NearestClassMean | LogisticRegressionClassifier
