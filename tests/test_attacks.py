@@ -163,7 +163,7 @@ def test_pgd_training_objective(digits):
     for _ in range(12):
         opt.zero_grad()
         loss = obj(x[:256], y[:256])[1]["adv_ce"]
-        first = float(loss) if first is None else first
+        first = float(loss.detach()) if first is None else first
         loss.backward()
         opt.step()
     assert float(obj(x[:256], y[:256])[1]["adv_ce"]) < first
