@@ -1,0 +1,106 @@
+"""Benchmark 5: exact k-NN graph for analysis, chunked torch against faiss-cpu's flat index (and torch-cluster).
+
+Cosine k-NN of N points in R^d: ``geomlat.knn(x, k, backend="chunked")`` against faiss ``IndexFlatIP`` on the
+normalized rows (searching k + 1 and dropping each point itself). Both include the normalization. Runs in
+a child process so that its peak resident memory (``ru_maxrss``) reflects this benchmark only: the peak
+of the first (warm-up) chunked call over the resident size after the data were created is the measured
+extra memory, reported beside the theoretical size of one (chunk_rows, N) float32 score block.
+"""
+from __future__ import annotations
+
+import json
+import resource
+import subprocess
+import sys
+
+import torch
+import torch.nn.functional as F
+
+from geomlat import knn
+from geomlat.knn import default_chunk_size
+
+from .common import Result, interleaved
+
+
+def _maxrss_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux: KiB
+
+
+def faiss_knn(x: torch.Tensor, k: int):
+    import faiss
+
+    unit = F.normalize(x, dim=1).numpy()
+    index = faiss.IndexFlatIP(unit.shape[1])
+    index.add(unit)
+    _, idx = index.search(unit, k + 1)
+    idx = torch.from_numpy(idx)
+    # drop each point itself (normally the first hit; exact duplicates could put it elsewhere)
+    keep = idx != torch.arange(idx.shape[0])[:, None]
+    first_k = keep.cumsum(1) <= k
+    return idx[keep & first_k].view(idx.shape[0], k)
+
+
+def child(n: int, d: int, k: int, reps: int, threads: int) -> dict:
+    torch.set_num_threads(threads)
+    x = torch.randn(n, d, generator=torch.Generator().manual_seed(0))
+    base = _maxrss_mib()
+    ours = knn(x, k, backend="chunked")  # warm-up; its peak is the chunked backend's peak
+    peak = _maxrss_mib() - base
+    out = {"n": n, "d": d, "k": k, "threads": threads, "peak_extra_mib": peak,
+           "block_mib": default_chunk_size(n) * n * 4 / 2**20, "chunk_rows": default_chunk_size(n),
+           "data_mib": n * d * 4 / 2**20}
+    sides = {"geomlat_chunked": lambda: knn(x, k, backend="chunked")}
+    try:
+        import faiss
+
+        faiss.omp_set_num_threads(threads)
+        theirs = faiss_knn(x, k)
+        # neighbour sets agree (order within a row may differ on near-ties)
+        out["same_sets"] = float((ours.sort(1).values == theirs.sort(1).values).all(1).double().mean())
+        sides["faiss_flat"] = lambda: faiss_knn(x, k)
+    except ImportError:
+        out["faiss"] = "not installed"
+    t = interleaved(sides, reps, warmup=0 if "faiss_flat" not in sides else 1)
+    out["median_s"] = {name: t.median(name) for name in sides}
+    try:
+        import torch_cluster  # noqa: F401
+
+        m = min(n, 5000)  # a KD-tree in d = 256 is near brute force and single-threaded: a subset
+        sub = x[:m]
+        t2 = interleaved({"cluster": lambda: knn(sub, k, backend="cluster"), "chunked": lambda: knn(sub, k, backend="chunked")}, 1, 0)
+        out["cluster"] = {"n": m, "cluster_s": t2.median("cluster"), "chunked_s": t2.median("chunked")}
+    except ImportError:
+        out["cluster"] = "torch-cluster not installed: skipped"
+    return out
+
+
+def run(cfg: dict) -> list[Result]:
+    n, d, k = cfg["knn_size"]
+    cmd = [sys.executable, "-m", "benchmarks.bench_knn", str(n), str(d), str(k), str(cfg["knn_reps"]), str(cfg["threads"])]
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=True)
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    med = out["median_s"]
+    size = (f"N = {n}, d = {d}, k = {k}, cosine, {out['threads']} threads; medians: "
+            + ", ".join(f"{a} {b:.2f} s" for a, b in med.items()))
+    results = []
+    if "faiss_flat" in med:
+        results.append(Result("knn_vs_faiss", med["geomlat_chunked"] / med["faiss_flat"], "<= 1.5", "x faiss IndexFlatIP",
+                              size + f"; identical neighbour sets for {100 * out['same_sets']:.2f}% of points"))
+    else:
+        results.append(Result("knn_vs_faiss", float("nan"), "<= 1.5", "x faiss IndexFlatIP", "faiss-cpu not installed: skipped"))
+    results.append(Result("knn_chunked_peak_memory", out["peak_extra_mib"], f"<= {2 * out['block_mib'] + 2 * out['data_mib']:.0f}", "MiB",
+                          f"ru_maxrss of a child process during the first chunked call minus after creating the data; "
+                          f"one ({out['chunk_rows']}, {n}) float32 score block = {out['block_mib']:.0f} MiB, "
+                          f"data {out['data_mib']:.0f} MiB (goal: two blocks + two copies of the data)"))
+    if isinstance(out["cluster"], dict):
+        c = out["cluster"]
+        results.append(Result("knn_cluster_vs_chunked", c["cluster_s"] / c["chunked_s"], "info", "x (torch-cluster / ours)",
+                              f"N = {c['n']} subset: torch-cluster {c['cluster_s']:.2f} s, chunked {c['chunked_s']:.2f} s"))
+    else:
+        results.append(Result("knn_cluster_vs_chunked", float("nan"), "info", "x", out["cluster"]))
+    return results
+
+
+if __name__ == "__main__":
+    n, d, k, reps, threads = map(int, sys.argv[1:6])
+    print(json.dumps(child(n, d, k, reps, threads)))
