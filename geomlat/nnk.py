@@ -91,13 +91,60 @@ def _masked_solve(K: Tensor, b: Tensor, passive: Tensor) -> Tensor:
         chol_bad, _ = torch.linalg.cholesky_ex(system[bad] + ridge[:, None, None] * eye)
         chol = chol.clone()
         chol[bad] = chol_bad
-    half = torch.linalg.solve_triangular(chol, rhs, upper=False)
-    s = torch.linalg.solve_triangular(chol.transpose(1, 2), half, upper=True)[..., 0]
+    s = torch.cholesky_solve(rhs, chol)[..., 0]  # both triangular solves in one LAPACK call per node
     return torch.where(passive, s, torch.zeros_like(s))
 
 
+def _solve_bpp(K: Tensor, b: Tensor, threshold: Tensor, max_iter: int) -> tuple[Tensor, Tensor]:
+    """Block principal pivoting (Kim & Park, SIAM J. Sci. Comput. 2011, after Judice & Pires 1994) for
+    ``min_{t >= 0} 1/2 t^T K t - b^T t``, batched over nodes.
+
+    Each node keeps a free set F (t_F = K_FF^-1 b_F, t = 0 off F, ``y = K t - b``); the infeasible
+    coordinates ``V = {j in F: t_j < 0} U {j not in F: y_j < -threshold}`` are all exchanged at once while
+    |V| keeps decreasing (at most 3 non-improving full exchanges in a row), else only the largest index of V
+    (the backup rule that guarantees termination). An empty V is the KKT optimum. Unlike Lawson-Hanson,
+    which adds one coordinate per iteration (about one iteration per NNK neighbour), a node usually
+    finishes in 2-4 iterations. Nodes are dropped from the working arrays as soon as they are done.
+
+    Returns ``(theta (c, k), converged (c,) bool)``; unconverged rows are 0.
+    """
+    c, k = b.shape
+    theta = torch.zeros_like(b)
+    converged = torch.zeros(c, dtype=torch.bool, device=b.device)
+    order = torch.arange(1, k + 1, device=b.device)
+    idx = torch.arange(c, device=b.device)
+    free = b > threshold[:, None]  # from t = 0 (y = -b): every coordinate with y_j < -threshold enters
+    ninf = torch.full((c,), k + 1, dtype=torch.long, device=b.device)
+    alpha = torch.full((c,), 3, dtype=torch.long, device=b.device)
+    Ka, ba, tha = K, b, threshold
+    for _ in range(max_iter):
+        s = _masked_solve(Ka, ba, free)
+        y = torch.einsum("cij,cj->ci", Ka, s) - ba
+        bad = (free & (s < 0)) | (~free & (y < -tha[:, None]))
+        nbad = bad.sum(1)
+        ok = nbad == 0
+        theta[idx[ok]] = s[ok].clamp_min(0.0)
+        converged[idx[ok]] = True
+        better = nbad < ninf
+        full_exchange = better | (alpha >= 1)
+        alpha = torch.where(better, torch.full_like(alpha, 3), torch.where(alpha >= 1, alpha - 1, alpha))
+        ninf = torch.where(better, nbad, ninf)
+        single = F.one_hot((bad * order).argmax(1), k).bool()  # backup rule: the largest infeasible index
+        free = free ^ torch.where(full_exchange[:, None], bad, single & bad)
+        keep = ~ok
+        if not bool(keep.any()):
+            break
+        if not bool(keep.all()):
+            idx, Ka, ba, tha, free, ninf, alpha = idx[keep], Ka[keep], ba[keep], tha[keep], free[keep], ninf[keep], alpha[keep]
+    return theta, converged
+
+
 def solve_nnk_exact(K: Tensor, b: Tensor, kkt_tol: float = 1e-10, max_iter: int | None = None) -> tuple[Tensor, Tensor]:
-    """Exact batched non-negative QP ``min_{t >= 0} 1/2 t^T K t - b^T t`` (Lawson-Hanson active set).
+    """Exact batched non-negative QP ``min_{t >= 0} 1/2 t^T K t - b^T t``.
+
+    Block principal pivoting first (:func:`_solve_bpp`, a few batched Cholesky solves); the rare nodes it
+    has not finished after ``2 k + 10`` iterations go through the Lawson-Hanson active-set method below.
+    Both stop only at the KKT conditions, so the result is the same optimum.
 
     Args:
         K: (c, k, k) symmetric positive semi-definite (float64 recommended).
@@ -112,6 +159,20 @@ def solve_nnk_exact(K: Tensor, b: Tensor, kkt_tol: float = 1e-10, max_iter: int 
     """
     c, k = b.shape
     max_iter = 5 * k + 10 if max_iter is None else max_iter
+    scale = b.abs().amax(dim=1).clamp_min(1.0)
+    theta_bpp, done_bpp = _solve_bpp(K, b, kkt_tol * scale, 2 * k + 10)
+    if bool(done_bpp.all()):
+        return theta_bpp, done_bpp
+    rest = (~done_bpp).nonzero().squeeze(1)
+    theta_lh, done_lh = _solve_lawson_hanson(K[rest], b[rest], kkt_tol, max_iter)
+    theta_bpp[rest] = theta_lh
+    done_bpp[rest] = done_lh
+    return theta_bpp, done_bpp
+
+
+def _solve_lawson_hanson(K: Tensor, b: Tensor, kkt_tol: float, max_iter: int) -> tuple[Tensor, Tensor]:
+    """Lawson-Hanson active set, batched (the fallback of :func:`solve_nnk_exact`, same arguments)."""
+    c, k = b.shape
     scale = b.abs().amax(dim=1).clamp_min(1.0)
     theta = torch.zeros_like(b)
     passive = torch.zeros(c, k, dtype=torch.bool, device=b.device)
@@ -158,7 +219,7 @@ def solve_nnk_exact(K: Tensor, b: Tensor, kkt_tol: float = 1e-10, max_iter: int 
             f"NNK exact solver: {int((~converged).sum())} of {c} nodes did not meet the KKT conditions after "
             f"{max_iter} iterations; their current feasible weights are used",
             RuntimeWarning,
-            stacklevel=2,
+            stacklevel=3,
         )
     return theta, converged
 
