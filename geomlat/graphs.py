@@ -83,7 +83,24 @@ def similarity(x: Tensor, kernel: str = "auto", sigma: float | Tensor | None = N
     Returns:
         (B, B) similarities, diagonal included. A zero row has cosine similarity 0 with everything.
     """
-    x = check_features(x)
+    return _similarity(check_features(x), kernel, sigma, k)
+
+
+def cosine_gram(flat: Tensor) -> Tensor:
+    """(B, B) cosine similarities of the rows of ``flat`` (B, d) from one Gram matrix.
+
+    ``G = x x^T`` then ``G_ij / (n_i n_j)`` with the norms ``n_i = sqrt(G_ii)`` read off its diagonal, so
+    the (B, d) input is read once by the matrix product and never copied (normalizing the rows first, as
+    ``F.normalize(x) @ F.normalize(x).T``, costs two more passes over it and a (B, d) copy). Same eps as
+    ``F.normalize``: ``max(n_i, 1e-12)``, so a zero row has cosine 0 with everything, never NaN.
+    """
+    gram = flat @ flat.T
+    inv = gram.diagonal().clamp_min(1e-24).rsqrt()  # 1 / max(n_i, 1e-12)
+    return gram * inv[:, None] * inv[None, :]
+
+
+def _similarity(x: Tensor, kernel: str, sigma: float | Tensor | None, k: int | None) -> Tensor:
+    """:func:`similarity` of an already checked (B, d) tensor."""
     kernel = resolve_kernel(x, kernel)
     if kernel == "cosine" and bool((x < 0).any()):
         raise ValueError(
@@ -91,8 +108,7 @@ def similarity(x: Tensor, kernel: str = "auto", sigma: float | Tensor | None = N
             "use kernel='rbf', 'cosine_shifted' or 'auto'"
         )
     if kernel in ("cosine", "cosine_shifted"):
-        unit = F.normalize(x, dim=1, eps=1e-12)  # zero rows stay zero: cosine 0, never NaN
-        cos = unit @ unit.T
+        cos = cosine_gram(x)
         return cos if kernel == "cosine" else 0.5 + 0.5 * cos
     sq_dist = squared_distances(x)
     if sigma is None:
@@ -159,7 +175,7 @@ def latent_adjacency(
     flat = check_features(x)
     b = flat.shape[0]
     check_k(k, b)
-    sim = similarity(flat, kernel, sigma, k)
+    sim = _similarity(flat, kernel, sigma, k)  # flat already checked: no second pass over it
     edges = knn_mask(sim, k, symmetrize)
     if mask is not None:
         if labels is None:
