@@ -49,6 +49,7 @@ __all__ = [
     "model_outputs",
     "resolve_device",
     "derive_seed",
+    "load_trained_model",
 ]
 
 # fields of TrainConfig that may change between a run and its resume without invalidating it
@@ -409,3 +410,17 @@ def train(
     if main:
         write_json(final_path, final)
     return final
+
+
+def load_trained_model(run_dir: str | Path, model: nn.Module, prefix: str = "model.") -> nn.Module:
+    """Load the weights of ``objective.model`` from ``run_dir/checkpoint.pt`` into ``model`` (in place).
+
+    The checkpoint holds the objective's state dict; the network's entries start with ``prefix``
+    (``"model."`` for :class:`Supervised` and ``Distiller``). Returns ``model``.
+    """
+    state = load_checkpoint(Path(run_dir) / "checkpoint.pt")["objective"]
+    sub = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+    if not sub:
+        raise KeyError(f"{run_dir}/checkpoint.pt has no entry starting with {prefix!r}")
+    model.load_state_dict(sub)
+    return model

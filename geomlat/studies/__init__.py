@@ -1,0 +1,28 @@
+"""Studies: declarative TOML specs (``studies/NAME.toml``) run by one generic runner.
+
+``run_study("gkd", profile="quick")`` validates the spec (before any training), trains what it declares
+under ``runs/NAME/PROFILE/``, and writes ``results/NAME/`` tables and ``figures/NAME/`` figures.
+New kinds of studies register with :func:`register_study_kind`.
+"""
+from .runner import STUDY_KINDS, StudyContext, StudyKind, load_spec, register_study_kind, run_study
+from .spec import Fields, SpecError, deep_merge
+from .tables import Column, median_std, write_table
+from .figures import new_figure, save_figure
+from . import distill  # noqa: F401  (registers the "distill" kind)
+
+__all__ = [
+    "Column",
+    "Fields",
+    "STUDY_KINDS",
+    "SpecError",
+    "StudyContext",
+    "StudyKind",
+    "deep_merge",
+    "load_spec",
+    "median_std",
+    "new_figure",
+    "register_study_kind",
+    "run_study",
+    "save_figure",
+    "write_table",
+]

@@ -1,0 +1,538 @@
+"""Study kind ``distill``: a teacher, students trained with each distillation method over seeds, the
+comparison table and the layer-wise analyses of the GKD talk (``shared/papers/003``, LGG paper 4.1).
+
+Spec fields (see ``studies/gkd.toml`` for a commented example):
+
+- ``data``: ``name`` (a ``geomlat.data`` data set), ``seed`` (the train/test split, shared by every
+  run; default 0), ``options`` (passed to ``load_dataset``).
+- ``train``: defaults of :class:`geomlat.engine.TrainConfig` for both networks (not ``seed``: each run
+  takes its seed from ``seeds``); ``teacher.train`` / ``student.train`` override them field by field.
+- ``teacher``: ``model``, ``kwargs``, ``train``, and either ``seed`` (one teacher, default the first
+  seed) or ``per_seed = true`` (one teacher per seed, each student distilled from its seed's teacher).
+- ``student``: ``model``, ``kwargs``, ``train``. Every student of seed ``s`` starts from the same
+  initialization (``torch.manual_seed(s)`` before building it), so methods are compared paired.
+- ``pairs``: default ``[[teacher_layer, student_layer], ...]`` for feature-based terms.
+- ``baseline``: name of the method without distillation terms (default ``"baseline"``), the reference
+  of the "gain" column.
+- ``methods.NAME``: ``label``, ``task_weight`` (cross-entropy weight, default 1), ``pairs`` (overrides the
+  default), ``terms.TERM`` = ``{loss, weight, kwargs}`` with ``loss`` one of :data:`DISTILL_LOSSES`.
+  FitNet's projection widths are inferred from the models.
+- ``analysis``: ``samples`` (test samples used, default 1000), ``k`` (LGG neighbours, default 10),
+  ``blocks`` (teacher/student layer pairs compared, default ``pairs``), ``consistency``, ``variation``,
+  ``graph_variants``: method names shown in figures (a), (b), (c).
+
+Validation builds the models and runs every method's objective on a dummy batch, so wrong layer names,
+shape mismatches or bad loss options are reported (``SpecError`` with the field path) before training.
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import seaborn as sns
+import torch
+from torch import nn
+
+from ..analysis import decision_consistency, layer_label_variation
+from ..capture import LatentCapture
+from ..data import DATASETS, balanced_order, load_dataset
+from ..engine import Supervised, TrainConfig, predict, read_json, train, write_json
+from ..engine.train import load_trained_model
+from ..losses import GKD, Distiller, FitNet, HintonKD, RKDAngle, RKDDistance, SimilarityPreserving
+from ..models import MODELS, build_model
+from .figures import PALETTE, new_figure, save_figure
+from .runner import StudyContext, StudyKind, register_study_kind
+from .spec import Fields, SpecError
+from .tables import Column, csv_text, median_std, write_table
+
+__all__ = ["DISTILL_LOSSES", "DistillStudy", "train_config_from_fields"]
+
+# loss names usable in `terms.*.loss`
+DISTILL_LOSSES: dict[str, type[nn.Module]] = {
+    "gkd": GKD,
+    "rkd_d": RKDDistance,
+    "rkd_a": RKDAngle,
+    "hinton": HintonKD,
+    "fitnet": FitNet,
+    "sp": SimilarityPreserving,
+}
+
+# sample shapes of the built-in data sets, for the dry-run forward pass of the validation
+INPUT_SHAPES = {"digits": (1, 8, 8), "mnist1d": (1, 40), "cifar10": (3, 32, 32)}
+
+_TRAIN_FIELDS = {
+    "epochs": ("int", 1), "batch_size": ("int", 2), "lr": ("number", 0.0), "momentum": ("number", 0.0),
+    "weight_decay": ("number", 0.0), "nesterov": ("bool", None), "milestones": ("numbers", None),
+    "lr_gamma": ("number", 0.0), "device": ("str", None), "eval_every": ("int", 1),
+    "eval_batch_size": ("int", 1), "limit_batches": ("int", 1), "drop_last": ("bool", None),
+}
+
+
+def train_config_from_fields(table: dict[str, Any], path: str, seed: int = 0) -> TrainConfig:
+    """A :class:`TrainConfig` from a spec table, every field type-checked with its path in errors."""
+    f = Fields(table, path)
+    if f.has("seed"):
+        raise SpecError(f.sub("seed"), "the seed of a run comes from the study's `seeds`; remove it here")
+    values: dict[str, Any] = {}
+    for key in list(table):
+        if key not in _TRAIN_FIELDS:
+            continue
+        kind, minimum = _TRAIN_FIELDS[key]
+        if kind == "int":
+            values[key] = f.int(key, minimum=minimum)
+        elif kind == "number":
+            values[key] = f.number(key, minimum=minimum)
+        elif kind == "bool":
+            values[key] = f.bool(key)
+        elif kind == "str":
+            values[key] = f.str(key)
+        else:
+            values[key] = tuple(float(v) for v in f.list(key, item=(int, float)))
+    f.finish()
+    try:
+        return TrainConfig(**values, seed=seed)
+    except ValueError as err:
+        raise SpecError(path, str(err)) from err
+
+
+def _num_params(model: nn.Module) -> int:
+    """All parameters of a network (a frozen teacher's too, unlike ``count_parameters``)."""
+    return sum(p.numel() for p in model.parameters())
+
+
+def _model_fields(f: Fields, path: str) -> dict[str, Any]:
+    model = f.str("model")
+    if model not in MODELS:
+        raise SpecError(f.sub("model"), f"unknown model {model!r}; registered models: {sorted(MODELS)}")
+    return {"model": model, "kwargs": f.table_("kwargs", {})}
+
+
+def _build(entry: dict[str, Any], path: str) -> nn.Module:
+    try:
+        return build_model(entry["model"], **entry["kwargs"])
+    except (TypeError, ValueError) as err:
+        raise SpecError(f"{path}.kwargs", str(err)) from err
+
+
+def _pairs(f: Fields, key: str, default=None) -> list[tuple[str, str]]:
+    value = f.list(key, default)
+    out = []
+    for i, p in enumerate(value):
+        if not (isinstance(p, list) and len(p) == 2 and all(isinstance(n, str) for n in p)):
+            raise SpecError(f"{f.sub(key)}[{i}]", f"expected [teacher_layer, student_layer], got {p!r}")
+        out.append((p[0], p[1]))
+    return out
+
+
+def _check_layers(pairs, teacher: nn.Module, student: nn.Module, path: str) -> None:
+    for i, (t, s) in enumerate(pairs):
+        for j, (name, model, who) in enumerate(((t, teacher, "teacher"), (s, student, "student"))):
+            modules = dict(model.named_modules())
+            if name not in modules:
+                stages = getattr(model, "stage_names", [])
+                raise SpecError(
+                    f"{path}[{i}][{j}]",
+                    f"layer {name!r} is not a module of the {who} ({type(model).__name__}); stage names: "
+                    f"{stages}, features: {getattr(model, 'feature_name', None)!r}",
+                )
+
+
+def _feature_channels(model: nn.Module, layers: list[str], x: torch.Tensor) -> list[int]:
+    """Channel count (dim 1) of each layer's output on a dummy batch."""
+    model.eval()
+    with torch.no_grad(), LatentCapture(model, list(dict.fromkeys(layers)), detach=True) as out:
+        model(x)
+    return [int(out[name].shape[1]) for name in layers]
+
+
+def make_objective(method: dict[str, Any], student: nn.Module, teacher: nn.Module, x_example: torch.Tensor) -> nn.Module:
+    """The training objective of a method: :class:`Supervised` without terms, else a :class:`Distiller`.
+
+    ``x_example`` (a small batch of inputs) is used to infer FitNet projection widths."""
+    if not method["terms"]:
+        return Supervised(student)
+    terms = {}
+    for name, term in method["terms"].items():
+        cls = DISTILL_LOSSES[term["loss"]]
+        if cls is FitNet:
+            t_ch = _feature_channels(teacher, [t for t, _ in method["pairs"]], x_example)
+            s_ch = _feature_channels(student, [s for _, s in method["pairs"]], x_example)
+            student.train()
+            module = FitNet(s_ch, t_ch)
+        else:
+            module = cls(**term["kwargs"])
+        terms[name] = (module, term["weight"])
+    return Distiller(student, teacher, terms, pairs=method["pairs"], task_weight=method["task_weight"])
+
+
+@register_study_kind("distill")
+class DistillStudy(StudyKind):
+    """Knowledge-distillation study (see the module docstring for the spec)."""
+
+    # ------------------------------------------------------------------ validation
+    def validate(self, spec: dict[str, Any], fields: Fields) -> dict[str, Any]:
+        seeds = spec["seeds"]
+        data_f = fields.fields("data")
+        data = {"name": data_f.str("name", choices=DATASETS), "seed": data_f.int("seed", 0, minimum=0),
+                "options": data_f.table_("options", {})}
+        data_f.finish()
+
+        common_train = fields.table_("train", {})
+        teacher_f, student_f = fields.fields("teacher"), fields.fields("student")
+        teacher = _model_fields(teacher_f, "teacher")
+        student = _model_fields(student_f, "student")
+        teacher["per_seed"] = teacher_f.bool("per_seed", False)
+        if teacher["per_seed"] and teacher_f.has("seed"):
+            raise SpecError("teacher.seed", "per_seed = true trains one teacher per seed; remove `seed`")
+        teacher["seed"] = None if teacher["per_seed"] else teacher_f.int("seed", seeds[0], minimum=0)
+        for entry, f, path in ((teacher, teacher_f, "teacher"), (student, student_f, "student")):
+            own = f.table_("train", {})
+            # the paths name the table where the bad field was written
+            train_config_from_fields(common_train, "train")
+            train_config_from_fields(own, f"{path}.train")
+            entry["train"] = train_config_from_fields({**common_train, **own}, f"{path}.train").to_dict()
+            f.finish()
+        t_model, s_model = _build(teacher, "teacher"), _build(student, "student")
+
+        pairs = _pairs(fields, "pairs", [])
+        _check_layers(pairs, t_model, s_model, "pairs")
+
+        methods_f = fields.fields("methods")
+        if not methods_f.table:
+            raise SpecError("methods", "declare at least one method")
+        methods = {}
+        for name in methods_f.table:
+            mf = methods_f.fields(name)
+            method = {"label": mf.str("label", name), "task_weight": mf.number("task_weight", 1.0, minimum=0.0)}
+            method["pairs"] = _pairs(mf, "pairs", [list(p) for p in pairs])
+            terms_f = mf.fields("terms", {})
+            method["terms"] = {}
+            for term_name in terms_f.table:
+                tf = terms_f.fields(term_name)
+                term = {"loss": tf.str("loss", choices=DISTILL_LOSSES), "weight": tf.number("weight", minimum=0.0),
+                        "kwargs": tf.table_("kwargs", {})}
+                if term_name == "task":
+                    raise SpecError(tf.path, "the term name 'task' is reserved for the cross-entropy loss")
+                if DISTILL_LOSSES[term["loss"]] is FitNet and term["kwargs"]:
+                    raise SpecError(tf.sub("kwargs"), "FitNet's projection widths are inferred from the models: no kwargs")
+                if DISTILL_LOSSES[term["loss"]] is not FitNet:
+                    try:
+                        DISTILL_LOSSES[term["loss"]](**term["kwargs"])
+                    except (TypeError, ValueError) as err:
+                        raise SpecError(tf.sub("kwargs"), str(err)) from err
+                tf.finish()
+                method["terms"][term_name] = term
+            mf.finish()
+            if not any(DISTILL_LOSSES[t["loss"]] is not HintonKD for t in method["terms"].values()):
+                method["pairs"] = []  # cross-entropy / logit terms only: no features to capture
+            else:
+                if not method["pairs"]:
+                    raise SpecError(mf.sub("pairs"), "feature-based terms need layer pairs (here or top-level `pairs`)")
+                _check_layers(method["pairs"], t_model, s_model, mf.sub("pairs"))
+            methods[name] = method
+
+        baseline = fields.str("baseline", "baseline")
+        if baseline not in methods:
+            raise SpecError("baseline", f"method {baseline!r} is not declared in `methods` ({sorted(methods)})")
+        if methods[baseline]["terms"]:
+            raise SpecError(f"methods.{baseline}.terms", "the baseline method must have no distillation terms")
+
+        af = fields.fields("analysis", {})
+        analysis = {"samples": af.int("samples", 1000, minimum=10), "k": af.int("k", 10, minimum=1),
+                    "batch_size": af.int("batch_size", 256, minimum=1)}
+        analysis["blocks"] = _pairs(af, "blocks", [list(p) for p in pairs])
+        if not analysis["blocks"]:
+            raise SpecError(af.sub("blocks"), "no blocks to analyse: set `analysis.blocks` or top-level `pairs`")
+        _check_layers(analysis["blocks"], t_model, s_model, af.sub("blocks"))
+        if analysis["k"] >= analysis["samples"]:
+            raise SpecError(af.sub("k"), f"k={analysis['k']} must be smaller than analysis.samples={analysis['samples']}")
+        for key in ("consistency", "variation", "graph_variants"):
+            names = af.list(key, [m for m in self._default_methods(key) if m in methods], item=str)
+            for i, m in enumerate(names):
+                if m not in methods:
+                    raise SpecError(f"{af.sub(key)}[{i}]", f"unknown method {m!r}; declared methods: {sorted(methods)}")
+            analysis[key] = names
+        af.finish()
+
+        out = {"data": data, "teacher": teacher, "student": student, "pairs": pairs, "methods": methods,
+               "baseline": baseline, "analysis": analysis}
+        self._dry_run(out, t_model, s_model)
+        return out
+
+    @staticmethod
+    def _default_methods(key: str) -> list[str]:
+        return {"consistency": ["baseline", "rkd_d", "gkd"], "variation": ["baseline", "rkd_d", "gkd"],
+                "graph_variants": ["gkd", "gkd_inter", "gkd_intra"]}[key]
+
+    @staticmethod
+    def _dry_run(spec: dict[str, Any], teacher: nn.Module, student: nn.Module) -> None:
+        """Each method's objective on a dummy batch of 4: catches shape mismatches before training."""
+        shape = INPUT_SHAPES.get(spec["data"]["name"])
+        if shape is None:
+            return
+        gen = torch.Generator().manual_seed(0)
+        x = torch.rand((4, *shape), generator=gen)
+        num_classes = int(spec["student"]["kwargs"].get("num_classes", 10))
+        y = torch.arange(4) % min(num_classes, 2)
+        for name, method in spec["methods"].items():
+            try:
+                objective = make_objective(method, student, teacher, x)
+                objective.train()
+                with torch.no_grad():
+                    out, losses = objective(x, y)
+            except (KeyError, ValueError, TypeError, RuntimeError) as err:
+                raise SpecError(f"methods.{name}", f"the objective fails on a dummy batch: {err}") from err
+            if out.dim() != 2:
+                raise SpecError("student.kwargs", f"the student must output class scores (B, C), got {tuple(out.shape)}")
+
+    # ------------------------------------------------------------------ running
+    def run(self, spec: dict[str, Any], ctx: StudyContext) -> dict[str, Any]:
+        data = spec["data"]
+        try:
+            splits = load_dataset(data["name"], ctx.data_dir, seed=data["seed"], **data["options"])
+        except TypeError as err:
+            raise SpecError("data.options", str(err)) from err
+        seeds = spec["seeds"]
+        teacher_seeds = seeds if spec["teacher"]["per_seed"] else [spec["teacher"]["seed"]]
+        n_runs = len(teacher_seeds) + len(seeds) * len(spec["methods"])
+        ctx.log(f"[{ctx.name}/{ctx.profile}] {splits!r}; {n_runs} runs under {ctx.runs_dir}")
+        x_example = splits.train.tensors[0][:4]
+
+        teachers: dict[int, nn.Module] = {}
+        finals: dict[str, dict[str, Any]] = {}
+        for seed in teacher_seeds:
+            run = f"teacher_s{seed}"
+            teachers[seed], finals[run] = self._train_one(
+                ctx, run, splits, spec["teacher"], seed, None, {"role": "teacher"}, x_example)
+
+        students: dict[tuple[str, int], nn.Module] = {}
+        for seed in seeds:
+            teacher_seed = seed if spec["teacher"]["per_seed"] else spec["teacher"]["seed"]
+            for name, method in spec["methods"].items():
+                run = f"{name}_s{seed}"
+                record = {"role": "student", "method": name, "terms": method["terms"], "pairs": method["pairs"],
+                          "task_weight": method["task_weight"], "teacher_run": f"teacher_s{teacher_seed}"}
+                students[(name, seed)], finals[run] = self._train_one(
+                    ctx, run, splits, spec["student"], seed, (method, teachers[teacher_seed]), record, x_example)
+
+        ctx.log(f"[{ctx.name}/{ctx.profile}] evaluating and analysing")
+        per_run = self._evaluate(spec, splits, teachers, students, finals)
+        analysis = self._analyse(spec, splits, teachers, students)
+        rows = self._table_rows(spec, per_run, teachers, students)
+        ctx.results_dir.mkdir(parents=True, exist_ok=True)
+        paths = self._write_tables(spec, ctx, rows, per_run, analysis)
+        paths += self._figures(spec, ctx, per_run, analysis)
+        return {"rows": rows, "runs": per_run, "paths": [str(p) for p in paths]}
+
+    def _train_one(self, ctx, run, splits, entry, seed, method_teacher, record, x_example):
+        """Train (or skip/resume) one run; returns the trained network and its final metrics."""
+        torch.manual_seed(seed)  # same initialization for every method of a seed
+        model = build_model(entry["model"], **entry["kwargs"])
+        if method_teacher is None:
+            objective = Supervised(model)
+        else:
+            method, teacher = method_teacher
+            objective = make_objective(method, model, teacher, x_example)
+        config = TrainConfig.from_dict({**entry["train"], "seed": seed})
+        run_dir = ctx.runs_dir / run
+        state = "done" if (run_dir / "final.json").exists() else ("resuming" if (run_dir / "checkpoint.pt").exists() else "training")
+        record = {"study": ctx.name, "profile": ctx.profile, "model": entry["model"], "kwargs": entry["kwargs"], **record}
+        final = train(objective, splits, config, run_dir, progress=ctx.progress, record=record)
+        load_trained_model(run_dir, model)
+        model.cpu().eval()
+        ctx.log(f"  {run:<18} {state:<8} test error {100 * final['test_error']:5.2f}%  ({final['seconds']:.1f} s)")
+        return model, final
+
+    @staticmethod
+    def _evaluate(spec, splits, teachers, students, finals) -> list[dict[str, Any]]:
+        """Per run: test error and agreement with its teacher's predicted classes on the whole test set."""
+        y = splits.test.tensors[1]
+        batch = spec["student"]["train"]["eval_batch_size"]
+        t_pred = {s: predict(t, splits.test, batch) for s, t in teachers.items()}
+        t_params = {s: _num_params(t) for s, t in teachers.items()}
+        rows = []
+        for s, t in teachers.items():
+            rows.append({"run": f"teacher_s{s}", "method": "teacher", "seed": s, "test_error": float((t_pred[s] != y).double().mean()),
+                         "agreement": 1.0, "params": t_params[s], "seconds": finals[f"teacher_s{s}"]["seconds"]})
+        for (name, seed), model in students.items():
+            ts = seed if spec["teacher"]["per_seed"] else spec["teacher"]["seed"]
+            pred = predict(model, splits.test, batch)
+            rows.append({"run": f"{name}_s{seed}", "method": name, "seed": seed, "test_error": float((pred != y).double().mean()),
+                         "agreement": float((pred == t_pred[ts]).double().mean()), "params": _num_params(model),
+                         "seconds": finals[f"{name}_s{seed}"]["seconds"]})
+        return rows
+
+    @staticmethod
+    def _subset(spec, splits):
+        """A fixed class-balanced subset of the test set for the layer-wise analyses."""
+        x, y = splits.test.tensors
+        n = min(spec["analysis"]["samples"], len(y))
+        idx = np.sort(balanced_order(y.numpy(), np.random.default_rng(0))[:n])
+        return x[idx], y[idx]
+
+    @staticmethod
+    def _features(model: nn.Module, layers: list[str], x: torch.Tensor, batch: int) -> dict[str, torch.Tensor]:
+        """Outputs (flattened, (N, d)) of ``layers`` plus the predicted class under key ``"__pred__"``."""
+        layers = list(dict.fromkeys(layers))
+        parts: dict[str, list[torch.Tensor]] = {name: [] for name in layers + ["__pred__"]}
+        model.eval()
+        with torch.no_grad(), LatentCapture(model, layers, detach=True) as out:
+            for start in range(0, len(x), batch):
+                logits = model(x[start:start + batch])
+                for name in layers:
+                    parts[name].append(out[name].flatten(1))
+                parts["__pred__"].append(logits.argmax(1))
+        return {name: torch.cat(v) for name, v in parts.items()}
+
+    def _analyse(self, spec, splits, teachers, students) -> list[dict[str, Any]]:
+        """Long-form records of analyses (a) consistency with the teacher per block and at the output,
+        (b) normalized label variation of each block's k-NN LGG."""
+        a = spec["analysis"]
+        x, y = self._subset(spec, splits)
+        t_layers = [t for t, _ in a["blocks"]]
+        s_layers = [s for _, s in a["blocks"]]
+        t_feats = {s: self._features(t, t_layers, x, a["batch_size"]) for s, t in teachers.items()}
+        records = []
+        for s, feats in t_feats.items():
+            lv = layer_label_variation({t: feats[t] for t in t_layers}, y, k=a["k"])
+            records += [{"analysis": "label_variation", "method": "teacher", "seed": s, "block": i + 1, "layer": t, "value": lv[t]}
+                        for i, t in enumerate(t_layers)]
+        wanted = set(a["consistency"]) | set(a["variation"])
+        for (name, seed), model in students.items():
+            if name not in wanted:
+                continue
+            ts = seed if spec["teacher"]["per_seed"] else spec["teacher"]["seed"]
+            feats = self._features(model, s_layers, x, a["batch_size"])
+            if name in a["consistency"]:
+                cons = decision_consistency(feats, t_feats[ts], [(s_, t_) for t_, s_ in a["blocks"]], y, k=a["k"])
+                records += [{"analysis": "consistency", "method": name, "seed": seed, "block": i + 1, "layer": s_,
+                             "value": cons[(s_, t_)]} for i, (t_, s_) in enumerate(a["blocks"])]
+                records.append({"analysis": "consistency", "method": name, "seed": seed, "block": len(a["blocks"]) + 1,
+                                "layer": "output", "value": float((feats["__pred__"] == t_feats[ts]["__pred__"]).double().mean())})
+            if name in a["variation"]:
+                lv = layer_label_variation({s_: feats[s_] for s_ in s_layers}, y, k=a["k"])
+                records += [{"analysis": "label_variation", "method": name, "seed": seed, "block": i + 1, "layer": s_,
+                             "value": lv[s_]} for i, s_ in enumerate(s_layers)]
+        return records
+
+    @staticmethod
+    def _table_rows(spec, per_run, teachers, students) -> list[dict[str, Any]]:
+        by_method: dict[str, list[dict]] = {}
+        for r in per_run:
+            by_method.setdefault(r["method"], []).append(r)
+        t_params = np.median([r["params"] for r in by_method["teacher"]])
+        base_median = median_std(r["test_error"] for r in by_method[spec["baseline"]])[0]
+        rows = []
+        for method in ["teacher", *spec["methods"]]:
+            runs = by_method[method]
+            med, std, n = median_std(r["test_error"] for r in runs)
+            agree = median_std(r["agreement"] for r in runs)[0] if method != "teacher" else None
+            rows.append({
+                "method": method,
+                "label": "Teacher" if method == "teacher" else spec["methods"][method]["label"],
+                "test_error_median": med,
+                "test_error_std": std,
+                "gain_vs_baseline": None if method == "teacher" else base_median - med,
+                "params": int(np.median([r["params"] for r in runs])),
+                "relative_size": float(np.median([r["params"] for r in runs]) / t_params),
+                "agreement_median": agree,
+                "seeds": n,
+            })
+        return rows
+
+    def _write_tables(self, spec, ctx, rows, per_run, analysis) -> list[Path]:
+        cols = [Column("label", "Method"), Column("test_error_median", "Test error (%) median", ".2f", 100),
+                Column("test_error_std", "std", ".2f", 100),
+                Column("gain_vs_baseline", "Gain vs baseline (points)", ".2f", 100, signed=True),
+                Column("params", "Params"), Column("relative_size", "Relative size", ".3f"),
+                Column("agreement_median", "Agreement with teacher (%)", ".1f", 100), Column("seeds", "Seeds")]
+        t, s, d = spec["teacher"], spec["student"], spec["data"]
+        teacher_runs = "one teacher per seed" if t["per_seed"] else f"one teacher (seed {t['seed']})"
+        notes = (
+            f"Profile `{spec['profile']}`: data `{d['name']}` {d['options'] or ''}; teacher `{t['model']}` {t['kwargs']} "
+            f"({t['train']['epochs']} epochs, {teacher_runs}); student `{s['model']}` {s['kwargs']} ({s['train']['epochs']} epochs); "
+            f"seeds {spec['seeds']}.\n\n"
+            "Test error: median and sample std (ddof=1) over seeds. Gain: baseline median minus method median, in "
+            "error points (positive = better than the baseline student). Relative size: student parameters / "
+            "teacher parameters (FitNet's projection is discarded after training and not counted). Agreement: "
+            "fraction of test samples on which the student's predicted class equals its teacher's (median over seeds)."
+        )
+        md, csv = ctx.results_dir / "table.md", ctx.results_dir / "table.csv"
+        write_table(rows, cols, md, csv, title=f"{spec['name']}: knowledge distillation ({spec['profile']} profile)", notes=notes,
+                    csv_keys=["method", "label", "test_error_median", "test_error_std", "gain_vs_baseline", "params",
+                              "relative_size", "agreement_median", "seeds"])
+        from ..engine.io import atomic_write_text
+
+        runs_csv, analysis_csv = ctx.results_dir / "runs.csv", ctx.results_dir / "analysis.csv"
+        atomic_write_text(runs_csv, csv_text(per_run, ["run", "method", "seed", "test_error", "agreement", "params", "seconds"]))
+        atomic_write_text(analysis_csv, csv_text(analysis, ["analysis", "method", "seed", "block", "layer", "value"]))
+        return [md, csv, runs_csv, analysis_csv]
+
+    # ------------------------------------------------------------------ figures
+    def _figures(self, spec, ctx, per_run, analysis) -> list[Path]:
+        labels = {"teacher": "Teacher", **{m: v["label"] for m, v in spec["methods"].items()}}
+        a = spec["analysis"]
+        df = pd.DataFrame(analysis)
+        runs = pd.DataFrame(per_run)
+        paths = []
+        block_names = [f"block {i + 1}\n({t} / {s})" for i, (t, s) in enumerate(a["blocks"])]
+
+        # (a) consistency with the teacher, block by block, and at the output
+        cons = df[df["analysis"] == "consistency"].copy()
+        if not cons.empty:
+            cons["model"] = cons["method"].map(labels)
+            fig, ax = new_figure(width=6.5, height=4.0)
+            order = [labels[m] for m in a["consistency"]]
+            sns.pointplot(data=cons, x="block", y="value", hue="model", hue_order=order, ax=ax, palette=PALETTE,
+                          errorbar=("pi", 100), dodge=0.3, markers="o", capsize=0.1, linewidth=1.5)
+            ax.set_xticks(range(len(block_names) + 1), block_names + ["output\n(predicted class)"])
+            ax.set_xlabel("")
+            ax.set_ylabel("agreement with the teacher")
+            ax.set_title(f"(a) Decisions consistent with the teacher, block by block\n"
+                         f"leave-one-out {a['k']}-NN on each block's LGG, {a['samples']} test samples; "
+                         f"median and range over seeds", fontsize=10)
+            ax.legend(title="student", loc="lower right")
+            paths.append(save_figure(fig, ctx.figures_dir / "consistency.png"))
+
+        # (b) normalized label variation per block
+        lv = df[df["analysis"] == "label_variation"].copy()
+        if not lv.empty:
+            lv["model"] = lv["method"].map(labels)
+            fig, ax = new_figure(width=6.5, height=4.0)
+            order = ["Teacher"] + [labels[m] for m in a["variation"]]
+            sns.pointplot(data=lv, x="block", y="value", hue="model", hue_order=order, ax=ax, palette=PALETTE,
+                          errorbar=("pi", 100), dodge=0.3, capsize=0.1, linewidth=1.5)
+            ax.set_xticks(range(len(block_names)), block_names)
+            ax.set_xlabel("")
+            ax.set_ylabel("normalized label variation\n(fraction of edge weight between classes)")
+            ax.set_title(f"(b) Label variation of each block's {a['k']}-NN LGG (lower = smoother)\n"
+                         f"{a['samples']} test samples; median and range over seeds", fontsize=10)
+            ax.legend(title="network")
+            paths.append(save_figure(fig, ctx.figures_dir / "label_variation.png"))
+
+        # (c) full / inter-class / intra-class graphs
+        variants = a["graph_variants"]
+        if variants:
+            sub = runs[runs["method"].isin(variants)].copy()
+            sub["model"] = sub["method"].map(labels)
+            sub["error"] = 100 * sub["test_error"]
+            order = [labels[m] for m in variants]
+            fig, ax = new_figure(width=6.0, height=4.0)
+            sns.stripplot(data=sub, x="model", y="error", order=order, ax=ax, color="0.35", size=7, jitter=0.08, alpha=0.8,
+                          label="one seed")
+            medians = sub.groupby("model")["error"].median().reindex(order)
+            ax.scatter(range(len(order)), medians.values, marker="_", s=900, linewidths=3, color="C3", zorder=5, label="median")
+            for ref, style in (("teacher", ":"), (spec["baseline"], "--")):
+                value = 100 * runs[runs["method"] == ref]["test_error"].median()
+                ax.axhline(value, ls=style, color="0.5", lw=1.2, label=f"{labels[ref]} (median)")
+            handles, names = ax.get_legend_handles_labels()
+            keep = dict(zip(names, handles))  # one legend entry per label
+            ax.legend(keep.values(), keep.keys(), loc="best", fontsize=8)
+            ax.set_xlabel("graph used by GKD")
+            ax.set_ylabel("test error (%)")
+            ax.set_title(f"(c) GKD with the full, inter-class and intra-class graphs\n{len(spec['seeds'])} seeds", fontsize=10)
+            paths.append(save_figure(fig, ctx.figures_dir / "graph_variants.png"))
+        return paths

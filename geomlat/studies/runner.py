@@ -1,0 +1,185 @@
+"""The generic study runner: spec -> validated spec -> runs -> table -> figures.
+
+A *study kind* (``kind = "distill"`` in a spec) is a class registered with
+:func:`register_study_kind`; it validates its part of the spec (building models to check layer names,
+before any training) and runs the study. The runner handles what every kind shares: finding and
+parsing the TOML file, profiles, overrides, the common fields (``name``, ``kind``, ``description``,
+``seeds``, ``threads``), output folders and the CPU thread count.
+
+Output layout under ``out_root``: ``runs/NAME/PROFILE/<run>/`` (one folder per training run, see
+:func:`geomlat.engine.train`), ``results/NAME/`` (tables), ``figures/NAME/`` (PNG figures).
+"""
+from __future__ import annotations
+
+import contextlib
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+import torch
+
+from ..engine.io import write_json
+from .spec import Fields, SpecError, apply_profile, deep_merge, find_spec_file, read_spec_file
+
+__all__ = ["StudyKind", "StudyContext", "STUDY_KINDS", "register_study_kind", "load_spec", "run_study"]
+
+
+@dataclass
+class StudyContext:
+    """Where a study writes and how it runs (not part of the spec: the same spec runs anywhere).
+
+    Attributes:
+        runs_dir: ``out_root/runs/NAME/PROFILE``; results_dir: ``out_root/results/NAME``;
+        figures_dir: ``out_root/figures/NAME``; data_dir: folder of file-based data sets (CIFAR-10);
+        progress: show progress bars; log: function printing one status line.
+    """
+
+    name: str
+    profile: str
+    runs_dir: Path
+    results_dir: Path
+    figures_dir: Path
+    data_dir: str | None = None
+    progress: bool = True
+    log: Callable[[str], None] = print
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+class StudyKind:
+    """Base class of study kinds. Subclasses implement :meth:`validate` and :meth:`run`."""
+
+    name: str = ""
+
+    def validate(self, spec: dict[str, Any], fields: Fields) -> dict[str, Any]:
+        """Check the kind-specific fields of ``spec`` (read them from ``fields``, which already consumed
+        the common fields) and return the normalized spec with defaults filled in. Raise SpecError."""
+        raise NotImplementedError
+
+    def run(self, spec: dict[str, Any], ctx: StudyContext) -> dict[str, Any]:
+        """Train/evaluate what the spec declares, write tables and figures; return a summary dict."""
+        raise NotImplementedError
+
+
+STUDY_KINDS: dict[str, StudyKind] = {}
+
+
+def register_study_kind(name: str):
+    """Class decorator registering a :class:`StudyKind` subclass under ``name`` (``kind = "name"`` in specs)."""
+
+    def decorator(cls):
+        if name in STUDY_KINDS:
+            raise ValueError(f"study kind {name!r} is already registered")
+        if not (isinstance(cls, type) and issubclass(cls, StudyKind)):
+            raise TypeError(f"@register_study_kind({name!r}) expects a StudyKind subclass, got {cls!r}")
+        cls.name = name
+        STUDY_KINDS[name] = cls()
+        return cls
+
+    return decorator
+
+
+def _ensure_kinds_loaded() -> None:
+    # study kinds register themselves on import
+    from . import distill  # noqa: F401
+
+
+def load_spec(
+    path_or_name: str | Path | Mapping[str, Any],
+    profile: str = "quick",
+    *,
+    overrides: Mapping[str, Any] | None = None,
+    seeds: Sequence[int] | None = None,
+) -> dict[str, Any]:
+    """Read, merge and validate a study spec; nothing is trained.
+
+    Args:
+        path_or_name: a study name (``studies/NAME.toml``), a path to a TOML file, or an already parsed
+            spec (dict, e.g. in tests).
+        profile: name of a ``[profiles.*]`` table merged over the base fields.
+        overrides: nested dict merged after the profile (e.g. ``{"train": {"epochs": 1}}``).
+        seeds: replaces the spec's ``seeds``.
+
+    Returns:
+        the normalized spec (a dict), with ``profile`` set.
+
+    Raises:
+        SpecError (a ValueError): malformed spec; the message starts with the field path.
+        FileNotFoundError: no such study or file.
+    """
+    _ensure_kinds_loaded()
+    raw = dict(path_or_name) if isinstance(path_or_name, Mapping) else read_spec_file(find_spec_file(path_or_name))
+    spec = apply_profile(raw, profile)
+    if overrides:
+        spec = deep_merge(spec, overrides)
+    if seeds is not None:
+        spec["seeds"] = list(seeds)
+    fields = Fields(spec, "")
+    out: dict[str, Any] = {
+        "name": fields.str("name"),
+        "kind": fields.str("kind", choices=STUDY_KINDS),
+        "description": fields.str("description", ""),
+        "profile": fields.str("profile"),
+    }
+    seeds_ = fields.list("seeds", item=int, nonempty=True)
+    for i, s in enumerate(seeds_):
+        if s < 0:
+            raise SpecError(f"seeds[{i}]", f"seeds must be >= 0, got {s}")
+    if len(set(seeds_)) != len(seeds_):
+        raise SpecError("seeds", f"duplicate seeds in {seeds_}")
+    out["seeds"] = seeds_
+    out["threads"] = fields.int("threads", None, minimum=1)
+    if not out["name"].replace("_", "").replace("-", "").isalnum():
+        raise SpecError("name", f"must be letters, digits, '-' or '_' (it names folders), got {out['name']!r}")
+    out.update(STUDY_KINDS[out["kind"]].validate(spec, fields))
+    fields.finish()
+    return out
+
+
+@contextlib.contextmanager
+def _threads(n: int | None):
+    if n is None:
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def run_study(
+    name: str | Path,
+    profile: str = "quick",
+    data_dir: str | None = None,
+    out_root: str | Path = ".",
+    *,
+    seeds: Sequence[int] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+    progress: bool = True,
+    log: Callable[[str], None] = print,
+) -> dict[str, Any]:
+    """Validate the spec, then run the study: ``runs/NAME/PROFILE/``, ``results/NAME/``, ``figures/NAME/``
+    under ``out_root``. Finished runs are skipped, interrupted ones resume. Returns the kind's summary
+    (paths of the tables and figures, rows of the table, wall-clock seconds)."""
+    spec = load_spec(name, profile, overrides=overrides, seeds=seeds)
+    out_root = Path(out_root)
+    ctx = StudyContext(
+        name=spec["name"],
+        profile=spec["profile"],
+        runs_dir=out_root / "runs" / spec["name"] / spec["profile"],
+        results_dir=out_root / "results" / spec["name"],
+        figures_dir=out_root / "figures" / spec["name"],
+        data_dir=data_dir,
+        progress=progress,
+        log=log,
+    )
+    start = time.perf_counter()
+    with _threads(spec["threads"]):
+        ctx.runs_dir.mkdir(parents=True, exist_ok=True)
+        write_json(ctx.runs_dir / "spec.json", spec)
+        summary = STUDY_KINDS[spec["kind"]].run(spec, ctx)
+    summary["seconds"] = time.perf_counter() - start
+    log(f"[{ctx.name}/{ctx.profile}] done in {summary['seconds']:.0f} s; tables in {ctx.results_dir}, figures in {ctx.figures_dir}")
+    return summary
