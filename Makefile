@@ -30,5 +30,15 @@ test: $(STAMP)
 demo: $(STAMP)
 	$(VENV)/bin/geomlat demo
 
+# Studies: quick profile (embedded data, CPU). The paper profiles need CIFAR-10 and a GPU:
+#   .venv/bin/geomlat study gkd --profile paper --data-dir /path/to/cifar-10-batches-py
+STUDY_ARGS = --profile $(or $(PROFILE),quick) $(if $(filter-out 1,$(NPROC)),--nproc $(NPROC))
+
+study-gkd study-embed study-robust study-toy study-manifold: study-%: $(STAMP)
+	$(VENV)/bin/geomlat study $* $(STUDY_ARGS)
+
+bench: $(STAMP)
+	$(PY) -m benchmarks
+
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info
