@@ -1,0 +1,116 @@
+"""Benchmarks: the code runs at tiny sizes, and the authors'-approach baselines compute what geomlat computes.
+
+Nothing here is timed: timings live in ``benchmarks/`` (``python -m benchmarks``).
+"""
+from __future__ import annotations
+
+import json
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from benchmarks import bench_gkd, bench_knn, bench_lgg, bench_nnk, bench_regularizer, run  # noqa: E402
+from benchmarks.common import Result, interleaved  # noqa: E402
+from benchmarks.reference import (  # noqa: E402
+    authors_label_variation,
+    authors_lgg,
+    authors_regularizer,
+    loop_knn_mask,
+    scipy_nnk_weights,
+)
+from geomlat import knn, latent_graph  # noqa: E402
+from geomlat.graphs import knn_mask, similarity  # noqa: E402
+from geomlat.losses import SmoothnessRegularizer, label_variation_power  # noqa: E402
+from geomlat.nnk import nnk_weights  # noqa: E402
+
+
+def relu_feats(b, d, seed):
+    """Positive features without tied similarities (ties would make the k-NN sets ambiguous)."""
+    return torch.rand(b, d, generator=torch.Generator().manual_seed(seed), dtype=torch.float64) + 0.01
+
+
+@pytest.mark.parametrize("k", [None, 4])
+@pytest.mark.parametrize("m", [1, 2, 3])
+def test_authors_label_variation_equals_fast_path(k, m):
+    x = relu_feats(20, 12, m)
+    y = torch.randint(0, 4, (20,), generator=torch.Generator().manual_seed(1))
+    want = label_variation_power(x, y, m, k)
+    assert want.item() > 0
+    assert authors_label_variation(x, y, m, k).item() == pytest.approx(want.item(), rel=1e-10)
+
+
+@pytest.mark.parametrize("k", [None, 3])
+def test_authors_regularizer_equals_smoothness_regularizer_with_gradients(k):
+    feats = [relu_feats(16, d, d).requires_grad_(True) for d in (6, 9, 5)]
+    y = torch.randint(0, 3, (16,), generator=torch.Generator().manual_seed(2))
+    ours = SmoothnessRegularizer(k=k)(feats, y)
+    ref = authors_regularizer(feats, y, k=k)
+    assert ours.item() == pytest.approx(ref.item(), rel=1e-10) and ours.item() > 0
+    g_ours = torch.autograd.grad(ours, feats)
+    g_ref = torch.autograd.grad(ref, feats)
+    for a, b in zip(g_ours, g_ref):
+        torch.testing.assert_close(a, b, rtol=1e-8, atol=1e-12)
+
+
+def test_loop_knn_mask_equals_knn_mask():
+    x = relu_feats(30, 8, 3)
+    sim = similarity(x, "cosine")
+    assert torch.equal(loop_knn_mask(sim, 5), knn_mask(sim, 5))
+
+
+def test_authors_lgg_equals_latent_graph():
+    x = relu_feats(40, 16, 4)
+    edge_index, weight = authors_lgg(x, 5)
+    g = latent_graph(x, k=5, kernel="cosine", normalize="sym")
+    assert torch.equal(edge_index, g.edge_index)
+    torch.testing.assert_close(weight, g.edge_weight, rtol=1e-12, atol=1e-14)
+
+
+def test_scipy_nnk_loop_equals_batched_exact():
+    x = bench_nnk.points(120, 16, seed=5).double()
+    nbrs = knn(x, 12)
+    ours = nnk_weights(x, 12, neighbors=nbrs).weights.numpy()
+    ref = scipy_nnk_weights(x.numpy(), nbrs.numpy())
+    assert (ref > 0).sum(1).mean() < 12  # NNK prunes: a real comparison, not k-NN weights
+    np.testing.assert_allclose(ours, ref, atol=1e-8)
+
+
+def test_faiss_knn_equals_chunked():
+    pytest.importorskip("faiss")
+    x = torch.randn(400, 24, generator=torch.Generator().manual_seed(6))
+    ours = knn(x, 7, backend="chunked", chunk_size=64)
+    theirs = bench_knn.faiss_knn(x, 7)
+    assert torch.equal(ours.sort(1).values, theirs.sort(1).values)
+
+
+def test_interleaved_and_result():
+    calls = []
+    t = interleaved({"a": lambda: calls.append("a"), "b": lambda: calls.append("b")}, reps=3, warmup=1)
+    assert calls == ["a", "b"] * 4 and len(t.times["a"]) == 3
+    assert Result("x", 1.2, "<= 1.3", "x").met() and not Result("x", 1.4, "<= 1.3", "x").met()
+    assert Result("x", 25, ">= 20", "x").met() and Result("x", 1, "info", "x").met() is None
+    with pytest.raises(ValueError, match="reps"):
+        interleaved({"a": lambda: None}, reps=0)
+
+
+def test_benchmarks_run_at_tiny_sizes(tmp_path):
+    cfg = dict(run.PROFILES["smoke"], threads=1)
+    results = bench_regularizer.bench_model("tiny", "small_cnn", (1, 8, 8), {12: {"reps": 1, "warmup": 0}}, {"width": 4})
+    results += bench_gkd.run(cfg) + bench_lgg.run(cfg) + bench_nnk.run(cfg) + bench_knn.run(cfg)
+    names = {r.name for r in results}
+    for name in ("gkd_overhead", "lgg_build", "nnk_speedup", "knn_vs_faiss", "regularizer_overhead_full_tiny_b12"):
+        assert name in names
+    for r in results:
+        if r.name != "knn_cluster_vs_chunked" and not (r.name == "knn_vs_faiss" and "skipped" in r.detail):
+            assert math.isfinite(r.value) and r.value >= 0, r
+    assert next(r for r in results if r.name == "nnk_max_weight_difference").value < 1e-8
+    text = run.markdown(results, "# t", {"lgg": bench_lgg.scaling(cfg), "nnk": bench_nnk.scaling(cfg)})
+    assert "| lgg_build |" in text
+    record = json.loads(json.dumps([r.as_json() for r in results]))
+    assert set(record[0]) == {"name", "value", "goal", "unit"}
