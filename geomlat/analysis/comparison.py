@@ -142,8 +142,9 @@ def compare_models(
     }
 
 
-def plot_similarity_heatmaps(results: Mapping[str, dict], path: str | Path) -> Path:
-    """Seaborn heatmaps of :func:`compare_models` results side by side, saved atomically to ``path``."""
+def plot_similarity_heatmaps(results: Mapping[str, dict], path: str | Path, names: tuple[str, str] = ("model a", "model b")) -> Path:
+    """Seaborn heatmaps of :func:`compare_models` results side by side (titles: the keys of ``results``;
+    axis labels: ``names`` of the row and column models), saved atomically to ``path``."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -158,8 +159,8 @@ def plot_similarity_heatmaps(results: Mapping[str, dict], path: str | Path) -> P
         sns.heatmap(res["matrix"].numpy(), ax=ax, vmin=0, vmax=1, annot=True, fmt=".2f", cmap="viridis",
                     xticklabels=res["layers_b"], yticklabels=res["layers_a"], square=True, cbar=False)
         ax.set_title(method)
-        ax.set_xlabel("model b")
-        ax.set_ylabel("model a")
+        ax.set_xlabel(names[1])
+        ax.set_ylabel(names[0])
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=path.suffix)
