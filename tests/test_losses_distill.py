@@ -207,8 +207,8 @@ def test_gkd_errors():
         GKD()(t, s[:1])
     with pytest.raises(ValueError, match="order"):
         GKD(order="other")
-    with pytest.raises(NotImplementedError, match="global"):
-        GKD(gather="global")
+    # gather="global" is implemented (checked across processes in tests/test_distributed.py)
+    assert GKD(gather="global").gather == "global"
     with pytest.raises(ValueError, match="gather"):
         GKD(gather="all")
     with pytest.raises(ValueError, match="smaller than the batch size"):

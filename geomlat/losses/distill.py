@@ -16,7 +16,7 @@ from torch import Tensor, nn
 from ..capture import LatentCapture
 from ..graphs import class_mask, knn_mask, latent_adjacency, normalize_adjacency, similarity, squared_distances
 from .._checks import check_choice, check_features, check_k, check_labels
-from ._common import check_gather, check_pairs
+from ._common import check_gather, check_pairs, gather_global
 
 GKD_ORDERS = ("authors", "paper")
 
@@ -42,7 +42,10 @@ class GKD(nn.Module):
             raise to ``power``, then multiply both graphs by the class mask and by the teacher's k-NN mask,
             without renormalizing. ``"paper"``: each graph is an LGG built as in Section 3.3 (k-NN, class
             mask, then normalization, then power), via :func:`geomlat.latent_adjacency`.
-        gather: ``"local"`` only (``"global"`` is reserved for distributed training).
+        gather: ``"local"`` (graphs over this process's batch) or ``"global"`` (graphs over the batch
+            gathered from every distributed process, teacher, student and labels; the loss and gradients
+            are those of one process on the whole batch, see :mod:`geomlat.distributed`). ``k`` then
+            refers to the global batch.
 
     Forward: ``teacher_feats``, ``student_feats``: lists (or single tensors) of (B, ...) features;
     ``labels`` (B,) for the class masks. Returns a scalar.
@@ -114,6 +117,10 @@ class GKD(nn.Module):
 
     def forward(self, teacher_feats, student_feats, labels: Tensor | None = None) -> Tensor:
         pairs = check_pairs(teacher_feats, student_feats)
+        if self.gather == "global":
+            teachers, labels = gather_global([t.detach() for t, _ in pairs], labels)
+            students, _ = gather_global([s for _, s in pairs])
+            pairs = list(zip(teachers, students))
         total = 0.0
         for t, s in pairs:
             a_t, a_s = self.graphs(t, s, labels)

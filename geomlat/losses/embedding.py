@@ -6,7 +6,7 @@ from torch import Tensor, nn
 from ..graphs import KERNELS, latent_graph
 from ..signals import label_variation
 from .._checks import check_choice, check_features, check_k, check_labels
-from ._common import check_gather
+from ._common import check_gather, gather_global
 
 
 class LabelVariationLoss(nn.Module):
@@ -36,7 +36,10 @@ class LabelVariationLoss(nn.Module):
         kernel: any kernel of :func:`geomlat.similarity` (``"cosine"`` only for non-negative outputs).
         normalized: divide by the total edge weight.
         sigma: fixed RBF bandwidth instead of the estimate.
-        gather: ``"local"`` only (``"global"`` reserved for distributed training).
+        gather: ``"local"`` (graph over this process's batch) or ``"global"`` (graph over the outputs and
+            labels gathered from every distributed process: loss and gradients of one process on the
+            whole batch, see :mod:`geomlat.distributed`; ``k`` and the RBF bandwidth then refer to the
+            global batch).
 
     Forward: ``output`` (B, D) (or (B, ...), flattened), ``y`` (B,) int labels -> scalar.
     """
@@ -59,6 +62,8 @@ class LabelVariationLoss(nn.Module):
         self.gather = check_gather(gather)
 
     def forward(self, output: Tensor, y: Tensor) -> Tensor:
+        if self.gather == "global":
+            (output,), y = gather_global([output], y)
         flat = check_features(output, "output")
         labels = check_labels(y, flat.shape[0], "y").to(flat.device)
         g = latent_graph(flat, k=self.k, kernel=self.kernel, sigma=self.sigma, labels=labels)

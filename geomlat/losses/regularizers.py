@@ -21,7 +21,7 @@ from torch import Tensor, nn
 
 from ..graphs import latent_adjacency
 from .._checks import check_features, check_k, check_labels
-from ._common import as_feature_list, check_gather
+from ._common import as_feature_list, check_gather, gather_global
 
 
 def _one_hot(y: Tensor, b: int, like: Tensor) -> Tensor:
@@ -130,7 +130,9 @@ class SmoothnessRegularizer(nn.Module):
         k: ``None`` (full graph, fast path without any B x B matrix) or a k-NN graph (dense path).
         normalized: normalize each sigma by the total edge weight to the power m (see
             :func:`label_variation_power`).
-        gather: ``"local"`` only (``"global"`` reserved for distributed training).
+        gather: ``"local"`` (graphs over this process's batch) or ``"global"`` (graphs over the features
+            and labels gathered from every distributed process: loss and gradients of one process on the
+            whole batch, see :mod:`geomlat.distributed`).
 
     Forward: ``features`` list of L >= 2 non-negative (B, ...) tensors (consecutive layers, any widths),
     ``y`` (B,) labels -> scalar.
@@ -147,8 +149,10 @@ class SmoothnessRegularizer(nn.Module):
         self.gather = check_gather(gather)
 
     def variations(self, features: Sequence[Tensor], y: Tensor) -> Tensor:
-        """(L,) label variation of each layer."""
+        """(L,) label variation of each layer (over the gathered batch when ``gather="global"``)."""
         feats = as_feature_list(features, "features")
+        if self.gather == "global":
+            feats, y = gather_global(feats, y)
         return torch.stack([label_variation_power(f, y, self.power, self.k, self.normalized) for f in feats])
 
     def forward(self, features: Sequence[Tensor], y: Tensor) -> Tensor:

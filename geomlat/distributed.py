@@ -1,0 +1,269 @@
+"""Graph losses across processes: a differentiable all-gather, and a launcher for tests.
+
+A latent geometry graph couples every pair of samples of a batch. Under data parallelism each process
+(rank) holds only its shard of the batch; ``gather="global"`` in the graph losses gathers the shards of
+every rank with :func:`all_gather_with_grad` and builds the graph over the whole batch, so that the loss
+*is* the loss of one process on the concatenated batch (rank order: rank 0's rows first).
+
+Gradient convention (default ``grad_reduce="sum"``, made for DistributedDataParallel)
+-----------------------------------------------------------------------------------
+Every rank computes the same global loss ``L`` (same gathered tensor, same operations). The backward of
+the gather all-reduces (sums) the incoming gradient over ranks and returns this rank's rows, so rank r
+receives ``sum_q dL_q/dx_r = W * dL/dx_r`` (``W`` = world size): the gradient of the *sum* of the
+per-rank losses. DDP then averages the parameter gradients over the ranks (divides by ``W``), so after
+``backward()`` the parameter gradients equal the single-process gradient of ``L`` on the concatenated
+batch. This is the same bookkeeping as for any per-rank mean loss under DDP (cross-entropy averaged over
+a rank's shard: the per-rank input gradient is ``W`` times the single-process one, DDP's average fixes
+the parameters), so ``task CE (local) + lambda * GKD (global)`` trains exactly like one process on the
+whole batch (equal shards). In short:
+
+- loss value on every rank = single-process value on the concatenated batch;
+- ``param.grad`` after DDP's averaging = single-process value;
+- ``x.grad`` of an input shard = ``W`` x single-process value (the gradient of ``sum_q L_q``).
+
+``grad_reduce="mean"`` divides the summed gradient by ``W``: then ``x.grad`` equals the single-process
+input gradient (use it without DDP, or when parameter gradients are *summed* over ranks).
+
+Every rank must call the same gathers in the same order, forward and backward (they are collectives).
+Without an initialized process group (or with one process) the gathers return their input unchanged,
+so ``gather="global"`` on one process is ``gather="local"``.
+"""
+from __future__ import annotations
+
+import os
+import socket
+import tempfile
+import time
+import traceback
+from datetime import timedelta
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import torch
+import torch.distributed as dist
+from torch import Tensor
+
+__all__ = [
+    "GRAD_REDUCES",
+    "all_gather_with_grad",
+    "find_free_port",
+    "gather_batch",
+    "gather_shapes",
+    "launch",
+]
+
+GRAD_REDUCES = ("sum", "mean")
+
+#: Largest tensor rank :func:`all_gather_with_grad` checks across processes (shape exchanged in one message).
+_MAX_DIMS = 8
+_DTYPES = (
+    torch.float64, torch.float32, torch.float16, torch.bfloat16,
+    torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8, torch.bool,
+)
+
+
+def _world(group=None) -> int:
+    if not (dist.is_available() and dist.is_initialized()):
+        return 1
+    return dist.get_world_size(group)
+
+
+def gather_shapes(x: Tensor, group=None) -> list[torch.Size]:
+    """Shapes of ``x`` on every rank (one small all-gather), checked to differ only in dimension 0.
+
+    Raises:
+        ValueError: (on every rank alike, so no rank is left waiting) the ranks disagree on the number of
+            dimensions, on a non-batch dimension or on the dtype, or ``x`` has more than 8 dimensions.
+    """
+    if not isinstance(x, Tensor):
+        raise TypeError(f"expected a torch.Tensor, got {type(x).__name__}")
+    if x.dim() < 1:
+        raise ValueError(f"gathering needs a tensor with a batch dimension (B, ...), got shape {tuple(x.shape)}")
+    if x.dim() > _MAX_DIMS:
+        raise ValueError(f"gathering supports tensors of at most {_MAX_DIMS} dimensions, got shape {tuple(x.shape)}")
+    if x.dtype not in _DTYPES:
+        raise TypeError(f"cannot gather dtype {x.dtype}")
+    if _world(group) == 1:
+        return [x.shape]
+    # one fixed-length message per rank: [ndim, dtype index, shape padded with 0]
+    meta = torch.zeros(2 + _MAX_DIMS, dtype=torch.int64, device=x.device)
+    meta[0], meta[1] = x.dim(), _DTYPES.index(x.dtype)
+    meta[2 : 2 + x.dim()] = torch.tensor(x.shape, dtype=torch.int64)
+    metas = [torch.empty_like(meta) for _ in range(_world(group))]
+    dist.all_gather(metas, meta, group=group)
+    rows = [m.tolist() for m in metas]
+    shapes = [torch.Size(r[2 : 2 + r[0]]) for r in rows]
+    if any(r[0] != rows[0][0] or r[1] != rows[0][1] or s[1:] != shapes[0][1:] for r, s in zip(rows, shapes)):
+        described = ", ".join(f"rank {i}: {tuple(s)} {_DTYPES[r[1]]}" for i, (r, s) in enumerate(zip(rows, shapes)))
+        raise ValueError(f"cannot gather tensors that differ beyond the batch dimension or in dtype across ranks ({described})")
+    return shapes
+
+
+class _AllGather(torch.autograd.Function):
+    """Concatenate every rank's (B_r, ...) tensor along dim 0; backward: all-reduce, take own rows."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, sizes: list[int], grad_reduce: str, group) -> Tensor:
+        world = len(sizes)
+        rank = dist.get_rank(group)
+        ctx.group, ctx.grad_reduce, ctx.world = group, grad_reduce, world
+        ctx.start, ctx.stop = sum(sizes[:rank]), sum(sizes[: rank + 1])
+        biggest = max(sizes)
+        x = x.contiguous()
+        if x.shape[0] < biggest:  # all_gather needs equal shapes: pad, then trim
+            x = torch.cat([x, x.new_zeros((biggest - x.shape[0],) + tuple(x.shape[1:]))])
+        parts = [torch.empty_like(x) for _ in range(world)]
+        dist.all_gather(parts, x, group=group)
+        return torch.cat([p[:n] for p, n in zip(parts, sizes)])
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad: Tensor):
+        # every rank's loss may depend on this rank's rows: d(sum_q L_q)/dx_r = sum_q (dL_q/dX)[rows of r]
+        grad = grad.contiguous().clone()
+        dist.all_reduce(grad, op=dist.ReduceOp.SUM, group=ctx.group)
+        if ctx.grad_reduce == "mean":
+            grad = grad / ctx.world
+        return grad[ctx.start : ctx.stop], None, None, None
+
+
+def all_gather_with_grad(x: Tensor, *, grad_reduce: str = "sum", group=None) -> Tensor:
+    """Differentiable all-gather: (B_r, ...) on each rank -> (sum_r B_r, ...) on every rank, rank order.
+
+    Shards may have different batch sizes B_r (the last batch of an epoch); every other dimension and the
+    dtype must agree (checked, :func:`gather_shapes`). Integer tensors (labels) are gathered too.
+
+    Backward (see the module docstring for the convention): the gradient w.r.t. the output is summed over
+    ranks (``grad_reduce="sum"``, the DDP convention) or averaged (``"mean"``), and this rank's rows are
+    returned. Without a process group (or world size 1) returns ``x`` itself.
+    """
+    if grad_reduce not in GRAD_REDUCES:
+        raise ValueError(f"unknown grad_reduce {grad_reduce!r}; expected one of {list(GRAD_REDUCES)}")
+    shapes = gather_shapes(x, group)
+    if len(shapes) == 1:
+        return x
+    return _AllGather.apply(x, [s[0] for s in shapes], grad_reduce, group)
+
+
+def gather_batch(x: Tensor, y: Tensor | None = None, *, grad_reduce: str = "sum", group=None) -> tuple[Tensor, Tensor | None]:
+    """Gather a batch shard ``x`` (B_r, ...) with gradients and its labels ``y`` (B_r,) (no gradient).
+
+    Returns ``(x_all (B, ...), y_all (B,) or None)``, ``B = sum_r B_r``, rows in rank order, identical on
+    every rank.
+    """
+    x_all = all_gather_with_grad(x, grad_reduce=grad_reduce, group=group)
+    if y is None:
+        return x_all, None
+    if not isinstance(y, Tensor):
+        raise TypeError(f"labels must be a torch.Tensor, got {type(y).__name__}")
+    if y.dim() < 1 or y.shape[0] != x.shape[0]:
+        raise ValueError(f"labels of shape {tuple(y.shape)} do not match the batch of shape {tuple(x.shape)}")
+    return x_all, all_gather_with_grad(y.detach(), group=group)
+
+
+# ----------------------------------------------------------------------------------------------------
+# launcher (tests, notebooks): fresh processes with an initialized process group on this host
+# ----------------------------------------------------------------------------------------------------
+
+def find_free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port that was free on ``host`` a moment ago (bind to port 0, read it, close)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return sock.getsockname()[1]
+
+
+def _launch_worker(rank, fn, nprocs, backend, port, out_dir, args, timeout, threads):
+    os.environ.update(
+        MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), LOCAL_RANK=str(rank),
+        WORLD_SIZE=str(nprocs), LOCAL_WORLD_SIZE=str(nprocs),
+    )
+    if backend == "gloo" and "GLOO_SOCKET_IFNAME" not in os.environ and os.path.exists("/sys/class/net/lo"):
+        os.environ["GLOO_SOCKET_IFNAME"] = "lo"  # loopback only, whatever the host name resolves to
+    torch.set_num_threads(threads)
+    if backend == "nccl":
+        torch.cuda.set_device(rank % torch.cuda.device_count())
+    try:
+        dist.init_process_group(backend, init_method="env://", rank=rank, world_size=nprocs, timeout=timedelta(seconds=timeout))
+        try:
+            result = fn(rank, nprocs, *args)
+            dist.barrier()
+        finally:
+            dist.destroy_process_group()
+    except BaseException:
+        # every rank's traceback is kept: the first process torch reports is often a peer of the culprit
+        (Path(out_dir) / f"rank{rank}.err").write_text(traceback.format_exc())
+        raise
+    path = Path(out_dir) / f"rank{rank}.pt"
+    tmp = path.with_suffix(".tmp")
+    torch.save(result, tmp)
+    os.replace(tmp, path)
+
+
+def launch(
+    fn: Callable[..., Any],
+    nprocs: int,
+    backend: str = "gloo",
+    args: Sequence[Any] = (),
+    *,
+    timeout: float = 300.0,
+    threads: int = 1,
+) -> list[Any]:
+    """Run ``fn(rank, world_size, *args)`` in ``nprocs`` fresh processes joined in one process group.
+
+    Loopback rendezvous (``MASTER_ADDR=127.0.0.1``, a free port, ``RANK``/``WORLD_SIZE``/``LOCAL_RANK``
+    set as torchrun does; gloo bound to the loopback interface), ``torch.multiprocessing`` spawn. With
+    ``backend="nccl"`` rank r uses GPU ``r``.
+
+    Args:
+        fn: a module-level (picklable) function. Its return value must be loadable with
+            ``torch.load(..., weights_only=True)`` (tensors, numbers, strings, lists, tuples, dicts).
+        nprocs: number of processes (>= 1).
+        backend: ``"gloo"`` (CPU) or ``"nccl"`` (GPU).
+        args: extra picklable arguments.
+        timeout: seconds for the whole run and for each collective; on expiry every process is stopped.
+        threads: ``torch.set_num_threads`` in each process.
+
+    Returns:
+        the return values of ``fn``, indexed by rank.
+
+    Raises:
+        RuntimeError: ``fn`` raised on some rank (the message holds every failed rank's traceback).
+        TimeoutError: the processes did not finish within ``timeout``.
+    """
+    import torch.multiprocessing as mp
+    from torch.multiprocessing.spawn import ProcessException
+
+    if isinstance(nprocs, bool) or not isinstance(nprocs, int) or nprocs < 1:
+        raise ValueError(f"nprocs must be an integer >= 1, got {nprocs!r}")
+    if backend not in ("gloo", "nccl"):
+        raise ValueError(f"unknown backend {backend!r}; expected 'gloo' or 'nccl'")
+    if backend == "nccl" and torch.cuda.device_count() < 1:
+        raise RuntimeError("backend='nccl' needs CUDA GPUs; none is visible (use backend='gloo')")
+    if not callable(fn):
+        raise TypeError(f"fn must be callable, got {type(fn).__name__}")
+    with tempfile.TemporaryDirectory(prefix="geomlat-launch-") as out_dir:
+        port = find_free_port()
+        ctx = mp.start_processes(
+            _launch_worker,
+            args=(fn, nprocs, backend, port, out_dir, tuple(args), float(timeout), int(threads)),
+            nprocs=nprocs,
+            join=False,
+            start_method="spawn",
+        )
+        deadline = time.monotonic() + timeout
+        try:
+            while not ctx.join(timeout=0.5):
+                if time.monotonic() > deadline:
+                    for proc in ctx.processes:
+                        if proc.is_alive():
+                            proc.terminate()
+                    for proc in ctx.processes:
+                        proc.join(5)
+                    raise TimeoutError(f"launch: {nprocs} processes did not finish within {timeout} s")
+        except ProcessException as err:
+            errors = sorted(Path(out_dir).glob("rank*.err"))
+            if not errors:
+                raise
+            report = "\n".join(f"--- {e.stem} ---\n{e.read_text()}" for e in errors)
+            raise RuntimeError(f"launch: {len(errors)} of {nprocs} processes failed:\n{report}") from err
+        return [torch.load(Path(out_dir) / f"rank{r}.pt", weights_only=True) for r in range(nprocs)]

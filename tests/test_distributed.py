@@ -1,0 +1,254 @@
+"""Graph losses across 2 CPU processes (gloo, loopback) against one process on the concatenated batch.
+
+One :func:`geomlat.distributed.launch` runs every distributed check (process start-up dominates the cost);
+the references are computed here, in the test process, without any process group, in float64.
+
+Convention checked (see geomlat/distributed.py): with ``gather="global"`` the loss on every rank equals
+the single-process loss on the concatenated batch, an input shard's gradient is ``W`` times the
+single-process gradient (``grad_reduce="sum"``, the DDP convention; exactly the single-process gradient
+with ``grad_reduce="mean"``), and parameter gradients after DDP's averaging equal the single-process ones.
+"""
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import nn
+
+from geomlat.distributed import all_gather_with_grad, gather_batch, launch
+from geomlat.losses import GKD, LabelVariationLoss, SmoothnessRegularizer
+
+WORLD = 2
+UNEVEN = (4, 6)  # shard sizes of rank 0 and rank 1 (the last batch of an epoch may be uneven)
+EQUAL = (5, 5)
+TOL = dict(rtol=1e-6, atol=1e-9)
+
+
+def rows(sizes, rank):
+    start = sum(sizes[:rank])
+    return slice(start, start + sizes[rank])
+
+
+def batch(n=10, seed=0):
+    """Global batch: teacher/student/output features of several widths, labels of 3 classes."""
+    g = torch.Generator().manual_seed(seed)
+    rand = lambda *s: torch.rand(*s, generator=g, dtype=torch.float64)  # noqa: E731
+    return {
+        "t1": rand(n, 5), "t2": rand(n, 3, 2),  # teacher features (post-ReLU: non-negative)
+        "s1": rand(n, 4), "s2": rand(n, 6), "s3": rand(n, 3),  # student / layer features
+        "out": torch.randn(n, 2, generator=g, dtype=torch.float64),  # signed 2-D embedding
+        "y": torch.arange(n) % 3,
+    }
+
+
+# name -> (module factory given gather, inputs that get gradients, loss given (module, tensors))
+CASES = {
+    "gkd": (lambda g: GKD(gather=g), ("s1", "s2"), lambda m, d: m([d["t1"], d["t2"]], [d["s1"], d["s2"]], d["y"])),
+    "gkd_knn_inter": (lambda g: GKD(k=2, mask="inter", gather=g), ("s1", "s2"),
+                      lambda m, d: m([d["t1"], d["t2"]], [d["s1"], d["s2"]], d["y"])),
+    "gkd_paper_intra": (lambda g: GKD(k=2, mask="intra", order="paper", power=2, gather=g), ("s1",),
+                        lambda m, d: m(d["t1"], d["s1"], d["y"])),
+    "label_variation": (lambda g: LabelVariationLoss(gather=g), ("out",), lambda m, d: m(d["out"], d["y"])),
+    "label_variation_knn_norm": (lambda g: LabelVariationLoss(k=2, normalized=True, gather=g), ("out",),
+                                 lambda m, d: m(d["out"], d["y"])),
+    "smoothness": (lambda g: SmoothnessRegularizer(gamma=1.0, gather=g), ("s1", "s2", "s3"),
+                   lambda m, d: m([d["s1"], d["s2"], d["s3"]], d["y"])),
+    "smoothness_knn_norm": (lambda g: SmoothnessRegularizer(power=1, k=3, normalized=True, gather=g), ("s1", "s2"),
+                            lambda m, d: m([d["s1"], d["s2"]], d["y"])),
+}
+
+
+def loss_and_grads(case, gather, data):
+    """Loss value and the gradients of the case's inputs, on ``data`` (a shard or the whole batch)."""
+    factory, grad_names, call = CASES[case]
+    data = {k: (v.clone().requires_grad_() if k in grad_names else v.clone()) for k, v in data.items()}
+    loss = call(factory(gather), data)
+    loss.backward()
+    return loss.detach(), {k: data[k].grad for k in grad_names}
+
+
+class Tiny(nn.Module):
+    """6 -> 5 -> 4 -> 3 MLP returning both post-ReLU hidden layers and the output."""
+
+    def __init__(self):
+        super().__init__()
+        self.l1, self.l2, self.out = nn.Linear(6, 5), nn.Linear(5, 4), nn.Linear(4, 3)
+
+    def forward(self, x):
+        h1 = F.relu(self.l1(x))
+        h2 = F.relu(self.l2(h1))
+        return h1, h2, self.out(h2)
+
+
+def tiny_model():
+    torch.manual_seed(0)
+    return Tiny().double()
+
+
+# objective of the model given (gather, outputs (h1, h2, logits), teacher features, labels)
+MODEL_CASES = {
+    "gkd": lambda g, o, t, y: GKD(gather=g)(t, [o[0], o[1]], y),
+    "label_variation": lambda g, o, t, y: LabelVariationLoss(normalized=True, gather=g)(o[2], y),
+    "smoothness": lambda g, o, t, y: SmoothnessRegularizer(gamma=1.0, gather=g)([o[0], o[1]], y),
+    # cross-entropy is per rank (mean over the shard) beside global graph terms: equal shards needed
+    "ce_plus_all": lambda g, o, t, y: (
+        F.cross_entropy(o[2], y) + 25 * GKD(gather=g)(t, [o[0], o[1]], y)
+        + LabelVariationLoss(normalized=True, gather=g)(o[2], y) + SmoothnessRegularizer(gamma=1.0, gather=g)([o[0], o[1]], y)
+    ),
+}
+
+
+def model_batch(n=10, seed=1):
+    g = torch.Generator().manual_seed(seed)
+    teacher = [torch.rand(n, 5, generator=g, dtype=torch.float64), torch.rand(n, 3, generator=g, dtype=torch.float64)]
+    return (torch.randn(n, 6, generator=g, dtype=torch.float64), teacher,
+            torch.arange(n) % 3)
+
+
+def model_grads(case, model, x, t, y, gather):
+    model.zero_grad(set_to_none=False)
+    loss = MODEL_CASES[case](gather, model(x), t, y)
+    loss.backward()
+    # a parameter the loss does not use (the output layer for GKD) has no gradient: count it as zeros
+    return loss.detach(), [torch.zeros_like(p) if p.grad is None else p.grad.clone() for p in model.parameters()]
+
+
+def _worker(rank, world):
+    res = {}
+    # --- the primitive: uneven shards, values, sum/mean gradients of rank-dependent losses, labels
+    x = torch.arange(UNEVEN[rank] * 3, dtype=torch.float64).reshape(-1, 3) + 100 * rank
+    for reduce in ("sum", "mean"):
+        xr = x.clone().requires_grad_()
+        gathered = all_gather_with_grad(xr, grad_reduce=reduce)
+        coef = torch.randn(gathered.shape, generator=torch.Generator().manual_seed(10 + rank), dtype=torch.float64)
+        (coef * gathered).sum().backward()
+        res[f"prim_{reduce}_value"], res[f"prim_{reduce}_grad"] = gathered.detach(), xr.grad
+    feats, labels = gather_batch(x, torch.full((UNEVEN[rank],), rank))
+    res["prim_labels"] = labels
+    try:
+        all_gather_with_grad(torch.zeros(2, 2 + rank))
+        res["prim_mismatch"] = ""
+    except ValueError as err:  # raised on every rank alike
+        res["prim_mismatch"] = str(err)
+    # --- the graph losses, global and local, on uneven shards
+    full = batch()
+    shard = {k: v[rows(UNEVEN, rank)] for k, v in full.items()}
+    for case in CASES:
+        for gather in ("global", "local"):
+            value, grads = loss_and_grads(case, gather, shard)
+            res[f"{case}/{gather}/value"] = value
+            for k, gk in grads.items():
+                res[f"{case}/{gather}/grad/{k}"] = gk
+        # grad_reduce="mean": the local loss on the manually gathered batch, input gradients exact
+        factory, grad_names, call = CASES[case]
+        leaves = {k: shard[k].clone().requires_grad_() for k in grad_names}
+        gathered = {k: all_gather_with_grad(v.clone(), grad_reduce="mean") for k, v in shard.items() if k not in grad_names}
+        gathered.update({k: all_gather_with_grad(v, grad_reduce="mean") for k, v in leaves.items()})
+        call(factory("local"), gathered).backward()
+        for k in grad_names:
+            res[f"{case}/mean/grad/{k}"] = leaves[k].grad
+    # --- a tiny model under DDP: parameter gradients after DDP's averaging
+    xb, tb, yb = model_batch()
+    ddp = nn.parallel.DistributedDataParallel(tiny_model(), find_unused_parameters=True)
+    for case in MODEL_CASES:
+        sizes = EQUAL if case == "ce_plus_all" else UNEVEN
+        sl = rows(sizes, rank)
+        value, grads = model_grads(case, ddp, xb[sl], [t[sl] for t in tb], yb[sl], "global")
+        res[f"ddp/{case}/value"], res[f"ddp/{case}/grads"] = value, grads
+    res["rank"], res["world"] = dist.get_rank(), dist.get_world_size()
+    return res
+
+
+@pytest.fixture(scope="module")
+def results():
+    return launch(_worker, WORLD, backend="gloo", timeout=120)
+
+
+def test_launch_runs_every_rank(results):
+    assert [r["rank"] for r in results] == list(range(WORLD))
+    assert all(r["world"] == WORLD for r in results)
+
+
+def test_all_gather_with_grad_uneven_shards(results):
+    x_all = torch.cat([torch.arange(n * 3, dtype=torch.float64).reshape(-1, 3) + 100 * r for r, n in enumerate(UNEVEN)])
+    # rank q's loss is sum(C_q * X_all): the gradient of sum_q L_q w.r.t. rank r's rows is sum_q C_q[rows r]
+    coefs = [torch.randn(x_all.shape, generator=torch.Generator().manual_seed(10 + q), dtype=torch.float64) for q in range(WORLD)]
+    total = sum(coefs)
+    for r, res in enumerate(results):
+        for reduce in ("sum", "mean"):
+            torch.testing.assert_close(res[f"prim_{reduce}_value"], x_all, rtol=0, atol=0)
+        torch.testing.assert_close(res["prim_sum_grad"], total[rows(UNEVEN, r)], **TOL)
+        torch.testing.assert_close(res["prim_mean_grad"], total[rows(UNEVEN, r)] / WORLD, **TOL)
+        torch.testing.assert_close(res["prim_labels"], torch.tensor([0] * UNEVEN[0] + [1] * UNEVEN[1]))
+        assert "differ beyond the batch dimension" in res["prim_mismatch"]
+        assert "rank 0: (2, 2)" in res["prim_mismatch"] and "rank 1: (2, 3)" in res["prim_mismatch"]
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_global_matches_one_process_on_concatenated_batch(results, case):
+    want_value, want_grads = loss_and_grads(case, "local", batch())
+    for r, res in enumerate(results):
+        torch.testing.assert_close(res[f"{case}/global/value"], want_value, **TOL)
+        for k, g in want_grads.items():
+            # DDP convention: the shard's gradient is the gradient of sum_q L_q = W * L
+            torch.testing.assert_close(res[f"{case}/global/grad/{k}"], WORLD * g[rows(UNEVEN, r)], **TOL)
+            # grad_reduce="mean": exactly the single-process gradient of this rank's rows
+            torch.testing.assert_close(res[f"{case}/mean/grad/{k}"], g[rows(UNEVEN, r)], **TOL)
+            assert g[rows(UNEVEN, r)].abs().max() > 1e-6  # the comparison is not between zeros
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_local_is_per_shard(results, case):
+    full = batch()
+    values = []
+    for r, res in enumerate(results):
+        want_value, want_grads = loss_and_grads(case, "local", {k: v[rows(UNEVEN, r)] for k, v in full.items()})
+        torch.testing.assert_close(res[f"{case}/local/value"], want_value, **TOL)
+        for k, g in want_grads.items():
+            torch.testing.assert_close(res[f"{case}/local/grad/{k}"], g, **TOL)
+        values.append(res[f"{case}/local/value"])
+    # the per-rank geometry differs from the global one (the test would not tell them apart otherwise)
+    assert not torch.allclose(torch.stack(values), results[0][f"{case}/global/value"].expand(WORLD))
+
+
+@pytest.mark.parametrize("case", list(MODEL_CASES))
+def test_ddp_parameter_gradients_match_one_process(results, case):
+    xb, tb, yb = model_batch()
+    want_value, want_grads = model_grads(case, tiny_model(), xb, tb, yb, "local")
+    for res in results:
+        if case != "ce_plus_all":  # the cross-entropy term is a per-rank mean: its value is not global
+            torch.testing.assert_close(res[f"ddp/{case}/value"], want_value, **TOL)
+        assert len(res[f"ddp/{case}/grads"]) == len(want_grads)
+        for got, want in zip(res[f"ddp/{case}/grads"], want_grads):
+            torch.testing.assert_close(got, want, **TOL)
+    assert max(g.abs().max() for g in want_grads) > 1e-6
+
+
+def test_single_process_global_is_local():
+    data = batch()
+    for case in CASES:
+        v_g, g_g = loss_and_grads(case, "global", data)
+        v_l, g_l = loss_and_grads(case, "local", data)
+        torch.testing.assert_close(v_g, v_l, rtol=0, atol=0)
+        for k in g_l:
+            torch.testing.assert_close(g_g[k], g_l[k], rtol=0, atol=0)
+    x = torch.ones(3, 2)
+    assert all_gather_with_grad(x) is x
+    assert gather_batch(x) == (x, None)
+
+
+def test_errors():
+    with pytest.raises(ValueError, match="grad_reduce"):
+        all_gather_with_grad(torch.ones(2, 2), grad_reduce="max")
+    with pytest.raises(ValueError, match="batch dimension"):
+        all_gather_with_grad(torch.tensor(1.0))
+    with pytest.raises(ValueError, match="labels"):
+        gather_batch(torch.ones(3, 2), torch.zeros(4))
+    with pytest.raises(ValueError, match="nprocs"):
+        launch(_worker, 0)
+    with pytest.raises(ValueError, match="backend"):
+        launch(_worker, 2, backend="mpi")
+    for module in (GKD, LabelVariationLoss, SmoothnessRegularizer):
+        with pytest.raises(ValueError, match="gather"):
+            module(gather="all")
