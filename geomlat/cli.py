@@ -55,17 +55,19 @@ def _parser() -> argparse.ArgumentParser:
     study.add_argument("--no-progress", action="store_true", help="no progress bars")
 
     demo = sub.add_parser("demo", help="a short demonstration of the library")
-    demo.add_argument("args", nargs=argparse.REMAINDER, help="arguments passed to geomlat.demo.main")
+    demo.add_argument("args", nargs="*", help="arguments passed to geomlat.demo.main (all of them, options included)")
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``geomlat`` console script; returns the exit status."""
-    args = _parser().parse_args(argv)
-    if args.command == "demo":
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["demo"]:
+        # everything after `demo` belongs to the demo (argparse would claim options such as --help)
         from . import demo  # lazy: the demo pulls in what it needs only when asked
 
-        return int(demo.main(args.args) or 0)
+        return int(demo.main(argv[1:]) or 0)
+    args = _parser().parse_args(argv)
 
     from .studies import run_study
 

@@ -275,6 +275,19 @@ def test_rerun_skips_and_interrupted_study_resumes(tiny_study, tmp_path, monkeyp
     assert (tmp_path / "results" / "tiny" / "analysis.csv").read_text() == (out / "results" / "tiny" / "analysis.csv").read_text()
 
 
+def test_parallel_workers_give_identical_results(tiny_study, tmp_path):
+    """Runs spread over 2 spawned worker processes end with the same numbers as in one process."""
+    out, _, _ = tiny_study
+    spec = tiny_spec()
+    spec.update(workers=2, threads=1)
+    logs: list[str] = []
+    run_study(spec, "quick", out_root=tmp_path, progress=False, log=logs.append)
+    assert "(2 workers)" in logs[0]
+    strip = lambda rows: [{k: v for k, v in r.items() if k != "seconds"} for r in rows]
+    assert strip(_rows(tmp_path / "results" / "tiny" / "runs.csv")) == strip(_rows(out / "results" / "tiny" / "runs.csv"))
+    assert (tmp_path / "results" / "tiny" / "analysis.csv").read_text() == (out / "results" / "tiny" / "analysis.csv").read_text()
+
+
 def test_changed_spec_does_not_reuse_runs(tiny_study):
     out, _, _ = tiny_study
     spec = with_change("methods.gkd.terms.gkd.weight", 5.0)

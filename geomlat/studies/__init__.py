@@ -2,9 +2,10 @@
 
 ``run_study("gkd", profile="quick")`` validates the spec (before any training), trains what it declares
 under ``runs/NAME/PROFILE/``, and writes ``results/NAME/`` tables and ``figures/NAME/`` figures.
-New kinds of studies register with :func:`register_study_kind`.
+New kinds of studies register with :func:`register_study_kind` in a module ``geomlat/studies/<kind>.py``
+(imported on demand when a spec names the kind).
 """
-from .runner import STUDY_KINDS, StudyContext, StudyKind, load_spec, register_study_kind, run_study
+from .runner import STUDY_KINDS, StudyContext, StudyKind, load_spec, load_study_kind, register_study_kind, run_study
 from .spec import Fields, SpecError, deep_merge
 from .tables import Column, median_std, write_table
 from .figures import new_figure, save_figure
@@ -19,6 +20,7 @@ __all__ = [
     "StudyKind",
     "deep_merge",
     "load_spec",
+    "load_study_kind",
     "median_std",
     "new_figure",
     "register_study_kind",

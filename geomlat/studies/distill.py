@@ -44,7 +44,7 @@ from ..engine.train import load_trained_model
 from ..losses import GKD, Distiller, FitNet, HintonKD, RKDAngle, RKDDistance, SimilarityPreserving
 from ..models import MODELS, build_model
 from .figures import PALETTE, new_figure, save_figure
-from .runner import StudyContext, StudyKind, register_study_kind
+from .runner import StudyContext, StudyKind, register_study_kind, run_in_processes
 from .spec import Fields, SpecError
 from .tables import Column, csv_text, median_std, write_table
 
@@ -166,6 +166,60 @@ def make_objective(method: dict[str, Any], student: nn.Module, teacher: nn.Modul
             module = cls(**term["kwargs"])
         terms[name] = (module, term["weight"])
     return Distiller(student, teacher, terms, pairs=method["pairs"], task_weight=method["task_weight"])
+
+
+def _run_name(role: str, seed: int, method: str | None) -> str:
+    return f"teacher_s{seed}" if role == "teacher" else f"{method}_s{seed}"
+
+
+def _teacher_seed(spec: dict[str, Any], seed: int) -> int:
+    return seed if spec["teacher"]["per_seed"] else spec["teacher"]["seed"]
+
+
+def _load_splits(data: dict[str, Any], data_dir: str | None):
+    try:
+        return load_dataset(data["name"], data_dir, seed=data["seed"], **data["options"])
+    except TypeError as err:
+        raise SpecError("data.options", str(err)) from err
+
+
+def _load_network(spec: dict[str, Any], runs_dir: str | Path, role: str, seed: int, method: str | None) -> nn.Module:
+    """A trained network rebuilt from its run's checkpoint, on CPU in eval mode."""
+    entry = spec[role]
+    model = build_model(entry["model"], **entry["kwargs"])
+    load_trained_model(Path(runs_dir) / _run_name(role, seed, method), model)
+    return model.eval()
+
+
+def _run_job(spec, study, profile, runs_dir, data_dir, role, seed, method, splits=None, progress=False):
+    """Train (or skip, or resume) one run: the teacher of ``seed`` or the student of ``method`` and ``seed``.
+
+    Module-level so that worker processes can run it; loads the data (when ``splits`` is None) and the
+    teacher from its checkpoint. Every student of a seed starts from the same initialization
+    (``torch.manual_seed(seed)`` right before building it). Returns ``(run name, state, final metrics)``.
+    """
+    if splits is None:
+        splits = _load_splits(spec["data"], data_dir)
+    run = _run_name(role, seed, method)
+    run_dir = Path(runs_dir) / run
+    entry = spec[role]
+    record = {"study": study, "profile": profile, "model": entry["model"], "kwargs": entry["kwargs"], "role": role}
+    teacher = None
+    if role == "student":
+        m = spec["methods"][method]
+        ts = _teacher_seed(spec, seed)
+        teacher = _load_network(spec, runs_dir, "teacher", ts, None)
+        record.update(method=method, terms=m["terms"], pairs=m["pairs"], task_weight=m["task_weight"], teacher_run=f"teacher_s{ts}")
+    torch.manual_seed(seed)
+    model = build_model(entry["model"], **entry["kwargs"])
+    if teacher is None:
+        objective = Supervised(model)
+    else:
+        objective = make_objective(spec["methods"][method], model, teacher, splits.train.tensors[0][:4])
+    config = TrainConfig.from_dict({**entry["train"], "seed": seed})
+    state = "done" if (run_dir / "final.json").exists() else ("resuming" if (run_dir / "checkpoint.pt").exists() else "training")
+    final = train(objective, splits, config, run_dir, progress=progress, record=record)
+    return run, state, final
 
 
 @register_study_kind("distill")
@@ -290,35 +344,26 @@ class DistillStudy(StudyKind):
 
     # ------------------------------------------------------------------ running
     def run(self, spec: dict[str, Any], ctx: StudyContext) -> dict[str, Any]:
-        data = spec["data"]
-        try:
-            splits = load_dataset(data["name"], ctx.data_dir, seed=data["seed"], **data["options"])
-        except TypeError as err:
-            raise SpecError("data.options", str(err)) from err
+        splits = _load_splits(spec["data"], ctx.data_dir)
         seeds = spec["seeds"]
         teacher_seeds = seeds if spec["teacher"]["per_seed"] else [spec["teacher"]["seed"]]
-        n_runs = len(teacher_seeds) + len(seeds) * len(spec["methods"])
-        ctx.log(f"[{ctx.name}/{ctx.profile}] {splits!r}; {n_runs} runs under {ctx.runs_dir}")
-        x_example = splits.train.tensors[0][:4]
-
-        teachers: dict[int, nn.Module] = {}
+        teacher_jobs = [("teacher", seed, None) for seed in teacher_seeds]
+        student_jobs = [("student", seed, name) for seed in seeds for name in spec["methods"]]
+        ctx.log(f"[{ctx.name}/{ctx.profile}] {splits!r}; {len(teacher_jobs) + len(student_jobs)} runs under "
+                f"{ctx.runs_dir} ({ctx.workers} worker{'s' if ctx.workers > 1 else ''})")
         finals: dict[str, dict[str, Any]] = {}
-        for seed in teacher_seeds:
-            run = f"teacher_s{seed}"
-            teachers[seed], finals[run] = self._train_one(
-                ctx, run, splits, spec["teacher"], seed, None, {"role": "teacher"}, x_example)
-
-        students: dict[tuple[str, int], nn.Module] = {}
-        for seed in seeds:
-            teacher_seed = seed if spec["teacher"]["per_seed"] else spec["teacher"]["seed"]
-            for name, method in spec["methods"].items():
-                run = f"{name}_s{seed}"
-                record = {"role": "student", "method": name, "terms": method["terms"], "pairs": method["pairs"],
-                          "task_weight": method["task_weight"], "teacher_run": f"teacher_s{teacher_seed}"}
-                students[(name, seed)], finals[run] = self._train_one(
-                    ctx, run, splits, spec["student"], seed, (method, teachers[teacher_seed]), record, x_example)
+        # teachers first (students need them), then every student; each phase may run in parallel
+        for jobs in (teacher_jobs, student_jobs):
+            parallel = ctx.workers > 1 and len(jobs) > 1
+            args = [(spec, ctx.name, ctx.profile, str(ctx.runs_dir), ctx.data_dir, role, seed, method,
+                     None if parallel else splits, ctx.progress and not parallel) for role, seed, method in jobs]
+            for job, (run, state, final) in run_in_processes(_run_job, args, ctx.workers if parallel else 1, ctx.threads):
+                finals[run] = final
+                ctx.log(f"  {run:<18} {state:<8} test error {100 * final['test_error']:5.2f}%  ({final['seconds']:.1f} s)")
 
         ctx.log(f"[{ctx.name}/{ctx.profile}] evaluating and analysing")
+        teachers = {seed: _load_network(spec, ctx.runs_dir, "teacher", seed, None) for seed in teacher_seeds}
+        students = {(name, seed): _load_network(spec, ctx.runs_dir, "student", seed, name) for _, seed, name in student_jobs}
         per_run = self._evaluate(spec, splits, teachers, students, finals)
         analysis = self._analyse(spec, splits, teachers, students)
         rows = self._table_rows(spec, per_run, teachers, students)
@@ -326,25 +371,6 @@ class DistillStudy(StudyKind):
         paths = self._write_tables(spec, ctx, rows, per_run, analysis)
         paths += self._figures(spec, ctx, per_run, analysis)
         return {"rows": rows, "runs": per_run, "paths": [str(p) for p in paths]}
-
-    def _train_one(self, ctx, run, splits, entry, seed, method_teacher, record, x_example):
-        """Train (or skip/resume) one run; returns the trained network and its final metrics."""
-        torch.manual_seed(seed)  # same initialization for every method of a seed
-        model = build_model(entry["model"], **entry["kwargs"])
-        if method_teacher is None:
-            objective = Supervised(model)
-        else:
-            method, teacher = method_teacher
-            objective = make_objective(method, model, teacher, x_example)
-        config = TrainConfig.from_dict({**entry["train"], "seed": seed})
-        run_dir = ctx.runs_dir / run
-        state = "done" if (run_dir / "final.json").exists() else ("resuming" if (run_dir / "checkpoint.pt").exists() else "training")
-        record = {"study": ctx.name, "profile": ctx.profile, "model": entry["model"], "kwargs": entry["kwargs"], **record}
-        final = train(objective, splits, config, run_dir, progress=ctx.progress, record=record)
-        load_trained_model(run_dir, model)
-        model.cpu().eval()
-        ctx.log(f"  {run:<18} {state:<8} test error {100 * final['test_error']:5.2f}%  ({final['seconds']:.1f} s)")
-        return model, final
 
     @staticmethod
     def _evaluate(spec, splits, teachers, students, finals) -> list[dict[str, Any]]:
@@ -358,7 +384,7 @@ class DistillStudy(StudyKind):
             rows.append({"run": f"teacher_s{s}", "method": "teacher", "seed": s, "test_error": float((t_pred[s] != y).double().mean()),
                          "agreement": 1.0, "params": t_params[s], "seconds": finals[f"teacher_s{s}"]["seconds"]})
         for (name, seed), model in students.items():
-            ts = seed if spec["teacher"]["per_seed"] else spec["teacher"]["seed"]
+            ts = _teacher_seed(spec, seed)
             pred = predict(model, splits.test, batch)
             rows.append({"run": f"{name}_s{seed}", "method": name, "seed": seed, "test_error": float((pred != y).double().mean()),
                          "agreement": float((pred == t_pred[ts]).double().mean()), "params": _num_params(model),
@@ -404,7 +430,7 @@ class DistillStudy(StudyKind):
         for (name, seed), model in students.items():
             if name not in wanted:
                 continue
-            ts = seed if spec["teacher"]["per_seed"] else spec["teacher"]["seed"]
+            ts = _teacher_seed(spec, seed)
             feats = self._features(model, s_layers, x, a["batch_size"])
             if name in a["consistency"]:
                 cons = decision_consistency(feats, t_feats[ts], [(s_, t_) for t_, s_ in a["blocks"]], y, k=a["k"])

@@ -4,7 +4,11 @@ A *study kind* (``kind = "distill"`` in a spec) is a class registered with
 :func:`register_study_kind`; it validates its part of the spec (building models to check layer names,
 before any training) and runs the study. The runner handles what every kind shares: finding and
 parsing the TOML file, profiles, overrides, the common fields (``name``, ``kind``, ``description``,
-``seeds``, ``threads``), output folders and the CPU thread count.
+``seeds``, ``threads``, ``workers``), output folders and the CPU thread count.
+
+``threads``: torch CPU threads of each process (default: torch's). ``workers``: number of processes a
+kind may use to train independent runs in parallel (default 1; on a CPU with few cores and small
+models, ``workers = cores`` with ``threads = 1`` is much faster than one process using every core).
 
 Output layout under ``out_root``: ``runs/NAME/PROFILE/<run>/`` (one folder per training run, see
 :func:`geomlat.engine.train`), ``results/NAME/`` (tables), ``figures/NAME/`` (PNG figures).
@@ -12,17 +16,20 @@ Output layout under ``out_root``: ``runs/NAME/PROFILE/<run>/`` (one folder per t
 from __future__ import annotations
 
 import contextlib
+import importlib
+import multiprocessing
 import time
-from dataclasses import dataclass, field
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import torch
 
 from ..engine.io import write_json
 from .spec import Fields, SpecError, apply_profile, deep_merge, find_spec_file, read_spec_file
 
-__all__ = ["StudyKind", "StudyContext", "STUDY_KINDS", "register_study_kind", "load_spec", "run_study"]
+__all__ = ["StudyKind", "StudyContext", "STUDY_KINDS", "register_study_kind", "load_study_kind", "load_spec", "run_study", "run_in_processes"]
 
 
 @dataclass
@@ -32,7 +39,8 @@ class StudyContext:
     Attributes:
         runs_dir: ``out_root/runs/NAME/PROFILE``; results_dir: ``out_root/results/NAME``;
         figures_dir: ``out_root/figures/NAME``; data_dir: folder of file-based data sets (CIFAR-10);
-        progress: show progress bars; log: function printing one status line.
+        progress: show progress bars; log: function printing one status line;
+        workers / threads: processes for independent runs and torch threads per process (from the spec).
     """
 
     name: str
@@ -43,7 +51,8 @@ class StudyContext:
     data_dir: str | None = None
     progress: bool = True
     log: Callable[[str], None] = print
-    timings: dict[str, float] = field(default_factory=dict)
+    workers: int = 1
+    threads: int | None = None
 
 
 class StudyKind:
@@ -79,9 +88,26 @@ def register_study_kind(name: str):
     return decorator
 
 
-def _ensure_kinds_loaded() -> None:
-    # study kinds register themselves on import
-    from . import distill  # noqa: F401
+_CORE_MODULES = {"runner", "spec", "tables", "figures"}
+
+
+def _study_modules() -> list[str]:
+    """Names of the modules of this package that may define study kinds (all but the shared helpers)."""
+    package_dir = Path(__file__).parent
+    return sorted(p.stem for p in package_dir.glob("*.py") if not p.stem.startswith("_") and p.stem not in _CORE_MODULES)
+
+
+def load_study_kind(kind: str) -> StudyKind:
+    """The registered kind ``kind``; kinds defined in ``geomlat/studies/<kind>.py`` are imported on demand
+    (a kind registered under another name is found by importing every study module)."""
+    if kind not in STUDY_KINDS and kind in _study_modules():
+        importlib.import_module(f"{__package__}.{kind}")
+    if kind not in STUDY_KINDS:
+        for module in _study_modules():
+            importlib.import_module(f"{__package__}.{module}")
+    if kind not in STUDY_KINDS:
+        raise SpecError("kind", f"unknown value {kind!r}; expected one of {sorted(STUDY_KINDS)}")
+    return STUDY_KINDS[kind]
 
 
 def load_spec(
@@ -107,7 +133,6 @@ def load_spec(
         SpecError (a ValueError): malformed spec; the message starts with the field path.
         FileNotFoundError: no such study or file.
     """
-    _ensure_kinds_loaded()
     raw = dict(path_or_name) if isinstance(path_or_name, Mapping) else read_spec_file(find_spec_file(path_or_name))
     spec = apply_profile(raw, profile)
     if overrides:
@@ -117,7 +142,7 @@ def load_spec(
     fields = Fields(spec, "")
     out: dict[str, Any] = {
         "name": fields.str("name"),
-        "kind": fields.str("kind", choices=STUDY_KINDS),
+        "kind": fields.str("kind"),
         "description": fields.str("description", ""),
         "profile": fields.str("profile"),
     }
@@ -129,11 +154,43 @@ def load_spec(
         raise SpecError("seeds", f"duplicate seeds in {seeds_}")
     out["seeds"] = seeds_
     out["threads"] = fields.int("threads", None, minimum=1)
+    out["workers"] = fields.int("workers", 1, minimum=1)
     if not out["name"].replace("_", "").replace("-", "").isalnum():
         raise SpecError("name", f"must be letters, digits, '-' or '_' (it names folders), got {out['name']!r}")
-    out.update(STUDY_KINDS[out["kind"]].validate(spec, fields))
+    out.update(load_study_kind(out["kind"]).validate(spec, fields))
     fields.finish()
     return out
+
+
+def _init_worker(threads: int | None) -> None:
+    if threads is not None:
+        torch.set_num_threads(threads)
+
+
+def run_in_processes(fn: Callable[..., Any], jobs: Sequence[tuple], workers: int = 1, threads: int | None = None) -> Iterator[tuple[tuple, Any]]:
+    """Run ``fn(*args)`` for every ``args`` in ``jobs``; yield ``(args, result)`` as each finishes.
+
+    ``workers == 1`` (or a single job): in this process, in order. Otherwise in ``workers`` fresh
+    processes (``spawn``: no state inherited from this process, so results do not depend on ``workers``),
+    each using ``threads`` torch threads. ``fn`` and its arguments must be picklable (a module-level
+    function). An exception in a job is re-raised here after the other running jobs are cancelled.
+    """
+    jobs = list(jobs)
+    if workers <= 1 or len(jobs) <= 1:
+        for args in jobs:
+            yield args, fn(*args)
+        return
+    ctx = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=min(workers, len(jobs)), mp_context=ctx, initializer=_init_worker,
+                             initargs=(threads,)) as pool:
+        futures = {pool.submit(fn, *args): args for args in jobs}
+        try:
+            for future in as_completed(futures):
+                yield futures[future], future.result()
+        except BaseException:
+            for future in futures:
+                future.cancel()
+            raise
 
 
 @contextlib.contextmanager
@@ -174,6 +231,8 @@ def run_study(
         data_dir=data_dir,
         progress=progress,
         log=log,
+        workers=spec["workers"],
+        threads=spec["threads"],
     )
     start = time.perf_counter()
     with _threads(spec["threads"]):
