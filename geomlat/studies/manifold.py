@@ -6,10 +6,10 @@ data is used, which is the point: Shekkizhar & Ortega, Asilomar 2021; Bonet et a
 
 - manifold graph metrics of the NNK graph (:class:`geomlat.analysis.ManifoldGraphMetrics`): NNK
   neighbours per node, polytope diameter, local dimension (means over nodes);
-- the label-signal spectrum on the cosine k-NN LGG (:func:`geomlat.analysis.label_spectrum`, normalized
-  Laplacian): energy of the one-hot labels per graph frequency, its share in the ``C`` lowest
-  frequencies (``C`` = number of classes; 1 when no edge joins two classes) and the normalized label
-  variation;
+- the label-signal spectrum on the cosine k-NN LGG (as :func:`geomlat.analysis.label_spectrum`, Laplacian
+  ``D - A``, whose null space holds the indicators of the connected components): energy of the one-hot labels per graph frequency, its share in the ``C`` lowest
+  frequencies (``C`` = number of classes; 1 when the connected components of the LGG are exactly the
+  classes) and the normalized label variation;
 - the leave-one-out NNK interpolation error (:func:`geomlat.nnk.nnk_interpolation`) and, as a plain
   baseline, the leave-one-out k-NN error on the LGG (:func:`geomlat.analysis.knn_decisions`);
 - beside them the model's own error on the same training samples and its test error.
@@ -46,8 +46,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..analysis import (ManifoldGraphMetrics, compare_models, fourier_basis, knn_decisions, label_spectrum,
-                        plot_similarity_heatmaps)
+from ..analysis import ManifoldGraphMetrics, compare_models, fourier_basis, knn_decisions, plot_similarity_heatmaps
 from ..data import balanced_order, load_dataset
 from ..engine import evaluate_accuracy, predict
 from ..engine.io import atomic_save, atomic_write_text, load_checkpoint
@@ -100,8 +99,8 @@ def layer_geometry(x: torch.Tensor, y: torch.Tensor, num_classes: int, nnk_k: in
 
     Returns ``{"nnk_loo_error", "knn_loo_error", "nnk_neighbors", "diameter", "local_dim",
     "label_variation" (normalized, on the k-NN LGG), "low_freq_share" (label energy in the
-    ``num_classes`` lowest frequencies of the normalized Laplacian / N), "spectrum" (N,) energy per
-    frequency (ascending eigenvalues), "eigenvalues" (N,)}``.
+    ``num_classes`` lowest frequencies of ``L = D - A`` / N), "spectrum" (N,) energy per frequency
+    (ascending eigenvalues), "eigenvalues" (N,)}``.
     """
     x = x.detach().flatten(1).double()
     _, nnk_error = nnk_interpolation(x, y, nnk_k, kernel=kernel)
@@ -109,8 +108,9 @@ def layer_geometry(x: torch.Tensor, y: torch.Tensor, num_classes: int, nnk_k: in
     lgg_kernel = "cosine" if kernel == "cosine_shifted" else kernel
     knn_error = float((knn_decisions(x, y, graph_k, kernel=lgg_kernel) != y).double().mean())
     g = latent_graph(x, k=graph_k, kernel=lgg_kernel)
-    energy = label_spectrum(g, y, normalized=True)
-    eigenvalues, _ = fourier_basis(g, normalized=True)
+    eigenvalues, U = fourier_basis(g)  # PyGSP, L = D - A
+    # label energy per frequency, as label_spectrum() (one eigendecomposition instead of two)
+    energy = ((U.T @ torch.nn.functional.one_hot(y.cpu(), num_classes).double()) ** 2).sum(dim=1)
     return {
         "nnk_loo_error": nnk_error,
         "knn_loo_error": knn_error,
@@ -312,7 +312,7 @@ class ManifoldStudy(StudyKind):
                  f"{an['kernel']} kernel, k = {an['nnk_k']}; NNK nbrs, diameter (unit-normalized features, in [0, 2]) and "
                  f"local dim (directions for 90% of the energy of the vectors to the NNK neighbours) are means over nodes. "
                  f"Label variation (normalized) and spectra on the cosine {an['graph_k']}-NN LGG; low-freq share = label energy "
-                 "in the C lowest frequencies of the normalized Laplacian (C = number of classes; 1 = classes disconnected). "
+                 "in the C lowest frequencies of L = D - A (C = number of classes; 1 when the connected components are exactly the classes). "
                  f"Epochs shown: {shown}; every analysed epoch is in per_epoch.csv.")
         keys = [c.key for c in cols]
         md, csv = ctx.results_dir / "per_epoch.md", ctx.results_dir / "per_epoch.csv"
@@ -410,15 +410,18 @@ class ManifoldStudy(StudyKind):
         ax = axes[0]
         styles = dict(zip(sorted(spec["analysis"]["spectrum_epochs"]), ["--", "-", ":", "-."] * 4))
         for epoch, n in sorted(spectra, key=lambda en: (en[0], layers.index(en[1]))):
-            evals, energy = spectra[(epoch, n)]
+            _, energy = spectra[(epoch, n)]
             if n == INPUT and epoch != min(styles):
                 continue
             cum = np.cumsum(energy) / energy.sum()
-            ax.plot(evals, cum, color=colours[n], ls=styles[epoch], lw=1.4,
+            ax.plot(np.arange(1, len(cum) + 1), cum, color=colours[n], ls=styles[epoch], lw=1.4,
                     label=n if n == INPUT else f"{n}, epoch {epoch}")
-        ax.set_xlabel("graph frequency (eigenvalue of the normalized Laplacian)")
+        ax.axvline(num_classes, color="0.6", lw=0.8, ls=":")
+        ax.set_xscale("log")
+        ax.set_xlabel("number of lowest graph frequencies (eigenvectors of L = D - A)")
         ax.set_ylabel("cumulative share of label energy")
-        ax.set_title("label-signal energy up to each graph frequency\n(higher and further left = smoother labels)", fontsize=10)
+        ax.set_title(f"label-signal energy in the lowest graph frequencies\n(dotted: {num_classes} = number of classes; "
+                     "higher = smoother labels)", fontsize=10)
         ax.legend(fontsize=7)
         ax = axes[1]
         for n in layers:
@@ -426,7 +429,7 @@ class ManifoldStudy(StudyKind):
         ax.set_xlabel("epoch")
         ax.set_ylabel(f"label energy in the {num_classes} lowest frequencies")
         ax.set_ylim(0, 1.02)
-        ax.set_title(f"low-frequency share of the labels per epoch\n(1 = no edge between classes)", fontsize=10)
+        ax.set_title("low-frequency share of the labels per epoch\n(1 = the classes are the connected components)", fontsize=10)
         ax.legend(fontsize=8)
         fig.suptitle(f"Label spectra on the cosine {spec['analysis']['graph_k']}-NN LGG of {spec['analysis']['samples']} training samples",
                      fontsize=10)
