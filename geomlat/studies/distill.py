@@ -26,7 +26,6 @@ shape mismatches or bad loss options are reported (``SpecError`` with the field 
 """
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +38,8 @@ from torch import nn
 from ..analysis import decision_consistency, layer_label_variation
 from ..capture import LatentCapture
 from ..data import DATASETS, balanced_order, load_dataset
-from ..engine import Supervised, TrainConfig, predict, read_json, train, write_json
+from ..engine import Supervised, TrainConfig, predict, train
+from ..engine.io import atomic_write_text
 from ..engine.train import load_trained_model
 from ..losses import GKD, Distiller, FitNet, HintonKD, RKDAngle, RKDDistance, SimilarityPreserving
 from ..models import MODELS, build_model
@@ -490,8 +490,6 @@ class DistillStudy(StudyKind):
         write_table(rows, cols, md, csv, title=f"{spec['name']}: knowledge distillation ({spec['profile']} profile)", notes=notes,
                     csv_keys=["method", "label", "test_error_median", "test_error_std", "gain_vs_baseline", "params",
                               "relative_size", "agreement_median", "seeds"])
-        from ..engine.io import atomic_write_text
-
         runs_csv, analysis_csv = ctx.results_dir / "runs.csv", ctx.results_dir / "analysis.csv"
         atomic_write_text(runs_csv, csv_text(per_run, ["run", "method", "seed", "test_error", "agreement", "params", "seconds"]))
         atomic_write_text(analysis_csv, csv_text(analysis, ["analysis", "method", "seed", "block", "layer", "value"]))
@@ -510,33 +508,33 @@ class DistillStudy(StudyKind):
         cons = df[df["analysis"] == "consistency"].copy()
         if not cons.empty:
             cons["model"] = cons["method"].map(labels)
-            fig, ax = new_figure(width=6.5, height=4.0)
+            fig, ax = new_figure(width=8.0, height=4.2)
             order = [labels[m] for m in a["consistency"]]
             sns.pointplot(data=cons, x="block", y="value", hue="model", hue_order=order, ax=ax, palette=PALETTE,
                           errorbar=("pi", 100), dodge=0.3, markers="o", capsize=0.1, linewidth=1.5)
             ax.set_xticks(range(len(block_names) + 1), block_names + ["output\n(predicted class)"])
             ax.set_xlabel("")
             ax.set_ylabel("agreement with the teacher")
-            ax.set_title(f"(a) Decisions consistent with the teacher, block by block\n"
-                         f"leave-one-out {a['k']}-NN on each block's LGG, {a['samples']} test samples; "
-                         f"median and range over seeds", fontsize=10)
-            ax.legend(title="student", loc="lower right")
+            ax.set_title(f"(a) Consistency of the student's decisions with the teacher's, block by block\n"
+                         f"leave-one-out {a['k']}-NN on each block's LGG ({a['samples']} test samples); "
+                         f"median and range over {len(spec['seeds'])} seeds", fontsize=10)
+            sns.move_legend(ax, "upper left", bbox_to_anchor=(1.01, 1.0), title="student", frameon=False)
             paths.append(save_figure(fig, ctx.figures_dir / "consistency.png"))
 
         # (b) normalized label variation per block
         lv = df[df["analysis"] == "label_variation"].copy()
         if not lv.empty:
             lv["model"] = lv["method"].map(labels)
-            fig, ax = new_figure(width=6.5, height=4.0)
+            fig, ax = new_figure(width=8.0, height=4.2)
             order = ["Teacher"] + [labels[m] for m in a["variation"]]
             sns.pointplot(data=lv, x="block", y="value", hue="model", hue_order=order, ax=ax, palette=PALETTE,
                           errorbar=("pi", 100), dodge=0.3, capsize=0.1, linewidth=1.5)
             ax.set_xticks(range(len(block_names)), block_names)
             ax.set_xlabel("")
             ax.set_ylabel("normalized label variation\n(fraction of edge weight between classes)")
-            ax.set_title(f"(b) Label variation of each block's {a['k']}-NN LGG (lower = smoother)\n"
-                         f"{a['samples']} test samples; median and range over seeds", fontsize=10)
-            ax.legend(title="network")
+            ax.set_title(f"(b) Normalized label variation of each block's {a['k']}-NN LGG (lower = classes better separated)\n"
+                         f"{a['samples']} test samples; median and range over {len(spec['seeds'])} seeds", fontsize=10)
+            sns.move_legend(ax, "upper left", bbox_to_anchor=(1.01, 1.0), title="network", frameon=False)
             paths.append(save_figure(fig, ctx.figures_dir / "label_variation.png"))
 
         # (c) full / inter-class / intra-class graphs
@@ -546,19 +544,20 @@ class DistillStudy(StudyKind):
             sub["model"] = sub["method"].map(labels)
             sub["error"] = 100 * sub["test_error"]
             order = [labels[m] for m in variants]
-            fig, ax = new_figure(width=6.0, height=4.0)
+            fig, ax = new_figure(width=7.5, height=4.2)
             sns.stripplot(data=sub, x="model", y="error", order=order, ax=ax, color="0.35", size=7, jitter=0.08, alpha=0.8,
                           label="one seed")
             medians = sub.groupby("model")["error"].median().reindex(order)
-            ax.scatter(range(len(order)), medians.values, marker="_", s=900, linewidths=3, color="C3", zorder=5, label="median")
+            ax.scatter(range(len(order)), medians.values, marker="_", s=900, linewidths=3, color="C3", zorder=5, label="median over seeds")
             for ref, style in (("teacher", ":"), (spec["baseline"], "--")):
                 value = 100 * runs[runs["method"] == ref]["test_error"].median()
                 ax.axhline(value, ls=style, color="0.5", lw=1.2, label=f"{labels[ref]} (median)")
             handles, names = ax.get_legend_handles_labels()
             keep = dict(zip(names, handles))  # one legend entry per label
-            ax.legend(keep.values(), keep.keys(), loc="best", fontsize=8)
+            ax.legend(keep.values(), keep.keys(), loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False, markerscale=0.6)
             ax.set_xlabel("graph used by GKD")
             ax.set_ylabel("test error (%)")
-            ax.set_title(f"(c) GKD with the full, inter-class and intra-class graphs\n{len(spec['seeds'])} seeds", fontsize=10)
+            ax.set_title(f"(c) Test error of GKD with the full, inter-class and intra-class graphs\n"
+                         f"one point per seed ({len(spec['seeds'])} seeds)", fontsize=10)
             paths.append(save_figure(fig, ctx.figures_dir / "graph_variants.png"))
         return paths
