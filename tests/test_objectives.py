@@ -1,0 +1,128 @@
+"""Engine objectives of geomlat.losses.objectives against independent NumPy / autograd computations."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from geomlat.losses.embedding import LabelVariationLoss
+from geomlat.losses.objectives import BottleneckCrossEntropy, LabelVariationObjective, SmoothnessObjective
+from geomlat.losses.regularizers import SmoothnessRegularizer
+from geomlat.models import build_model
+
+
+def _rbf_label_variation_numpy(out: np.ndarray, y: np.ndarray, normalized: bool) -> float:
+    """Full RBF graph, sigma = mean distance to the 10th neighbour / 3, sum of inter-class weights."""
+    d2 = ((out[:, None, :] - out[None, :, :]) ** 2).sum(-1)
+    b = len(y)
+    off = d2 + np.diag(np.full(b, np.inf))
+    kth = np.sort(off, axis=1)[:, min(10, b - 1) - 1]
+    sigma = np.sqrt(kth).mean() / 3.0
+    a = np.exp(-d2 / (2 * sigma**2))
+    np.fill_diagonal(a, 0.0)
+    inter = a[y[:, None] != y[None, :]].sum()
+    return inter / a.sum() if normalized else inter
+
+
+def _cosine_lv_power_numpy(feats: np.ndarray, y: np.ndarray, m: int) -> float:
+    x = feats.reshape(len(y), -1)
+    u = x / np.linalg.norm(x, axis=1, keepdims=True)
+    a = u @ u.T
+    np.fill_diagonal(a, 0.0)
+    lap = np.diag(a.sum(1)) - a
+    v = np.eye(y.max() + 1)[y]
+    return float(np.trace(v.T @ np.linalg.matrix_power(lap, m) @ v))
+
+
+class _TwoLayer(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc1, self.relu1 = nn.Linear(5, 7), nn.ReLU()
+        self.fc2, self.relu2 = nn.Linear(7, 6), nn.ReLU()
+        self.out = nn.Linear(6, 3)
+        self.relu_names = ["relu1", "relu2"]
+
+    def forward(self, x):
+        return self.out(self.relu2(self.fc2(self.relu1(self.fc1(x)))))
+
+
+@pytest.mark.parametrize("normalized", [False, True])
+def test_label_variation_objective_matches_numpy(normalized):
+    torch.manual_seed(0)
+    model = nn.Linear(4, 2).double()
+    x, y = torch.randn(12, 4, dtype=torch.float64), torch.arange(12) % 3
+    out, losses = LabelVariationObjective(model, LabelVariationLoss(normalized=normalized))(x, y)
+    assert set(losses) == {"label_variation"}
+    ref = _rbf_label_variation_numpy(model(x).detach().numpy(), y.numpy(), normalized)
+    assert losses["label_variation"].item() == pytest.approx(ref, rel=1e-10)
+    assert torch.equal(out, model(x))
+
+
+def test_label_variation_objective_with_cross_entropy_and_gradcheck():
+    torch.manual_seed(1)
+    model = nn.Linear(4, 3).double()
+    x, y = torch.randn(9, 4, dtype=torch.float64), torch.arange(9) % 3
+    obj = LabelVariationObjective(model, ce_weight=0.5)
+    out, losses = obj(x, y)
+    assert losses["task"].item() == pytest.approx(0.5 * F.cross_entropy(model(x), y).item(), rel=1e-12)
+    assert torch.autograd.gradcheck(lambda inp: sum(obj(inp, y)[1].values()), (x.clone().requires_grad_(True),))
+    with pytest.raises(ValueError, match="ce_weight"):
+        LabelVariationObjective(model, ce_weight=-1.0)
+    with pytest.raises(ValueError, match="class scores"):
+        LabelVariationObjective(nn.Linear(4, 2).double(), ce_weight=1.0)(x, y)
+
+
+def test_bottleneck_cross_entropy_is_head_on_embedding():
+    torch.manual_seed(2)
+    model = build_model("mlp", in_features=6, hidden=(8,), num_classes=4, out_dim=2)
+    obj = BottleneckCrossEntropy(model, num_classes=4)
+    x, y = torch.randn(10, 6), torch.arange(10) % 4
+    logits, losses = obj(x, y)
+    emb = model(x)
+    assert emb.shape == (10, 2) and logits.shape == (10, 4)
+    manual = emb @ obj.head.weight.T + obj.head.bias
+    assert torch.allclose(logits, manual, atol=1e-6)
+    assert losses["task"].item() == pytest.approx(F.cross_entropy(manual, y).item(), rel=1e-6)
+    # the head is trained with the objective (part of its parameters and state dict)
+    assert any(k.startswith("head.") for k in obj.state_dict())
+    with pytest.raises(ValueError, match="embed_dim"):
+        BottleneckCrossEntropy(nn.Identity(), num_classes=3)
+
+
+def test_smoothness_objective_matches_numpy_and_gradcheck():
+    torch.manual_seed(3)
+    model = _TwoLayer().double()
+    x, y = torch.randn(10, 5, dtype=torch.float64), torch.arange(10) % 3
+    obj = SmoothnessObjective(model, regularizer=SmoothnessRegularizer(power=2, gamma=0.1))
+    logits, losses = obj(x, y)
+    h1 = torch.relu(model.fc1(x))
+    h2 = torch.relu(model.fc2(h1))
+    s1 = _cosine_lv_power_numpy(h1.detach().numpy(), y.numpy(), 2)
+    s2 = _cosine_lv_power_numpy(h2.detach().numpy(), y.numpy(), 2)
+    assert losses["smoothness"].item() == pytest.approx(0.1**2 * abs(s2 - s1), rel=1e-9)
+    assert losses["task"].item() == pytest.approx(F.cross_entropy(model(x), y).item(), rel=1e-12)
+    assert torch.allclose(logits, model(x))
+    # autograd gradient of the summed loss vs central finite differences on one weight
+    w = model.fc1.weight
+    loss = sum(obj(x, y)[1].values())
+    (g,) = torch.autograd.grad(loss, [w])
+    h = 1e-6
+    with torch.no_grad():
+        w[0, 0] += h
+        up = sum(obj(x, y)[1].values()).item()
+        w[0, 0] -= 2 * h
+        down = sum(obj(x, y)[1].values()).item()
+        w[0, 0] += h
+    assert g[0, 0].item() == pytest.approx((up - down) / (2 * h), rel=1e-5, abs=1e-9)
+
+
+def test_smoothness_objective_errors():
+    model = _TwoLayer()
+    with pytest.raises(ValueError, match=">= 2 layers"):
+        SmoothnessObjective(model, layers=["relu1"])
+    with pytest.raises(KeyError, match="nope"):
+        SmoothnessObjective(model, layers=["relu1", "nope"])
+    with pytest.raises(ValueError, match="task_weight"):
+        SmoothnessObjective(model, task_weight=float("nan"))
