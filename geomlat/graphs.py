@@ -99,10 +99,32 @@ def cosine_gram(flat: Tensor) -> Tensor:
     return gram * inv[:, None] * inv[None, :]
 
 
-def _similarity(x: Tensor, kernel: str, sigma: float | Tensor | None, k: int | None) -> Tensor:
-    """:func:`similarity` of an already checked (B, d) tensor."""
-    kernel = resolve_kernel(x, kernel)
-    if kernel == "cosine" and bool((x < 0).any()):
+def _check_fused(x: Tensor) -> tuple[Tensor, Tensor | None]:
+    """:func:`check_features` with one fused reading pass: returns ``(flat (B, d), min of x or None)``.
+
+    ``torch.isfinite(x).all()`` allocates and fills several (B, d) temporaries; ``aminmax`` reads x once
+    (NaN propagates to both, +-Inf shows in max/min) and its min also answers the sign test of the cosine
+    kernel. Anything unusual (or non-finite) goes through :func:`check_features` for its exact error.
+    """
+    if isinstance(x, Tensor) and x.dim() >= 2 and x.is_floating_point() and x.shape[0] >= 2 and x.numel() > 0:
+        flat = x.reshape(x.shape[0], -1)
+        lo, hi = torch.aminmax(flat.detach())
+        if bool(torch.isfinite(lo) & torch.isfinite(hi)):
+            return flat, lo
+    return check_features(x), None
+
+
+def _similarity(x: Tensor, kernel: str, sigma: float | Tensor | None, k: int | None, lo: Tensor | None = None) -> Tensor:
+    """:func:`similarity` of an already checked (B, d) tensor; ``lo`` its minimum if known (skips a pass)."""
+    if lo is None:
+        kernel = resolve_kernel(x, kernel)
+        negative = kernel == "cosine" and bool((x < 0).any())
+    else:
+        check_choice(kernel, "kernel", KERNELS)
+        if kernel == "auto":
+            kernel = "cosine" if bool(lo >= 0) else "rbf"
+        negative = kernel == "cosine" and bool(lo < 0)
+    if negative:
         raise ValueError(
             "kernel='cosine' needs non-negative data (e.g. post-ReLU), but x has negative entries: "
             "use kernel='rbf', 'cosine_shifted' or 'auto'"
@@ -172,10 +194,10 @@ def latent_adjacency(
     check_choice(mask, "mask", MASKS)
     if isinstance(power, bool) or not isinstance(power, int) or power < 1:
         raise ValueError(f"power must be an integer >= 1, got {power!r}")
-    flat = check_features(x)
+    flat, lo = _check_fused(x)
     b = flat.shape[0]
     check_k(k, b)
-    sim = _similarity(flat, kernel, sigma, k)  # flat already checked: no second pass over it
+    sim = _similarity(flat, kernel, sigma, k, lo)  # flat already checked: no second pass over it
     edges = knn_mask(sim, k, symmetrize)
     if mask is not None:
         if labels is None:
