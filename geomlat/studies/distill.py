@@ -354,12 +354,15 @@ class DistillStudy(StudyKind):
         finals: dict[str, dict[str, Any]] = {}
         # teachers first (students need them), then every student; each phase may run in parallel
         for jobs in (teacher_jobs, student_jobs):
-            parallel = ctx.workers > 1 and len(jobs) > 1
-            args = [(spec, ctx.name, ctx.profile, str(ctx.runs_dir), ctx.data_dir, role, seed, method,
-                     None if parallel else splits, ctx.progress and not parallel) for role, seed, method in jobs]
-            for job, (run, state, final) in run_in_processes(_run_job, args, ctx.workers if parallel else 1, ctx.threads):
-                finals[run] = final
-                ctx.log(f"  {run:<18} {state:<8} test error {100 * final['test_error']:5.2f}%  ({final['seconds']:.1f} s)")
+            finished = [j for j in jobs if (ctx.runs_dir / _run_name(*j) / "final.json").exists()]
+            pending = [j for j in jobs if j not in finished]
+            parallel = ctx.workers > 1 and len(pending) > 1
+            for group, in_workers in ((finished, False), (pending, parallel)):
+                args = [(spec, ctx.name, ctx.profile, str(ctx.runs_dir), ctx.data_dir, role, seed, method,
+                         None if in_workers else splits, ctx.progress and not in_workers) for role, seed, method in group]
+                for job, (run, state, final) in run_in_processes(_run_job, args, ctx.workers if in_workers else 1, ctx.threads):
+                    finals[run] = final
+                    ctx.log(f"  {run:<18} {state:<8} test error {100 * final['test_error']:5.2f}%  ({final['seconds']:.1f} s)")
 
         ctx.log(f"[{ctx.name}/{ctx.profile}] evaluating and analysing")
         teachers = {seed: _load_network(spec, ctx.runs_dir, "teacher", seed, None) for seed in teacher_seeds}
@@ -478,7 +481,7 @@ class DistillStudy(StudyKind):
         t, s, d = spec["teacher"], spec["student"], spec["data"]
         teacher_runs = "one teacher per seed" if t["per_seed"] else f"one teacher (seed {t['seed']})"
         notes = (
-            f"Profile `{spec['profile']}`: data `{d['name']}` {d['options'] or ''}; teacher `{t['model']}` {t['kwargs']} "
+            f"Profile `{spec['profile']}`: data `{d['name']}`{' ' + str(d['options']) if d['options'] else ''}; teacher `{t['model']}` {t['kwargs']} "
             f"({t['train']['epochs']} epochs, {teacher_runs}); student `{s['model']}` {s['kwargs']} ({s['train']['epochs']} epochs); "
             f"seeds {spec['seeds']}.\n\n"
             "Test error: median and sample std (ddof=1) over seeds. Gain: baseline median minus method median, in "
@@ -499,6 +502,9 @@ class DistillStudy(StudyKind):
     def _figures(self, spec, ctx, per_run, analysis) -> list[Path]:
         labels = {"teacher": "Teacher", **{m: v["label"] for m, v in spec["methods"].items()}}
         a = spec["analysis"]
+        # one colour per network, the same in every figure; the networks shown in the figures come first
+        shown = dict.fromkeys(["teacher", spec["baseline"], *a["consistency"], *a["variation"], *a["graph_variants"], *labels])
+        colours = dict(zip((labels[m] for m in shown), sns.color_palette(PALETTE, len(shown))))
         df = pd.DataFrame(analysis)
         runs = pd.DataFrame(per_run)
         paths = []
@@ -510,7 +516,7 @@ class DistillStudy(StudyKind):
             cons["model"] = cons["method"].map(labels)
             fig, ax = new_figure(width=8.0, height=4.2)
             order = [labels[m] for m in a["consistency"]]
-            sns.pointplot(data=cons, x="block", y="value", hue="model", hue_order=order, ax=ax, palette=PALETTE,
+            sns.pointplot(data=cons, x="block", y="value", hue="model", hue_order=order, ax=ax, palette=colours,
                           errorbar=("pi", 100), dodge=0.3, markers="o", capsize=0.1, linewidth=1.5)
             ax.set_xticks(range(len(block_names) + 1), block_names + ["output\n(predicted class)"])
             ax.set_xlabel("")
@@ -527,7 +533,7 @@ class DistillStudy(StudyKind):
             lv["model"] = lv["method"].map(labels)
             fig, ax = new_figure(width=8.0, height=4.2)
             order = ["Teacher"] + [labels[m] for m in a["variation"]]
-            sns.pointplot(data=lv, x="block", y="value", hue="model", hue_order=order, ax=ax, palette=PALETTE,
+            sns.pointplot(data=lv, x="block", y="value", hue="model", hue_order=order, ax=ax, palette=colours,
                           errorbar=("pi", 100), dodge=0.3, capsize=0.1, linewidth=1.5)
             ax.set_xticks(range(len(block_names)), block_names)
             ax.set_xlabel("")
