@@ -87,12 +87,14 @@ def _knn_cluster(x: Tensor, k: int, metric: str) -> Tensor:
     import torch_cluster
 
     n = x.shape[0]
+    # torch-cluster's CPU kernel has no cosine option: on unit vectors |u - v|^2 = 2 - 2 cos(u, v), so the
+    # Euclidean neighbours of the normalized points are the cosine neighbours.
+    points = _prepare(x, metric)
     # edge_index[0] = neighbour (source), edge_index[1] = centre (target); exactly k per centre.
-    edge_index = torch_cluster.knn_graph(x, k=k, loop=False, cosine=(metric == "cosine"), flow="source_to_target")
+    edge_index = torch_cluster.knn_graph(points, k=k, loop=False, flow="source_to_target")
     order = torch.argsort(edge_index[1], stable=True)
     neighbours = edge_index[0, order].view(n, k)
     # torch-cluster does not sort neighbours: order them by distance like the other backends
-    points = _prepare(x, metric)
     if metric == "cosine":
         score = (points[:, None, :] * points[neighbours]).sum(-1)
     else:
