@@ -38,7 +38,7 @@ from torch import nn
 from ..analysis import decision_consistency, layer_label_variation
 from ..capture import LatentCapture
 from ..data import DATASETS, balanced_order, load_dataset
-from ..engine import Supervised, TrainConfig, predict, train
+from ..engine import Supervised, TrainConfig, predict, resolve_device, train
 from ..engine.io import atomic_write_text
 from ..engine.train import load_trained_model
 from ..losses import GKD, Distiller, FitNet, HintonKD, RKDAngle, RKDDistance, SimilarityPreserving
@@ -365,8 +365,11 @@ class DistillStudy(StudyKind):
                     ctx.log(f"  {run:<18} {state:<8} test error {100 * final['test_error']:5.2f}%  ({final['seconds']:.1f} s)")
 
         ctx.log(f"[{ctx.name}/{ctx.profile}] evaluating and analysing")
-        teachers = {seed: _load_network(spec, ctx.runs_dir, "teacher", seed, None) for seed in teacher_seeds}
-        students = {(name, seed): _load_network(spec, ctx.runs_dir, "student", seed, name) for _, seed, name in student_jobs}
+        # evaluation and analyses on the training device (a GPU for the paper profile); results on CPU
+        device = resolve_device(spec["student"]["train"]["device"])
+        teachers = {seed: _load_network(spec, ctx.runs_dir, "teacher", seed, None).to(device) for seed in teacher_seeds}
+        students = {(name, seed): _load_network(spec, ctx.runs_dir, "student", seed, name).to(device)
+                    for _, seed, name in student_jobs}
         per_run = self._evaluate(spec, splits, teachers, students, finals)
         analysis = self._analyse(spec, splits, teachers, students)
         rows = self._table_rows(spec, per_run, teachers, students)
@@ -407,13 +410,14 @@ class DistillStudy(StudyKind):
         """Outputs (flattened, (N, d)) of ``layers`` plus the predicted class under key ``"__pred__"``."""
         layers = list(dict.fromkeys(layers))
         parts: dict[str, list[torch.Tensor]] = {name: [] for name in layers + ["__pred__"]}
+        device = next(model.parameters()).device
         model.eval()
         with torch.no_grad(), LatentCapture(model, layers, detach=True) as out:
             for start in range(0, len(x), batch):
-                logits = model(x[start:start + batch])
+                logits = model(x[start:start + batch].to(device))
                 for name in layers:
-                    parts[name].append(out[name].flatten(1))
-                parts["__pred__"].append(logits.argmax(1))
+                    parts[name].append(out[name].flatten(1).cpu())
+                parts["__pred__"].append(logits.argmax(1).cpu())
         return {name: torch.cat(v) for name, v in parts.items()}
 
     def _analyse(self, spec, splits, teachers, students) -> list[dict[str, Any]]:
@@ -551,13 +555,17 @@ class DistillStudy(StudyKind):
             sub["error"] = 100 * sub["test_error"]
             order = [labels[m] for m in variants]
             fig, ax = new_figure(width=7.5, height=4.2)
-            sns.stripplot(data=sub, x="model", y="error", order=order, ax=ax, color="0.35", size=7, jitter=0.08, alpha=0.8,
-                          label="one seed")
+            # swarm: deterministic placement (a strip plot's jitter would draw from NumPy's global RNG)
+            sns.swarmplot(data=sub, x="model", y="error", order=order, ax=ax, color="0.35", size=7, alpha=0.8, label="one seed")
             medians = sub.groupby("model")["error"].median().reindex(order)
             ax.scatter(range(len(order)), medians.values, marker="_", s=900, linewidths=3, color="C3", zorder=5, label="median over seeds")
-            for ref, style in (("teacher", ":"), (spec["baseline"], "--")):
-                value = 100 * runs[runs["method"] == ref]["test_error"].median()
+            refs = [(ref, style, 100 * runs[runs["method"] == ref]["test_error"].median())
+                    for ref, style in (("teacher", ":"), (spec["baseline"], "--"))]
+            for ref, style, value in refs:
                 ax.axhline(value, ls=style, color="0.5", lw=1.2, label=f"{labels[ref]} (median)")
+            values = [*sub["error"], *(v for _, _, v in refs)]
+            pad = 0.08 * (max(values) - min(values) or 1.0)
+            ax.set_ylim(min(values) - pad, max(values) + pad)  # reference lines inside the frame
             handles, names = ax.get_legend_handles_labels()
             keep = dict(zip(names, handles))  # one legend entry per label
             ax.legend(keep.values(), keep.keys(), loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False, markerscale=0.6)
