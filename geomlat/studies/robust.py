@@ -433,7 +433,7 @@ class RobustStudy(StudyKind):
         ax.set_xticklabels(["clean"] + [str(s) for s in sev[1:]])
         ax.set_xlabel("corruption severity")
         ax.set_ylabel(f"test error (%), mean over {len(spec['corruptions']['names'])} corruptions")
-        ax.set_title(f"Error vs corruption severity ({spec['data']['name']}; median over seeds, band = min-max)")
+        ax.set_title(f"Error vs corruption severity ({spec['data']['name']})\nmedian over seeds, band = min-max over seeds")
         ax.legend()
         ctx.figures_dir.mkdir(parents=True, exist_ok=True)
         return save_figure(fig, ctx.figures_dir / "error_vs_severity.png")
