@@ -1,17 +1,24 @@
 """The ``geomlat`` console script.
 
     geomlat study NAME [--profile quick|paper] [--data-dir DIR] [--seeds 0 1 2] [--out .]
-                       [--set FIELD=VALUE ...] [--no-progress]
+                       [--set FIELD=VALUE ...] [--no-progress] [--nproc N]
     geomlat demo [ARGS ...]
 
 ``NAME`` is a study in ``studies/NAME.toml`` or a path to a TOML spec. ``--set`` overrides one spec
 field after the profile, with a dotted path and a TOML value, e.g. ``--set train.epochs=1`` or
 ``--set 'methods.gkd.terms.gkd.weight=10.0'``. A malformed spec stops before any training with exit
 status 2 and a message naming the field.
+
+``--nproc N`` (N > 1) runs the study data parallel on N processes of this machine: the command starts
+``python -m torch.distributed.run --standalone --nproc_per_node N -m geomlat.cli study ...`` (gloo on CPU,
+NCCL for GPU tensors, one GPU per process). Started by ``torchrun``/``srun`` yourself (``WORLD_SIZE`` set,
+several nodes), ``geomlat study`` joins the process group from the environment and ``--nproc`` is not needed.
 """
 from __future__ import annotations
 
 import argparse
+import os
+import subprocess
 import sys
 from typing import Any, Sequence
 
@@ -39,6 +46,40 @@ def parse_set(item: str) -> dict[str, Any]:
     return out
 
 
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}")
+    return value
+
+
+def _without_nproc(argv: Sequence[str]) -> list[str]:
+    """``argv`` with ``--nproc N`` / ``--nproc=N`` removed (the relaunched processes are the N processes)."""
+    out, skip = [], False
+    for item in argv:
+        if skip:
+            skip = False
+        elif item == "--nproc":
+            skip = True
+        elif not item.startswith("--nproc="):
+            out.append(item)
+    return out
+
+
+def _launch_torchrun(argv: Sequence[str], nproc: int) -> int:
+    """Run ``geomlat`` with ``argv`` under ``torch.distributed.run --standalone`` on ``nproc`` local processes."""
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
+           "-m", "geomlat.cli", *_without_nproc(argv)]
+    env = dict(os.environ)
+    env.setdefault("OMP_NUM_THREADS", "1")  # torchrun's default too; the spec's `threads` still applies
+    if sys.platform.startswith("linux") and os.path.exists("/sys/class/net/lo"):
+        env.setdefault("GLOO_SOCKET_IFNAME", "lo")  # one machine: gloo over loopback, whatever the host name resolves to
+    return subprocess.call(cmd, env=env)
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="geomlat", description="Latent geometry graphs of deep networks: studies and demo.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -53,6 +94,8 @@ def _parser() -> argparse.ArgumentParser:
     study.add_argument("--set", dest="overrides", type=parse_set, action="append", default=[], metavar="FIELD=VALUE",
                        help="override a spec field (dotted path, TOML value); repeatable")
     study.add_argument("--no-progress", action="store_true", help="no progress bars")
+    study.add_argument("--nproc", type=_positive_int, default=1, metavar="N",
+                       help="data-parallel processes on this machine (torchrun --standalone); default 1")
 
     demo = sub.add_parser("demo", help="a short demonstration of the library")
     demo.add_argument("args", nargs="*", help="arguments passed to geomlat.demo.main (all of them, options included)")
@@ -69,23 +112,38 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(demo.main(argv[1:]) or 0)
     args = _parser().parse_args(argv)
 
-    from .studies import run_study
+    from .engine.dist import init_from_env, is_main_process
+    from .studies import load_spec, run_study
 
     overrides: dict[str, Any] = {}
     for item in args.overrides:
         overrides = deep_merge(overrides, item)
+    launched = args.nproc > 1 and int(os.environ.get("WORLD_SIZE", "1")) <= 1
+    initialized = False
     try:
+        if launched:
+            # a malformed spec stops here, before any process is started
+            load_spec(args.name, args.profile, overrides=overrides or None, seeds=args.seeds)
+            return _launch_torchrun(argv, args.nproc)
+        initialized = init_from_env()  # under torchrun/srun: join the process group
         run_study(args.name, profile=args.profile, data_dir=args.data_dir, out_root=args.out, seeds=args.seeds,
                   overrides=overrides or None, progress=not args.no_progress)
     except SpecError as err:
-        print(f"geomlat: invalid study spec: {err}", file=sys.stderr)
+        if is_main_process():
+            print(f"geomlat: invalid study spec: {err}", file=sys.stderr)
         return 2
     except FileNotFoundError as err:
         print(f"geomlat: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("geomlat: interrupted; run the same command again to resume from the last checkpoints", file=sys.stderr)
+        if is_main_process():
+            print("geomlat: interrupted; run the same command again to resume from the last checkpoints", file=sys.stderr)
         return 130
+    finally:
+        if initialized:
+            import torch.distributed as dist
+
+            dist.destroy_process_group()
     return 0
 
 

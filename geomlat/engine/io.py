@@ -15,12 +15,20 @@ from typing import Any
 
 import torch
 
+from .dist import writes_skipped
+
 __all__ = ["atomic_write_text", "atomic_write_bytes", "atomic_save", "load_checkpoint", "write_json", "read_json", "to_jsonable"]
 
 
 def _atomic_write(path: str | Path, write) -> Path:
-    """Call ``write(fileobj)`` on a temporary binary file next to ``path``, then rename it onto ``path``."""
+    """Call ``write(fileobj)`` on a temporary binary file next to ``path``, then rename it onto ``path``.
+
+    Inside :func:`geomlat.engine.dist.main_process_writes` (the study runner under torchrun) only rank 0
+    writes; the other ranks return ``path`` without writing.
+    """
     path = Path(path)
+    if writes_skipped():
+        return path
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:

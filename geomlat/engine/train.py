@@ -18,6 +18,20 @@ Run folder layout (``run_dir``)::
     metrics.jsonl   one JSON object per finished epoch (rewritten atomically from the checkpoint's history)
     checkpoint.pt   {"objective", "optimizer", "scheduler", "epoch", "history"} (torch.load weights_only=True)
     final.json      final metrics; its presence marks the run as finished (a rerun returns it)
+
+Distributed data parallel (``torchrun``, see :mod:`geomlat.engine.dist`): with an initialized process group of
+W processes, :func:`train` wraps the objective in ``DistributedDataParallel``. Every rank draws the same
+per-epoch permutation and augmentation of the *global* batch (``batch_size`` samples, as on one process)
+and trains on its contiguous shard (:func:`geomlat.engine.dist.shard`, rank order), so that graph losses
+with ``gather="global"`` see exactly the one-process batch. Each rank's loss is multiplied by
+``W * b_r / B`` (``b_r`` its shard size, ``B`` the batch size) before backward: after DDP's average
+over ranks the gradient is that of one process on the whole batch, for per-sample mean losses
+(cross-entropy) and for global graph losses alike, also when the last batch splits unevenly. Logged
+losses and accuracies are summed over ranks (the one-process values). BatchNorm statistics and dropout
+masks are per rank (as usual with DDP). Rank 0 alone evaluates (``evaluate``), writes the run folder and
+decides skip/resume; errors there are raised on every rank. The run folder must be on a file system all
+ranks see (they read the checkpoint when resuming). A last batch smaller than ``2 * W`` is dropped (every
+rank needs two samples), which on one process is the usual rule of dropping a batch of one sample.
 """
 from __future__ import annotations
 
@@ -37,7 +51,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
-from .dist import is_main_process
+from .dist import all_reduce_sum, barrier, broadcast_object, get_world_size, is_distributed, is_main_process, shard
 from .io import atomic_save, atomic_write_text, load_checkpoint, read_json, to_jsonable, write_json
 
 __all__ = [
@@ -216,11 +230,13 @@ EvaluateFn = Callable[[nn.Module, Any], Mapping[str, float]]
 AfterStepFn = Callable[[nn.Module], None]
 
 
-def _epoch_batches(n: int, config: TrainConfig, epoch: int) -> list[Tensor]:
-    """Index batches of epoch ``epoch`` (0-based): a permutation drawn from a generator seeded by (seed, epoch)."""
+def _epoch_batches(n: int, config: TrainConfig, epoch: int, world: int = 1) -> list[Tensor]:
+    """Index batches of epoch ``epoch`` (0-based): a permutation drawn from a generator seeded by (seed, epoch).
+
+    The same global batches on every rank; a last batch with fewer than 2 samples per rank is dropped."""
     generator = torch.Generator().manual_seed(derive_seed(config.seed, epoch, 0))
     batches = list(torch.randperm(n, generator=generator).split(config.batch_size))
-    if batches and (len(batches[-1]) < 2 or (config.drop_last and len(batches[-1]) < config.batch_size)):
+    if batches and (len(batches[-1]) < 2 * world or (config.drop_last and len(batches[-1]) < config.batch_size)):
         batches.pop()
     if config.limit_batches is not None:
         batches = batches[: config.limit_batches]
@@ -230,9 +246,12 @@ def _epoch_batches(n: int, config: TrainConfig, epoch: int) -> list[Tensor]:
 
 
 def _train_epoch(objective, splits, config: TrainConfig, optimizer, epoch: int, device: torch.device,
-                 after_step: AfterStepFn | None, progress: bool, desc: str) -> dict[str, Any]:
+                 after_step: AfterStepFn | None, progress: bool, desc: str, module: nn.Module | None = None) -> dict[str, Any]:
+    """One epoch. ``module`` is what runs forward: the objective, or its DistributedDataParallel wrapper."""
+    module = objective if module is None else module
+    world = get_world_size()
     x_all, y_all = splits.train.tensors[0], splits.train.tensors[1]
-    batches = _epoch_batches(len(y_all), config, epoch)
+    batches = _epoch_batches(len(y_all), config, epoch, world)
     aug_generator = torch.Generator().manual_seed(derive_seed(config.seed, epoch, 1))
     augment = getattr(splits, "augment", None)
     num_classes = getattr(splits, "num_classes", None)
@@ -240,7 +259,7 @@ def _train_epoch(objective, splits, config: TrainConfig, optimizer, epoch: int, 
     correct = torch.zeros((), dtype=torch.long, device=device)
     seen = 0
     track_acc = True
-    objective.train()
+    module.train()
     rng_devices = [device.index if device.index is not None else torch.cuda.current_device()] if device.type == "cuda" else []
     start = time.perf_counter()
     bar = tqdm(batches, desc=desc, disable=not progress, file=sys.stderr, leave=False, dynamic_ncols=True)
@@ -249,9 +268,11 @@ def _train_epoch(objective, splits, config: TrainConfig, optimizer, epoch: int, 
         for step, idx in enumerate(bar):
             x, y = x_all[idx], y_all[idx]
             if augment is not None:
-                x = augment(x, aug_generator)
+                x = augment(x, aug_generator)  # the whole batch: the same random draws as on one process
+            if world > 1:
+                x, y = shard(x), shard(y)
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-            out, losses = objective(x, y)
+            out, losses = module(x, y)
             if not losses:
                 raise ValueError(f"{type(objective).__name__} returned no loss terms")
             total = torch.stack([loss.reshape(()) for loss in losses.values()]).sum()
@@ -259,7 +280,11 @@ def _train_epoch(objective, splits, config: TrainConfig, optimizer, epoch: int, 
                 terms = {k: float(v.detach()) for k, v in losses.items()}
                 raise FloatingPointError(f"non-finite loss at epoch {epoch + 1}, step {step + 1}: {terms}")
             optimizer.zero_grad(set_to_none=True)
-            total.backward()
+            if world > 1:
+                # DDP averages over ranks: weight W * b_r / B makes it the one-process gradient (module docstring)
+                (total * (world * len(y) / len(idx))).backward()
+            else:
+                total.backward()
             optimizer.step()
             if after_step is not None:
                 after_step(objective.model)
@@ -278,6 +303,13 @@ def _train_epoch(objective, splits, config: TrainConfig, optimizer, epoch: int, 
                     postfix["acc"] = f"{int(correct) / seen:.3f}"
                 bar.set_postfix(postfix, refresh=step == len(batches) - 1)
     bar.close()
+    if world > 1:  # sums over the ranks: the one-process values of the epoch
+        names = sorted(sums)
+        packed = torch.stack([torch.as_tensor(sums[k], dtype=torch.float64, device=device) for k in names]
+                             + [correct.to(torch.float64), torch.tensor(float(seen), dtype=torch.float64, device=device)])
+        packed = all_reduce_sum(packed).cpu()
+        sums = {k: packed[i] for i, k in enumerate(names)}
+        correct, seen = int(packed[-2].round()), int(packed[-1].round())
     metrics: dict[str, Any] = {name: float(value) / seen for name, value in sums.items()}
     metrics["train_acc"] = int(correct) / seen if track_acc else None
     metrics["steps"] = len(batches)
@@ -350,12 +382,21 @@ def train(
     final_path, ckpt_path = run_dir / "final.json", run_dir / "checkpoint.pt"
     config_path, metrics_path = run_dir / "config.json", run_dir / "metrics.jsonl"
     full_record = to_jsonable({"train": config.to_dict(), **dict(record or {})})
-    if config_path.exists():
-        _check_config_matches(config_path, full_record)
-    if final_path.exists():
-        return read_json(final_path)
+
+    def inspect_folder() -> tuple[str, Any]:
+        if config_path.exists():
+            _check_config_matches(config_path, full_record)
+        if final_path.exists():
+            return "done", read_json(final_path)
+        return ("resume" if ckpt_path.exists() else "start"), None
+
+    status, final = _on_main(inspect_folder)  # rank 0 decides for every rank
+    if status == "done":
+        return final
 
     device = resolve_device(config.device)
+    if is_distributed() and device.type == "cuda" and device.index is None:
+        device = torch.device("cuda", torch.cuda.current_device())  # this rank's GPU (set by init_from_env)
     objective.to(device)
     params = [p for p in objective.parameters() if p.requires_grad]
     if not params:
@@ -370,7 +411,10 @@ def train(
             write_json(config_path, full_record)
 
     start_epoch, history = 0, []
-    if ckpt_path.exists():
+    if status == "resume":
+        if not ckpt_path.exists():
+            raise FileNotFoundError(f"rank 0 resumes from {ckpt_path} but this rank does not see it: the run folder "
+                                    "must be on a file system shared by every rank")
         state = load_checkpoint(ckpt_path, map_location=device)
         objective.load_state_dict(state["objective"])
         optimizer.load_state_dict(state["optimizer"])
@@ -379,21 +423,30 @@ def train(
         if main:  # a kill between the checkpoint and the metrics write loses nothing
             _write_metrics(metrics_path, history)
 
+    module: nn.Module = objective
+    if is_distributed():
+        # broadcasts rank 0's parameters and buffers; gradients averaged over ranks in backward
+        module = nn.parallel.DistributedDataParallel(objective, device_ids=[device.index] if device.type == "cuda" else None)
     evaluate_fn = evaluate or (lambda model, s: {"test_error": 1.0 - evaluate_accuracy(model, s.test, config.eval_batch_size, device)})
     for epoch in range(start_epoch, config.epochs):
         lr = optimizer.param_groups[0]["lr"]
         line: dict[str, Any] = {"epoch": epoch + 1, "lr": lr}
-        line.update(_train_epoch(objective, splits, config, optimizer, epoch, device, after_step, progress,
-                                 desc=f"{run_dir.name} {epoch + 1}/{config.epochs}"))
+        line.update(_train_epoch(objective, splits, config, optimizer, epoch, device, after_step, progress and main,
+                                 desc=f"{run_dir.name} {epoch + 1}/{config.epochs}", module=module))
         scheduler.step()
-        if (epoch + 1) % config.eval_every == 0 or epoch + 1 == config.epochs:
-            start = time.perf_counter()
-            evaluated = dict(evaluate_fn(objective.model, splits))
-            if "test_error" not in evaluated:
-                raise KeyError(f"evaluate() must return a dict with 'test_error', got keys {sorted(evaluated)}")
-            line.update({k: float(v) for k, v in evaluated.items()})
-            line["eval_seconds"] = time.perf_counter() - start
-        history.append(to_jsonable(line))
+        evaluate_now = (epoch + 1) % config.eval_every == 0 or epoch + 1 == config.epochs
+
+        def finish_line(line: dict[str, Any] = line) -> dict[str, Any]:
+            if evaluate_now:
+                start = time.perf_counter()
+                evaluated = dict(evaluate_fn(objective.model, splits))
+                if "test_error" not in evaluated:
+                    raise KeyError(f"evaluate() must return a dict with 'test_error', got keys {sorted(evaluated)}")
+                line.update({k: float(v) for k, v in evaluated.items()})
+                line["eval_seconds"] = time.perf_counter() - start
+            return to_jsonable(line)
+
+        history.append(_on_main(finish_line))  # rank 0 evaluates; every rank records rank 0's line
         if main:
             atomic_save({"objective": objective.state_dict(), "optimizer": optimizer.state_dict(),
                          "scheduler": scheduler.state_dict(), "epoch": epoch + 1, "history": history}, ckpt_path)
@@ -409,7 +462,27 @@ def train(
     )
     if main:
         write_json(final_path, final)
+    barrier()  # the other ranks return once the run folder is complete
     return final
+
+
+def _on_main(fn: Callable[[], Any]) -> Any:
+    """``fn()`` run on rank 0 only, its result given to every rank; an exception there is raised on every
+    rank (the original on rank 0, a RuntimeError naming it elsewhere). One process: just ``fn()``."""
+    if not is_distributed():
+        return fn()
+    result, error = None, None
+    if is_main_process():
+        try:
+            result = fn()
+        except Exception as err:  # noqa: BLE001 - re-raised below, after the other ranks were told
+            error = err
+    result, message = broadcast_object((result, None if error is None else f"{type(error).__name__}: {error}"))
+    if error is not None:
+        raise error
+    if message is not None:
+        raise RuntimeError(f"rank 0 failed: {message}")
+    return result
 
 
 def load_trained_model(run_dir: str | Path, model: nn.Module, prefix: str = "model.") -> nn.Module:

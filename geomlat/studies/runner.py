@@ -12,6 +12,12 @@ models, ``workers = cores`` with ``threads = 1`` is much faster than one process
 
 Output layout under ``out_root``: ``runs/NAME/PROFILE/<run>/`` (one folder per training run, see
 :func:`geomlat.engine.train`), ``results/NAME/`` (tables), ``figures/NAME/`` (PNG figures).
+
+Distributed (``torchrun``, or ``geomlat study NAME --nproc N``): every rank runs the study; each training
+run is data parallel over all ranks (:func:`geomlat.engine.train`), ``workers`` is ignored (1). Only rank 0
+writes files (the atomic writers of :mod:`geomlat.engine.io` skip the write on other ranks, see
+:func:`geomlat.engine.dist.main_process_writes`) and prints; the others compute the same evaluations and
+wait for rank 0 at the end.
 """
 from __future__ import annotations
 
@@ -26,6 +32,7 @@ from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import torch
 
+from ..engine.dist import barrier, get_rank, get_world_size, is_main_process, main_process_writes
 from ..engine.io import write_json
 from .spec import Fields, SpecError, apply_profile, deep_merge, find_spec_file, read_spec_file
 
@@ -41,6 +48,7 @@ class StudyContext:
         figures_dir: ``out_root/figures/NAME``; data_dir: folder of file-based data sets (CIFAR-10);
         progress: show progress bars; log: function printing one status line;
         workers / threads: processes for independent runs and torch threads per process (from the spec).
+        rank / world_size: this process in a distributed run (0 / 1 on one process); only rank 0 writes.
     """
 
     name: str
@@ -53,6 +61,12 @@ class StudyContext:
     log: Callable[[str], None] = print
     workers: int = 1
     threads: int | None = None
+    rank: int = 0
+    world_size: int = 1
+
+
+def _quiet(message: str) -> None:
+    """The log of ranks other than 0."""
 
 
 class StudyKind:
@@ -222,6 +236,11 @@ def run_study(
     (paths of the tables and figures, rows of the table, wall-clock seconds)."""
     spec = load_spec(name, profile, overrides=overrides, seeds=seeds)
     out_root = Path(out_root)
+    world, main = get_world_size(), is_main_process()
+    if not main:
+        log = _quiet
+    if world > 1 and spec["workers"] > 1:
+        log(f"[{spec['name']}/{spec['profile']}] {world} processes: each run is data parallel; workers = {spec['workers']} ignored")
     ctx = StudyContext(
         name=spec["name"],
         profile=spec["profile"],
@@ -229,16 +248,20 @@ def run_study(
         results_dir=out_root / "results" / spec["name"],
         figures_dir=out_root / "figures" / spec["name"],
         data_dir=data_dir,
-        progress=progress,
+        progress=progress and main,
         log=log,
-        workers=spec["workers"],
+        workers=1 if world > 1 else spec["workers"],
         threads=spec["threads"],
+        rank=get_rank(),
+        world_size=world,
     )
     start = time.perf_counter()
-    with _threads(spec["threads"]):
-        ctx.runs_dir.mkdir(parents=True, exist_ok=True)
+    with _threads(spec["threads"]), main_process_writes():
+        if main:
+            ctx.runs_dir.mkdir(parents=True, exist_ok=True)
         write_json(ctx.runs_dir / "spec.json", spec)
         summary = STUDY_KINDS[spec["kind"]].run(spec, ctx)
+    barrier()  # every rank returns once rank 0 has written the tables and figures
     summary["seconds"] = time.perf_counter() - start
     log(f"[{ctx.name}/{ctx.profile}] done in {summary['seconds']:.0f} s; tables in {ctx.results_dir}, figures in {ctx.figures_dir}")
     return summary
