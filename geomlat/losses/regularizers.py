@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..graphs import latent_adjacency
+from ..graphs import _check_fused, latent_adjacency
 from .._checks import check_features, check_k, check_labels
 from ._common import as_feature_list, check_gather, gather_global
 
@@ -34,8 +34,9 @@ def _check_power(m: int) -> None:
         raise ValueError(f"power m must be an integer >= 1, got {m!r}")
 
 
-def _check_cosine(flat: Tensor) -> None:
-    if bool((flat < 0).any()):
+def _check_cosine(flat: Tensor, lo: Tensor | None = None) -> None:
+    """Reject negative features; ``lo`` (the minimum, if already known) saves a pass over them."""
+    if bool((flat < 0).any()) if lo is None else bool(lo < 0):
         raise ValueError(
             "the smoothness regularizer uses cosine LGGs, which need non-negative features (capture "
             "post-ReLU outputs); got negative entries"
@@ -64,19 +65,25 @@ def label_variation_power(x: Tensor, y: Tensor, m: int = 2, k: int | None = None
         scalar tensor, differentiable w.r.t. ``x``.
     """
     _check_power(m)
-    flat = check_features(x)
-    _check_cosine(flat)
+    flat, lo = _check_fused(x)  # one reading pass for NaN/Inf and the sign
+    _check_cosine(flat, lo)
     b = flat.shape[0]
     check_k(k, b)
     v = _one_hot(y, b, flat)
+    first = None  # A [1, V] when computed together with the degrees
     if k is None:
-        unit = F.normalize(flat, dim=1, eps=1e-12)
-        self_sim = (unit * unit).sum(dim=1, keepdim=True)  # 1, or 0 for a zero row
+        # unit rows u_i = r_i x_i without copying x: A M = r * (X (X^T (r * M))) - s * M. The products are
+        # (B, d) x (d, C) and memory-bound, so the (B, d) features are read as few times as possible.
+        norm = torch.linalg.vector_norm(flat, dim=1, keepdim=True)
+        inv = 1.0 / norm.clamp_min(1e-12)  # same eps as F.normalize
+        self_sim = (norm * inv) ** 2  # 1, or 0 for a zero row
 
         def adj_times(mat: Tensor) -> Tensor:
-            return unit @ (unit.T @ mat) - self_sim * mat
+            return inv * (flat @ (flat.T @ (inv * mat))) - self_sim * mat
 
-        deg = adj_times(torch.ones(b, 1, dtype=flat.dtype, device=flat.device))
+        # the rows of V are one-hot, so V 1 = 1 and the degrees A 1 = (A V) 1 come with A V for free
+        first = adj_times(v)
+        deg = first.sum(dim=1, keepdim=True)
     else:
         adj = latent_adjacency(flat, k=k, kernel="cosine")[0]
 
@@ -89,11 +96,11 @@ def label_variation_power(x: Tensor, y: Tensor, m: int = 2, k: int | None = None
         return deg * mat - adj_times(mat)
 
     left = v
-    for _ in range(m // 2):
-        left = lap_times(left)
+    for i in range(m // 2):
+        left = deg * v - first if (i == 0 and first is not None) else lap_times(left)
     right = left
     for _ in range(m - m // 2 - m // 2):  # one more application when m is odd
-        right = lap_times(right)
+        right = deg * v - first if (m == 1 and first is not None) else lap_times(right)
     sigma = (left * right).sum()
     if normalized:
         sigma = sigma / _normalizer(deg.sum(), m)
