@@ -27,13 +27,13 @@ PROFILES = {
         # PreActResNet18 steps cost seconds on a CPU: few repetitions at batch 512, authors' step only at 100
         "preact_batches": {
             100: {"reps": 3, "warmup": 1, "authors_in_step": True, "alone_reps": 3},
-            512: {"reps": 2, "warmup": 1, "authors_in_step": False, "alone_reps": 2},
+            512: {"reps": 1, "warmup": 1, "authors_in_step": False, "alone_reps": 1},
         },
-        "quick_batches": {128: {"reps": 7, "warmup": 1, "authors_in_step": True, "alone_reps": 7}},
+        "quick_batches": {128: {"reps": 9, "warmup": 1, "authors_in_step": True, "alone_reps": 7}},
         "gkd_batch": 128, "gkd_reps": 5,
         "lgg_size": (256, 65536), "lgg_reps": 7,
         "nnk_size": (5000, 64, 30), "nnk_reps": 3,
-        "knn_size": (50000, 256, 10), "knn_reps": 3,
+        "knn_size": (50000, 256, 10), "knn_reps": 2,
         "lgg_scaling": ((64, 128, 256, 512, 1024, 2048), 4096),
         "nnk_scaling": ((250, 500, 1000, 2000, 5000), 64, 30),
         "scaling_reps": 3,
