@@ -96,8 +96,15 @@ def init_from_env(backend: str | None = None, timeout_s: float = 1800.0) -> bool
 
 
 def barrier() -> None:
-    """Wait for every process (no-op on one process)."""
-    if is_distributed():
+    """Wait for every process (no-op on one process).
+
+    Through gloo with a CPU tensor whenever gloo is available: ``dist.barrier()`` would go through NCCL on
+    a machine with GPUs, also for a CPU-only run whose processes share a GPU (which NCCL refuses)."""
+    if not is_distributed():
+        return
+    if "gloo" in str(dist.get_backend()):
+        dist.all_reduce(torch.zeros(1))
+    else:
         dist.barrier()
 
 
