@@ -37,7 +37,9 @@ STUDY_ARGS = --profile $(or $(PROFILE),quick) $(if $(filter-out 1,$(NPROC)),--np
 study-gkd study-embed study-robust study-toy study-manifold: study-%: $(STAMP)
 	$(VENV)/bin/geomlat study $* $(STUDY_ARGS)
 
+# Benchmarks (about 10 minutes on 2 cores): installs the optional faiss-cpu baseline (the `bench` extra) first.
 bench: $(STAMP)
+	$(PY) -c "import faiss" 2>/dev/null || $(PY) -m pip install -e ".[bench]"
 	$(PY) -m benchmarks
 
 clean:
