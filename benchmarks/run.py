@@ -77,8 +77,13 @@ def scaling_figure(lgg: dict, nnk: dict, path: Path) -> None:
     ax.loglog(nnk["N"], nnk["scipy_loop"], "^:", label="per-node SciPy loop")
     ax.set(xlabel="points N", ylabel="seconds (median)", title=f"NNK weights, d = {nnk['d']}, k = {nnk['k']}")
     ax.legend()
-    for ax in axes:
+    from matplotlib.ticker import NullFormatter, ScalarFormatter
+
+    for ax, ticks in zip(axes, (lgg["B"], nnk["N"])):
         ax.grid(True, which="both", alpha=0.3)
+        ax.set_xticks(list(ticks))  # label the measured sizes only: log minor labels overlap
+        ax.xaxis.set_major_formatter(ScalarFormatter())
+        ax.xaxis.set_minor_formatter(NullFormatter())
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.stem + ".tmp" + path.suffix)
