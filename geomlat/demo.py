@@ -60,7 +60,8 @@ def plot(rows: list[dict], path: Path, subtitle: str = "", k: int = 10) -> None:
     tmp.replace(path)
 
 
-def main(argv: list[str] | None = None) -> dict:
+def run(argv: list[str] | None = None) -> dict:
+    """Train, measure and plot; returns ``{layer label: mean normalized label variation}``."""
     parser = argparse.ArgumentParser(prog="geomlat demo", description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--k", type=int, default=10)
@@ -93,5 +94,11 @@ def main(argv: list[str] | None = None) -> dict:
     return means
 
 
+def main(argv: list[str] | None = None) -> int:
+    """Console entry (``geomlat demo``): exit status 0."""
+    run(argv)
+    return 0
+
+
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

@@ -262,10 +262,11 @@ def _train_epoch(objective, splits, config: TrainConfig, optimizer, epoch: int, 
     module.train()
     rng_devices = [device.index if device.index is not None else torch.cuda.current_device()] if device.type == "cuda" else []
     start = time.perf_counter()
-    bar = tqdm(batches, desc=desc, disable=not progress, file=sys.stderr, leave=False, dynamic_ncols=True)
+    # updated by hand: an iterated tqdm syncs its count lazily, so a bar refreshed from set_postfix showed 0/N
+    bar = tqdm(total=len(batches), desc=desc, disable=not progress, file=sys.stderr, leave=False, dynamic_ncols=True)
     with torch.random.fork_rng(devices=rng_devices):
         torch.manual_seed(derive_seed(config.seed, epoch, 2))  # dropout & co: reproducible per epoch
-        for step, idx in enumerate(bar):
+        for step, idx in enumerate(batches):
             x, y = x_all[idx], y_all[idx]
             if augment is not None:
                 x = augment(x, aug_generator)  # the whole batch: the same random draws as on one process
@@ -297,6 +298,7 @@ def _train_epoch(objective, splits, config: TrainConfig, optimizer, epoch: int, 
             track_acc = track_acc and out.dim() == 2 and out.shape[1] == num_classes
             if track_acc:
                 correct += (out.detach().argmax(dim=1) == y).sum()
+            bar.update(1)
             if progress and (step % 10 == 0 or step == len(batches) - 1):
                 postfix = {"loss": f"{float(sums['loss']) / seen:.4f}"}
                 if track_acc:
