@@ -19,7 +19,6 @@ differentiable w.r.t. ``x``; the k-NN selection is not (it is a piecewise-consta
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 from torch_geometric.data import Data
 from torch_geometric.utils import to_dense_adj

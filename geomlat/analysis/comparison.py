@@ -12,8 +12,6 @@ Methods (each gives a similarity in [0, 1], 1 for identical representations):
 """
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 from typing import Iterable, Mapping
 
@@ -24,6 +22,7 @@ from .._checks import check_choice, check_features
 from ..capture import LatentCapture
 from ..graphs import latent_adjacency
 from ..knn import knn
+from ._plot import save_pyplot_figure
 
 METHODS = ("lgg", "cka", "knn_overlap")
 
@@ -162,14 +161,4 @@ def plot_similarity_heatmaps(results: Mapping[str, dict], path: str | Path, name
         ax.set_xlabel(names[1])
         ax.set_ylabel(names[0])
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=path.suffix)
-    os.close(fd)
-    try:
-        fig.savefig(tmp)
-        os.replace(tmp, path)
-    finally:
-        plt.close(fig)
-        if os.path.exists(tmp):
-            os.remove(tmp)
-    return path
+    return save_pyplot_figure(fig, path)

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from typing import Iterable, Mapping
 
-import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from .._checks import check_labels
 from ..graphs import latent_adjacency, latent_graph
 from ..signals import label_variation
+from ._plot import save_pyplot_figure
 
 
 def layer_label_variation(
@@ -57,16 +57,11 @@ def decision_consistency(
 
 def plot_layer_curves(values: Mapping[str, Mapping[str, float]], path, ylabel: str = "label variation"):
     """Line plot of ``{model: {layer: value}}`` (one line per model), saved atomically to ``path``."""
-    import os
-    import tempfile
-    from pathlib import Path
-
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    path = Path(path)
     fig, ax = plt.subplots(figsize=(5, 3.5))
     for model, per_layer in values.items():
         ax.plot(list(per_layer), list(per_layer.values()), marker="o", label=model)
@@ -74,14 +69,4 @@ def plot_layer_curves(values: Mapping[str, Mapping[str, float]], path, ylabel: s
     ax.set_xlabel("layer")
     ax.legend()
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=path.suffix)
-    os.close(fd)
-    try:
-        fig.savefig(tmp)
-        os.replace(tmp, path)
-    finally:
-        plt.close(fig)
-        if os.path.exists(tmp):
-            os.remove(tmp)
-    return path
+    return save_pyplot_figure(fig, path)
