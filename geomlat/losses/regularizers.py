@@ -49,6 +49,29 @@ def _normalizer(total: Tensor, m: int) -> Tensor:
     return torch.where(total != 0, safe**m, torch.ones_like(total))
 
 
+class _GramTimes(torch.autograd.Function):
+    """``X (X^T M)`` for X (B, d), M (B, C), never forming the B x B Gram matrix.
+
+    Every product reads X in its row-major layout: ``(M^T X)`` and ``(P X^T)`` rather than ``X^T M``,
+    whose (d, B) x (B, C) form runs about 5x slower on CPU BLAS at d = 65,536. The backward reads X twice
+    and writes dX once: ``dX = [dY, M] [P; G]`` with ``P = M^T X``, ``G = dY^T X``; ``dM = X G^T``.
+    """
+
+    @staticmethod
+    def forward(ctx, x: Tensor, m: Tensor) -> Tensor:
+        p = m.T @ x  # (C, d) = (X^T M)^T
+        ctx.save_for_backward(x, m, p)
+        return (p @ x.T).T  # (B, C)
+
+    @staticmethod
+    def backward(ctx, dy: Tensor):
+        x, m, p = ctx.saved_tensors
+        g = dy.T @ x  # (C, d) = (X^T dY)^T
+        dx = torch.cat([dy, m], dim=1) @ torch.cat([p, g], dim=0) if ctx.needs_input_grad[0] else None
+        dm = (g @ x.T).T if ctx.needs_input_grad[1] else None
+        return dx, dm
+
+
 def label_variation_power(x: Tensor, y: Tensor, m: int = 2, k: int | None = None, normalized: bool = False) -> Tensor:
     """``tr(V^T L^m V)`` of the cosine LGG of ``x`` without a B x B matrix when ``k=None``.
 
@@ -79,7 +102,7 @@ def label_variation_power(x: Tensor, y: Tensor, m: int = 2, k: int | None = None
         self_sim = (norm * inv) ** 2  # 1, or 0 for a zero row
 
         def adj_times(mat: Tensor) -> Tensor:
-            return inv * (flat @ (flat.T @ (inv * mat))) - self_sim * mat
+            return inv * _GramTimes.apply(flat, inv * mat) - self_sim * mat
 
         # the rows of V are one-hot, so V 1 = 1 and the degrees A 1 = (A V) 1 come with A V for free
         first = adj_times(v)
