@@ -10,6 +10,12 @@ from torch import Tensor, nn
 from .common import check_positive_int, find_relu_names, output_size, pooled_features
 
 
+def conv_bn_relu(conv: nn.Module, bn: nn.Module) -> nn.Sequential:
+    """One stage ``conv - bn - relu`` with named children (``stage.conv``, ``stage.bn``, ``stage.relu``); the
+    ReLU is its own module, so the stage output (post-ReLU, non-negative) can be captured."""
+    return nn.Sequential(OrderedDict(conv=conv, bn=bn, relu=nn.ReLU()))
+
+
 class SmallCNN(nn.Module):
     """Three-stage CNN for 8x8 images (scikit-learn digits).
 
@@ -29,16 +35,8 @@ class SmallCNN(nn.Module):
         self.output_dim = output_size(num_classes, out_dim)
         channels = [in_channels, width, 2 * width, 4 * width]
         for s in range(3):
-            self.add_module(
-                f"stage{s + 1}",
-                nn.Sequential(
-                    OrderedDict(
-                        conv=nn.Conv2d(channels[s], channels[s + 1], 3, stride=1 if s == 0 else 2, padding=1, bias=False),
-                        bn=nn.BatchNorm2d(channels[s + 1]),
-                        relu=nn.ReLU(),
-                    )
-                ),
-            )
+            conv = nn.Conv2d(channels[s], channels[s + 1], 3, stride=1 if s == 0 else 2, padding=1, bias=False)
+            self.add_module(f"stage{s + 1}", conv_bn_relu(conv, nn.BatchNorm2d(channels[s + 1])))
         self.pool = pooled_features(2)
         self.fc = nn.Linear(channels[3], self.output_dim)
         self.stage_names = ["stage1", "stage2", "stage3"]
@@ -69,18 +67,8 @@ class Conv1dNet(nn.Module):
         channels = [in_channels, width, 2 * width, 4 * width]
         kernels = [5, 3, 3]
         for s in range(3):
-            self.add_module(
-                f"stage{s + 1}",
-                nn.Sequential(
-                    OrderedDict(
-                        conv=nn.Conv1d(
-                            channels[s], channels[s + 1], kernels[s], stride=1 if s == 0 else 2, padding=kernels[s] // 2, bias=False
-                        ),
-                        bn=nn.BatchNorm1d(channels[s + 1]),
-                        relu=nn.ReLU(),
-                    )
-                ),
-            )
+            conv = nn.Conv1d(channels[s], channels[s + 1], kernels[s], stride=1 if s == 0 else 2, padding=kernels[s] // 2, bias=False)
+            self.add_module(f"stage{s + 1}", conv_bn_relu(conv, nn.BatchNorm1d(channels[s + 1])))
         self.pool = pooled_features(1)
         self.fc = nn.Linear(channels[3], self.output_dim)
         self.stage_names = ["stage1", "stage2", "stage3"]
