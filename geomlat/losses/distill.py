@@ -148,7 +148,25 @@ def _scaled_distances(x: Tensor) -> Tensor:
     return d / mean
 
 
-class RKDDistance(nn.Module):
+class _RelationalKD(nn.Module):
+    """Base of the losses that compare a relation between the samples of the teacher and of the student,
+    layer pair by layer pair: ``forward`` averages :meth:`pair_loss` over the pairs.
+
+    Subclasses implement ``pair_loss(t (B, d_t) detached, s (B, d_s)) -> scalar``.
+    """
+
+    def pair_loss(self, t: Tensor, s: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def forward(self, teacher_feats, student_feats, labels: Tensor | None = None) -> Tensor:
+        pairs = check_pairs(teacher_feats, student_feats)
+        total = 0.0
+        for t, s in pairs:
+            total = total + self.pair_loss(check_features(t.detach(), "teacher features"), check_features(s, "student features"))
+        return total / len(pairs)
+
+
+class RKDDistance(_RelationalKD):
     """Distance-wise relational KD, RKD-D (Park et al., "Relational knowledge distillation", CVPR 2019).
 
     ``d_ij = |x_i - x_j| / mu``, ``mu`` the mean of the non-zero distances of the batch (for teacher and
@@ -157,14 +175,8 @@ class RKDDistance(nn.Module):
     the layer pairs. Usual weight 25. Features of any widths; (B, ...) flattened.
     """
 
-    def forward(self, teacher_feats, student_feats, labels: Tensor | None = None) -> Tensor:
-        pairs = check_pairs(teacher_feats, student_feats)
-        total = 0.0
-        for t, s in pairs:
-            t_d = _scaled_distances(check_features(t.detach(), "teacher features"))
-            s_d = _scaled_distances(check_features(s, "student features"))
-            total = total + F.smooth_l1_loss(s_d, t_d, reduction="mean")
-        return total / len(pairs)
+    def pair_loss(self, t: Tensor, s: Tensor) -> Tensor:
+        return F.smooth_l1_loss(_scaled_distances(s), _scaled_distances(t), reduction="mean")
 
 
 def _angles(x: Tensor) -> Tensor:
@@ -177,7 +189,7 @@ def _angles(x: Tensor) -> Tensor:
     return unit @ unit.transpose(1, 2)
 
 
-class RKDAngle(nn.Module):
+class RKDAngle(_RelationalKD):
     """Angle-wise relational KD, RKD-A (Park et al., "Relational knowledge distillation", CVPR 2019).
 
     ``L = mean_{i,j,k} smoothL1(<e^S_ij, e^S_ik>, <e^T_ij, e^T_ik>)`` with unit difference vectors ``e``.
@@ -185,14 +197,8 @@ class RKDAngle(nn.Module):
     mean over layer pairs. Memory O(B^3 + B^2 d). Usual weight 50.
     """
 
-    def forward(self, teacher_feats, student_feats, labels: Tensor | None = None) -> Tensor:
-        pairs = check_pairs(teacher_feats, student_feats)
-        total = 0.0
-        for t, s in pairs:
-            t_a = _angles(check_features(t.detach(), "teacher features"))
-            s_a = _angles(check_features(s, "student features"))
-            total = total + F.smooth_l1_loss(s_a, t_a, reduction="mean")
-        return total / len(pairs)
+    def pair_loss(self, t: Tensor, s: Tensor) -> Tensor:
+        return F.smooth_l1_loss(_angles(s), _angles(t), reduction="mean")
 
 
 class HintonKD(nn.Module):
@@ -272,23 +278,17 @@ class FitNet(nn.Module):
         return total / len(pairs)
 
 
-class SimilarityPreserving(nn.Module):
+class SimilarityPreserving(_RelationalKD):
     """Similarity-preserving KD (Tung & Mori, "Similarity-preserving knowledge distillation", ICCV 2019).
 
     ``G = row_normalize(F F^T)`` (F the (B, d) flattened features), ``L = ||G_T - G_S||_F^2 / B^2`` per
     pair, averaged over the layer pairs (Tung & Mori sum them; divide the weight accordingly).
     """
 
-    def forward(self, teacher_feats, student_feats, labels: Tensor | None = None) -> Tensor:
-        pairs = check_pairs(teacher_feats, student_feats)
-        total = 0.0
-        for t, s in pairs:
-            t = check_features(t.detach(), "teacher features")
-            s = check_features(s, "student features")
-            g_t = F.normalize(t @ t.T, dim=1)
-            g_s = F.normalize(s @ s.T, dim=1)
-            total = total + ((g_t - g_s) ** 2).sum() / t.shape[0] ** 2
-        return total / len(pairs)
+    def pair_loss(self, t: Tensor, s: Tensor) -> Tensor:
+        g_t = F.normalize(t @ t.T, dim=1)
+        g_s = F.normalize(s @ s.T, dim=1)
+        return ((g_t - g_s) ** 2).sum() / t.shape[0] ** 2
 
 
 FEATURE_TERMS = (GKD, RKDDistance, RKDAngle, SimilarityPreserving, FitNet)
