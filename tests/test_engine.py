@@ -34,13 +34,8 @@ from geomlat.engine.io import _atomic_write
 REPO = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models run much faster on one thread on a shared 2-core machine; the subprocesses use one too."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+# tiny models run much faster on one thread on a shared 2-core machine; the subprocesses use one too
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tests/conftest.py
 
 
 # ---------------------------------------------------------------- tiny problem shared by the tests

@@ -21,12 +21,7 @@ from geomlat.studies import SpecError, load_spec, run_study
 from geomlat.studies.manifold import SnapshotHook, layer_geometry, selection_stats
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tests/conftest.py
 
 
 def tiny_spec() -> dict:

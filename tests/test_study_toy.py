@@ -18,12 +18,7 @@ from geomlat.studies import SpecError, load_spec, run_study
 from geomlat.studies.toy import draw_class_samples, eigenmap_layout
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tests/conftest.py
 
 
 def tiny_spec() -> dict:
