@@ -37,12 +37,13 @@ from torch import nn
 
 from ..analysis import decision_consistency, layer_label_variation
 from ..capture import LatentCapture
-from ..data import DATASETS, balanced_order, load_dataset
+from ..data import balanced_order, load_dataset
 from ..engine import Supervised, TrainConfig, predict, resolve_device, train
 from ..engine.io import atomic_write_text
 from ..engine.train import load_trained_model
 from ..losses import GKD, Distiller, FitNet, HintonKD, RKDAngle, RKDDistance, SimilarityPreserving
 from ..models import MODELS, build_model
+from .common import data_fields
 from .figures import PALETTE, new_figure, save_figure
 from .runner import StudyContext, StudyKind, register_study_kind, run_in_processes
 from .spec import Fields, SpecError
@@ -229,10 +230,7 @@ class DistillStudy(StudyKind):
     # ------------------------------------------------------------------ validation
     def validate(self, spec: dict[str, Any], fields: Fields) -> dict[str, Any]:
         seeds = spec["seeds"]
-        data_f = fields.fields("data")
-        data = {"name": data_f.str("name", choices=DATASETS), "seed": data_f.int("seed", 0, minimum=0),
-                "options": data_f.table_("options", {})}
-        data_f.finish()
+        data = data_fields(fields)
 
         common_train = fields.table_("train", {})
         teacher_f, student_f = fields.fields("teacher"), fields.fields("student")

@@ -216,7 +216,7 @@ class EmbedStudy(StudyKind):
         return result
 
     def _rows(self, spec, results):
-        base, seeds = spec["baseline"], spec["seeds"]
+        base = spec["baseline"]
         per_run, rows = [], []
         for (name, seed), r in results.items():
             b = results[(base, seed)]

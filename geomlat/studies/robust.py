@@ -37,7 +37,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from ..data import DATASETS, balanced_order, load_dataset
+from ..data import balanced_order, load_dataset
 from ..engine import Supervised, TrainConfig, read_json, train, write_json
 from ..engine.io import atomic_save, load_checkpoint
 from ..losses.objectives import SmoothnessObjective
@@ -55,6 +55,7 @@ from ..robustness import (
     fgsm,
     pgd,
 )
+from .common import data_fields as common_data_fields
 from .figures import PALETTE, new_figure, save_figure
 from .runner import StudyContext, StudyKind, register_study_kind
 from .spec import Fields, SpecError
@@ -71,9 +72,7 @@ IMAGE_SHAPES = {"digits": (1, 8, 8), "cifar10": (3, 32, 32)}
 # ------------------------------------------------------------------------------------- shared helpers
 def data_fields(fields: Fields, images: bool = True) -> dict[str, Any]:
     """``data`` table -> ``{name, seed, options}``; ``images``: require an image data set (corruptions)."""
-    f = fields.fields("data")
-    data = {"name": f.str("name", choices=DATASETS), "seed": f.int("seed", 0, minimum=0), "options": f.table_("options", {})}
-    f.finish()
+    data = common_data_fields(fields)
     if images and data["name"] not in IMAGE_SHAPES:
         raise SpecError("data.name", f"corruptions need image data sets {sorted(IMAGE_SHAPES)}, got {data['name']!r}")
     return data
@@ -398,7 +397,7 @@ class RobustStudy(StudyKind):
             f"like CIFAR-10-C). Time per epoch: median training seconds of an epoch, divided by the baseline's of the "
             f"same seed, measured in this run. ")
         if dropped:
-            notes += (f"Left out of the relative mCE where they do not raise the baseline's error (undefined ratio): "
+            notes += ("Left out of the relative mCE where they do not raise the baseline's error (undefined ratio): "
                       + ", ".join(f"`{c}`" for c in dropped) + ". ")
         notes += corruption_notes(cor["names"])
         md, csv = ctx.results_dir / "table.md", ctx.results_dir / "table.csv"

@@ -29,13 +29,14 @@ import torch
 from torch import nn
 
 from ..capture import LatentCapture
-from ..data import DATASETS, load_dataset
+from ..data import load_dataset
 from ..engine import Supervised, TrainConfig, train
 from ..engine.train import load_trained_model
 from ..graphs import latent_graph, resolve_kernel
 from ..interop import to_scipy
 from ..models import MODELS, build_model, count_parameters
 from ..signals import label_variation
+from .common import data_fields
 from .distill import train_config_from_fields
 from .figures import PALETTE, new_figure, save_figure
 from .runner import StudyContext, StudyKind, register_study_kind
@@ -50,14 +51,6 @@ INPUT = "input"
 
 
 # ------------------------------------------------------------------------ shared spec/run helpers
-def data_fields(fields: Fields) -> dict[str, Any]:
-    """``data`` table: ``{"name", "seed", "options"}``."""
-    f = fields.fields("data")
-    out = {"name": f.str("name", choices=DATASETS), "seed": f.int("seed", 0, minimum=0), "options": f.table_("options", {})}
-    f.finish()
-    return out
-
-
 def model_fields(fields: Fields, key: str = "model") -> tuple[dict[str, Any], nn.Module]:
     """``{model, kwargs}`` table, validated by building the model: returns ``(entry, model)``."""
     f = fields.fields(key)
