@@ -5,7 +5,7 @@ normalized rows (searching k + 1 and dropping each point itself). Both include t
 a child process; its peak resident memory is measured by resetting the kernel's high-water mark
 (``/proc/self/clear_refs`` <- 5) after the data are created, then reading ``VmHWM`` after the first
 chunked call: peak minus the resident size before the call is the extra memory, reported beside the
-theoretical size of one (chunk_rows, N) float32 score block. (``ru_maxrss`` cannot be reset and already
+theoretical size of one (chunk_size, chunk_size) float32 score tile. (``ru_maxrss`` cannot be reset and already
 holds the import-time peak, which hid the call's own peak.)
 """
 from __future__ import annotations
@@ -58,8 +58,9 @@ def child(n: int, d: int, k: int, reps: int, threads: int) -> dict:
     base = _status_mib("VmRSS")
     ours = knn(x, k, backend="chunked")  # warm-up; its peak is the chunked backend's peak
     peak = _status_mib("VmHWM") - base
+    side = default_chunk_size(n)
     out = {"n": n, "d": d, "k": k, "threads": threads, "peak_extra_mib": peak,
-           "block_mib": default_chunk_size(n) * n * 4 / 2**20, "chunk_rows": default_chunk_size(n),
+           "block_mib": side * side * 4 / 2**20, "chunk_rows": side,
            "data_mib": n * d * 4 / 2**20}
     sides = {"geomlat_chunked": lambda: knn(x, k, backend="chunked")}
     try:
@@ -102,8 +103,8 @@ def run(cfg: dict) -> list[Result]:
         results.append(Result("knn_vs_faiss", float("nan"), "<= 1.5", "x faiss IndexFlatIP", "faiss-cpu not installed: skipped"))
     results.append(Result("knn_chunked_peak_memory", out["peak_extra_mib"], f"<= {2 * out['block_mib'] + 2 * out['data_mib']:.0f}", "MiB",
                           f"VmHWM (reset before the call) minus VmRSS before the first chunked call, in a child process; "
-                          f"one ({out['chunk_rows']}, {n}) float32 score block = {out['block_mib']:.0f} MiB, "
-                          f"data {out['data_mib']:.0f} MiB (goal: two blocks + two copies of the data)"))
+                          f"one ({out['chunk_rows']}, {out['chunk_rows']}) float32 score tile = {out['block_mib']:.0f} MiB, "
+                          f"data {out['data_mib']:.0f} MiB (goal: two tiles + two copies of the data)"))
     if isinstance(out["cluster"], dict):
         c = out["cluster"]
         results.append(Result("knn_cluster_vs_chunked", c["cluster_s"] / c["chunked_s"], "info", "x (torch-cluster / ours)",

@@ -67,3 +67,30 @@ def test_bad_arguments():
         knn(_points(), 3, backend="faiss")
     with pytest.raises(ValueError, match="NaN"):
         knn(torch.full((5, 2), float("nan")), 2)
+
+
+@pytest.mark.parametrize("dim", [0, 1])
+@pytest.mark.parametrize("levels", [None, 3])  # continuous scores, or only 3 distinct values (ties everywhere)
+def test_grouped_topk_equals_torch_topk(dim, levels):
+    from geomlat.knn import TOPK_GROUP, _topk
+
+    gen = torch.Generator().manual_seed(dim)
+    shape = (TOPK_GROUP * 24, TOPK_GROUP * 20) if dim == 1 else (TOPK_GROUP * 20, TOPK_GROUP * 24)
+    scores = torch.randn(shape, generator=gen) if levels is None else torch.randint(0, levels, shape, generator=gen).float()
+    val, idx = _topk(scores, 5, dim)  # pruned path: the size along dim is a multiple of the group, >= 4 k groups
+    ref = scores.topk(5, dim=dim).values
+    np.testing.assert_array_equal(val.numpy(), ref.numpy() if dim == 1 else ref.T.numpy())
+    picked = scores.gather(1, idx) if dim == 1 else scores.T.gather(1, idx)
+    np.testing.assert_array_equal(picked.numpy(), val.numpy())  # the indices point at those values
+    assert all(len(set(r)) == 5 for r in idx.tolist())  # k distinct entries
+
+
+@pytest.mark.parametrize("metric", ["cosine", "euclidean"])
+@pytest.mark.parametrize("backend,chunk", [("dense", None), ("chunked", 256), ("chunked", 320)])
+def test_symmetric_tiles_and_grouped_topk_agree_with_brute_force(metric, backend, chunk):
+    """N = 1,024 exercises the pruned top-k (rows and columns) and several off-diagonal tiles."""
+    x = _points(n=1024, d=8, seed=3)
+    got = knn(x, 6, metric=metric, backend=backend, chunk_size=chunk).numpy()
+    expected = _brute_force(x, 6, metric)
+    assert [set(r) for r in got] == [set(r) for r in expected]
+    np.testing.assert_array_equal(got[:, 0], expected[:, 0])
