@@ -12,6 +12,16 @@ def check_features(x: Tensor, name: str = "x") -> Tensor:
         TypeError: ``x`` is not a floating-point tensor.
         ValueError: fewer than 2 samples, no feature dimension, or NaN/Inf values.
     """
+    return check_features_min(x, name)[0]
+
+
+def check_features_min(x: Tensor, name: str = "x") -> tuple[Tensor, Tensor | None]:
+    """:func:`check_features` that also returns the minimum of ``x`` (None when ``x`` is empty).
+
+    The finiteness test is one ``aminmax`` reading pass (NaN propagates to both, +-Inf shows in max/min)
+    instead of ``isfinite(x).all()``, which fills (B, d) temporaries; the minimum also answers the sign test
+    of the cosine kernel. The NaN/Inf counts are computed only for the error message.
+    """
     if not isinstance(x, Tensor):
         raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
     if x.dim() < 2:
@@ -20,11 +30,15 @@ def check_features(x: Tensor, name: str = "x") -> Tensor:
         raise TypeError(f"{name} must be a floating-point tensor, got dtype {x.dtype}")
     if x.shape[0] < 2:
         raise ValueError(f"{name} has batch size {x.shape[0]}: a latent geometry graph needs at least 2 samples")
-    if not torch.isfinite(x).all():
+    flat = x.reshape(x.shape[0], -1)
+    if flat.numel() == 0:
+        return flat, None
+    lo, hi = torch.aminmax(flat.detach())
+    if not bool(torch.isfinite(lo) & torch.isfinite(hi)):
         n_nan = int(torch.isnan(x).sum())
         n_inf = int(torch.isinf(x).sum())
         raise ValueError(f"{name} contains non-finite values ({n_nan} NaN, {n_inf} Inf): cannot build a graph")
-    return x.reshape(x.shape[0], -1)
+    return flat, lo
 
 
 def check_k(k: int | None, num_nodes: int) -> None:

@@ -23,7 +23,7 @@ from torch import Tensor
 from torch_geometric.data import Data
 from torch_geometric.utils import to_dense_adj
 
-from ._checks import check_choice, check_features, check_k, check_labels
+from ._checks import check_choice, check_features, check_features_min, check_k, check_labels
 
 KERNELS = ("auto", "cosine", "rbf", "cosine_shifted")
 SYMMETRIZATIONS = ("max", "mutual")
@@ -42,11 +42,33 @@ def resolve_kernel(x: Tensor, kernel: str = "auto") -> str:
     return kernel
 
 
+class _Gram(torch.autograd.Function):
+    """``x x^T`` (B, d) -> (B, B) whose backward is one matrix product, ``dx = (dG + dG^T) x``.
+
+    Autograd's ``x @ x.T`` differentiates the two factors separately: two (B, B) x (B, d) products.
+    """
+
+    @staticmethod
+    def forward(ctx, x: Tensor) -> Tensor:
+        ctx.save_for_backward(x)
+        return x @ x.T
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> Tensor:
+        (x,) = ctx.saved_tensors
+        return (grad + grad.T) @ x
+
+
+def gram(x: Tensor) -> Tensor:
+    """Gram matrix ``x x^T`` of the rows of ``x`` (B, d) -> (B, B), with a one-product backward."""
+    return _Gram.apply(x) if x.requires_grad else x @ x.T
+
+
 def squared_distances(x: Tensor) -> Tensor:
     """Pairwise squared Euclidean distances of the rows of ``x`` (B, d) -> (B, B), from one Gram matrix."""
-    sq = (x * x).sum(dim=1)
-    gram = x @ x.T
-    return (sq[:, None] + sq[None, :] - 2.0 * gram).clamp_min(0.0)
+    g = gram(x)
+    sq = g.diagonal()
+    return (sq[:, None] + sq[None, :] - 2.0 * g).clamp_min(0.0)
 
 
 def estimate_sigma(sq_dist: Tensor, k: int | None = None) -> Tensor:
@@ -93,24 +115,9 @@ def cosine_gram(flat: Tensor) -> Tensor:
     ``F.normalize(x) @ F.normalize(x).T``, costs two more passes over it and a (B, d) copy). Same eps as
     ``F.normalize``: ``max(n_i, 1e-12)``, so a zero row has cosine 0 with everything, never NaN.
     """
-    gram = flat @ flat.T
-    inv = gram.diagonal().clamp_min(1e-24).rsqrt()  # 1 / max(n_i, 1e-12)
-    return gram * inv[:, None] * inv[None, :]
-
-
-def _check_fused(x: Tensor) -> tuple[Tensor, Tensor | None]:
-    """:func:`check_features` with one fused reading pass: returns ``(flat (B, d), min of x or None)``.
-
-    ``torch.isfinite(x).all()`` allocates and fills several (B, d) temporaries; ``aminmax`` reads x once
-    (NaN propagates to both, +-Inf shows in max/min) and its min also answers the sign test of the cosine
-    kernel. Anything unusual (or non-finite) goes through :func:`check_features` for its exact error.
-    """
-    if isinstance(x, Tensor) and x.dim() >= 2 and x.is_floating_point() and x.shape[0] >= 2 and x.numel() > 0:
-        flat = x.reshape(x.shape[0], -1)
-        lo, hi = torch.aminmax(flat.detach())
-        if bool(torch.isfinite(lo) & torch.isfinite(hi)):
-            return flat, lo
-    return check_features(x), None
+    g = gram(flat)
+    inv = g.diagonal().clamp_min(1e-24).rsqrt()  # 1 / max(n_i, 1e-12)
+    return g * inv[:, None] * inv[None, :]
 
 
 def _similarity(x: Tensor, kernel: str, sigma: float | Tensor | None, k: int | None, lo: Tensor | None = None) -> Tensor:
@@ -193,7 +200,7 @@ def latent_adjacency(
     check_choice(mask, "mask", MASKS)
     if isinstance(power, bool) or not isinstance(power, int) or power < 1:
         raise ValueError(f"power must be an integer >= 1, got {power!r}")
-    flat, lo = _check_fused(x)
+    flat, lo = check_features_min(x)
     b = flat.shape[0]
     check_k(k, b)
     sim = _similarity(flat, kernel, sigma, k, lo)  # flat already checked: no second pass over it

@@ -222,3 +222,13 @@ def test_isolated_vertices_under_normalization_are_finite():
 def test_similarity_reference_consistency():
     x = _data()
     np.testing.assert_allclose(geomlat.similarity(x, "cosine").numpy(), np_similarity(x.numpy(), "cosine"), atol=1e-12)
+
+
+def test_gram_one_product_backward_passes_gradcheck():
+    """The custom backward ``(dG + dG^T) x`` against finite differences, to first and second order."""
+    from geomlat.graphs import gram
+
+    x = torch.randn(6, 5, dtype=torch.float64, generator=torch.Generator().manual_seed(0), requires_grad=True)
+    assert torch.autograd.gradcheck(gram, (x,))
+    assert torch.autograd.gradgradcheck(gram, (x,))
+    torch.testing.assert_close(gram(x), x @ x.T)

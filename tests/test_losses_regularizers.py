@@ -134,3 +134,43 @@ def test_errors():
     assert SmoothnessRegularizer(gather="global").gather == "global"
     with pytest.raises(ValueError, match="gather"):
         SmoothnessRegularizer(gather="x")
+
+
+def test_split_products_equal_plain_products():
+    """The CPU kernels behind the fast path (batched over slices of the feature axis) are the same sums."""
+    from geomlat.losses.regularizers import _SPLITS, _mt_x, _x_pt
+
+    gen = torch.Generator().manual_seed(11)
+    d = 256 * _SPLITS  # the smallest feature size that takes the split path
+    x, m, p = (torch.randn(*s, generator=gen, dtype=torch.float64) for s in ((9, d), (9, 4), (4, d)))
+    torch.testing.assert_close(_mt_x(m, x), m.T @ x, rtol=1e-12, atol=1e-10)
+    torch.testing.assert_close(_x_pt(x, p), x @ p.T, rtol=1e-12, atol=1e-10)
+    odd = x[:, : d - 1]  # not divisible: plain product
+    torch.testing.assert_close(_mt_x(m, odd), m.T @ odd, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("m,normalized", [(1, True), (2, False), (3, False)])
+def test_wide_layers_fast_path_values_and_gradients(m, normalized):
+    """d = 4,096 takes the split kernels: value against the dense reference (sparse rows and a zero row),
+    gradient against finite differences (gradcheck's fast mode: random directions; entries >= 0.01 so
+    that the differences stay non-negative)."""
+    gen = torch.Generator().manual_seed(12)
+    x = (torch.rand(7, 4096, generator=gen, dtype=torch.float64) + 0.01) * (torch.rand(7, 4096, generator=gen) < 0.3)
+    x[3] = 0.0
+    y = torch.tensor([0, 1, 2, 0, 1, 2, 2])
+    fast = label_variation_power(x, y, m, None, normalized)
+    dense = label_variation_power_dense(x, y, m, None, normalized)
+    assert fast.item() == pytest.approx(dense.item(), rel=1e-10)
+    x = (torch.rand(7, 4096, generator=gen, dtype=torch.float64) + 0.01).requires_grad_()
+    assert torch.autograd.gradcheck(lambda f: label_variation_power(f, y, m, None, normalized), (x,), fast_mode=True)
+
+
+def test_adjacency_product_gradient_wrt_both_inputs():
+    from geomlat.losses.regularizers import _CosineAdjacencyTimes
+
+    gen = torch.Generator().manual_seed(13)
+    x = (torch.rand(6, 5, generator=gen, dtype=torch.float64) + 0.05).requires_grad_()
+    mat = torch.randn(6, 3, generator=gen, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(_CosineAdjacencyTimes.apply, (x, mat))
+    adj = torch.nn.functional.normalize(x, dim=1) @ torch.nn.functional.normalize(x, dim=1).T
+    torch.testing.assert_close(_CosineAdjacencyTimes.apply(x, mat), (adj - torch.eye(6, dtype=torch.float64)) @ mat)
