@@ -16,7 +16,8 @@ class Result:
     value: float
     goal: str
     unit: str
-    detail: str = ""  # free text for results.md (sizes, medians, why a goal is not met)
+    detail: str = ""  # free text for results.md (sizes, medians)
+    why: str = ""  # for a goal that is not met: the measured reason (written under the table)
 
     def met(self) -> bool | None:
         """True/False when ``goal`` is a comparison such as ``"<= 1.05"``, None for "info"."""

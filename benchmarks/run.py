@@ -104,6 +104,10 @@ def markdown(results: list[Result], header: str, scaling: dict | None) -> str:
         met = r.met()
         flag = "-" if met is None else ("yes" if met else "**NO**")
         lines.append(f"| {r.name} | {_fmt(r.value)} | {r.goal} | {r.unit} | {flag} |")
+    missed = [r for r in results if r.met() is False]
+    if missed:
+        lines += ["", "## Goals not met on this machine, and why", ""]
+        lines += [f"- **{r.name}** ({_fmt(r.value)}, goal {r.goal}): {r.why or 'no measured explanation recorded'}" for r in missed]
     lines += ["", "## Details", ""]
     lines += [f"- **{r.name}**: {r.detail}" for r in results if r.detail]
     if scaling:

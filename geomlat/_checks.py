@@ -1,6 +1,8 @@
 """Input validation shared by the geometry core: every bad input gets an error naming the problem."""
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor
 
@@ -15,7 +17,7 @@ def check_features(x: Tensor, name: str = "x") -> Tensor:
     return check_features_min(x, name)[0]
 
 
-def check_features_min(x: Tensor, name: str = "x") -> tuple[Tensor, Tensor | None]:
+def check_features_min(x: Tensor, name: str = "x") -> tuple[Tensor, float | None]:
     """:func:`check_features` that also returns the minimum of ``x`` (None when ``x`` is empty).
 
     The finiteness test is one ``aminmax`` reading pass (NaN propagates to both, +-Inf shows in max/min)
@@ -33,8 +35,8 @@ def check_features_min(x: Tensor, name: str = "x") -> tuple[Tensor, Tensor | Non
     flat = x.reshape(x.shape[0], -1)
     if flat.numel() == 0:
         return flat, None
-    lo, hi = torch.aminmax(flat.detach())
-    if not bool(torch.isfinite(lo) & torch.isfinite(hi)):
+    lo, hi = (v.item() for v in torch.aminmax(flat.detach()))
+    if not (math.isfinite(lo) and math.isfinite(hi)):
         n_nan = int(torch.isnan(x).sum())
         n_inf = int(torch.isinf(x).sum())
         raise ValueError(f"{name} contains non-finite values ({n_nan} NaN, {n_inf} Inf): cannot build a graph")

@@ -120,7 +120,7 @@ def cosine_gram(flat: Tensor) -> Tensor:
     return g * inv[:, None] * inv[None, :]
 
 
-def _similarity(x: Tensor, kernel: str, sigma: float | Tensor | None, k: int | None, lo: Tensor | None = None) -> Tensor:
+def _similarity(x: Tensor, kernel: str, sigma: float | Tensor | None, k: int | None, lo: float | None = None) -> Tensor:
     """:func:`similarity` of an already checked (B, d) tensor; ``lo`` its minimum if known (skips a pass)."""
     if lo is None:
         kernel = resolve_kernel(x, kernel)
@@ -128,8 +128,8 @@ def _similarity(x: Tensor, kernel: str, sigma: float | Tensor | None, k: int | N
     else:
         check_choice(kernel, "kernel", KERNELS)
         if kernel == "auto":
-            kernel = "cosine" if bool(lo >= 0) else "rbf"
-        negative = kernel == "cosine" and bool(lo < 0)
+            kernel = "cosine" if lo >= 0 else "rbf"
+        negative = kernel == "cosine" and lo < 0
     if negative:
         raise ValueError(
             "kernel='cosine' needs non-negative data (e.g. post-ReLU), but x has negative entries: "

@@ -128,6 +128,10 @@ def test_errors():
         SmoothnessRegularizer()([feats[0] - 0.5, feats[1]], y)
     with pytest.raises(ValueError, match="vertices"):
         SmoothnessRegularizer()(feats, y[:4])
+    with pytest.raises(ValueError, match=r"features\[1\] has batch size 9 but there are 10 labels"):
+        SmoothnessRegularizer()([feats[0], feats[1][:9]], y)
+    with pytest.raises(ValueError, match="non-finite"):
+        SmoothnessRegularizer()([feats[0], feats[1] * float("nan")], y)
     with pytest.raises(ValueError, match="power"):
         SmoothnessRegularizer(power=0)
     # gather="global" is implemented (checked across processes in tests/test_distributed.py)

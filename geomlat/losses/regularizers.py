@@ -34,9 +34,9 @@ def _check_power(m: int) -> None:
         raise ValueError(f"power m must be an integer >= 1, got {m!r}")
 
 
-def _check_cosine(flat: Tensor, lo: Tensor | None = None) -> None:
+def _check_cosine(flat: Tensor, lo: float | None = None) -> None:
     """Reject negative features; ``lo`` (the minimum, if already known) saves a pass over them."""
-    if bool((flat < 0).any()) if lo is None else bool(lo < 0):
+    if bool((flat < 0).any()) if lo is None else lo < 0:
         raise ValueError(
             "the smoothness regularizer uses cosine LGGs, which need non-negative features (capture "
             "post-ReLU outputs); got negative entries"
@@ -132,11 +132,20 @@ def label_variation_power(x: Tensor, y: Tensor, m: int = 2, k: int | None = None
         scalar tensor, differentiable w.r.t. ``x``.
     """
     _check_power(m)
-    flat, lo = check_features_min(x)  # one reading pass for NaN/Inf and the sign
+    flat = _check_layer(x, k)
+    return _label_variation_power(flat, _one_hot(y, flat.shape[0], flat), m, k, normalized)
+
+
+def _check_layer(x: Tensor, k: int | None) -> Tensor:
+    """(B, d) features after the checks of a cosine LGG (one reading pass for NaN/Inf and the sign)."""
+    flat, lo = check_features_min(x)
     _check_cosine(flat, lo)
-    b = flat.shape[0]
-    check_k(k, b)
-    v = _one_hot(y, b, flat)
+    check_k(k, flat.shape[0])
+    return flat
+
+
+def _label_variation_power(flat: Tensor, v: Tensor, m: int, k: int | None, normalized: bool) -> Tensor:
+    """:func:`label_variation_power` of checked (B, d) features and the (B, C) one-hot labels ``v``."""
     first = None  # A [1, V] when computed together with the degrees
     if k is None:
         def adj_times(mat: Tensor) -> Tensor:
@@ -221,7 +230,15 @@ class SmoothnessRegularizer(nn.Module):
         feats = as_feature_list(features, "features")
         if self.gather == "global":
             feats, y = gather_global(feats, y)
-        return torch.stack([label_variation_power(f, y, self.power, self.k, self.normalized) for f in feats])
+        sigmas, v = [], None
+        for i, f in enumerate(feats):
+            flat = _check_layer(f, self.k)
+            if v is None:  # one-hot labels once per call, checked against the first layer
+                v = _one_hot(y, flat.shape[0], flat)
+            elif flat.shape[0] != v.shape[0]:
+                raise ValueError(f"features[{i}] has batch size {flat.shape[0]} but there are {v.shape[0]} labels")
+            sigmas.append(_label_variation_power(flat, v.to(flat.dtype), self.power, self.k, self.normalized))
+        return torch.stack(sigmas)
 
     def forward(self, features: Sequence[Tensor], y: Tensor) -> Tensor:
         feats = as_feature_list(features, "features")
