@@ -51,6 +51,14 @@ def faiss_knn(x: torch.Tensor, k: int):
     return idx[keep & first_k].view(idx.shape[0], k)
 
 
+def _tile_products(x: torch.Tensor, side: int) -> None:
+    """The matrix products of the chunked backend alone (the tiles on and above the diagonal), no top-k."""
+    unit = F.normalize(x, dim=1)
+    for s in range(0, x.shape[0], side):
+        for t in range(s, x.shape[0], side):
+            unit[s : s + side] @ unit[t : t + side].T
+
+
 def child(n: int, d: int, k: int, reps: int, threads: int) -> dict:
     torch.set_num_threads(threads)
     x = torch.randn(n, d, generator=torch.Generator().manual_seed(0))
@@ -59,9 +67,16 @@ def child(n: int, d: int, k: int, reps: int, threads: int) -> dict:
     ours = knn(x, k, backend="chunked")  # warm-up; its peak is the chunked backend's peak
     peak = _status_mib("VmHWM") - base
     side = default_chunk_size(n)
+    if peak > 2 * side * side * 4 / 2**20 + 2 * n * d * 4 / 2**20:  # explain a missed goal: one bare tile product's peak
+        _reset_peak()
+        base_tile = _status_mib("VmRSS")
+        x[:side] @ x[:side].T
+        tile_peak = _status_mib("VmHWM") - base_tile
+    else:
+        tile_peak = None
     out = {"n": n, "d": d, "k": k, "threads": threads, "peak_extra_mib": peak,
            "block_mib": side * side * 4 / 2**20, "chunk_rows": side,
-           "data_mib": n * d * 4 / 2**20}
+           "data_mib": n * d * 4 / 2**20, "tile_peak_mib": tile_peak}
     sides = {"geomlat_chunked": lambda: knn(x, k, backend="chunked")}
     try:
         import faiss
@@ -75,6 +90,8 @@ def child(n: int, d: int, k: int, reps: int, threads: int) -> dict:
         out["faiss"] = "not installed"
     t = interleaved(sides, reps, warmup=0 if "faiss_flat" not in sides else 1)
     out["median_s"] = {name: t.median(name) for name in sides}
+    if "faiss_flat" in sides and out["median_s"]["geomlat_chunked"] > 1.5 * out["median_s"]["faiss_flat"]:
+        out["products_s"] = interleaved({"p": lambda: _tile_products(x, side)}, 1, 0).median("p")
     try:
         import torch_cluster  # noqa: F401
 
@@ -97,14 +114,22 @@ def run(cfg: dict) -> list[Result]:
             + ", ".join(f"{a} {b:.2f} s" for a, b in med.items()))
     results = []
     if "faiss_flat" in med:
-        results.append(Result("knn_vs_faiss", med["geomlat_chunked"] / med["faiss_flat"], "<= 1.5", "x faiss IndexFlatIP",
-                              size + f"; identical neighbour sets for {100 * out['same_sets']:.2f}% of points"))
+        r = Result("knn_vs_faiss", med["geomlat_chunked"] / med["faiss_flat"], "<= 1.5", "x faiss IndexFlatIP",
+                   size + f"; identical neighbour sets for {100 * out['same_sets']:.2f}% of points")
+        if "products_s" in out:
+            r.why = (f"faiss {med['faiss_flat']:.2f} s; ours {med['geomlat_chunked']:.2f} s, of which the matrix products of "
+                     f"the tiles alone take {out['products_s']:.2f} s and the top-k selection and merges the rest.")
+        results.append(r)
     else:
         results.append(Result("knn_vs_faiss", float("nan"), "<= 1.5", "x faiss IndexFlatIP", "faiss-cpu not installed: skipped"))
-    results.append(Result("knn_chunked_peak_memory", out["peak_extra_mib"], f"<= {2 * out['block_mib'] + 2 * out['data_mib']:.0f}", "MiB",
-                          f"VmHWM (reset before the call) minus VmRSS before the first chunked call, in a child process; "
-                          f"one ({out['chunk_rows']}, {out['chunk_rows']}) float32 score tile = {out['block_mib']:.0f} MiB, "
-                          f"data {out['data_mib']:.0f} MiB (goal: two tiles + two copies of the data)"))
+    memory = Result("knn_chunked_peak_memory", out["peak_extra_mib"], f"<= {2 * out['block_mib'] + 2 * out['data_mib']:.0f}", "MiB",
+                    f"VmHWM (reset before the call) minus VmRSS before the first chunked call, in a child process; "
+                    f"one ({out['chunk_rows']}, {out['chunk_rows']}) float32 score tile = {out['block_mib']:.0f} MiB, "
+                    f"data {out['data_mib']:.0f} MiB (goal: two tiles + two copies of the data)")
+    if out["tile_peak_mib"] is not None:
+        memory.why = (f"at this size the runtime's own allocations dominate: one bare ({out['chunk_rows']}, {d}) x "
+                      f"({d}, {out['chunk_rows']}) product raises the peak by {out['tile_peak_mib']:.1f} MiB here.")
+    results.append(memory)
     if isinstance(out["cluster"], dict):
         c = out["cluster"]
         results.append(Result("knn_cluster_vs_chunked", c["cluster_s"] / c["chunked_s"], "info", "x (torch-cluster / ours)",

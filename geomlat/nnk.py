@@ -11,12 +11,14 @@ geometry rather than by density. The residual is ``e_i = K_ii - 2 theta^T K_Si +
 
 Solvers (both batched over nodes, no Python loop per node):
 
-- ``"exact"``: a batched Lawson-Hanson active-set method. Every node keeps a passive set P; each
-  iteration solves the masked systems ``K_PP s_P = b_P`` (inactive rows/cols replaced by the identity)
-  with one batched Cholesky, then either accepts s (feasible: add the index of largest positive
-  gradient ``b - K theta`` to P) or steps back to the boundary and drops the indices hitting 0. A node
-  stops when the KKT conditions hold (``theta >= 0``, gradient <= kkt_tol off P, = 0 on P). The result
-  is the exact optimum (float64), unlike the authors' node-by-node pruning heuristic.
+- ``"exact"``: batched principal pivoting on the KKT conditions (linear complementarity problem
+  ``w = K theta - b >= 0, theta >= 0, theta^T w = 0``), see :func:`_principal_pivoting`: every node starts
+  from an empty support and, at each iteration, moves its most violated coordinate (negative weight or
+  negative gradient) in or out of the support with one rank-1 update of a symmetric (k+1, k+1) tableau, so
+  a node needs about one pivot per NNK neighbour and no factorization. The KKT conditions are then checked
+  on K and b (``theta >= 0``, gradient ``b - K theta <= kkt_tol`` off the support, ``= 0`` on it); the rare
+  nodes that fail (near-duplicate points) are solved again with a batched Lawson-Hanson active-set method.
+  The result is the exact optimum (float64), unlike the authors' node-by-node pruning heuristic.
 - ``"approx"``: projected gradient ``theta <- max(theta + eta (b - K theta), 0)``, ``eta = 1/lambda_max(K_SS)``
   (the authors' ISTA-style batched solver), ``approx_steps`` iterations from ``theta = 0``.
 
@@ -28,7 +30,7 @@ Edge rules (both return a symmetric graph):
   ``max(W, W^T)``. It is sparser but can isolate vertices, which is why it is not the default.
 
 Memory: the k-NN search uses ``knn_backend``/``chunk_size``; the solve runs over blocks of nodes whose
-(block, k, d) gathered features stay under :data:`SOLVE_BYTES`, so tens of thousands of points fit.
+(block, k+1, k+1) kernel matrices and tableaux stay under :data:`SOLVE_BYTES`, so tens of thousands of points fit.
 Weights are computed without autograd (``torch.no_grad``) in float64 and returned in ``x``'s dtype.
 """
 from __future__ import annotations
@@ -48,10 +50,15 @@ NNK_KERNELS = ("cosine", "rbf", "cosine_shifted")
 SOLVERS = ("exact", "approx")
 EDGE_RULES = ("max", "reference")
 
-#: Bytes of the (block, k, d) float64 gathered features per solve block.
-# 24 MiB blocks (about 1,000 nodes at k = 30, d = 64) keep the batched solves cache-friendly: about 2x faster than
-# one block of 5,000 nodes on a 2-core CPU (N = 5,000, d = 64, k = 30), same results.
+#: Bytes of the three (block, k+1, k+1) float64 arrays of a solve block (kernel matrices, two tableau buffers).
+# 24 MiB is about 1,100 nodes at k = 30: large enough that the fixed cost of a pivoting iteration (about 20 small
+# torch calls) is spread over many nodes, small enough to stay cache-friendly and to reuse its memory (fresh
+# pages cost as much as the arithmetic); 24 to 48 MiB run within the noise on a 2-core CPU (N = 5,000, d = 64,
+# k = 30), 80 MiB (one block) ~50% slower.
 SOLVE_BYTES = 24 * 2**20
+
+#: Nodes per batched Gram product of the kernel computation (small batched GEMMs whose operands stay in cache).
+GRAM_CHUNK = 256
 
 
 @dataclass
@@ -97,79 +104,139 @@ def _masked_solve(K: Tensor, b: Tensor, passive: Tensor) -> Tensor:
     return torch.where(passive, s, torch.zeros_like(s))
 
 
-def _solve_bpp(K: Tensor, b: Tensor, threshold: Tensor, max_iter: int) -> tuple[Tensor, Tensor]:
-    """Block principal pivoting (Kim & Park, SIAM J. Sci. Comput. 2011, after Judice & Pires 1994) for
-    ``min_{t >= 0} 1/2 t^T K t - b^T t``, batched over nodes.
+def _principal_pivoting(
+    S: Tensor, threshold: Tensor, max_pivots: int, spare: Tensor | None = None
+) -> tuple[Tensor, Tensor]:
+    """Simple principal pivoting (Murty 1988, ch. 4; most-violated rule) for ``min_{t >= 0} 1/2 t^T K t - b^T t``,
+    batched over nodes, one pivot per node per iteration, on a symmetric tableau updated in place.
 
-    Each node keeps a free set F (t_F = K_FF^-1 b_F, t = 0 off F, ``y = K t - b``); the infeasible
-    coordinates ``V = {j in F: t_j < 0} U {j not in F: y_j < -threshold}`` are all exchanged at once while
-    |V| keeps decreasing (at most 3 non-improving full exchanges in a row), else only the largest index of V
-    (the backup rule that guarantees termination). An empty V is the KKT optimum. Unlike Lawson-Hanson,
-    which adds one coordinate per iteration (about one iteration per NNK neighbour), a node usually
-    finishes in 2-4 iterations. Nodes are dropped from the working arrays as soon as they are done.
+    The optimality conditions are the linear complementarity problem ``w = K t - b >= 0, t >= 0, t^T w = 0``.
+    For a free set F (``t = 0`` off F) the basic variables are ``t_F = K_FF^-1 b_F`` and ``w_j`` for j not in
+    F. ``S`` starts as the augmented matrix ``[[K, -b], [-b^T, *]]`` (c, k+1, k+1); after pivoting on F it
+    holds the principal pivot transform of that matrix with the columns of F negated, which keeps it
+    symmetric, so that one pivot on j (j enters F: ``s = 1``, ``S_jj > 0``; j leaves: ``s = -1``, ``S_jj < 0``)
+    is the rank-1 update
 
-    Returns ``(theta (c, k), converged (c,) bool)``; unconverged rows are 0.
+        r = S[j] + s e_j;   S <- S - r r^T / S_jj;   S_jj <- S_jj + 2 s
+
+    and the last row always holds the basic variables ``q = S[k, :k]`` (t_j on F, w_j off F). A node pivots
+    on ``argmin q`` while ``min q < -threshold`` (a negative weight leaves F, a negative gradient enters),
+    so from F = {} it needs about one pivot per NNK neighbour, k^2 work each and no factorization;
+    ``q >= -threshold`` is the KKT optimum. (Murty's least-index rule provably terminates for positive
+    definite K; the most-violated rule needs far fewer pivots in practice, 13 instead of 31 per node at
+    N = 5,000, d = 64, k = 30, and the pivot limit covers the rare cycling.) A node stops, unconverged, when
+    its pivot ``s S_jj`` is not clearly positive (K_FF numerically singular: duplicate points). Stopped
+    nodes stay in the tableau unchanged (zero update) until a quarter of the rows have stopped; then they
+    are stored and dropped.
+
+    Args:
+        S: (c, k+1, k+1) float64 augmented matrix, overwritten.
+        threshold: (c,) tolerance on q; max_pivots: pivots per node.
+        spare: optional buffer of S's shape (not S's memory) that receives the rows kept when dropping rows.
+
+    Returns:
+        ``(theta (c, k) >= 0, converged (c,) bool)``; unconverged rows hold their last iterate.
     """
-    c, k = b.shape
-    theta = torch.zeros_like(b)
-    converged = torch.zeros(c, dtype=torch.bool, device=b.device)
-    order = torch.arange(1, k + 1, device=b.device)
-    idx = torch.arange(c, device=b.device)
-    free = b > threshold[:, None]  # from t = 0 (y = -b): every coordinate with y_j < -threshold enters
-    ninf = torch.full((c,), k + 1, dtype=torch.long, device=b.device)
-    alpha = torch.full((c,), 3, dtype=torch.long, device=b.device)
-    Ka, ba, tha = K, b, threshold
-    for _ in range(max_iter):
-        s = _masked_solve(Ka, ba, free)
-        y = torch.einsum("cij,cj->ci", Ka, s) - ba
-        bad = (free & (s < 0)) | (~free & (y < -tha[:, None]))
-        nbad = bad.sum(1)
-        ok = nbad == 0
-        theta[idx[ok]] = s[ok].clamp_min(0.0)
-        converged[idx[ok]] = True
-        better = nbad < ninf
-        full_exchange = better | (alpha >= 1)
-        alpha = torch.where(better, torch.full_like(alpha, 3), torch.where(alpha >= 1, alpha - 1, alpha))
-        ninf = torch.where(better, nbad, ninf)
-        single = F.one_hot((bad * order).argmax(1), k).bool()  # backup rule: the largest infeasible index
-        free = free ^ torch.where(full_exchange[:, None], bad, single & bad)
-        keep = ~ok
-        if not bool(keep.any()):
+    c, k = S.shape[0], S.shape[1] - 1
+    theta = S.new_zeros(c, k)
+    converged = torch.zeros(c, dtype=torch.bool, device=S.device)
+    if c == 0:
+        return theta, converged
+    tiny = 1e-12 * float(S.diagonal(dim1=1, dim2=2)[:, :k].abs().max().clamp_min(1.0))
+    sign = S.new_ones(c, k)  # s_j: +1 off F, -1 on F
+    idx = torch.arange(c, device=S.device)  # node of each tableau row
+    base = idx * (k + 1)  # flat index of each tableau's first row
+    low = -threshold
+
+    def record(rows: Tensor, S: Tensor, sign: Tensor, idx: Tensor, vals: Tensor, low: Tensor) -> None:
+        q, out = S[rows, k, :k], idx[rows]
+        theta[out] = torch.where(sign[rows] < 0, q, torch.zeros_like(q)).clamp_min(0.0)
+        converged[out] = vals[rows] >= low[rows]
+
+    for it in range(max_pivots + 1):
+        vals, j = S[:, k, :k].min(1)  # most negative basic variable and its index, (n,)
+        row = S.view(-1, k + 1).index_select(0, base + j)  # S[j], (n, k+1)
+        j = j[:, None]
+        pivot = row.gather(1, j)  # S_jj, (n, 1)
+        s = sign.gather(1, j)
+        act = (vals < low) & (pivot * s > tiny)[:, 0]
+        n_act = int(act.sum())
+        if n_act == 0 or it == max_pivots:
             break
-        if not bool(keep.all()):
-            idx, Ka, ba, tha, free, ninf, alpha = idx[keep], Ka[keep], ba[keep], tha[keep], free[keep], ninf[keep], alpha[keep]
+        if 4 * n_act <= 3 * S.shape[0]:  # a quarter of the rows have stopped: store and drop them
+            record((~act).nonzero()[:, 0], S, sign, idx, vals, low)
+            keep = act.nonzero()[:, 0]
+            if spare is None:
+                S = S.index_select(0, keep)
+            else:  # into the other buffer: no fresh memory (page faults cost as much as the copy)
+                S, spare = torch.index_select(S, 0, keep, out=spare[:n_act]), S
+            sign, idx, low, row, pivot, j, s = (a.index_select(0, keep) for a in (sign, idx, low, row, pivot, j, s))
+            base = base[:n_act]
+            act = act.new_ones(n_act)
+        on = act.to(S.dtype)[:, None]  # 1 where a pivot happens, 0 for stopped rows (zero update)
+        flip = 2.0 * on * s
+        row.scatter_add_(1, j, s)  # r = S[j] + s e_j
+        S.addcmul_((row * (on / pivot))[:, :, None], row[:, None, :], value=-1.0)
+        S.view(S.shape[0], -1).scatter_add_(1, j * (k + 2), flip)  # S_jj += 2 s
+        sign.scatter_(1, j, s - flip)  # s_j <- -s_j
+    record(torch.arange(S.shape[0], device=S.device), S, sign, idx, vals, low)
     return theta, converged
+
+
+def _solve_augmented(G: Tensor, kkt_tol: float, max_iter: int, work: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
+    """Exact solve from the augmented matrix ``G = [[K, -b], [-b^T, *]]`` (c, k+1, k+1), left unchanged
+    (``work``: optional (2, c, k+1, k+1) buffer for the pivoting tableau).
+
+    Principal pivoting on a copy of G, then the KKT conditions are checked on the original K and b:
+    ``theta >= 0``, ``y = K theta - b >= -tol`` and ``|y_j| <= tol`` where ``theta_j > 0``
+    (``tol = kkt_tol * max(1, max|b|)``). The nodes that fail (singular K_FF, pivot limit, rounding) are
+    solved again with the Lawson-Hanson method.
+
+    Returns ``(theta (c, k), y (c, k) = K theta - b, converged (c,) bool)``.
+    """
+    k = G.shape[1] - 1
+    scale = G[:, :k, k].abs().amax(dim=1).clamp_min(1.0)
+    threshold = kkt_tol * scale
+    if work is None:
+        theta, ok = _principal_pivoting(G.clone(), threshold, max_iter)
+    else:
+        theta, ok = _principal_pivoting(work[0].copy_(G), threshold, max_iter, spare=work[1])
+    y = torch.bmm(G[:, :k], torch.cat([theta, theta.new_ones(theta.shape[0], 1)], 1)[:, :, None])[..., 0]  # K theta - b
+    ok &= (y >= -threshold[:, None]).all(1) & ((theta == 0) | (y.abs() <= threshold[:, None])).all(1)
+    if not bool(ok.all()):
+        rest = (~ok).nonzero().squeeze(1)
+        K, b = G[rest, :k, :k], -G[rest, :k, k]
+        theta[rest], ok[rest] = _solve_lawson_hanson(K, b, kkt_tol, max_iter)
+        y[rest] = torch.einsum("cij,cj->ci", K, theta[rest]) - b
+    return theta, y, ok
 
 
 def solve_nnk_exact(K: Tensor, b: Tensor, kkt_tol: float = 1e-10, max_iter: int | None = None) -> tuple[Tensor, Tensor]:
     """Exact batched non-negative QP ``min_{t >= 0} 1/2 t^T K t - b^T t``.
 
-    Block principal pivoting first (:func:`_solve_bpp`, a few batched Cholesky solves); the rare nodes it
-    has not finished after ``2 k + 10`` iterations go through the Lawson-Hanson active-set method below.
-    Both stop only at the KKT conditions, so the result is the same optimum.
+    Principal pivoting (:func:`_principal_pivoting`, about one rank-1 update per NNK neighbour and node);
+    the result is checked against the KKT conditions on K and b, and the rare nodes that fail go through
+    the Lawson-Hanson active-set method (:func:`_solve_lawson_hanson`). Both stop only at the KKT
+    conditions, so the result is the optimum up to rounding.
 
     Args:
         K: (c, k, k) symmetric positive semi-definite (float64 recommended).
         b: (c, k).
-        kkt_tol: a zero coordinate may enter P only if its gradient ``(b - K t)_j`` exceeds
+        kkt_tol: a zero coordinate may enter the support only if its gradient ``(b - K t)_j`` exceeds
             ``kkt_tol * max(1, max|b|)``.
-        max_iter: iterations (default ``5 k + 10``); nodes not converged by then keep their current
-            feasible iterate and a ``RuntimeWarning`` is issued.
+        max_iter: pivots per node, and Lawson-Hanson iterations (default ``5 k + 10``); nodes not converged
+            by then keep their current feasible iterate and a ``RuntimeWarning`` is issued.
 
     Returns:
         ``(theta (c, k) >= 0, converged (c,) bool)``.
     """
     c, k = b.shape
-    max_iter = 5 * k + 10 if max_iter is None else max_iter
-    scale = b.abs().amax(dim=1).clamp_min(1.0)
-    theta_bpp, done_bpp = _solve_bpp(K, b, kkt_tol * scale, 2 * k + 10)
-    if bool(done_bpp.all()):
-        return theta_bpp, done_bpp
-    rest = (~done_bpp).nonzero().squeeze(1)
-    theta_lh, done_lh = _solve_lawson_hanson(K[rest], b[rest], kkt_tol, max_iter)
-    theta_bpp[rest] = theta_lh
-    done_bpp[rest] = done_lh
-    return theta_bpp, done_bpp
+    G = K.new_zeros(c, k + 1, k + 1)
+    G[:, :k, :k] = K
+    G[:, :k, k] = -b
+    G[:, k, :k] = -b
+    theta, _, converged = _solve_augmented(G, kkt_tol, 5 * k + 10 if max_iter is None else max_iter)
+    return theta, converged
 
 
 def _solve_lawson_hanson(K: Tensor, b: Tensor, kkt_tol: float, max_iter: int) -> tuple[Tensor, Tensor]:
@@ -247,22 +314,49 @@ def _prepare_points(x: Tensor, kernel: str) -> Tensor:
     return F.normalize(x, dim=1, eps=1e-12) if kernel in ("cosine", "cosine_shifted") else x
 
 
+def _augmented_kernel(
+    points: Tensor, centres: Tensor, cand: Tensor, kernel: str, sigma: float | None, out: Tensor | None = None
+) -> Tensor:
+    """``[[K_SS, -K_Si], [-K_Si^T, K_ii]]`` (c, k+1, k+1) float64 for centres (c,) with candidates ``cand`` (c, k).
+
+    Batched Gram matrices of the gathered ``[x_S; x_i]`` (k+1, d), :data:`GRAM_CHUNK` nodes at a time; for the
+    cosine kernel the centre is gathered as ``-x_i``, which gives the signs directly. ``points`` (N, d) float64
+    (already normalized for the cosine kernels); ``out``: optional (c, k+1, k+1) buffer to fill.
+    """
+    c, k = cand.shape
+    index = torch.cat([cand, centres[:, None]], 1)  # (c, k+1): candidates, then the centre
+    G = points.new_empty(c, k + 1, k + 1) if out is None else out
+    buf = points.new_empty(min(c, GRAM_CHUNK) * (k + 1), points.shape[1])
+    for start in range(0, c, GRAM_CHUNK):
+        rows = index[start : start + GRAM_CHUNK]
+        xs = torch.index_select(points, 0, rows.reshape(-1), out=buf[: rows.numel()]).view(rows.shape[0], k + 1, -1)
+        if kernel == "cosine":
+            xs[:, -1].neg_()
+        torch.bmm(xs, xs.transpose(1, 2), out=G[start : start + GRAM_CHUNK])
+    if kernel == "cosine":
+        return G
+    if kernel == "cosine_shifted":
+        G.mul_(0.5).add_(0.5)
+    else:
+        sq = G.diagonal(dim1=1, dim2=2).clone()
+        G.mul_(-2.0).add_(sq[:, :, None]).add_(sq[:, None, :]).clamp_(min=0.0).div_(-2.0 * sigma**2).exp_()
+    G[:, -1].neg_()
+    G[:, :, -1].neg_()
+    return G
+
+
 def _kernel_blocks(points: Tensor, centres: Tensor, cand: Tensor, kernel: str, sigma: float | None):
     """K_SS (c, k, k), K_Si (c, k), K_ii (c,) in float64 for a block of centres with candidates ``cand`` (c, k)."""
-    xs = points[cand].double()  # (c, k, d)
-    xi = points[centres].double()  # (c, d)
-    gram = xs @ xs.transpose(1, 2)
-    cross = torch.einsum("ckd,cd->ck", xs, xi)
-    self_ = (xi * xi).sum(1)
-    if kernel == "cosine":
-        return gram, cross, self_
-    if kernel == "cosine_shifted":
-        return 0.5 + 0.5 * gram, 0.5 + 0.5 * cross, 0.5 + 0.5 * self_
-    sq = gram.diagonal(dim1=1, dim2=2)
-    d_ss = (sq[:, :, None] + sq[:, None, :] - 2 * gram).clamp_min(0.0)
-    d_si = (sq + self_[:, None] - 2 * cross).clamp_min(0.0)
-    two_s2 = 2.0 * sigma**2
-    return torch.exp(-d_ss / two_s2), torch.exp(-d_si / two_s2), torch.ones_like(self_)
+    G = _augmented_kernel(points, centres, cand, kernel, sigma)
+    k = cand.shape[1]
+    return G[:, :k, :k], -G[:, :k, k], G[:, k, k]
+
+
+def _block_size(n: int, k: int) -> int:
+    """Nodes per solve block: three (block, k+1, k+1) float64 arrays within :data:`SOLVE_BYTES`, blocks of equal
+    size (a small last block would cost as many pivoting iterations as a full one)."""
+    step = max(1, min(n, SOLVE_BYTES // (3 * (k + 1) ** 2 * 8)))
+    return -(-n // -(-n // step))
 
 
 def _rbf_sigma(x: Tensor, neighbors: Tensor) -> float:
@@ -318,7 +412,7 @@ def nnk_weights(
     check_choice(knn_backend, "knn_backend", BACKENDS)
     _check_tol(tol)
     flat = check_features(x)
-    n, d = flat.shape
+    n = flat.shape[0]
     check_k(k, n)
     if sigma is not None and not sigma > 0:
         raise ValueError(f"sigma must be > 0, got {sigma}")
@@ -330,20 +424,27 @@ def nnk_weights(
             raise ValueError(f"neighbors must have shape ({n}, {k}), got {tuple(neighbors.shape)}")
         if kernel == "rbf" and sigma is None:
             sigma = _rbf_sigma(flat, neighbors)
-        points = _prepare_points(flat, kernel)
-        step = node_chunk or max(1, min(n, SOLVE_BYTES // max(1, k * (d + k) * 8)))
+        points = _prepare_points(flat, kernel).double()
+        step = node_chunk or _block_size(n, k)
         weights = torch.empty(n, k, dtype=torch.float64, device=flat.device)
         residual = torch.empty(n, dtype=torch.float64, device=flat.device)
+        buffers = points.new_empty(3, step, k + 1, k + 1)  # kernel matrices, 2 for the tableau: reused by every block
         for start in range(0, n, step):
             centres = torch.arange(start, min(n, start + step), device=flat.device)
-            K, b, kii = _kernel_blocks(points, centres, neighbors[centres], kernel, sigma)
+            c = centres.shape[0]
+            G = _augmented_kernel(points, centres, neighbors[centres], kernel, sigma, out=buffers[0, :c])
+            K, b = G[:, :k, :k], -G[:, :k, k]
             if solver == "exact":
-                theta, _ = solve_nnk_exact(K, b)
+                theta, y, _ = _solve_augmented(G, 1e-10, 5 * k + 10, work=buffers[1:, :c])
             else:
                 theta = solve_nnk_approx(K, b, approx_steps)
-            theta = torch.where(theta < tol, torch.zeros_like(theta), theta)
-            quad = torch.einsum("ci,cij,cj->c", theta, K, theta)
-            residual[centres] = (kii - 2 * (theta * b).sum(1) + quad).clamp_min(0.0)
+                y = None
+            small = (theta > 0) & (theta < tol)
+            if y is None or bool(small.any()):
+                theta = torch.where(small, torch.zeros_like(theta), theta)
+                y = torch.einsum("cij,cj->ci", K, theta) - b
+            # e_i = K_ii - 2 theta^T b + theta^T K theta = K_ii - theta^T b + theta^T y, with y = K theta - b
+            residual[centres] = (G[:, k, k] - (theta * (b - y)).sum(1)).clamp_min(0.0)
             weights[centres] = theta
     return NNKResult(neighbors, weights.to(flat.dtype), residual, kernel, sigma if kernel == "rbf" else None)
 

@@ -4,6 +4,7 @@ import pytest
 import scipy.optimize as so
 import torch
 
+import geomlat.nnk as nnk_module
 from geomlat import knn
 from geomlat.nnk import nnk_graph, nnk_interpolation, nnk_layer_errors, nnk_weights, solve_nnk_approx, solve_nnk_exact
 
@@ -65,6 +66,71 @@ def test_batched_solver_kkt_on_random_psd_systems():
     assert bool(ok.all()) and bool((theta >= 0).all())
     for i in range(200):
         np.testing.assert_allclose(theta[i].numpy(), np_nnls_qp(K[i].numpy(), b[i].numpy()), atol=1e-6)
+
+
+def count_fallback(monkeypatch) -> list:
+    """Record the batch sizes handed to the Lawson-Hanson fallback of the exact solver."""
+    calls = []
+    original = nnk_module._solve_lawson_hanson
+
+    def counted(K, b, *args):
+        calls.append(K.shape[0])
+        return original(K, b, *args)
+
+    monkeypatch.setattr(nnk_module, "_solve_lawson_hanson", counted)
+    return calls
+
+
+def test_pivoting_matches_nnls_at_benchmark_shape(monkeypatch):
+    # k = 30 candidates in d = 64 around a curved 8-dimensional manifold: the benchmark's regime, where
+    # principal pivoting alone must reach the optimum (no fallback) and match per-node NNLS
+    gen = torch.Generator().manual_seed(11)
+    z = torch.randn(300, 8, generator=gen, dtype=torch.float64)
+    x = torch.tanh(z @ torch.randn(8, 32, generator=gen, dtype=torch.float64)) @ torch.randn(32, 64, generator=gen, dtype=torch.float64)
+    x = x + 0.01 * torch.randn(300, 64, generator=gen, dtype=torch.float64)
+    calls = count_fallback(monkeypatch)
+    res = nnk_weights(x, 30)
+    theta, err = np_nnk(x.numpy(), res.neighbors.numpy(), "cosine")
+    np.testing.assert_allclose(res.weights.numpy(), np.take_along_axis(theta, res.neighbors.numpy(), 1), atol=1e-8)
+    np.testing.assert_allclose(res.residual.numpy(), err, atol=1e-10)
+    assert calls == []
+    kept = (res.weights > 0).sum(1).double().mean()
+    assert 3 < kept < 25  # a real pruning problem: neither k-NN nor a single neighbour
+
+
+def test_near_singular_systems_fall_back_and_stay_optimal(monkeypatch):
+    # near-duplicate candidates make K_SS numerically singular: pivoting stops on a ~0 pivot and the
+    # Lawson-Hanson fallback (with its ridge) takes over; the result must still be optimal
+    gen = torch.Generator().manual_seed(12)
+    base = torch.randn(40, 5, 8, generator=gen, dtype=torch.float64)
+    twins = base[:, :3] + 1e-7 * torch.randn(40, 3, 8, generator=gen, dtype=torch.float64)
+    a = torch.cat([base, twins], 1)  # candidates 5..7 within 1e-7 of 0..2: K = a a^T (8 x 8) nearly rank 5
+    w = torch.randn(40, 8, generator=gen, dtype=torch.float64) + 1.0  # the centre: b = a w, as for a kernel
+    K, b = a @ a.transpose(1, 2), torch.einsum("ckd,cd->ck", a, w)
+    calls = count_fallback(monkeypatch)
+    theta, ok = solve_nnk_exact(K, b)
+    assert bool(ok.all()) and bool((theta >= 0).all())
+    assert sum(calls) >= 1
+    grad = b - torch.einsum("cij,cj->ci", K, theta)
+    assert float(grad.max()) < 1e-8  # no coordinate with a positive gradient is left out
+    assert float(grad[theta > 0].abs().max()) < 1e-8  # stationary on the support
+    # 1/2 t'Kt - b't = 1/2 |a^T t - w|^2 - 1/2 |w|^2: the optimal value is SciPy's NNLS residual (the weights
+    # need not be unique with duplicates)
+    for i in range(40):
+        ref = so.nnls(a[i].T.numpy(), w[i].numpy())[1]
+        assert float((a[i].T @ theta[i] - w[i]).norm()) == pytest.approx(ref, abs=1e-7)
+
+
+def test_pivot_limit_warns_and_keeps_feasible_weights():
+    torch.manual_seed(13)
+    a = torch.randn(30, 12, 20, dtype=torch.float64)
+    K = a @ a.transpose(1, 2)
+    b = torch.einsum("ckd,cd->ck", a, torch.randn(30, 20, dtype=torch.float64))
+    with pytest.warns(RuntimeWarning, match="KKT"):
+        theta, ok = solve_nnk_exact(K, b, max_iter=1)
+    assert not bool(ok.all()) and bool((theta >= 0).all())
+    full, ok_full = solve_nnk_exact(K, b)
+    assert bool(ok_full.all()) and not torch.allclose(theta, full)
 
 
 def test_approx_solver_converges_to_exact():
