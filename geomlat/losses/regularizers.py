@@ -49,7 +49,7 @@ def _normalizer(total: Tensor, m: int) -> Tensor:
     return torch.where(total != 0, safe**m, torch.ones_like(total))
 
 
-#: Splits of the feature axis that turn the skinny CPU products below into a batched product (see :func:`_mt_x`).
+#: Splits of the feature axis that turn the skinny CPU product of :func:`_mt_x` into a batched product.
 _SPLITS = 16
 
 
@@ -66,16 +66,6 @@ def _mt_x(m: Tensor, x: Tensor) -> Tensor:
     c = m.shape[1]
     out = torch.bmm(m.T.unsqueeze(0).expand(_SPLITS, c, b), x.view(b, _SPLITS, d // _SPLITS).transpose(0, 1))
     return out.transpose(0, 1).reshape(c, d)  # (splits, C, d / splits) -> (C, d)
-
-
-def _x_pt(x: Tensor, p: Tensor) -> Tensor:
-    """``x p^T`` (B, C) for x (B, d), p (C, d): a sum of :data:`_SPLITS` partial products on CPU, as in :func:`_mt_x`."""
-    b, d = x.shape
-    if x.device.type != "cpu" or d % _SPLITS or d < 256 * _SPLITS:
-        return x @ p.T
-    c = p.shape[0]
-    parts = torch.bmm(x.view(b, _SPLITS, d // _SPLITS).transpose(0, 1), p.view(c, _SPLITS, d // _SPLITS).permute(1, 2, 0))
-    return parts.sum(0)  # (splits, B, C) -> (B, C)
 
 
 class _CosineAdjacencyTimes(torch.autograd.Function):
@@ -96,7 +86,7 @@ class _CosineAdjacencyTimes(torch.autograd.Function):
         self_sim = (norm * inv) ** 2
         n = inv * m
         p = _mt_x(n, x)
-        h = _x_pt(x, p)
+        h = x @ p.T  # (B, C)
         ctx.save_for_backward(x, m, inv, self_sim, norm > 1e-12, p, h)
         return inv * h - self_sim * m
 
@@ -105,7 +95,7 @@ class _CosineAdjacencyTimes(torch.autograd.Function):
         x, m, inv, self_sim, above_eps, p, h = ctx.saved_tensors
         rg, n = inv * grad, inv * m
         dp = _mt_x(rg, x)
-        dn = _x_pt(x, dp)
+        dn = x @ dp.T
         dx = dm = None
         if ctx.needs_input_grad[0]:
             dr = (grad * h + dn * m).sum(dim=1, keepdim=True)
