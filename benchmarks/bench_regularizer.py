@@ -100,9 +100,9 @@ def bench_model(label: str, model_name: str, shape: tuple, batches: dict, model_
     for b, cfg in batches.items():
         x = torch.rand(b, *shape, generator=gen)
         y = torch.randint(0, 10, (b,), generator=gen)
-        regs = regularizers(authors=cfg.get("authors_in_step", True))
+        step_regs = regularizers(authors=cfg.get("authors_in_step", True))
         sides = {"plain": partial(_step, model, opt, x, y, None)}
-        sides.update({name: partial(_step, model, opt, x, y, reg) for name, reg in regs.items()})
+        sides.update({name: partial(_step, model, opt, x, y, reg) for name, reg in step_regs.items()})
         t = interleaved(sides, cfg["reps"], cfg.get("warmup", 1))
         size = f"{label}, batch {b}, input {shape}, {len(model.relu_names)} ReLU outputs, m = 2, k = {K} for k-NN"
         # the regularizer alone, given captured activations (leaves), ours vs the authors' approach
@@ -117,7 +117,7 @@ def bench_model(label: str, model_name: str, shape: tuple, batches: dict, model_
                            fixed_knn=partial(_alone, tiny, y, SmoothnessRegularizer(k=K)))
         alone = interleaved(sides_alone, cfg.get("alone_reps", cfg["reps"]), 1)
         medians = {name: alone.median(name) for name in sides_alone}
-        for name in regs:
+        for name in step_regs:
             graph = "full" if name.endswith("full") else "knn"
             who = "" if name.startswith("ours") else "authors_"
             goal = ("<= 1.05" if graph == "full" else "<= 1.15") if not who else "info"

@@ -150,10 +150,12 @@ def test_interleaved_and_result():
 
 def test_benchmarks_run_at_tiny_sizes(tmp_path):
     cfg = dict(run.PROFILES["smoke"], threads=1)
-    results = bench_regularizer.bench_model("tiny", "small_cnn", (1, 8, 8), {12: {"reps": 1, "warmup": 0}}, {"width": 4})
+    batches = {12: {"reps": 1, "warmup": 0}, 16: {"reps": 1, "warmup": 0, "authors_in_step": False}}
+    results = bench_regularizer.bench_model("tiny", "small_cnn", (1, 8, 8), batches, {"width": 4})
     results += bench_gkd.run(cfg) + bench_lgg.run(cfg) + bench_nnk.run(cfg) + bench_knn.run(cfg)
     names = {r.name for r in results}
-    for name in ("gkd_overhead", "lgg_build", "nnk_speedup", "knn_vs_faiss", "regularizer_overhead_full_tiny_b12"):
+    for name in ("gkd_overhead", "lgg_build", "nnk_speedup", "knn_vs_faiss", "regularizer_overhead_full_tiny_b12",
+                 "regularizer_overhead_knn_tiny_b16"):
         assert name in names
     for r in results:
         if r.name != "knn_cluster_vs_chunked" and not (r.name == "knn_vs_faiss" and "skipped" in r.detail):
