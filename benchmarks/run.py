@@ -26,7 +26,7 @@ PROFILES = {
     "full": {
         # PreActResNet18 steps cost seconds on a CPU: few repetitions at batch 512, authors' step only at 100
         "preact_batches": {
-            100: {"reps": 3, "warmup": 1, "authors_in_step": True, "alone_reps": 3},
+            100: {"reps": 5, "warmup": 1, "authors_in_step": True, "alone_reps": 3},
             512: {"reps": 1, "warmup": 1, "authors_in_step": False, "alone_reps": 1},
         },
         "quick_batches": {128: {"reps": 9, "warmup": 1, "authors_in_step": True, "alone_reps": 7}},
