@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import gc
+import math
 import statistics
 import time
 from dataclasses import dataclass, field
@@ -20,7 +21,10 @@ class Result:
     why: str = ""  # for a goal that is not met: the measured reason (written under the table)
 
     def met(self) -> bool | None:
-        """True/False when ``goal`` is a comparison such as ``"<= 1.05"``, None for "info"."""
+        """True/False when ``goal`` is a comparison such as ``"<= 1.05"``, None for "info" or a value not
+        measured (NaN: an optional competitor such as faiss is not installed)."""
+        if math.isnan(self.value):
+            return None
         if self.goal.startswith("<="):
             return self.value <= float(self.goal[2:])
         if self.goal.startswith(">="):

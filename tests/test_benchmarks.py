@@ -144,6 +144,7 @@ def test_interleaved_and_result():
     assert calls == ["a", "b"] * 4 and len(t.times["a"]) == 3
     assert Result("x", 1.2, "<= 1.3", "x").met() and not Result("x", 1.4, "<= 1.3", "x").met()
     assert Result("x", 25, ">= 20", "x").met() and Result("x", 1, "info", "x").met() is None
+    assert Result("x", float("nan"), "<= 1.5", "x").met() is None  # not measured (optional competitor missing)
     with pytest.raises(ValueError, match="reps"):
         interleaved({"a": lambda: None}, reps=0)
 
