@@ -29,19 +29,30 @@ class GKD(nn.Module):
     entries and the sum over the P layer pairs is divided by P (authors' code). Multiply by
     ``lambda_KD`` (25 in the paper) outside, e.g. as the :class:`Distiller` weight.
 
+    Two orders of the graph construction, which agree for the full graph without mask at ``power=1``:
+
+    - ``order="authors"`` (default; the authors' graph_kd code, ``representations_to_adj`` / ``do_gkd``):
+      for each of teacher and student, the similarity of the *full* graph with a zero diagonal, then
+      ``D^-1/2 A D^-1/2`` of that full graph (``normalize="sym"``), then times the class mask. With ``k``,
+      the k-NN mask is picked on the *teacher's* normalized, class-masked adjacency (the ``k`` largest
+      entries of each row, symmetrized with max) and multiplies both graphs, without renormalizing.
+      Then ``A^p`` by plain matrix products, diagonal kept. The teacher's graph and its k-NN mask are
+      computed once per layer pair.
+    - ``order="paper"``: each graph is an LGG built as in Section 3.3 (k-NN, class mask, then
+      normalization, then ``A^p`` with the diagonal removed), via :func:`geomlat.latent_adjacency`; with
+      ``k`` and ``reuse_teacher_knn`` the student keeps the teacher's k-NN edges (picked on the teacher's
+      similarity).
+
     Args:
         k: neighbours per vertex of the k-NN graph; ``None`` = full graph (authors' setting).
         kernel: similarity (see :func:`geomlat.similarity`); ``"cosine"`` needs non-negative features.
         mask: ``None``, ``"inter"`` (keep edges between distinct classes, the talk's best variant) or
             ``"intra"``; needs ``labels`` in forward.
-        power: smoothed graphs ``A^p`` (``p >= 1``), diagonal removed.
+        power: smoothed graphs ``A^p`` (``p >= 1``); diagonal kept (``"authors"``) or removed (``"paper"``).
         normalize: ``"sym"`` (``D^-1/2 A D^-1/2``, the paper) or ``None``.
         reuse_teacher_knn: ``order="paper"`` with ``k``: the student graph keeps the teacher's k-NN edges
             instead of its own. (``"authors"`` always uses the teacher's k-NN mask.)
-        order: ``"authors"`` (default, the authors' code): normalize the *full* graph (no self-loops),
-            raise to ``power``, then multiply both graphs by the class mask and by the teacher's k-NN mask,
-            without renormalizing. ``"paper"``: each graph is an LGG built as in Section 3.3 (k-NN, class
-            mask, then normalization, then power), via :func:`geomlat.latent_adjacency`.
+        order: ``"authors"`` (default) or ``"paper"``, see above.
         gather: ``"local"`` (graphs over this process's batch) or ``"global"`` (graphs over the batch
             gathered from every distributed process, teacher, student and labels; the loss and gradients
             are those of one process on the whole batch, see :mod:`geomlat.distributed`). ``k`` then
@@ -75,7 +86,7 @@ class GKD(nn.Module):
         self.gather = check_gather(gather)
 
     def graphs(self, teacher: Tensor, student: Tensor, labels: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        """The two (B, B) adjacencies compared by the loss for one layer pair (teacher detached)."""
+        """The two (B, B) matrices compared by the loss for one layer pair, ``(A_T^p, A_S^p)`` (teacher detached)."""
         t = check_features(teacher.detach(), "teacher features")
         s = check_features(student, "student features")
         b = t.shape[0]
@@ -85,7 +96,7 @@ class GKD(nn.Module):
                 raise ValueError(f"GKD(mask={self.mask!r}) needs the labels of the batch: forward(t, s, labels)")
             labels = check_labels(labels, b).to(t.device)
         if self.order == "authors":
-            return self._authors(t, labels), self._authors(s, labels, like=t)
+            return self._authors(t, s, labels)
         if self.k is None or not self.reuse_teacher_knn:
             kw = dict(k=self.k, kernel=self.kernel, normalize=self.normalize, mask=self.mask, labels=labels, power=self.power)
             return latent_adjacency(t, **kw)[0], latent_adjacency(s, **kw)[0]
@@ -97,7 +108,7 @@ class GKD(nn.Module):
         return self._finish(t_sim * edges), self._finish(s_sim * edges)
 
     def _finish(self, adj: Tensor) -> Tensor:
-        """Normalization then power, no self-loops (steps 4 and smoothing of :func:`latent_adjacency`)."""
+        """Paper order: normalization then power, no self-loops (steps 4 and smoothing of :func:`latent_adjacency`)."""
         if self.normalize == "sym":
             adj = normalize_adjacency(adj)
         if self.power > 1:
@@ -105,15 +116,22 @@ class GKD(nn.Module):
             adj = adj * ~torch.eye(adj.shape[0], dtype=torch.bool, device=adj.device)
         return adj
 
-    def _authors(self, x: Tensor, labels: Tensor | None, like: Tensor | None = None) -> Tensor:
-        # full graph first: normalized (and smoothed) before any edge is removed
-        adj = self._finish(latent_adjacency(x, k=None, kernel=self.kernel)[0])
-        if self.mask is not None:
-            adj = adj * class_mask(labels, self.mask)
+    def _authors(self, t: Tensor, s: Tensor, labels: Tensor | None) -> tuple[Tensor, Tensor]:
+        """Authors' order for one pair of checked (B, d) features: ``(A_T^p, A_S^p)``, each (B, B)."""
+        keep = None if self.mask is None else class_mask(labels, self.mask)
+        a_t, a_s = self._authors_masked(t, keep), self._authors_masked(s, keep)
         if self.k is not None:
-            teacher = x if like is None else like
-            adj = adj * knn_mask(similarity(teacher, self.kernel, k=self.k), self.k)
-        return adj
+            # top-k of each row of the teacher's normalized, class-masked adjacency, symmetrized with max
+            edges = knn_mask(a_t, self.k)
+            a_t, a_s = a_t * edges, a_s * edges
+        if self.power > 1:  # plain matrix powers, diagonal kept
+            a_t, a_s = torch.linalg.matrix_power(a_t, self.power), torch.linalg.matrix_power(a_s, self.power)
+        return a_t, a_s
+
+    def _authors_masked(self, x: Tensor, keep: Tensor | None) -> Tensor:
+        """(B, B) full graph without self-loops, normalized before any edge is removed, times the class mask."""
+        adj = latent_adjacency(x, k=None, kernel=self.kernel, normalize=self.normalize)[0]
+        return adj if keep is None else adj * keep
 
     def forward(self, teacher_feats, student_feats, labels: Tensor | None = None) -> Tensor:
         pairs = check_pairs(teacher_feats, student_feats)
