@@ -106,7 +106,9 @@ class _CosineAdjacencyTimes(torch.autograd.Function):
         return dx, dm
 
 
-def label_variation_power(x: Tensor, y: Tensor, m: int = 2, k: int | None = None, normalized: bool = False) -> Tensor:
+def label_variation_power(
+    x: Tensor, y: Tensor, m: int = 2, k: int | None = None, normalized: bool = False, k_counts_self: bool = False
+) -> Tensor:
     """``tr(V^T L^m V)`` of the cosine LGG of ``x`` without a B x B matrix when ``k=None``.
 
     Args:
@@ -117,20 +119,45 @@ def label_variation_power(x: Tensor, y: Tensor, m: int = 2, k: int | None = None
         normalized: divide by ``W^m``, W = total edge weight ``sum_{i != j} A_ij``; for m = 1 this is the
             normalized label variation of Appendix C (in [0, 1]); for any m it makes sigma invariant to a
             rescaling of A.
+        k_counts_self: the convention of ``k``. ``False`` (geomlat's default): each vertex keeps its ``k``
+            most similar *other* vertices (``1 <= k < B``). ``True`` (the authors' laplacian_networks
+            ``gsp``): each row is sorted with its self-similarity 1 included, so ``k`` counts the vertex
+            itself and keeps ``k - 1`` others (``2 <= k <= B``; ``k = B`` is the full graph); the same
+            graph as geomlat's ``k - 1``.
 
     Returns:
         scalar tensor, differentiable w.r.t. ``x``.
     """
     _check_power(m)
-    flat = _check_layer(x, k)
-    return _label_variation_power(flat, _one_hot(y, flat.shape[0], flat), m, k, normalized)
+    others = _other_neighbours(k, k_counts_self)
+    flat = _check_layer(x, k, k_counts_self)
+    return _label_variation_power(flat, _one_hot(y, flat.shape[0], flat), m, others, normalized)
 
 
-def _check_layer(x: Tensor, k: int | None) -> Tensor:
+def _other_neighbours(k: int | None, k_counts_self: bool) -> int | None:
+    """geomlat's ``k`` (other vertices per row) for a ``k`` given in either convention (see ``k_counts_self``)."""
+    if k is None or not k_counts_self:
+        return k
+    check_k(k, k + 1)  # an int >= 1
+    if k < 2:
+        raise ValueError(
+            f"k={k} with k_counts_self=True counts the vertex itself, so it keeps no other vertex: k must be >= 2"
+        )
+    return k - 1
+
+
+def _check_neighbours(k: int | None, k_counts_self: bool, b: int) -> None:
+    """``k`` in its convention against the batch size ``b``."""
+    if k_counts_self and k is not None and k > b:
+        raise ValueError(f"k={k} with k_counts_self=True (the vertex itself included) must be at most the batch size {b}")
+    check_k(_other_neighbours(k, k_counts_self), b)
+
+
+def _check_layer(x: Tensor, k: int | None, k_counts_self: bool = False) -> Tensor:
     """(B, d) features after the checks of a cosine LGG (one reading pass for NaN/Inf and the sign)."""
     flat, lo = check_features_min(x)
     _check_cosine(flat, lo)
-    check_k(k, flat.shape[0])
+    _check_neighbours(k, k_counts_self, flat.shape[0])
     return flat
 
 
@@ -167,15 +194,19 @@ def _label_variation_power(flat: Tensor, v: Tensor, m: int, k: int | None, norma
     return sigma
 
 
-def label_variation_power_dense(x: Tensor, y: Tensor, m: int = 2, k: int | None = None, normalized: bool = False) -> Tensor:
+def label_variation_power_dense(
+    x: Tensor, y: Tensor, m: int = 2, k: int | None = None, normalized: bool = False, k_counts_self: bool = False
+) -> Tensor:
     """Reference (the authors' approach): dense cosine LGG, dense ``L = D - A``, ``matrix_power(L, m)``.
 
     Same arguments and value as :func:`label_variation_power`, at O(B^2 d + m B^3) cost and O(B^2) memory.
     """
     _check_power(m)
+    others = _other_neighbours(k, k_counts_self)
     flat = check_features(x)
     _check_cosine(flat)
-    adj = latent_adjacency(flat, k=k, kernel="cosine")[0]
+    _check_neighbours(k, k_counts_self, flat.shape[0])
+    adj = latent_adjacency(flat, k=others, kernel="cosine")[0]
     lap = torch.diag(adj.sum(dim=1)) - adj
     v = _one_hot(y, flat.shape[0], flat)
     sigma = torch.trace(v.T @ torch.linalg.matrix_power(lap, m) @ v)
@@ -195,6 +226,9 @@ class SmoothnessRegularizer(nn.Module):
         power: m, the power of the Laplacian.
         gamma: the weight is ``gamma ** power``.
         k: ``None`` (full graph, fast path without any B x B matrix) or a k-NN graph (dense path).
+        k_counts_self: ``False`` (default): ``k`` other vertices per row. ``True``: the authors' convention
+            (laplacian_networks ``gsp`` sorts each row with the self-similarity included), ``k`` counts
+            the vertex itself, i.e. geomlat's ``k - 1`` (see :func:`label_variation_power`).
         normalized: normalize each sigma by the total edge weight to the power m (see
             :func:`label_variation_power`).
         gather: ``"local"`` (graphs over this process's batch) or ``"global"`` (graphs over the features
@@ -205,14 +239,26 @@ class SmoothnessRegularizer(nn.Module):
     ``y`` (B,) labels -> scalar.
     """
 
-    def __init__(self, power: int = 2, gamma: float = 0.01, k: int | None = None, normalized: bool = False, gather: str = "local"):
+    def __init__(
+        self,
+        power: int = 2,
+        gamma: float = 0.01,
+        k: int | None = None,
+        normalized: bool = False,
+        gather: str = "local",
+        k_counts_self: bool = False,
+    ):
         super().__init__()
         _check_power(power)
+        if not isinstance(k_counts_self, bool):
+            raise TypeError(f"k_counts_self must be a bool, got {type(k_counts_self).__name__}")
         if k is not None:
             check_k(k, k + 1)
+        self._others = _other_neighbours(k, k_counts_self)
         if not gamma >= 0:
             raise ValueError(f"gamma must be >= 0, got {gamma}")
         self.power, self.gamma, self.k, self.normalized = power, float(gamma), k, bool(normalized)
+        self.k_counts_self = k_counts_self
         self.gather = check_gather(gather)
 
     def variations(self, features: Sequence[Tensor], y: Tensor) -> Tensor:
@@ -222,12 +268,12 @@ class SmoothnessRegularizer(nn.Module):
             feats, y = gather_global(feats, y)
         sigmas, v = [], None
         for i, f in enumerate(feats):
-            flat = _check_layer(f, self.k)
+            flat = _check_layer(f, self.k, self.k_counts_self)
             if v is None:  # one-hot labels once per call, checked against the first layer
                 v = _one_hot(y, flat.shape[0], flat)
             elif flat.shape[0] != v.shape[0]:
                 raise ValueError(f"features[{i}] has batch size {flat.shape[0]} but there are {v.shape[0]} labels")
-            sigmas.append(_label_variation_power(flat, v.to(flat.dtype), self.power, self.k, self.normalized))
+            sigmas.append(_label_variation_power(flat, v.to(flat.dtype), self.power, self._others, self.normalized))
         return torch.stack(sigmas)
 
     def forward(self, features: Sequence[Tensor], y: Tensor) -> Tensor:
