@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..graphs import latent_adjacency
-from .._checks import check_features, check_features_min, check_k, check_labels
+from .._checks import check_features, check_features_min, check_k, check_labels, full_precision
 from ._common import as_feature_list, check_gather, gather_global
 
 
@@ -106,6 +106,7 @@ class _CosineAdjacencyTimes(torch.autograd.Function):
         return dx, dm
 
 
+@full_precision
 def label_variation_power(x: Tensor, y: Tensor, m: int = 2, k: int | None = None, normalized: bool = False) -> Tensor:
     """``tr(V^T L^m V)`` of the cosine LGG of ``x`` without a B x B matrix when ``k=None``.
 
@@ -167,6 +168,7 @@ def _label_variation_power(flat: Tensor, v: Tensor, m: int, k: int | None, norma
     return sigma
 
 
+@full_precision
 def label_variation_power_dense(x: Tensor, y: Tensor, m: int = 2, k: int | None = None, normalized: bool = False) -> Tensor:
     """Reference (the authors' approach): dense cosine LGG, dense ``L = D - A``, ``matrix_power(L, m)``.
 
@@ -215,6 +217,7 @@ class SmoothnessRegularizer(nn.Module):
         self.power, self.gamma, self.k, self.normalized = power, float(gamma), k, bool(normalized)
         self.gather = check_gather(gather)
 
+    @full_precision  # float32 geometry also under autocast (half features are upcast by the checks)
     def variations(self, features: Sequence[Tensor], y: Tensor) -> Tensor:
         """(L,) label variation of each layer (over the gathered batch when ``gather="global"``)."""
         feats = as_feature_list(features, "features")
