@@ -171,8 +171,9 @@ def cosine_gram(flat: Tensor) -> Tensor:
 
     ``G = x x^T`` then ``G_ij / (n_i n_j)`` with the norms ``n_i = sqrt(G_ii)`` read off its diagonal, so
     the (B, d) input is read once by the matrix product and never copied (normalizing the rows first, as
-    ``F.normalize(x) @ F.normalize(x).T``, costs two more passes over it and a (B, d) copy). Same eps as
-    ``F.normalize``: ``max(n_i, 1e-12)``, so a zero row has cosine 0 with everything, never NaN.
+    ``F.normalize(x) @ F.normalize(x).T``, costs two more passes over it and a (B, d) copy). A zero row
+    has cosine 0 with everything, never NaN, and gets a zero gradient (the cosine has no derivative
+    there; ``F.normalize``'s eps would give it a gradient of ~1e12, inf once cast back to float16).
 
     When a squared norm overflows or underflows (rows of scale ~1e19 or ~1e-19 in float32) the rows are
     first divided by their power-of-2 :func:`row_scales` (exact; cosine does not depend on them) and the
@@ -182,7 +183,9 @@ def cosine_gram(flat: Tensor) -> Tensor:
     if _out_of_range(g.diagonal(), flat, per_row=True):
         flat = flat / row_scales(flat)
         g = gram(flat)
-    inv = g.diagonal().clamp_min(1e-24).rsqrt()  # 1 / max(n_i, 1e-12)
+    sq = g.diagonal()
+    # 1 / n_i, and 0 for a zero row (after the check above every other squared norm is a normal number)
+    inv = torch.where(sq > 0, sq.clamp_min(torch.finfo(sq.dtype).tiny).rsqrt(), torch.zeros_like(sq))
     return g * inv[:, None] * inv[None, :]
 
 

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..capture import LatentCapture
-from ..graphs import class_mask, knn_mask, latent_adjacency, normalize_adjacency, similarity, squared_distances
+from ..graphs import batch_scale, class_mask, knn_mask, latent_adjacency, normalize_adjacency, similarity, squared_distances
 from .._checks import check_choice, check_features, check_k, check_labels, full_precision, upcast_half
 from ._common import check_gather, check_pairs, gather_global
 
@@ -154,7 +154,11 @@ class _RelationalKD(nn.Module):
     """Base of the losses that compare a relation between the samples of the teacher and of the student,
     layer pair by layer pair: ``forward`` averages :meth:`pair_loss` over the pairs.
 
-    Subclasses implement ``pair_loss(t (B, d_t) detached, s (B, d_s)) -> scalar``.
+    Subclasses implement ``pair_loss(t (B, d_t) detached, s (B, d_s)) -> scalar``, which must not depend
+    on a global scale of ``t`` or of ``s`` (RKD-D divides by the mean distance, RKD-A uses unit vectors,
+    SP normalizes rows): each side is divided by its power-of-2 :func:`geomlat.graphs.batch_scale` first
+    (exact; the gradient is unchanged), so features of any finite scale neither overflow nor vanish
+    below the epsilons, and the geometry is in float32 for half features.
     """
 
     def pair_loss(self, t: Tensor, s: Tensor) -> Tensor:
@@ -165,7 +169,9 @@ class _RelationalKD(nn.Module):
         pairs = check_pairs(teacher_feats, student_feats)
         total = 0.0
         for t, s in pairs:
-            total = total + self.pair_loss(check_features(t.detach(), "teacher features"), check_features(s, "student features"))
+            t = check_features(t.detach(), "teacher features")
+            s = check_features(s, "student features")
+            total = total + self.pair_loss(t / batch_scale(t), s / batch_scale(s))
         return total / len(pairs)
 
 
@@ -284,6 +290,13 @@ class FitNet(nn.Module):
         return total / len(pairs)
 
 
+def _unit_rows(g: Tensor) -> Tensor:
+    """Rows of ``g`` (B, B) divided by their L2 norm; a zero row stays zero with gradient 1 (``F.normalize``'s
+    eps gives it a gradient of 1e12, inf in float16)."""
+    norm = torch.linalg.vector_norm(g, dim=1, keepdim=True)
+    return g / torch.where(norm > 0, norm, torch.ones_like(norm))
+
+
 class SimilarityPreserving(_RelationalKD):
     """Similarity-preserving KD (Tung & Mori, "Similarity-preserving knowledge distillation", ICCV 2019).
 
@@ -292,8 +305,8 @@ class SimilarityPreserving(_RelationalKD):
     """
 
     def pair_loss(self, t: Tensor, s: Tensor) -> Tensor:
-        g_t = F.normalize(t @ t.T, dim=1)
-        g_s = F.normalize(s @ s.T, dim=1)
+        g_t = _unit_rows(t @ t.T)
+        g_s = _unit_rows(s @ s.T)
         return ((g_t - g_s) ** 2).sum() / t.shape[0] ** 2
 
 

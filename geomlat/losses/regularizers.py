@@ -71,7 +71,8 @@ def _mt_x(m: Tensor, x: Tensor) -> Tensor:
 class _CosineAdjacencyTimes(torch.autograd.Function):
     """``A M`` (B, C) for the full cosine adjacency A of x (B, d) without self-loops, and M (B, C).
 
-    With ``r_i = 1 / max(|x_i|, eps)`` and ``s_i = (|x_i| r_i)^2`` (1, or 0 for a zero row),
+    With ``r_i = 1 / |x_i|`` (0 for a zero row, whose gradient is then 0, as in
+    :func:`geomlat.graphs.cosine_gram`) and ``s_i = (|x_i| r_i)^2`` (1, or 0 for a zero row),
     ``A M = r * (X P^T) - s * M`` where ``P = (r * M)^T X`` (C, d): the (B, B) matrix is never formed and X
     is read three times (norms, P, X P^T). Backward, with G = dOut, N = r * M, H = X P^T:
     ``dP = (r * G)^T X``, ``dN = X dP^T``, ``dr = rowsum(G * H + dN * M)`` and
@@ -82,12 +83,14 @@ class _CosineAdjacencyTimes(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x: Tensor, m: Tensor) -> Tensor:
         norm = torch.linalg.vector_norm(x, dim=1, keepdim=True)
-        inv = 1.0 / norm.clamp_min(1e-12)  # same eps as F.normalize
+        # 1 / |x_i|, 0 for a zero row (no 1 / eps: a zero row's gradient would be ~1e12, inf in float16)
+        nonzero = norm > 0
+        inv = torch.where(nonzero, 1.0 / norm.clamp_min(torch.finfo(norm.dtype).tiny), torch.zeros_like(norm))
         self_sim = (norm * inv) ** 2
         n = inv * m
         p = _mt_x(n, x)
         h = x @ p.T  # (B, C)
-        ctx.save_for_backward(x, m, inv, self_sim, norm > 1e-12, p, h)
+        ctx.save_for_backward(x, m, inv, self_sim, nonzero, p, h)
         return inv * h - self_sim * m
 
     @staticmethod
