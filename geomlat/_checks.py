@@ -67,7 +67,7 @@ def check_features(x: Tensor, name: str = "x") -> Tensor:
     return check_features_min(x, name)[0]
 
 
-def check_features_min(x: Tensor, name: str = "x") -> tuple[Tensor, float | None]:
+def check_features_min(x: Tensor, name: str = "x") -> tuple[Tensor, float]:
     """:func:`check_features` that also returns the minimum of ``x``.
 
     The finiteness test is one ``aminmax`` reading pass (NaN propagates to both, +-Inf shows in max/min)

@@ -326,3 +326,32 @@ def test_distiller_accepts_good_weights():
     assert d.weights["kd"] == 0.0 and d.task_weight == 0.5
     with pytest.raises(TypeError, match="'kd'"):
         _distiller(kd="heavy")
+
+
+# ------------------------------------------------------------------------------ NNK and the analyses
+@pytest.mark.parametrize("dtype", HALF)
+def test_nnk_on_half_inputs_and_under_autocast(dtype):
+    """NNK of half features (zero row included) is the NNK of the same values in float32, also when
+    called under autocast."""
+    from geomlat.nnk import nnk_graph
+
+    x = _features(seed=11)
+    x[3] = torch.rand(D, generator=torch.Generator().manual_seed(12))  # distinct rows: no k-NN ties
+    half = x.to(dtype)
+    ref = to_dense(nnk_graph(half.float(), k=4, kernel="cosine"))
+    got = to_dense(nnk_graph(half, k=4, kernel="cosine"))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        auto = to_dense(nnk_graph(half, k=4, kernel="cosine"))
+    assert torch.isfinite(got).all()
+    torch.testing.assert_close(got.double(), ref.double(), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(auto.double(), ref.double(), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("dtype", HALF)
+def test_layer_label_variation_on_half_inputs(dtype):
+    from geomlat.analysis.layerwise import layer_label_variation
+
+    x = _features(seed=13).to(dtype)
+    got = layer_label_variation({"a": x}, LABELS, k=None, kernel="cosine", normalized=True)["a"]
+    ref = np_lgg(x.double().numpy())
+    assert got == pytest.approx(np_label_variation(ref, LABELS.numpy()) / ref.sum(), rel=1e-5)
