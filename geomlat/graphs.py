@@ -88,7 +88,7 @@ def batch_scale(x: Tensor) -> Tensor:
     return _power_of_two(x.detach().abs().amax())
 
 
-def _out_of_range(sq_norms: Tensor, x: Tensor, per_row: bool) -> bool:
+def norms_out_of_range(sq_norms: Tensor, x: Tensor, per_row: bool) -> bool:
     """Whether the (B,) squared row norms of ``x`` overflowed or lost precision to underflow.
 
     Safe: every squared norm finite and at most ``finfo.max / 8`` (so sums of a few of them stay finite),
@@ -180,7 +180,7 @@ def cosine_gram(flat: Tensor) -> Tensor:
     Gram recomputed: every non-zero row then has a squared norm >= 1.
     """
     g = gram(flat)
-    if _out_of_range(g.diagonal(), flat, per_row=True):
+    if norms_out_of_range(g.diagonal(), flat, per_row=True):
         flat = flat / row_scales(flat)
         g = gram(flat)
     sq = g.diagonal()
@@ -210,7 +210,7 @@ def _similarity(x: Tensor, kernel: str, sigma: float | Tensor | None, k: int | N
     if sigma is not None and not torch.is_tensor(sigma) and not sigma > 0:
         raise ValueError(f"sigma must be > 0, got {sigma}")
     g = gram(x)
-    if _out_of_range(g.diagonal(), x, per_row=False):
+    if norms_out_of_range(g.diagonal(), x, per_row=False):
         # |x_i - x_j|^2 / sigma^2 is unchanged when x and sigma are divided by the same factor, and the
         # estimated sigma scales with x: compute in units of the batch's scale
         scale = batch_scale(x)

@@ -355,3 +355,33 @@ def test_layer_label_variation_on_half_inputs(dtype):
     got = layer_label_variation({"a": x}, LABELS, k=None, kernel="cosine", normalized=True)["a"]
     ref = np_lgg(x.double().numpy())
     assert got == pytest.approx(np_label_variation(ref, LABELS.numpy()) / ref.sum(), rel=1e-5)
+
+
+@pytest.mark.parametrize("scale", [1e-25, 1e-19, 1e19])
+@pytest.mark.parametrize("k", [None, 3])
+def test_regularizer_is_scale_invariant(scale, k):
+    """The label variation of a cosine LGG depends only on the rows' directions: the fast path (k=None)
+    and the dense one give at scale s the value and the gradient (times 1/s) of scale 1."""
+    gen = torch.Generator().manual_seed(14)
+    x = torch.rand(B, D, generator=gen)
+    x[0] = 0.0
+    ref_x = x.clone().requires_grad_()
+    ref = label_variation_power(ref_x, LABELS, m=2, k=k)
+    ref.backward()
+    big = (x * scale).requires_grad_()
+    got = label_variation_power(big, LABELS, m=2, k=k)
+    got.backward()
+    assert got.item() == pytest.approx(ref.item(), rel=1e-4)
+    torch.testing.assert_close(big.grad * scale, ref_x.grad, rtol=1e-3, atol=1e-5 * ref_x.grad.abs().max().item())
+
+
+@pytest.mark.parametrize("name", ["rkd_d", "rkd_a", "sp"])
+@pytest.mark.parametrize("scale", [1e-25, 1e-7, 1e19])
+def test_relational_losses_are_scale_invariant(name, scale):
+    """RKD-D (distances / their mean), RKD-A (unit vectors) and SP (row-normalized Gram) do not depend on a
+    global scale of either side; at scale 1e-7 RKD-D's distances fell under its 1e-12 eps (loss 0)."""
+    fn, _ = _loss(name)
+    teacher, student = torch.randn(B, D, generator=torch.Generator().manual_seed(15)), torch.randn(B, 8)
+    ref = fn(teacher, student)
+    assert fn(teacher * scale, student).item() == pytest.approx(ref.item(), rel=1e-4)
+    assert fn(teacher, student * scale).item() == pytest.approx(ref.item(), rel=1e-4)

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..graphs import latent_adjacency
+from ..graphs import latent_adjacency, norms_out_of_range, row_scales
 from .._checks import check_features, check_features_min, check_k, check_labels, full_precision
 from ._common import as_feature_list, check_gather, gather_global
 
@@ -78,11 +78,19 @@ class _CosineAdjacencyTimes(torch.autograd.Function):
     ``dP = (r * G)^T X``, ``dN = X dP^T``, ``dr = rowsum(G * H + dN * M)`` and
     ``dX = [r * G, N] [P; dP] - r^3 dr * X`` (the last term from ``r = 1 / |x|``; s is locally constant),
     ``dM = r * dN - s * G``: X read twice more and dX written once.
+
+    A depends only on the directions of the rows: when a squared norm overflows or underflows, the rows
+    are first divided by their power-of-2 :func:`geomlat.graphs.row_scales` (exact) and dX by the same.
     """
 
     @staticmethod
     def forward(ctx, x: Tensor, m: Tensor) -> Tensor:
         norm = torch.linalg.vector_norm(x, dim=1, keepdim=True)
+        ctx.scales = None
+        if norms_out_of_range(norm[:, 0] ** 2, x, per_row=True):
+            ctx.scales = row_scales(x)
+            x = x / ctx.scales
+            norm = torch.linalg.vector_norm(x, dim=1, keepdim=True)
         # 1 / |x_i|, 0 for a zero row (no 1 / eps: a zero row's gradient would be ~1e12, inf in float16)
         nonzero = norm > 0
         inv = torch.where(nonzero, 1.0 / norm.clamp_min(torch.finfo(norm.dtype).tiny), torch.zeros_like(norm))
@@ -104,6 +112,8 @@ class _CosineAdjacencyTimes(torch.autograd.Function):
             dr = (grad * h + dn * m).sum(dim=1, keepdim=True)
             dx = torch.cat([rg, n], dim=1) @ torch.cat([p, dp], dim=0)
             dx.addcmul_(x, -(inv**3) * dr * above_eps)
+            if ctx.scales is not None:  # x was divided by its row scales
+                dx = dx / ctx.scales
         if ctx.needs_input_grad[1]:
             dm = inv * dn - self_sim * grad
         return dx, dm
