@@ -232,7 +232,7 @@ class HintonKD(nn.Module):
                 f"HintonKD needs logits of the same shape (B, C), got teacher {tuple(teacher_logits.shape)} "
                 f"and student {tuple(student_logits.shape)}"
             )
-        # half logits: the softmax in float32 (float16's log-probabilities of confident classes underflow)
+        # half logits: softmax and KL divergence in float32 (as the geometry of the feature losses)
         log_t = F.log_softmax(upcast_half(teacher_logits.detach()) / self.T, dim=1)
         log_s = F.log_softmax(upcast_half(student_logits) / self.T, dim=1)
         return F.kl_div(log_s, log_t, reduction="batchmean", log_target=True) * self.T**2
@@ -291,7 +291,7 @@ class FitNet(nn.Module):
 
 
 def _unit_rows(g: Tensor) -> Tensor:
-    """Rows of ``g`` (B, B) divided by their L2 norm; a zero row stays zero with gradient 1 (``F.normalize``'s
+    """Rows of ``g`` (B, B) divided by their L2 norm; a zero row stays zero, its gradient passed unscaled (``F.normalize``'s
     eps gives it a gradient of 1e12, inf in float16)."""
     norm = torch.linalg.vector_norm(g, dim=1, keepdim=True)
     return g / torch.where(norm > 0, norm, torch.ones_like(norm))
