@@ -43,7 +43,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch_geometric.data import Data
 
-from ._checks import check_choice, check_features, check_k, check_labels
+from ._checks import check_choice, check_features, check_k, check_labels, full_precision
 from .knn import BACKENDS, knn
 
 NNK_KERNELS = ("cosine", "rbf", "cosine_shifted")
@@ -375,6 +375,7 @@ def _check_tol(tol: float) -> None:
         )
 
 
+@full_precision  # half features are upcast by check_features; no bf16 products under autocast
 def nnk_weights(
     x: Tensor,
     k: int,

@@ -7,6 +7,7 @@ depths and widths may differ between teacher and student.
 """
 from __future__ import annotations
 
+import math
 from typing import Mapping, Sequence
 
 import torch
@@ -14,8 +15,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..capture import LatentCapture
-from ..graphs import class_mask, knn_mask, latent_adjacency, normalize_adjacency, similarity, squared_distances
-from .._checks import check_choice, check_features, check_k, check_labels
+from ..graphs import batch_scale, class_mask, knn_mask, latent_adjacency, normalize_adjacency, similarity, squared_distances
+from .._checks import check_choice, check_features, check_k, check_labels, full_precision, upcast_half
 from ._common import check_gather, check_pairs, gather_global
 
 GKD_ORDERS = ("authors", "paper")
@@ -133,6 +134,7 @@ class GKD(nn.Module):
         adj = latent_adjacency(x, k=None, kernel=self.kernel, normalize=self.normalize)[0]
         return adj if keep is None else adj * keep
 
+    @full_precision  # float32 geometry also under autocast (half features are upcast by check_features)
     def forward(self, teacher_feats, student_feats, labels: Tensor | None = None) -> Tensor:
         pairs = check_pairs(teacher_feats, student_feats)
         if self.gather == "global":
@@ -170,17 +172,24 @@ class _RelationalKD(nn.Module):
     """Base of the losses that compare a relation between the samples of the teacher and of the student,
     layer pair by layer pair: ``forward`` averages :meth:`pair_loss` over the pairs.
 
-    Subclasses implement ``pair_loss(t (B, d_t) detached, s (B, d_s)) -> scalar``.
+    Subclasses implement ``pair_loss(t (B, d_t) detached, s (B, d_s)) -> scalar``, which must not depend
+    on a global scale of ``t`` or of ``s`` (RKD-D divides by the mean distance, RKD-A uses unit vectors,
+    SP normalizes rows): each side is divided by its power-of-2 :func:`geomlat.graphs.batch_scale` first
+    (exact; the gradient is unchanged), so features of any finite scale neither overflow nor vanish
+    below the epsilons, and the geometry is in float32 for half features.
     """
 
     def pair_loss(self, t: Tensor, s: Tensor) -> Tensor:
         raise NotImplementedError
 
+    @full_precision  # float32 geometry also under autocast (half features are upcast by check_features)
     def forward(self, teacher_feats, student_feats, labels: Tensor | None = None) -> Tensor:
         pairs = check_pairs(teacher_feats, student_feats)
         total = 0.0
         for t, s in pairs:
-            total = total + self.pair_loss(check_features(t.detach(), "teacher features"), check_features(s, "student features"))
+            t = check_features(t.detach(), "teacher features")
+            s = check_features(s, "student features")
+            total = total + self.pair_loss(t / batch_scale(t), s / batch_scale(s))
         return total / len(pairs)
 
 
@@ -232,6 +241,7 @@ class HintonKD(nn.Module):
             raise ValueError(f"temperature T must be > 0, got {T}")
         self.T = float(T)
 
+    @full_precision
     def forward(self, teacher_logits: Tensor, student_logits: Tensor, labels: Tensor | None = None) -> Tensor:
         if not isinstance(teacher_logits, Tensor) or not isinstance(student_logits, Tensor):
             raise TypeError("HintonKD expects logit tensors (B, C)")
@@ -240,8 +250,9 @@ class HintonKD(nn.Module):
                 f"HintonKD needs logits of the same shape (B, C), got teacher {tuple(teacher_logits.shape)} "
                 f"and student {tuple(student_logits.shape)}"
             )
-        log_t = F.log_softmax(teacher_logits.detach() / self.T, dim=1)
-        log_s = F.log_softmax(student_logits / self.T, dim=1)
+        # half logits: softmax and KL divergence in float32 (as the geometry of the feature losses)
+        log_t = F.log_softmax(upcast_half(teacher_logits.detach()) / self.T, dim=1)
+        log_s = F.log_softmax(upcast_half(student_logits) / self.T, dim=1)
         return F.kl_div(log_s, log_t, reduction="batchmean", log_target=True) * self.T**2
 
 
@@ -274,7 +285,8 @@ class FitNet(nn.Module):
         proj = self.proj[index]
         if student.dim() < 2 or student.shape[1] != proj.in_features:
             raise ValueError(f"pair {index}: student features {tuple(student.shape)} need {proj.in_features} channels (dim 1)")
-        return proj(student.movedim(1, -1)).movedim(-1, 1)
+        # features of another precision than the projection (half features, float32 projection): in its dtype
+        return proj(student.movedim(1, -1).to(proj.weight.dtype)).movedim(-1, 1)
 
     def forward(self, teacher_feats, student_feats, labels: Tensor | None = None) -> Tensor:
         pairs = check_pairs(teacher_feats, student_feats)
@@ -292,8 +304,15 @@ class FitNet(nn.Module):
                 if pool is None:
                     raise ValueError(f"pair {i}: cannot pool {len(size)} spatial dimensions")
                 t, s = pool(t, size), pool(s, size)
-            total = total + F.mse_loss(s, t)
+            total = total + F.mse_loss(upcast_half(s), upcast_half(t))  # half: the mean in float32
         return total / len(pairs)
+
+
+def _unit_rows(g: Tensor) -> Tensor:
+    """Rows of ``g`` (B, B) divided by their L2 norm; a zero row stays zero, its gradient passed unscaled (``F.normalize``'s
+    eps gives it a gradient of 1e12, inf in float16)."""
+    norm = torch.linalg.vector_norm(g, dim=1, keepdim=True)
+    return g / torch.where(norm > 0, norm, torch.ones_like(norm))
 
 
 class SimilarityPreserving(_RelationalKD):
@@ -304,13 +323,24 @@ class SimilarityPreserving(_RelationalKD):
     """
 
     def pair_loss(self, t: Tensor, s: Tensor) -> Tensor:
-        g_t = F.normalize(t @ t.T, dim=1)
-        g_s = F.normalize(s @ s.T, dim=1)
+        g_t = _unit_rows(t @ t.T)
+        g_s = _unit_rows(s @ s.T)
         return ((g_t - g_s) ** 2).sum() / t.shape[0] ** 2
 
 
 FEATURE_TERMS = (GKD, RKDDistance, RKDAngle, SimilarityPreserving, FitNet)
 LOGIT_TERMS = (HintonKD,)
+
+
+def _check_weight(weight, name: str) -> float:
+    """A term weight must be a finite number >= 0 (as the study spec requires); returns it as a float."""
+    try:
+        value = float(weight)
+    except (TypeError, ValueError):
+        raise TypeError(f"term {name!r}: the weight must be a number, got {weight!r}") from None
+    if not math.isfinite(value) or value < 0:
+        raise ValueError(f"term {name!r}: the weight must be a finite number >= 0, got {value}")
+    return value
 
 
 class Distiller(nn.Module):
@@ -329,6 +359,9 @@ class Distiller(nn.Module):
             with :class:`geomlat.LatentCapture`; depths may differ.
         task_weight: weight of the cross-entropy term ``"task"``.
 
+    Every weight must be a finite number >= 0 (NaN, Inf or a negative weight raise ``ValueError`` naming
+    the term).
+
     Each returned loss is a scalar, already multiplied by its weight; the engine sums them.
     """
 
@@ -346,7 +379,7 @@ class Distiller(nn.Module):
         for p in self.teacher.parameters():
             p.requires_grad_(False)
         self.teacher.eval()
-        self.task_weight = float(task_weight)
+        self.task_weight = _check_weight(task_weight, "task")
         self.pairs = [tuple(p) for p in pairs]
         for p in self.pairs:
             if len(p) != 2 or not all(isinstance(n, str) for n in p):
@@ -366,7 +399,7 @@ class Distiller(nn.Module):
                 known = [c.__name__ for c in FEATURE_TERMS + LOGIT_TERMS]
                 raise TypeError(f"term {name!r}: unknown loss kind {type(module).__name__}; expected one of {known}")
             modules[name] = module
-            self.weights[name] = float(weight)
+            self.weights[name] = _check_weight(weight, name)
         self.terms = nn.ModuleDict(modules)
         if "features" in self.kinds.values() and not self.pairs:
             raise ValueError("feature-based terms need layer pairs: pairs=[(teacher_layer, student_layer), ...]")

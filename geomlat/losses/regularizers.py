@@ -19,8 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..graphs import latent_adjacency
-from .._checks import check_features, check_features_min, check_k, check_labels
+from ..graphs import latent_adjacency, norms_out_of_range, row_scales
+from .._checks import check_features, check_features_min, check_k, check_labels, full_precision
 from ._common import as_feature_list, check_gather, gather_global
 
 
@@ -71,23 +71,34 @@ def _mt_x(m: Tensor, x: Tensor) -> Tensor:
 class _CosineAdjacencyTimes(torch.autograd.Function):
     """``A M`` (B, C) for the full cosine adjacency A of x (B, d) without self-loops, and M (B, C).
 
-    With ``r_i = 1 / max(|x_i|, eps)`` and ``s_i = (|x_i| r_i)^2`` (1, or 0 for a zero row),
+    With ``r_i = 1 / |x_i|`` (0 for a zero row, whose gradient is then 0, as in
+    :func:`geomlat.graphs.cosine_gram`) and ``s_i = (|x_i| r_i)^2`` (1, or 0 for a zero row),
     ``A M = r * (X P^T) - s * M`` where ``P = (r * M)^T X`` (C, d): the (B, B) matrix is never formed and X
     is read three times (norms, P, X P^T). Backward, with G = dOut, N = r * M, H = X P^T:
     ``dP = (r * G)^T X``, ``dN = X dP^T``, ``dr = rowsum(G * H + dN * M)`` and
     ``dX = [r * G, N] [P; dP] - r^3 dr * X`` (the last term from ``r = 1 / |x|``; s is locally constant),
     ``dM = r * dN - s * G``: X read twice more and dX written once.
+
+    A depends only on the directions of the rows: when a squared norm overflows or underflows, the rows
+    are first divided by their power-of-2 :func:`geomlat.graphs.row_scales` (exact) and dX by the same.
     """
 
     @staticmethod
     def forward(ctx, x: Tensor, m: Tensor) -> Tensor:
         norm = torch.linalg.vector_norm(x, dim=1, keepdim=True)
-        inv = 1.0 / norm.clamp_min(1e-12)  # same eps as F.normalize
+        ctx.scales = None
+        if norms_out_of_range(norm[:, 0] ** 2, x, per_row=True):
+            ctx.scales = row_scales(x)
+            x = x / ctx.scales
+            norm = torch.linalg.vector_norm(x, dim=1, keepdim=True)
+        # 1 / |x_i|, 0 for a zero row (no 1 / eps: a zero row's gradient would be ~1e12, inf in float16)
+        nonzero = norm > 0
+        inv = torch.where(nonzero, 1.0 / norm.clamp_min(torch.finfo(norm.dtype).tiny), torch.zeros_like(norm))
         self_sim = (norm * inv) ** 2
         n = inv * m
         p = _mt_x(n, x)
         h = x @ p.T  # (B, C)
-        ctx.save_for_backward(x, m, inv, self_sim, norm > 1e-12, p, h)
+        ctx.save_for_backward(x, m, inv, self_sim, nonzero, p, h)
         return inv * h - self_sim * m
 
     @staticmethod
@@ -101,11 +112,14 @@ class _CosineAdjacencyTimes(torch.autograd.Function):
             dr = (grad * h + dn * m).sum(dim=1, keepdim=True)
             dx = torch.cat([rg, n], dim=1) @ torch.cat([p, dp], dim=0)
             dx.addcmul_(x, -(inv**3) * dr * above_eps)
+            if ctx.scales is not None:  # x was divided by its row scales
+                dx = dx / ctx.scales
         if ctx.needs_input_grad[1]:
             dm = inv * dn - self_sim * grad
         return dx, dm
 
 
+@full_precision
 def label_variation_power(
     x: Tensor, y: Tensor, m: int = 2, k: int | None = None, normalized: bool = False, k_counts_self: bool = False
 ) -> Tensor:
@@ -194,6 +208,7 @@ def _label_variation_power(flat: Tensor, v: Tensor, m: int, k: int | None, norma
     return sigma
 
 
+@full_precision
 def label_variation_power_dense(
     x: Tensor, y: Tensor, m: int = 2, k: int | None = None, normalized: bool = False, k_counts_self: bool = False
 ) -> Tensor:
@@ -261,6 +276,7 @@ class SmoothnessRegularizer(nn.Module):
         self.k_counts_self = k_counts_self
         self.gather = check_gather(gather)
 
+    @full_precision  # float32 geometry also under autocast (half features are upcast by the checks)
     def variations(self, features: Sequence[Tensor], y: Tensor) -> Tensor:
         """(L,) label variation of each layer (over the gathered batch when ``gather="global"``)."""
         feats = as_feature_list(features, "features")
