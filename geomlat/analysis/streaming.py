@@ -19,7 +19,7 @@ Memory bound (N samples, layer of d = C * S values, k candidates, storage dtype 
   Per channel, channels are solved in groups of ``max(1, max_nodes // N)`` so the stacked candidates and
   weights stay at about ``max_nodes * k`` values each.
 
-For N = 50,000, d = 64, k = 30: 12.8 MiB of float32 features, 25.6 MiB in float64, 11.4 MiB of
+For N = 50,000, d = 64, k = 30: 12.2 MiB of float32 features, 24.4 MiB in float64, 11.4 MiB of
 candidates, 11.4 MiB of weights and a 256 MiB tile.
 """
 from __future__ import annotations
