@@ -109,7 +109,7 @@ def test_monitor_logs_through_csv_logger_and_matches_a_direct_computation(tmp_pa
     module.train()
     again = monitor.measure(module)
     assert module.training and student.training and not teacher.training
-    assert again["geom/label_variation/model.4"] == pytest.approx(want[("lv", "model.4")], rel=1e-9)
+    assert again["geom/label_variation/model.4"] == pytest.approx(want[("lv", "model.4")], rel=1e-5)
 
 
 def test_monitor_every_n_steps_writes_to_the_loggers(tmp_path):
