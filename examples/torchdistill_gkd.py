@@ -45,7 +45,7 @@ def main(config_path=Path(__file__).with_name("torchdistill_gkd.yaml"), teacher_
             loss = box.forward_process(x, y, supp)
             box.post_forward_process(loss=loss)
         box.post_epoch_process()
-        print(f"epoch {epoch + 1}: last loss {float(loss):.4f}, student accuracy {accuracy(student, box.val_data_loader):.3f}")
+        print(f"epoch {epoch + 1}: last loss {float(loss.detach()):.4f}, student accuracy {accuracy(student, box.val_data_loader):.3f}")
     return accuracy(student, box.val_data_loader)
 
 
