@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..capture import LatentCapture
+from ..capture import LatentCapture, OutputKey, select_logits
 from ..graphs import batch_scale, class_mask, knn_mask, latent_adjacency, normalize_adjacency, similarity, squared_distances
 from .._checks import check_choice, check_features, check_k, check_labels, full_precision, upcast_half
 from ._common import check_gather, check_pairs, gather_global
@@ -358,6 +358,10 @@ class Distiller(nn.Module):
         pairs: ``[(teacher_layer, student_layer), ...]`` module names (see ``named_modules()``), captured
             with :class:`geomlat.LatentCapture`; depths may differ.
         task_weight: weight of the cross-entropy term ``"task"``.
+        output_key: which part of the student's forward output is the logits when it is not a Tensor
+            (Hugging Face ``ModelOutput``, dict, tuple; see :func:`geomlat.select_logits`): ``None`` =
+            ``.logits`` / ``["logits"]`` / the first Tensor of a tuple; or a field name or an index.
+        teacher_output_key: the same for the teacher (default: ``output_key``).
 
     Every weight must be a finite number >= 0 (NaN, Inf or a negative weight raise ``ValueError`` naming
     the term).
@@ -372,8 +376,12 @@ class Distiller(nn.Module):
         terms: Mapping[str, tuple[nn.Module, float]],
         pairs: Sequence[tuple[str, str]] = (),
         task_weight: float = 1.0,
+        output_key: OutputKey = None,
+        teacher_output_key: OutputKey = None,
     ):
         super().__init__()
+        self.output_key = output_key
+        self.teacher_output_key = output_key if teacher_output_key is None else teacher_output_key
         self.model = student
         self.teacher = teacher
         for p in self.teacher.parameters():
@@ -424,11 +432,13 @@ class Distiller(nn.Module):
                     t_logits = self.teacher(x)
             else:
                 t_out, t_logits = {}, self.teacher(x)
+            t_logits = select_logits(t_logits, self.teacher_output_key)
         if s_names:
             with LatentCapture(self.model, s_names) as s_out:
                 s_logits = self.model(x)
         else:
             s_out, s_logits = {}, self.model(x)
+        s_logits = select_logits(s_logits, self.output_key)
         missing = [n for n in t_names if n not in t_out] + [n for n in s_names if n not in s_out]
         if missing:
             raise RuntimeError(f"layers {missing} produced no output during the forward pass")
