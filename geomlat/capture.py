@@ -144,9 +144,14 @@ class LatentCapture:
     module instead.
 
     Example:
-        >>> with LatentCapture(model, ["layer1", "layer3"]) as feats:
-        ...     logits = model(x)
-        >>> feats["layer1"].shape  # doctest: +SKIP
+        >>> import torch
+        >>> model = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 3))
+        >>> with LatentCapture(model, ["1", "2"]) as feats:
+        ...     logits = model(torch.rand(5, 4))
+        >>> list(feats), tuple(feats["1"].shape), bool((feats["1"] >= 0).all())
+        (['1', '2'], (5, 8), True)
+        >>> torch.equal(feats["2"], logits)
+        True
     """
 
     def __init__(self, model: nn.Module, layers: Iterable[str], detach: bool = False,

@@ -1,10 +1,15 @@
 """Distances between two LGGs on the same vertices, as a registry users extend by decorator.
 
 Example:
-    >>> @register_distance("l1")
+    >>> from geomlat.graphs import latent_graph, to_dense
+    >>> @register_distance("l1_example")
     ... def l1(g1, g2):
     ...     return (to_dense(g1) - to_dense(g2)).abs().sum()
-    >>> graph_distance(g1, g2, metric="l1")  # doctest: +SKIP
+    >>> x = torch.rand(12, 4)
+    >>> g1, g2 = latent_graph(x, k=3), latent_graph(x.flip(0), k=3)
+    >>> float(graph_distance(g1, g1, metric="l1_example")), float(graph_distance(g1, g2, metric="l1_example")) > 0
+    (0.0, True)
+    >>> _ = DISTANCES.pop("l1_example")  # leave the registry as it was
 """
 from __future__ import annotations
 

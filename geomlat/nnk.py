@@ -537,7 +537,8 @@ def nnk_graph(
     return data
 
 
-def nnk_interpolation(x: Tensor, labels: Tensor, k: int, **nnk_options) -> tuple[Tensor, float]:
+def nnk_interpolation(x: Tensor, labels: Tensor, k: int, result: NNKResult | None = None,
+                      **nnk_options) -> tuple[Tensor, float]:
     """Leave-one-out NNK label interpolation (Shekkizhar & Ortega, Asilomar 2021; ``papers/004``).
 
     ``y_hat_i = sum_j theta_ij y_j / sum_j theta_ij`` over i's own NNK neighbours (i is never its own
@@ -546,6 +547,8 @@ def nnk_interpolation(x: Tensor, labels: Tensor, k: int, **nnk_options) -> tuple
 
     Args:
         x: (N, ...) features; labels: (N,) integer classes; ``nnk_options``: see :func:`nnk_weights`.
+        result: the NNK solution of ``x`` already computed with these options (``nnk_weights(x, k, ...)``,
+            e.g. ``ManifoldGraphMetrics(...).fit(x).nnk_``): reused instead of solving again.
 
     Returns:
         ``(predictions (N, C) soft labels (rows sum to 1), classification error in [0, 1])``; the predicted
@@ -553,7 +556,11 @@ def nnk_interpolation(x: Tensor, labels: Tensor, k: int, **nnk_options) -> tuple
     """
     flat = check_features(x)
     y = check_labels(labels, flat.shape[0]).to(flat.device)
-    result = nnk_weights(flat, k, **nnk_options)
+    if result is None:
+        result = nnk_weights(flat, k, **nnk_options)
+    elif tuple(result.neighbors.shape) != (flat.shape[0], k):
+        raise ValueError(f"result must be the NNK solution of x with k = {k}: neighbors of shape "
+                         f"({flat.shape[0]}, {k}), got {tuple(result.neighbors.shape)}")
     pred = nnk_loo_predictions(result, y)
     error = float((pred.argmax(1) != y).double().mean())
     return pred.to(flat.dtype), error

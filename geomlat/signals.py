@@ -39,7 +39,8 @@ def laplacian(g: Data, kind: str = "combinatorial") -> Tensor:
     check_choice(kind, "kind", LAPLACIANS)
     normalization = None if kind == "combinatorial" else kind
     index, weight = get_laplacian(g.edge_index, edge_weights(g), normalization=normalization, num_nodes=g.num_nodes)
-    return torch.sparse_coo_tensor(index, weight, (g.num_nodes, g.num_nodes), check_invariants=False).coalesce()
+    return torch.sparse_coo_tensor(index, weight, (g.num_nodes, g.num_nodes), check_invariants=False,
+                                   device=weight.device).coalesce()
 
 
 def signal_variation(g: Data, signal: Tensor) -> Tensor:

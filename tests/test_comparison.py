@@ -73,3 +73,28 @@ def test_compare_models_and_plot(tmp_path):
     assert model.training  # mode restored
     out = plot_similarity_heatmaps(res, tmp_path / "figs" / "sim.png")
     assert out.exists() and out.stat().st_size > 1000
+
+
+def test_analysis_figures_written_by_the_main_process_only(tmp_path, monkeypatch):
+    """Under main_process_writes (the study runner under torchrun) a rank other than 0 writes no figure file
+    (and leaves no temporary file); rank 0 writes it, in the format of the suffix, and every rank closes it."""
+    import matplotlib.pyplot as plt
+
+    from geomlat.analysis.layerwise import plot_layer_curves
+    from geomlat.engine import dist
+
+    values = {"model": {"l1": 0.5, "l2": 0.25}}
+    res = {"lgg": {"matrix": torch.eye(2, dtype=torch.float64), "layers_a": ["a", "b"], "layers_b": ["c", "d"]}}
+    monkeypatch.setattr(dist, "is_main_process", lambda: False)
+    with dist.main_process_writes():
+        assert plot_layer_curves(values, tmp_path / "r1" / "curves.png") == tmp_path / "r1" / "curves.png"
+        plot_similarity_heatmaps(res, tmp_path / "r1" / "sim.png")
+    assert not (tmp_path / "r1").exists() or not any((tmp_path / "r1").iterdir())
+    assert plt.get_fignums() == []
+    monkeypatch.setattr(dist, "is_main_process", lambda: True)
+    with dist.main_process_writes():
+        png = plot_layer_curves(values, tmp_path / "r0" / "curves.png")
+        pdf = plot_similarity_heatmaps(res, tmp_path / "r0" / "sim.pdf")
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and pdf.read_bytes()[:5] == b"%PDF-"
+    assert sorted(p.name for p in (tmp_path / "r0").iterdir()) == ["curves.png", "sim.pdf"]
+    assert plt.get_fignums() == []

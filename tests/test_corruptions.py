@@ -12,7 +12,7 @@ from scipy import ndimage
 from sklearn.datasets import load_digits, load_sample_images
 
 from geomlat.robustness import corruptions as C
-from geomlat.robustness.corruptions import CORRUPTION_NAMES, NON_MONOTONE, RANDOM_CORRUPTIONS, corrupt
+from geomlat.robustness.corruptions import CORRUPTION_NAMES, NON_MONOTONE, RANDOM_CORRUPTIONS, SEVERITIES, corrupt
 
 
 def structured(b: int, c: int, h: int, seed: int = 0) -> np.ndarray:
@@ -234,3 +234,41 @@ def test_bad_inputs():
         C.CORRUPTIONS["fog"](x, 1, "seed")
     with pytest.raises(ValueError, match="scale"):
         corrupt(x, "fog", 1, scale=-1.0)
+
+
+def test_to_uint8_stores_as_cifar10c():
+    # CIFAR-10-C stores np.uint8(255 * clip(output)): truncation, even where the fraction is >= 0.5; the
+    # corruptions whose reference output is already 8-bit (ImageMagick, Pillow) are rounded by those libraries
+    levels = np.array([0.0, 3.6, 100.75, 200.99, 254.6, 255.0]) / 255.0
+    x = np.concatenate([levels, [-0.2, 1.3]]).reshape(1, 1, 2, 4)
+    want_trunc = np.array([0, 3, 100, 200, 254, 255, 0, 255])
+    want_round = np.array([0, 4, 101, 201, 255, 255, 0, 255])
+    for name in CORRUPTION_NAMES:
+        want = want_round if C.STORAGE_ROUNDING[name] == "round" else want_trunc
+        out = C.to_uint8(x, name)
+        assert out.dtype == np.uint8 and out.shape == x.shape
+        np.testing.assert_array_equal(out.ravel(), want)
+        t = C.to_uint8(torch.from_numpy(x), name)
+        assert t.dtype == torch.uint8 and np.array_equal(t.numpy(), out)
+    assert {n for n, r in C.STORAGE_ROUNDING.items() if r == "round"} == {"motion_blur", "pixelate", "jpeg_compression"}
+    # a JPEG output (already k / 255) is stored at its own level, not one below
+    jpg = corrupt(IMAGE_SETS["smooth32_rgb"][:2], "jpeg_compression", 3, seed=0)
+    np.testing.assert_allclose(C.to_uint8(jpg, "jpeg_compression") / 255.0, jpg, atol=1e-12)
+    with pytest.raises(KeyError, match="unknown corruption"):
+        C.to_uint8(x, "spatter")
+    with pytest.raises(TypeError, match="floating-point"):
+        C.to_uint8(x.astype(np.uint8), "contrast")
+
+
+def test_snow_layer_requantized_after_motion_blur():
+    # the reference decodes the motion-blurred snow layer from ImageMagick's 8-bit PNG (levels k / 255). On a
+    # black image the output is (1 - blend) * 0.5 + layer + rot180(layer) wherever it is not clipped, so
+    # 255 * (output - (1 - blend) * 0.5) must be an integer (a sum of two 8-bit levels)
+    x = np.zeros((6, 1, 32, 32))
+    for severity in SEVERITIES:
+        blend = C.CIFAR10C_PARAMS["snow"][severity - 1][6]
+        out = corrupt(x, "snow", severity, seed=severity)
+        free = out < 1.0
+        levels = 255.0 * (out[free] - (1 - blend) * 0.5)
+        assert free.mean() > 0.5 and (levels > 0.5).mean() > 0.05  # snow is present
+        np.testing.assert_allclose(levels, np.round(levels), atol=1e-6)

@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from geomlat.robustness import corrupt, corruption_errors, error_rate, evaluate_corruptions, mce
+from geomlat.robustness import CORRUPTION_NAMES, corrupt, corruption_errors, error_rate, evaluate_corruptions, mce
 
 MODEL = {"fog": [0.10, 0.20, 0.30], "snow": [0.05, 0.05, 0.10]}
 BASE = {"fog": [0.20, 0.30, 0.50], "snow": [0.10, 0.20, 0.30]}
@@ -100,3 +100,26 @@ def test_evaluate_restores_mode():
     e1 = evaluate_corruptions(model, x, y, names=["contrast"], severities=[2])
     e2 = evaluate_corruptions(model, x, y, names=["contrast"], severities=[2])
     assert e1 == e2 and model.training  # eval mode inside (deterministic), train mode restored
+
+
+def test_evaluate_corruptions_on_8bit_images_like_cifar10c():
+    # uint8=True: the classifier sees floor(255 * output) / 255 (np.uint8 truncation, CIFAR-10-C's storage);
+    # motion blur, 8-bit in the reference through ImageMagick, is rounded instead
+    torch.manual_seed(0)
+    x = torch.rand(12, 3, 8, 8)
+    y = torch.zeros(12, dtype=torch.long)
+    seen = []
+
+    def record(b):
+        seen.append(b.clone())
+        return torch.zeros(len(b), dtype=torch.long)
+
+    evaluate_corruptions(record, x, y, names=["gaussian_noise", "motion_blur"], severities=[3], seed=5, batch_size=12,
+                         uint8=True)
+    for k, (name, offset) in enumerate([("gaussian_noise", 0.0), ("motion_blur", 0.5)]):
+        rng = np.random.default_rng([5, CORRUPTION_NAMES.index(name), 3])
+        ref = corrupt(x.double(), name, 3, rng)
+        assert seen[k].dtype == x.dtype
+        assert torch.equal(seen[k], (torch.floor(255 * ref + offset) / 255).float())
+        if offset == 0.0:  # differs from rounding on about half of the entries
+            assert (torch.round(255 * ref) != torch.floor(255 * ref)).float().mean() > 0.3

@@ -171,6 +171,38 @@ def test_layer_geometry_spectrum_against_numpy():
     assert geo["nnk_loo_error"] == nnk_interpolation(x.double(), y, 6, kernel="cosine")[1]
 
 
+def test_layer_geometry_solves_nnk_once(monkeypatch):
+    """One NNK solve per layer, shared by the interpolation error and the manifold metrics; every value equal
+    to the two separate solves (the interpolation and ManifoldGraphMetrics computed on their own)."""
+    import geomlat.analysis.manifold as am
+    import geomlat.nnk as nnk_module
+    from geomlat.analysis import ManifoldGraphMetrics
+
+    gen = torch.Generator().manual_seed(2)
+    y = torch.arange(3).repeat(15)
+    x = torch.rand(45, 10, generator=gen) + 0.6 * torch.eye(3, 10)[y]
+    for kernel in ("cosine", "rbf"):
+        _, err = nnk_interpolation(x.double(), y, 7, kernel=kernel)
+        mgm = ManifoldGraphMetrics(k=7, kernel=kernel).fit(x.double())
+        calls = []
+        real = nnk_module.nnk_weights
+
+        def counting(*a, **kw):
+            calls.append(1)
+            return real(*a, **kw)
+
+        monkeypatch.setattr(am, "nnk_weights", counting)
+        monkeypatch.setattr(nnk_module, "nnk_weights", counting)
+        geo = layer_geometry(x, y, num_classes=3, nnk_k=7, graph_k=5, kernel=kernel)
+        monkeypatch.undo()
+        assert len(calls) == 1
+        assert geo["nnk_loo_error"] == err
+        assert geo["nnk_neighbors"] == mgm.summary_["n_neighbors_mean"]
+        assert geo["diameter"] == mgm.summary_["diameter_mean"] and geo["local_dim"] == mgm.summary_["local_dim_mean"]
+    with pytest.raises(ValueError, match="NNK solution of x"):
+        nnk_interpolation(x, y, 5, result=mgm.nnk_)
+
+
 # ------------------------------------------------------------------------------ end to end
 def test_tiny_run_records_match_the_snapshots(tmp_path):
     summary = run_study(tiny_spec(), "quick", out_root=tmp_path, progress=False, log=lambda s: None)

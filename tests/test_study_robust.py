@@ -110,3 +110,31 @@ def test_paper_profile_one_batch_smoke(tmp_path):
     cfg = json.loads((tmp_path / "runs" / "robust" / "paper" / "regularizer_s0" / "config.json").read_text())
     assert cfg["model"]["model"] == "preact_resnet18" and cfg["objective"] == "smoothness"
     assert (tmp_path / "results" / "robust" / "table.md").exists()
+
+
+def test_corrupted_sets_stored_truncated_like_cifar10c(tmp_path):
+    # two-valued images: contrast (severity 2, factor 0.5) maps them to 100.75 / 255 and 150.75 / 255, whose
+    # 8-bit storage in CIFAR-10-C is np.uint8 truncation: 100 and 150 (rounding would give 101 and 151)
+    from geomlat.studies.robust import corrupted_sets
+
+    a, b = 75.75 / 255, 175.75 / 255
+    x = torch.full((3, 1, 4, 4), a, dtype=torch.float32)
+    x[:, :, :, 2:] = b
+    xd = x.double()
+    m = xd.mean(dim=(2, 3), keepdim=True)
+    want = torch.floor(255 * ((xd - m) * 0.5 + m)).to(torch.uint8)  # dense formula of the reference
+    assert set(want.unique().tolist()) == {100, 150}
+    sets = list(corrupted_sets(x, ["contrast", "motion_blur"], [2], seed=0, cache_dir=tmp_path))
+    assert torch.equal(torch.round(sets[0][2] * 255).to(torch.uint8), want)
+    assert torch.equal(load_checkpoint(tmp_path / "contrast_2.pt")["images"], want)
+    # motion blur is 8-bit in the reference (ImageMagick rounds): rounded, from the same random stream
+    from geomlat.robustness import corrupt
+    from geomlat.robustness.corruptions import CORRUPTION_NAMES
+
+    ref = corrupt(xd, "motion_blur", 2, np.random.default_rng([0, CORRUPTION_NAMES.index("motion_blur"), 2]))
+    assert torch.equal(load_checkpoint(tmp_path / "motion_blur_2.pt")["images"], torch.floor(255 * ref + 0.5).to(torch.uint8))
+    # a set cached under the old storage rule (no "storage" key) is recomputed, not reused
+    old = {"images": want + 1, "n": 3, "seed": 0}
+    torch.save(old, tmp_path / "contrast_2.pt")
+    again = next(iter(corrupted_sets(x, ["contrast"], [2], seed=0, cache_dir=tmp_path)))
+    assert torch.equal(torch.round(again[2] * 255).to(torch.uint8), want)

@@ -1,24 +1,25 @@
-"""Saving analysis figures: atomically (temp file in the same folder, then ``os.replace``)."""
+"""Saving analysis figures: atomically (:mod:`geomlat.engine.io`), on the main process only under
+:func:`geomlat.engine.dist.main_process_writes` (the other ranks close the figure and write nothing)."""
 from __future__ import annotations
 
-import os
-import tempfile
+import io
 from pathlib import Path
+
+from ..engine.io import atomic_write_bytes
 
 
 def save_pyplot_figure(fig, path: str | Path) -> Path:
-    """Write a pyplot ``fig`` to ``path`` (format from the suffix), then close it; returns the path."""
+    """Write a pyplot ``fig`` to ``path`` (format from the suffix), then close it; returns the path.
+
+    The figure is rendered in memory and written with :func:`geomlat.engine.io.atomic_write_bytes`, so
+    inside :func:`geomlat.engine.dist.main_process_writes` only rank 0 writes the file.
+    """
     import matplotlib.pyplot as plt
 
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=path.suffix)
-    os.close(fd)
     try:
-        fig.savefig(tmp)
-        os.replace(tmp, path)
+        buf = io.BytesIO()
+        fig.savefig(buf, format=path.suffix[1:].lower() or None)
+        return atomic_write_bytes(path, buf.getvalue())
     finally:
         plt.close(fig)
-        if os.path.exists(tmp):
-            os.remove(tmp)
-    return path

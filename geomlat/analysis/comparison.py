@@ -92,7 +92,7 @@ def layer_similarity(
     check_choice(method, "method", METHODS)
     if not feats_a or not feats_b:
         raise ValueError("feats_a and feats_b must be non-empty dicts {layer name: (B, ...) tensor}")
-    out = torch.zeros(len(feats_a), len(feats_b), dtype=torch.float64)
+    out = torch.zeros(len(feats_a), len(feats_b), dtype=torch.float64, device="cpu")  # Python floats
     for i, xa in enumerate(feats_a.values()):
         for j, xb in enumerate(feats_b.values()):
             if xa.shape[0] != xb.shape[0]:

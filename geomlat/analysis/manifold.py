@@ -61,7 +61,7 @@ class ManifoldGraphMetrics:
         outs = [[], [], [], []]
         for s in range(0, n, self.node_chunk):  # bound the (chunk, k, d) memory
             sl = slice(s, min(n, s + self.node_chunk))
-            idx = torch.arange(sl.start, sl.stop)
+            idx = torch.arange(sl.start, sl.stop, device=flat.device)
             part = _polytope_stats_rows(points, unit, idx, res.neighbors[sl], mask[sl], self.energy, self.n_directions)
             for o, p in zip(outs, part):
                 o.append(p)
@@ -122,7 +122,7 @@ def geometric_stability(features_a: Tensor, features_b: Tensor, k: int = 10, **n
     ra, rb = nnk_weights(fa, k, **nnk_options), nnk_weights(fb, k, **nnk_options)
 
     def dense_rows(r: NNKResult) -> Tensor:
-        w = torch.zeros(n, n, dtype=torch.float64)
+        w = torch.zeros(n, n, dtype=torch.float64, device="cpu")  # gathered on the CPU
         w.scatter_(1, r.neighbors.cpu(), r.weights.double().cpu())
         return w
 
@@ -185,8 +185,8 @@ def augmentation_invariance(
     n = base.shape[0]
     # all points of one system: [base_i, aug_i1..aug_in]; centre index 0, candidates 1..n_aug
     pts = _prepare_points(torch.cat([base[:, None], augs], 1).reshape(n * (n_aug + 1), -1).double(), kernel)
-    offsets = torch.arange(n) * (n_aug + 1)
-    cand = offsets[:, None] + torch.arange(1, n_aug + 1)[None, :]
+    offsets = torch.arange(n, device=pts.device) * (n_aug + 1)
+    cand = offsets[:, None] + torch.arange(1, n_aug + 1, device=pts.device)[None, :]
     K, b, _ = _kernel_blocks(pts, offsets, cand, kernel, 1.0 if kernel == "rbf" else None)
     theta, _ = solve_nnk_exact(K, b)
     mask = theta > 1e-10

@@ -15,8 +15,10 @@ from .corruptions import (
     RANDOM_CORRUPTIONS,
     SEVERITIES,
     SMALL_IMAGE_NOTES,
+    STORAGE_ROUNDING,
     corrupt,
     frost_texture,
+    to_uint8,
 )
 from .mce import corruption_errors, error_rate, evaluate_corruptions, mce
 from .parseval import ParsevalRetraction, parseval_step, project_aggregation_weights, project_simplex
@@ -32,6 +34,7 @@ __all__ = [
     "RANDOM_CORRUPTIONS",
     "SEVERITIES",
     "SMALL_IMAGE_NOTES",
+    "STORAGE_ROUNDING",
     "adversarial_objective",
     "corrupt",
     "corruption_errors",
@@ -46,4 +49,5 @@ __all__ = [
     "project_aggregation_weights",
     "project_simplex",
     "snr_to_eps",
+    "to_uint8",
 ]

@@ -34,8 +34,9 @@ light blue for 3 channels only.
 Other differences for every corruption (beyond :data:`APPROXIMATIONS`): the random streams are not those
 of the reference (global ``np.random``), so individual images differ while the distributions match; and
 outputs stay floating point instead of being quantized to uint8 (except JPEG, which is 8-bit by nature,
-and the two 8-bit steps that are part of the reference algorithms: glass blur after its first blur and
-the snow layer before its motion blur).
+and the 8-bit steps inside the reference algorithms: glass blur after its first blur, the snow layer
+before its motion blur (truncated, ``np.uint8``) and after it (rounded, as ImageMagick writes the 8-bit PNG
+that the reference decodes)). :func:`to_uint8` stores outputs in 8 bits as CIFAR-10-C does.
 """
 from __future__ import annotations
 
@@ -263,6 +264,11 @@ def _motion_blur(img: Array, radius: float, sigma: float, angle: float) -> Array
     return out
 
 
+def _imagemagick_8bit(x: Array) -> Array:
+    """Values in [0, 1] as ImageMagick writes them to an 8-bit PNG: clamped, rounded half up to k / 255."""
+    return np.floor(np.clip(x, 0.0, 1.0) * 255.0 + 0.5) / 255.0
+
+
 def _gray(x: Array) -> Array:
     """(B, C, H, W) -> (B, 1, H, W) gray level (ITU-R 601 for 3 channels, the mean otherwise)."""
     if x.shape[1] == 3:
@@ -359,6 +365,7 @@ def _snow(x, c, rng, s):
     layer = (np.clip(layer, 0, 1) * 255).astype(np.uint8) / 255.0  # the reference's 8-bit PNG
     angles = rng.uniform(-135, -45, size=bsz)
     layer = np.stack([_motion_blur(img, c[4] * s, c[5] * s, a) for img, a in zip(layer, angles)])
+    layer = _imagemagick_8bit(layer)  # the reference decodes the blurred layer from ImageMagick's 8-bit PNG
     x = c[6] * x + (1 - c[6]) * np.maximum(x, _gray(x) * 1.5 + 0.5)
     return x + layer + layer[..., ::-1, ::-1]  # np.rot90(layer, k=2)
 
@@ -509,6 +516,53 @@ RANDOM_CORRUPTIONS = frozenset(
 
 
 # ----------------------------------------------------------------------------- public API
+
+#: How CIFAR-10-C turns each corruption's output into 8 bits (``make_cifar_c.py`` stores
+#: ``np.uint8(output)``): "truncate" where the reference's output is a float in [0, 255] (``np.uint8``
+#: truncates it); "round" where it is already 8-bit from an 8-bit library (ImageMagick's motion blur, Pillow's
+#: BOX resize of an RGB image and its JPEG codec, which all round). geomlat's pixelate resizes in floating
+#: point and rounds once at the end, where Pillow rounds after each of its two resizes (at most 1 level apart).
+STORAGE_ROUNDING: dict[str, str] = {
+    name: ("round" if name in ("motion_blur", "pixelate", "jpeg_compression") else "truncate") for name in _CORES
+}
+
+
+def to_uint8(images, name: str):
+    """Store corrupted ``images`` (B, C, H, W) in [0, 1] in 8 bits as CIFAR-10-C stores corruption ``name``.
+
+    ``uint8 = floor(255 * clip(images, 0, 1))`` (``np.uint8`` of the reference's float output) or, for the
+    corruptions whose reference output is already 8-bit (:data:`STORAGE_ROUNDING`),
+    ``floor(255 * clip(images, 0, 1) + 0.5)``. Computed in float64; pass float64 outputs of :func:`corrupt` to
+    truncate exactly as the reference (a float32 output can sit a rounding error from an integer level).
+
+    Args:
+        images: float tensor or array (B, C, H, W), the output of :func:`corrupt`.
+        name: the corruption that produced them (one of :data:`CORRUPTION_NAMES`).
+
+    Returns:
+        uint8 tensor (same device) or array of the same shape; ``out / 255`` gives the stored images.
+
+    Example:
+        >>> import numpy as np
+        >>> x = np.full((1, 1, 1, 2), 0.5)  # 255 * 0.5 = 127.5
+        >>> to_uint8(x, "contrast").ravel().tolist(), to_uint8(x, "jpeg_compression").ravel().tolist()
+        ([127, 127], [128, 128])
+    """
+    if name not in STORAGE_ROUNDING:
+        raise KeyError(f"unknown corruption {name!r}; valid names: {list(CORRUPTION_NAMES)}")
+    if isinstance(images, torch.Tensor):
+        if not images.is_floating_point():
+            raise TypeError(f"images must be a floating-point tensor in [0, 1], got dtype {images.dtype}")
+        return torch.from_numpy(to_uint8(images.detach().cpu().to(torch.float64).numpy(), name)).to(images.device)
+    if not isinstance(images, np.ndarray) or not np.issubdtype(images.dtype, np.floating):
+        raise TypeError(f"images must be a floating-point tensor or numpy array in [0, 1], got {type(images).__name__}")
+    if not np.isfinite(images).all():
+        raise ValueError("images contain NaN or Inf values")
+    levels = np.clip(images.astype(np.float64), 0.0, 1.0) * 255.0
+    if STORAGE_ROUNDING[name] == "round":
+        levels = levels + 0.5
+    return np.floor(levels).astype(np.uint8)
+
 
 def _to_numpy(images) -> tuple[Array, Callable[[Array], object]]:
     """Validate (B, C, H, W) images in [0, 1]; return a float64 copy and a function restoring the input type."""

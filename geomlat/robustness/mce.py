@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from .corruptions import CORRUPTION_NAMES, CORRUPTIONS, SEVERITIES, corrupt
+from .corruptions import CORRUPTION_NAMES, CORRUPTIONS, SEVERITIES, corrupt, to_uint8
 
 ErrorTable = Mapping[str, Sequence[float]]
 
@@ -176,6 +176,7 @@ def evaluate_corruptions(
     batch_size: int = 256,
     device: str | torch.device | None = None,
     scale: float | None = None,
+    uint8: bool = False,
 ) -> dict[str, list[float]]:
     """Error (fraction in [0, 1]) of a classifier on every corruption and severity of a test set.
 
@@ -191,6 +192,9 @@ def evaluate_corruptions(
             (results depend on ``batch_size`` for random corruptions).
         batch_size: images corrupted and classified at a time.
         scale: pixel scale passed to the corruptions (default min(H, W) / 32).
+        uint8: classify the corrupted images as CIFAR-10-C stores them, 8-bit (:func:`.corruptions.to_uint8`:
+            truncated, or rounded where the reference's output is already 8-bit; what the ``robust`` and
+            ``embed`` studies evaluate), instead of the floating-point outputs.
 
     Returns:
         {name: [error at each severity]}, an error table for :func:`mce`.
@@ -211,7 +215,12 @@ def evaluate_corruptions(
             rng = np.random.default_rng([seed, CORRUPTION_NAMES.index(name), severity])
             wrong = 0
             for start in range(0, images.shape[0], batch_size):
-                batch = corrupt(images[start:start + batch_size], name, severity, rng, scale=scale)
+                clean = images[start:start + batch_size]
+                if uint8:
+                    out = to_uint8(corrupt(clean.double(), name, severity, rng, scale=scale), name)
+                    batch = out.to(clean.dtype) / 255.0
+                else:
+                    batch = corrupt(clean, name, severity, rng, scale=scale)
                 pred = predict(batch).cpu()
                 wrong += int((pred != labels[start:start + batch_size].cpu()).sum())
             table[name].append(wrong / images.shape[0])

@@ -36,7 +36,7 @@ from ..engine.io import atomic_save, atomic_write_text, load_checkpoint
 from ..losses.embedding import LabelVariationLoss
 from ..losses.objectives import BottleneckCrossEntropy, LabelVariationObjective
 from .figures import save_figure
-from .robust import (IMAGE_SHAPES, build, corrupted_sets, corruption_fields, corruption_notes, data_fields, load_splits,
+from .robust import (IMAGE_SHAPES, STORAGE_VERSION, build, corrupted_sets, corruption_fields, corruption_notes, data_fields, load_splits,
                      mce_pair, model_fields, subset, train_config)
 from .runner import StudyContext, StudyKind, register_study_kind
 from .spec import Fields, SpecError
@@ -185,7 +185,7 @@ class EmbedStudy(StudyKind):
 
     def _evaluate(self, spec, ctx, run_dir: Path, objective, splits, x_cor, y_cor) -> dict[str, Any]:
         path = run_dir / "eval.json"
-        if path.exists():
+        if path.exists() and read_json(path).get("storage") == STORAGE_VERSION:  # else made on other corrupted sets
             return read_json(path)
         device = next(objective.parameters()).device
         objective.load_state_dict(load_checkpoint(run_dir / "checkpoint.pt", map_location=device)["objective"])
@@ -207,7 +207,7 @@ class EmbedStudy(StudyKind):
             return out
 
         result: dict[str, Any] = {"clean": errors(x_te, y_te), "clean_cor": errors(x_cor, y_cor),
-                                  "corruptions": {c: {} for c in names}}
+                                  "corruptions": {c: {} for c in names}, "storage": STORAGE_VERSION}
         cor = spec["corruptions"]
         for cname, _, xc in corrupted_sets(x_cor, cor["names"], cor["severities"], cor["seed"], ctx.runs_dir / "corrupted"):
             for c, e in errors(xc, y_cor).items():

@@ -103,8 +103,8 @@ def layer_geometry(x: torch.Tensor, y: torch.Tensor, num_classes: int, nnk_k: in
     (ascending eigenvalues), "eigenvalues" (N,)}``.
     """
     x = x.detach().flatten(1).double()
-    _, nnk_error = nnk_interpolation(x, y, nnk_k, kernel=kernel)
     mgm = ManifoldGraphMetrics(k=nnk_k, kernel=kernel).fit(x)
+    _, nnk_error = nnk_interpolation(x, y, nnk_k, result=mgm.nnk_)  # one NNK solve for both (same options)
     lgg_kernel = "cosine" if kernel == "cosine_shifted" else kernel
     knn_error = float((knn_decisions(x, y, graph_k, kernel=lgg_kernel) != y).double().mean())
     g = latent_graph(x, k=graph_k, kernel=lgg_kernel)

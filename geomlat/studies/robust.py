@@ -54,6 +54,7 @@ from ..robustness import (
     corruption_errors,
     fgsm,
     pgd,
+    to_uint8,
 )
 from .common import data_fields as common_data_fields
 from .figures import PALETTE, new_figure, save_figure
@@ -67,6 +68,8 @@ __all__ = ["RobustStudy", "OBJECTIVES", "corrupted_sets", "mce_pair", "subset", 
 OBJECTIVES = ("supervised", "smoothness", "pgd")
 # sample shapes of the image data sets (for the dry run of the validation)
 IMAGE_SHAPES = {"digits": (1, 8, 8), "cifar10": (3, 32, 32)}
+#: Storage rule of the cached corrupted sets (2: CIFAR-10-C's truncation, ``to_uint8``; 1 rounded every set).
+STORAGE_VERSION = 2
 
 
 # ------------------------------------------------------------------------------------- shared helpers
@@ -125,8 +128,10 @@ def corrupted_sets(x: Tensor, names: list[str], severities: list[int], seed: int
     """Yield ``(name, severity, corrupted x)`` for every corruption and severity of images ``x`` (N, C, H, W).
 
     Each set draws from ``default_rng([seed, index of the corruption, severity])`` (as
-    :func:`geomlat.robustness.evaluate_corruptions`) and is cached in ``cache_dir`` as 8-bit images (like
-    the CIFAR-10-C files), so every model of a study sees exactly the same corrupted images.
+    :func:`geomlat.robustness.evaluate_corruptions`) and is cached in ``cache_dir`` as 8-bit images stored as
+    the CIFAR-10-C files are (:func:`geomlat.robustness.corruptions.to_uint8`: truncated, or rounded where the
+    reference's output is already 8-bit), so every model of a study sees exactly the same corrupted images.
+    A cached set written with another storage rule (:data:`STORAGE_VERSION`) is recomputed.
     """
     cache_dir.mkdir(parents=True, exist_ok=True)
     for name in names:
@@ -134,13 +139,14 @@ def corrupted_sets(x: Tensor, names: list[str], severities: list[int], seed: int
             path = cache_dir / f"{name}_{severity}.pt"
             if path.exists():
                 stored = load_checkpoint(path)
-                if stored["n"] == len(x) and stored["seed"] == seed:
+                if stored["n"] == len(x) and stored["seed"] == seed and stored.get("storage") == STORAGE_VERSION:
                     yield name, severity, stored["images"].float() / 255.0
                     continue
             rng = np.random.default_rng([seed, CORRUPTION_NAMES.index(name), severity])
-            out = torch.cat([torch.as_tensor(corrupt(x[i:i + chunk], name, severity, rng)) for i in range(0, len(x), chunk)])
-            q = (out.clamp(0, 1) * 255.0).round().to(torch.uint8)
-            atomic_save({"images": q, "n": len(x), "seed": seed}, path)
+            # float64 outputs, stored as CIFAR-10-C stores them (np.uint8 truncation; see to_uint8)
+            q = torch.cat([to_uint8(corrupt(x[i:i + chunk].double(), name, severity, rng), name)
+                           for i in range(0, len(x), chunk)])
+            atomic_save({"images": q, "n": len(x), "seed": seed, "storage": STORAGE_VERSION}, path)
             yield name, severity, q.float() / 255.0
 
 
@@ -321,7 +327,7 @@ class RobustStudy(StudyKind):
 
     def _evaluate(self, spec, ctx, run_dir: Path, objective, splits, x_att, y_att, x_cor, y_cor, config) -> dict[str, Any]:
         path = run_dir / "eval.json"
-        if path.exists():
+        if path.exists() and read_json(path).get("storage") == STORAGE_VERSION:  # else made on other corrupted sets
             return read_json(path)
         device = next(objective.parameters()).device
         objective.load_state_dict(load_checkpoint(run_dir / "checkpoint.pt", map_location=device)["objective"])
@@ -333,7 +339,8 @@ class RobustStudy(StudyKind):
 
         att, bs = spec["attacks"], spec["attacks"]["batch_size"]
         x_te, y_te = splits.test.tensors[0], splits.test.tensors[1]
-        out: dict[str, Any] = {"clean": _error_of(predict, x_te, y_te), "seconds_per_epoch": seconds_per_epoch(run_dir)}
+        out: dict[str, Any] = {"clean": _error_of(predict, x_te, y_te), "seconds_per_epoch": seconds_per_epoch(run_dir),
+                               "storage": STORAGE_VERSION}
 
         def attacked(make: Callable[[Tensor, Tensor], Tensor]) -> float:
             wrong = 0
