@@ -18,7 +18,7 @@ def layer_label_variation(
 ) -> dict[str, float]:
     """``{layer: label variation of its LGG}`` (``normalized``: divided by the total edge weight)."""
     return {
-        name: float(label_variation(latent_graph(x.detach(), k=k, kernel=kernel), labels, normalized=normalized))
+        name: float(label_variation(latent_graph(x.detach().flatten(1), k=k, kernel=kernel), labels, normalized=normalized))
         for name, x in features.items()
     }
 
