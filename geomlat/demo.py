@@ -53,7 +53,7 @@ def plot(rows: list[dict], path: Path, subtitle: str = "", k: int = 10) -> None:
     ax.set_ylabel("normalized label variation\n(share of edge weight across classes)")
     ax.set_xlabel("")
     ax.set_ylim(0, max(0.05, frame.label_variation.max() * 1.15))
-    ax.set_title(f"Label variation of the LGG per layer {subtitle}\n(cosine {k}-NN LGG, test batches of 100; bars = mean ± sd)", fontsize=9)
+    ax.set_title(f"Label variation of the LGG per layer {subtitle}\n(cosine {k}-NN LGG; dots: test batches of 100; bars: mean ± sd)", fontsize=9)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp.png")
