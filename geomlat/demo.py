@@ -46,12 +46,14 @@ def plot(rows: list[dict], path: Path, subtitle: str = "", k: int = 10) -> None:
 
     frame = pd.DataFrame(rows)
     fig, ax = plt.subplots(figsize=(5.5, 3.6))
-    sns.barplot(frame, x="layer", y="label_variation", errorbar="sd", color="#9ecae1", ax=ax)
-    sns.stripplot(frame, x="layer", y="label_variation", color="#08519c", size=4, ax=ax)
+    from .analysis._style import PALETTE
+
+    sns.barplot(frame, x="layer", y="label_variation", errorbar="sd", color=PALETTE[4], alpha=0.45, ax=ax)  # light bars
+    sns.stripplot(frame, x="layer", y="label_variation", color=PALETTE[0], size=4, ax=ax)  # one point per batch
     ax.set_ylabel("normalized label variation\n(share of edge weight across classes)")
     ax.set_xlabel("")
     ax.set_ylim(0, max(0.05, frame.label_variation.max() * 1.15))
-    ax.set_title(f"Label variation of the LGG per layer {subtitle}\n(cosine {k}-NN LGG, test batches of 100; bars = mean ± sd)", fontsize=9)
+    ax.set_title(f"Label variation of the LGG per layer {subtitle}\n(cosine {k}-NN LGG; dots: test batches of 100; bars: mean ± sd)", fontsize=9)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp.png")

@@ -25,6 +25,8 @@ inputs never take that path, so their values are unchanged.
 """
 from __future__ import annotations
 
+import warnings
+
 import torch
 from torch import Tensor
 from torch_geometric.data import Data
@@ -308,6 +310,45 @@ def latent_adjacency(
     return adj, edges
 
 
+#: ``reduce=`` options of :func:`latent_graph` for (B, T, ..., H) inputs (sequence / token dimensions).
+REDUCTIONS = (None, "mean", "first")
+_warned_sequence_flatten = False  # the flattening warning of latent_graph is given once per process
+
+
+def reduce_tokens(x: Tensor, reduce: str | None = None) -> Tensor:
+    """Reduce the token dimensions of a (B, T, ..., H) batch before it is flattened to (B, d).
+
+    Args:
+        x: (B, ...) representations.
+        reduce: ``None`` returns ``x`` unchanged (flattened later to (B, T * ... * H)); ``"mean"`` averages
+            over dimensions 1..-2 (token mean) -> (B, H); ``"first"`` keeps the first token ``x[:, 0]``
+            (a CLS token) -> (B, ..., H). Both need at least 3 dimensions.
+
+    ``reduce=None`` with a 3-D input warns once per process that the sequence dimension is flattened.
+    """
+    global _warned_sequence_flatten
+    check_choice(reduce, "reduce", REDUCTIONS)
+    if reduce is None:
+        if isinstance(x, Tensor) and x.dim() == 3 and not _warned_sequence_flatten:
+            _warned_sequence_flatten = True
+            b, t, h = x.shape
+            warnings.warn(
+                f"latent_graph: the 3-D input of shape {tuple(x.shape)} is flattened to ({b}, {t * h}), one vector "
+                "per sample. If dimension 1 is a sequence of tokens (B, T, H), pass reduce='mean' (token mean, "
+                "(B, H)) or reduce='first' (first / CLS token, (B, H)); if flattening is what you want (e.g. "
+                "Conv1d maps (B, C, L)), pass x.flatten(1) to silence this warning (given once per process)",
+                UserWarning,
+                stacklevel=3,
+            )
+        return x
+    if not isinstance(x, Tensor) or x.dim() < 3:
+        shape = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
+        raise ValueError(f"reduce={reduce!r} needs a (B, T, ..., H) tensor with a token dimension, got {shape}")
+    if reduce == "mean":
+        return x.mean(dim=tuple(range(1, x.dim() - 1)))
+    return x[:, 0]
+
+
 def latent_graph(
     x: Tensor,
     k: int | None = None,
@@ -319,11 +360,13 @@ def latent_graph(
     mask: str | None = None,
     labels: Tensor | None = None,
     power: int = 1,
+    reduce: str | None = None,
 ) -> Data:
     """Latent geometry graph of a batch of representations.
 
     Args:
-        x: (B, ...) representations of one layer; flattened to (B, d). NaN/Inf are rejected.
+        x: (B, ...) representations of one layer; flattened to (B, d) (all dimensions but the batch one,
+            e.g. (B, C, H, W) -> (B, C * H * W)). NaN/Inf are rejected.
         k: neighbours kept per vertex, ``1 <= k < B``; ``None`` keeps the full graph.
         kernel: ``"auto"`` (cosine if ``x >= 0`` everywhere, else RBF), ``"cosine"``, ``"rbf"`` or
             ``"cosine_shifted"`` (0.5 + 0.5 cos).
@@ -336,6 +379,10 @@ def latent_graph(
             needs ``labels``. Applied before normalization.
         labels: (B,) integer classes; stored as ``data.y``.
         power: smoothed graph ``A^p`` (after normalization).
+        reduce: token dimensions of a (B, T, ..., H) input, before flattening (see :func:`reduce_tokens`):
+            ``None`` (default) flattens them with the features, (B, T, H) -> (B, T * H), and warns once per
+            process for a 3-D input; ``"mean"`` averages the tokens -> (B, H); ``"first"`` keeps ``x[:, 0]``
+            (CLS token).
 
     Returns:
         ``Data(edge_index (2, E), edge_weight (E,), num_nodes=B[, y=labels])``, both directions of every
@@ -347,6 +394,7 @@ def latent_graph(
         >>> g.num_nodes, g.edge_index.shape[0]
         (8, 2)
     """
+    x = reduce_tokens(x, reduce)
     adj, edges = latent_adjacency(x, k, kernel, sigma, symmetrize, normalize, self_loops, mask, labels, power)
     edge_index = edges.nonzero().T
     data = Data(edge_index=edge_index, edge_weight=adj[edge_index[0], edge_index[1]], num_nodes=adj.shape[0])

@@ -18,7 +18,7 @@ def layer_label_variation(
 ) -> dict[str, float]:
     """``{layer: label variation of its LGG}`` (``normalized``: divided by the total edge weight)."""
     return {
-        name: float(label_variation(latent_graph(x.detach(), k=k, kernel=kernel), labels, normalized=normalized))
+        name: float(label_variation(latent_graph(x.detach().flatten(1), k=k, kernel=kernel), labels, normalized=normalized))
         for name, x in features.items()
     }
 
@@ -62,9 +62,11 @@ def plot_layer_curves(values: Mapping[str, Mapping[str, float]], path, ylabel: s
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from ._style import series_styles
+
     fig, ax = plt.subplots(figsize=(5, 3.5))
-    for model, per_layer in values.items():
-        ax.plot(list(per_layer), list(per_layer.values()), marker="o", label=model)
+    for (colour, marker), (model, per_layer) in zip(series_styles(len(values)), values.items()):
+        ax.plot(list(per_layer), list(per_layer.values()), color=colour, marker=marker, label=model)
     ax.set_ylabel(ylabel)
     ax.set_xlabel("layer")
     ax.legend()

@@ -194,8 +194,12 @@ def stream_nnk_analysis(
     """:func:`capture_dataset` then :func:`streaming_nnk_metrics` (the dataset must yield labels).
 
     Example:
-        >>> metrics = stream_nnk_analysis(model, train_set, ["layer2", "layer3"], k=15, max_samples=20000)  # doctest: +SKIP
-        >>> metrics["layer3"]["loo_error"]  # doctest: +SKIP
+        >>> from torch.utils.data import TensorDataset
+        >>> model = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 4))
+        >>> train_set = TensorDataset(torch.randn(300, 8), torch.randint(0, 4, (300,)))
+        >>> metrics = stream_nnk_analysis(model, train_set, ["1", "2"], k=10, batch_size=64)
+        >>> 0.0 <= metrics["2"]["loo_error"] <= 1.0
+        True
     """
     feats, labels = capture_dataset(model, dataset, layers, batch_size, max_samples, dtype, device)
     if labels is None:

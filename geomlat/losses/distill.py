@@ -424,6 +424,21 @@ class Distiller(nn.Module):
         return self
 
     def forward(self, x: Tensor, y: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+        """``x`` (B, ...) inputs, ``y`` (B,) integer class labels -> ``(student logits (B, C), {name: loss})``.
+
+        Raises:
+            TypeError, ValueError: ``y`` is not an integer tensor of shape (B,), B the batch size of ``x``
+            (checked before any forward pass).
+        """
+        if not isinstance(y, Tensor):
+            raise TypeError(f"Distiller: labels y must be a torch.Tensor of shape (B,), got {type(y).__name__}")
+        if isinstance(x, Tensor) and x.dim() >= 1 and (y.dim() != 1 or y.shape[0] != x.shape[0]):
+            raise ValueError(
+                f"Distiller: labels y have shape {tuple(y.shape)} but the batch x has {x.shape[0]} samples "
+                f"(x shape {tuple(x.shape)}); expected y of shape ({x.shape[0]},)"
+            )
+        if y.is_floating_point() or y.is_complex() or y.dtype == torch.bool:
+            raise TypeError(f"Distiller: labels y must hold integer class indices, got dtype {y.dtype}")
         t_names = list(dict.fromkeys(t for t, _ in self.pairs))
         s_names = list(dict.fromkeys(s for _, s in self.pairs))
         with torch.no_grad():

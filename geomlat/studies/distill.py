@@ -44,7 +44,7 @@ from ..engine.train import load_trained_model
 from ..losses import GKD, Distiller, FitNet, HintonKD, RKDAngle, RKDDistance, SimilarityPreserving
 from ..models import MODELS, build_model
 from .common import data_fields
-from .figures import PALETTE, new_figure, save_figure
+from .figures import PALETTE, new_figure, save_figure, series_styles
 from .runner import StudyContext, StudyKind, register_study_kind, run_in_processes
 from .spec import Fields, SpecError
 from .tables import Column, csv_text, median_std, write_table
@@ -506,7 +506,8 @@ class DistillStudy(StudyKind):
         a = spec["analysis"]
         # one colour per network, the same in every figure; the networks shown in the figures come first
         shown = dict.fromkeys(["teacher", spec["baseline"], *a["consistency"], *a["variation"], *a["graph_variants"], *labels])
-        colours = dict(zip((labels[m] for m in shown), sns.color_palette(PALETTE, len(shown))))
+        styles = dict(zip((labels[m] for m in shown), series_styles(len(shown))))
+        colours = {name: c for name, (c, _) in styles.items()}
         df = pd.DataFrame(analysis)
         runs = pd.DataFrame(per_run)
         paths = []
@@ -519,7 +520,7 @@ class DistillStudy(StudyKind):
             fig, ax = new_figure(width=8.0, height=4.2)
             order = [labels[m] for m in a["consistency"]]
             sns.pointplot(data=cons, x="block", y="value", hue="model", hue_order=order, ax=ax, palette=colours,
-                          errorbar=("pi", 100), dodge=0.3, markers="o", capsize=0.1, linewidth=1.5)
+                          errorbar=("pi", 100), dodge=0.3, markers=[styles[m][1] for m in order], capsize=0.1, linewidth=1.5)
             ax.set_xticks(range(len(block_names) + 1), block_names + ["output\n(predicted class)"])
             ax.set_xlabel("")
             ax.set_ylabel("agreement with the teacher")
@@ -536,7 +537,7 @@ class DistillStudy(StudyKind):
             fig, ax = new_figure(width=8.0, height=4.2)
             order = ["Teacher"] + [labels[m] for m in a["variation"]]
             sns.pointplot(data=lv, x="block", y="value", hue="model", hue_order=order, ax=ax, palette=colours,
-                          errorbar=("pi", 100), dodge=0.3, capsize=0.1, linewidth=1.5)
+                          errorbar=("pi", 100), dodge=0.3, markers=[styles[m][1] for m in order], capsize=0.1, linewidth=1.5)
             ax.set_xticks(range(len(block_names)), block_names)
             ax.set_xlabel("")
             ax.set_ylabel("normalized label variation\n(fraction of edge weight between classes)")
@@ -556,7 +557,7 @@ class DistillStudy(StudyKind):
             # swarm: deterministic placement (a strip plot's jitter would draw from NumPy's global RNG)
             sns.swarmplot(data=sub, x="model", y="error", order=order, ax=ax, color="0.35", size=7, alpha=0.8, label="one seed")
             medians = sub.groupby("model")["error"].median().reindex(order)
-            ax.scatter(range(len(order)), medians.values, marker="_", s=900, linewidths=3, color="C3", zorder=5, label="median over seeds")
+            ax.scatter(range(len(order)), medians.values, marker="_", s=900, linewidths=3, color=PALETTE[5], zorder=5, label="median over seeds")
             refs = [(ref, style, 100 * runs[runs["method"] == ref]["test_error"].median())
                     for ref, style in (("teacher", ":"), (spec["baseline"], "--"))]
             for ref, style, value in refs:

@@ -35,7 +35,7 @@ from ..engine import Supervised, TrainConfig, read_json, train, write_json
 from ..engine.io import atomic_save, atomic_write_text, load_checkpoint
 from ..losses.embedding import LabelVariationLoss
 from ..losses.objectives import BottleneckCrossEntropy, LabelVariationObjective
-from .figures import save_figure
+from .figures import save_figure, series_styles
 from .robust import (IMAGE_SHAPES, STORAGE_VERSION, build, corrupted_sets, corruption_fields, corruption_notes, data_fields, load_splits,
                      mce_pair, model_fields, subset, train_config)
 from .runner import StudyContext, StudyKind, register_study_kind
@@ -272,14 +272,21 @@ class EmbedStudy(StudyKind):
         with sns.axes_style("white"):
             fig = Figure(figsize=(2.6 * len(epochs), 2.7 * len(names) + 0.4), layout="constrained")
             axes = fig.subplots(len(names), len(epochs), squeeze=False)
-        colors = np.asarray(sns.color_palette("tab10", int(y_fig.max()) + 1))
+        from matplotlib.lines import Line2D
+
+        classes = sorted(int(c) for c in y_fig.unique())
+        styles = dict(zip(classes, series_styles(len(classes))))  # (colour, marker) per class
+        labels_np = y_fig.numpy()
         for i, name in enumerate(names):
             for j, epoch in enumerate(epochs):
                 ax = axes[i, j]
                 path = ctx.runs_dir / f"{name}_s{seed}" / "embeddings" / f"epoch_{epoch}.pt"
                 if path.exists():
                     emb = load_checkpoint(path)["embedding"].numpy()
-                    ax.scatter(emb[:, 0], emb[:, 1], c=colors[y_fig.numpy()], s=3, alpha=0.7, linewidths=0)
+                    for c in classes:
+                        sel = labels_np == c
+                        ax.scatter(emb[sel, 0], emb[sel, 1], color=styles[c][0], marker=styles[c][1], s=7, alpha=0.75,
+                                   linewidths=0)
                 else:
                     ax.text(0.5, 0.5, "not recorded", ha="center", va="center", transform=ax.transAxes)
                 ax.set_xticks([])
@@ -288,6 +295,10 @@ class EmbedStudy(StudyKind):
                     ax.set_title(f"epoch {epoch}" + (" (init)" if epoch == 0 else ""))
                 if j == 0:
                     ax.set_ylabel(spec["methods"][name]["label"], fontsize=9)
-        fig.suptitle(f"2-D embeddings of {len(y_fig)} training points ({spec['data']['name']}, seed {seed}; colour = class)")
+        handles = [Line2D([], [], ls="", color=styles[c][0], marker=styles[c][1], ms=6, label=f"class {c}") for c in classes]
+        fig.legend(handles=handles, loc="outside lower center", ncols=len(classes), fontsize=9, frameon=False,
+                   handletextpad=0.2, columnspacing=1.0)
+        fig.suptitle(f"2-D embeddings of {len(y_fig)} training points ({spec['data']['name']}, seed {seed}; "
+                     "colour and marker = class)")
         ctx.figures_dir.mkdir(parents=True, exist_ok=True)
         return save_figure(fig, ctx.figures_dir / "embeddings_2d.png")

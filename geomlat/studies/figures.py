@@ -7,11 +7,10 @@ from pathlib import Path
 import seaborn as sns
 from matplotlib.figure import Figure
 
+from ..analysis._style import MARKERS, PALETTE, series_styles
 from ..engine.io import atomic_write_bytes
 
-__all__ = ["new_figure", "save_figure", "PALETTE"]
-
-PALETTE = "colorblind"
+__all__ = ["new_figure", "save_figure", "PALETTE", "MARKERS", "series_styles"]
 
 
 def new_figure(ncols: int = 1, width: float = 6.0, height: float = 4.0, **subplots_kw):

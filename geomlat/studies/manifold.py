@@ -55,7 +55,7 @@ from ..models import count_parameters
 from ..nnk import NNK_KERNELS, nnk_interpolation
 from ..signals import label_variation
 from .distill import train_config_from_fields
-from .figures import PALETTE, new_figure, save_figure
+from .figures import PALETTE, new_figure, save_figure, series_styles
 from .runner import StudyContext, StudyKind, register_study_kind
 from .spec import Fields, SpecError
 from .tables import Column, csv_text, write_table
@@ -346,11 +346,11 @@ class ManifoldStudy(StudyKind):
         return [md, csv, s_md, s_csv, c_csv, w_md, w_csv]
 
     def _figures(self, spec, ctx, rows, spectra, selection, comparison, num_classes, width_rows) -> list[Path]:
-        import seaborn as sns
-
         milestones = train_config_from_fields(spec["train"], "train").milestone_epochs()
         layers = spec["layers"]
-        colours = dict(zip(layers, sns.color_palette(PALETTE, len(layers))))
+        layer_styles = dict(zip(layers, series_styles(len(layers))))  # (colour, marker) per layer, in every figure
+        colours = {n: c for n, (c, _) in layer_styles.items()}
+        markers = {n: m for n, (_, m) in layer_styles.items()}
         by_layer = {n: [r for r in rows if r["layer"] == n] for n in layers}
         first = by_layer[layers[0]]
         ep = [r["epoch"] for r in first]
@@ -362,7 +362,7 @@ class ManifoldStudy(StudyKind):
         ax.plot(ep, [100 * r["test_error"] for r in first], color="black", lw=2.2, label="test error")
         ax.plot(ep, [100 * r["train_error"] for r in first], color="0.5", lw=1.5, ls="--", label="train error (eval mode)")
         for n in layers:
-            ax.plot(ep, [100 * r["nnk_loo_error"] for r in by_layer[n]], color=colours[n], marker="o", ms=3, lw=1.2,
+            ax.plot(ep, [100 * r["nnk_loo_error"] for r in by_layer[n]], color=colours[n], marker=markers[n], ms=3.5, lw=1.2,
                     label=f"NNK LOO, {n}")
         ax.set_xlabel("epoch")
         ax.set_ylabel("error (%)")
@@ -379,7 +379,7 @@ class ManifoldStudy(StudyKind):
         names = [n for n in layers if n != INPUT]
         width = 0.38
         xs = np.arange(len(names))
-        for off, sig, col in ((-width / 2, "NNK LOO error", "#0173b2"), (width / 2, "k-NN LOO error", "#de8f05")):
+        for off, sig, col in ((-width / 2, "NNK LOO error", PALETTE[0]), (width / 2, "k-NN LOO error", PALETTE[1])):
             vals = [next(s["spearman"] for s in sel if s["signal"] == sig and s["layer"] == n) for n in names]
             ax.bar(xs + off, np.nan_to_num(vals), width, color=col, label=sig)
         tr = next(s for s in selection if s["signal"].startswith("train error"))["spearman"]
@@ -393,11 +393,14 @@ class ManifoldStudy(StudyKind):
 
         # (2) manifold graph metrics per layer and epoch
         fig, axes = new_figure(ncols=3, width=4.2, height=3.8)
-        for ax, (key, title) in zip(axes, (("nnk_neighbors", "NNK neighbours per node"), ("diameter", "NNK polytope diameter"),
-                                          ("local_dim", "local dimension (90% energy)"))):
+        panels = (("nnk_neighbors", "NNK neighbours per node", "NNK neighbours per node (mean)"),
+                  ("diameter", "NNK polytope diameter", "polytope diameter (mean over nodes)"),
+                  ("local_dim", "local dimension (90% energy)", "local dimension (mean over nodes)"))
+        for ax, (key, title, ylabel) in zip(axes, panels):
             for n in layers:
-                ax.plot(ep, [r[key] for r in by_layer[n]], color=colours[n], marker="o", ms=3, label=n)
+                ax.plot(ep, [r[key] for r in by_layer[n]], color=colours[n], marker=markers[n], ms=3.5, label=n)
             ax.set_xlabel("epoch")
+            ax.set_ylabel(ylabel)
             ax.set_title(f"{title} (mean over nodes)", fontsize=10)
         handles, labels = axes[0].get_legend_handles_labels()
         fig.legend(handles, labels, loc="outside lower center", ncols=len(labels), fontsize=9, frameon=False)
@@ -414,8 +417,8 @@ class ManifoldStudy(StudyKind):
             if n == INPUT and epoch != min(styles):
                 continue
             cum = np.cumsum(energy) / energy.sum()
-            ax.plot(np.arange(1, len(cum) + 1), cum, color=colours[n], ls=styles[epoch], lw=1.4,
-                    label=n if n == INPUT else f"{n}, epoch {epoch}")
+            ax.plot(np.arange(1, len(cum) + 1), cum, color=colours[n], ls=styles[epoch], lw=1.4, marker=markers[n], ms=3.5,
+                    markevery=0.12, label=n if n == INPUT else f"{n}, epoch {epoch}")
         ax.axvline(num_classes, color="0.6", lw=0.8, ls=":")
         ax.set_xscale("log")
         ax.set_xlabel("number of lowest graph frequencies (eigenvectors of L = D - A)")
@@ -425,7 +428,7 @@ class ManifoldStudy(StudyKind):
         ax.legend(fontsize=7)
         ax = axes[1]
         for n in layers:
-            ax.plot(ep, [r["low_freq_share"] for r in by_layer[n]], color=colours[n], marker="o", ms=3, label=n)
+            ax.plot(ep, [r["low_freq_share"] for r in by_layer[n]], color=colours[n], marker=markers[n], ms=3.5, label=n)
         ax.set_xlabel("epoch")
         ax.set_ylabel(f"label energy in the {num_classes} lowest frequencies")
         ax.set_ylim(0, 1.02)

@@ -57,7 +57,7 @@ from ..robustness import (
     to_uint8,
 )
 from .common import data_fields as common_data_fields
-from .figures import PALETTE, new_figure, save_figure
+from .figures import new_figure, save_figure, series_styles
 from .runner import StudyContext, StudyKind, register_study_kind
 from .spec import Fields, SpecError
 from .tables import Column, median_std, write_table
@@ -420,11 +420,8 @@ class RobustStudy(StudyKind):
 
     def _figure(self, spec, ctx, results) -> Path:
         fig, ax = new_figure(1, width=6.5, height=4.2)
-        import seaborn as sns
-
-        colors = sns.color_palette(PALETTE, len(spec["methods"]))
         sev = [0] + list(spec["corruptions"]["severities"])
-        for color, (name, method) in zip(colors, spec["methods"].items()):
+        for (color, marker), (name, method) in zip(series_styles(len(spec["methods"])), spec["methods"].items()):
             curves = []
             for seed in spec["seeds"]:
                 r = results[(name, seed)]
@@ -432,7 +429,7 @@ class RobustStudy(StudyKind):
                 curves.append([r["clean_cor"]] + list(by_sev))
             curves = 100 * np.asarray(curves)
             med = np.median(curves, axis=0)
-            ax.plot(sev, med, "o-", color=color, label=method["label"])
+            ax.plot(sev, med, "-", marker=marker, color=color, label=method["label"])
             if len(curves) > 1:
                 ax.fill_between(sev, curves.min(0), curves.max(0), color=color, alpha=0.15)
         ax.set_xticks(sev)

@@ -38,7 +38,7 @@ from ..models import MODELS, build_model, count_parameters
 from ..signals import label_variation
 from .common import data_fields
 from .distill import train_config_from_fields
-from .figures import PALETTE, new_figure, save_figure
+from .figures import new_figure, save_figure, series_styles
 from .runner import StudyContext, StudyKind, register_study_kind
 from .spec import Fields, SpecError
 from .tables import Column, write_table
@@ -151,15 +151,16 @@ def eigenmap_layout(g) -> np.ndarray:
     return coords
 
 
-def _draw_panel(ax, coords: np.ndarray, g, y: np.ndarray, classes: list[int], colours) -> int:
-    """Inter-class edges and class-coloured vertices on ``ax``; returns the number of inter-class edges."""
+def _draw_panel(ax, coords: np.ndarray, g, y: np.ndarray, classes: list[int], styles) -> int:
+    """Inter-class edges and vertices on ``ax``, one ``(colour, marker)`` of ``styles`` per class; returns the
+    number of inter-class edges."""
     src, dst = g.edge_index.numpy()
     keep = (src < dst) & (y[src] != y[dst])
     for s, d in zip(src[keep], dst[keep]):
         ax.plot(coords[[s, d], 0], coords[[s, d], 1], color="0.4", lw=1.0, alpha=0.8, zorder=1)
     for i, c in enumerate(classes):
         sel = y == c
-        ax.scatter(coords[sel, 0], coords[sel, 1], s=60, color=colours[i], edgecolor="black", linewidth=0.6,
+        ax.scatter(coords[sel, 0], coords[sel, 1], s=60, color=styles[i][0], marker=styles[i][1], edgecolor="black", linewidth=0.6,
                    alpha=0.9, zorder=2, label=f"class {c}")
     ax.set_xticks([])
     ax.set_yticks([])
@@ -249,16 +250,14 @@ class ToyStudy(StudyKind):
     # ------------------------------------------------------------------ outputs
     @staticmethod
     def _figure(spec, ctx, feats, graphs_, y, values, final):
-        import seaborn as sns
-
         graph = spec["graph"]
-        colours = sns.color_palette(PALETTE, len(graph["classes"]))
+        styles = series_styles(len(graph["classes"]))
         fig, axes = new_figure(ncols=len(graphs_), width=4.0, height=4.3)
         axes = np.atleast_1d(axes)
         for ax, (title, name), g, v in zip(axes, spec["layers"], graphs_, values):
             coords = eigenmap_layout(g)
             dim = int(np.prod(feats[name].shape[1:]))
-            n_edges = _draw_panel(ax, coords, g, y, graph["classes"], colours)
+            n_edges = _draw_panel(ax, coords, g, y, graph["classes"], styles)
             ax.set_title(f"{title}, {dim}-d\nnormalized label variation {v:.3f}\n{n_edges} inter-class edges "
                          f"of {g.edge_index.shape[1] // 2}", fontsize=10)
         handles, labels = axes[0].get_legend_handles_labels()
