@@ -124,7 +124,7 @@ def marker_shape(collection) -> bytes:
 def test_toy_graph_classes_have_distinct_colours_and_markers(tmp_path, monkeypatch):
     from geomlat.studies import toy
 
-    saved = capture_figures(monkeypatch, toy)
+    saved = capture_figures(monkeypatch, toy.figures)
     spec = {
         "name": "tinytoy", "kind": "toy", "seeds": [0],
         "data": {"name": "digits", "options": {"train_size": 200, "test_size": 100}},
@@ -148,7 +148,7 @@ def test_toy_graph_classes_have_distinct_colours_and_markers(tmp_path, monkeypat
 def test_manifold_metric_panels_have_y_labels_and_distinct_layers(tmp_path, monkeypatch):
     from geomlat.studies import manifold
 
-    saved = capture_figures(monkeypatch, manifold)
+    saved = capture_figures(monkeypatch, manifold.figures)
     spec = {
         "name": "tinymanifold", "kind": "manifold", "seeds": [0], "layers": ["input", "stage2", "pool"],
         "data": {"name": "digits", "options": {"train_size": 150, "test_size": 100}},
@@ -184,8 +184,8 @@ def test_embedding_figure_has_a_legend_of_the_classes(tmp_path, monkeypatch):
     spec = {"figure": {"methods": ["lv_2d"], "epochs": [0, 3]}, "seeds": [0], "data": {"name": "digits"},
             "methods": {"lv_2d": {"label": "Label variation, 2-D"}}}
     ctx = SimpleNamespace(runs_dir=tmp_path / "runs", figures_dir=tmp_path / "figures")
-    saved = capture_figures(monkeypatch, embed)
-    out = embed.EmbedStudy()._figure(spec, ctx, y)
+    saved = capture_figures(monkeypatch, embed.figures)
+    out = embed.figures.embeddings_figure(spec, ctx, y)
     assert out.is_file() and out.stat().st_size > 10_000
     fig = saved["embeddings_2d.png"]
     legend = fig.legends[0]

@@ -17,7 +17,7 @@ from geomlat.data import load_dataset, write_cifar_folder
 from geomlat.engine import load_checkpoint, load_trained_model, predict, read_json
 from geomlat.models import build_model
 from geomlat.studies import STUDY_KINDS, Column, SpecError, StudyKind, load_spec, median_std, register_study_kind, run_study
-from geomlat.studies import distill as distill_mod
+from geomlat.studies.distill import run as distill_run
 from geomlat.studies.spec import read_spec_file
 from geomlat.studies.tables import csv_text, markdown_table
 
@@ -250,7 +250,7 @@ def test_rerun_skips_and_interrupted_study_resumes(tiny_study, tmp_path, monkeyp
     run_lines = [line for line in logs if line.startswith("  ")]
     assert len(run_lines) == 15 and all(" done " in line for line in run_lines)
     # 2) an interrupted study (KeyboardInterrupt in the 4th training run) then rerun ends with the same table
-    real_train = distill_mod.train
+    real_train = distill_run.train
     calls = []
 
     def flaky(*args, **kwargs):
@@ -259,10 +259,10 @@ def test_rerun_skips_and_interrupted_study_resumes(tiny_study, tmp_path, monkeyp
             raise KeyboardInterrupt
         return real_train(*args, **kwargs)
 
-    monkeypatch.setattr(distill_mod, "train", flaky)
+    monkeypatch.setattr(distill_run, "train", flaky)
     with pytest.raises(KeyboardInterrupt):
         run_study(tiny_spec(), "quick", out_root=tmp_path, progress=False, log=lambda s: None)
-    monkeypatch.setattr(distill_mod, "train", real_train)
+    monkeypatch.setattr(distill_run, "train", real_train)
     logs = []
     run_study(tiny_spec(), "quick", out_root=tmp_path, progress=False, log=logs.append)
     states = [line.split()[1] for line in logs if line.startswith("  ")]

@@ -78,7 +78,7 @@ def test_tiny_quick_run(tmp_path):
     e0 = load_checkpoint(runs / "lv_2d_s0" / "embeddings" / "epoch_0.pt")["embedding"]
     torch.manual_seed(0)
     init = build_model("small_cnn", width=16, out_dim=2)
-    from geomlat.studies.robust import subset
+    from geomlat.studies.common import subset
 
     x_fig, _ = subset(splits.train, 50, 2)
     assert torch.allclose(e0, embed(init, x_fig), atol=1e-6)

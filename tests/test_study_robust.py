@@ -115,7 +115,7 @@ def test_paper_profile_one_batch_smoke(tmp_path):
 def test_corrupted_sets_stored_truncated_like_cifar10c(tmp_path):
     # two-valued images: contrast (severity 2, factor 0.5) maps them to 100.75 / 255 and 150.75 / 255, whose
     # 8-bit storage in CIFAR-10-C is np.uint8 truncation: 100 and 150 (rounding would give 101 and 151)
-    from geomlat.studies.robust import corrupted_sets
+    from geomlat.studies.common import corrupted_sets
 
     a, b = 75.75 / 255, 175.75 / 255
     x = torch.full((3, 1, 4, 4), a, dtype=torch.float32)

@@ -102,18 +102,22 @@ def register_study_kind(name: str):
     return decorator
 
 
-_CORE_MODULES = {"runner", "spec", "tables", "figures"}
+#: the shared modules of this package; every other module or subpackage may define study kinds
+SHARED_MODULES = frozenset({"runner", "spec", "tables", "figures", "common"})
 
 
 def _study_modules() -> list[str]:
-    """Names of the modules of this package that may define study kinds (all but the shared helpers)."""
+    """Names of the modules and subpackages of this package that may define study kinds (all but the
+    shared helpers): ``<kind>.py`` or ``<kind>/__init__.py``."""
     package_dir = Path(__file__).parent
-    return sorted(p.stem for p in package_dir.glob("*.py") if not p.stem.startswith("_") and p.stem not in _CORE_MODULES)
+    names = [p.stem for p in package_dir.glob("*.py")] + [p.parent.name for p in package_dir.glob("*/__init__.py")]
+    return sorted(n for n in set(names) if not n.startswith("_") and n not in SHARED_MODULES)
 
 
 def load_study_kind(kind: str) -> StudyKind:
-    """The registered kind ``kind``; kinds defined in ``geomlat/studies/<kind>.py`` are imported on demand
-    (a kind registered under another name is found by importing every study module)."""
+    """The registered kind ``kind``; kinds defined in ``geomlat/studies/<kind>/`` (a package) or
+    ``geomlat/studies/<kind>.py`` are imported on demand (a kind registered under another name is found by
+    importing every study module)."""
     if kind not in STUDY_KINDS and kind in _study_modules():
         importlib.import_module(f"{__package__}.{kind}")
     if kind not in STUDY_KINDS:

@@ -1,0 +1,207 @@
+"""Validation of a ``distill`` spec (fields: see :mod:`geomlat.studies.distill`), the loss of a term and
+the objective of a method."""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from ...capture import LatentCapture
+from ...engine import Supervised
+from ...losses import GKD, Distiller, FitNet, HintonKD, RKDAngle, RKDDistance, SimilarityPreserving
+from ...models import MODELS
+from ..common import build, data_fields, train_config_from_fields
+from ..spec import Fields, SpecError
+
+__all__ = ["DISTILL_LOSSES", "build_term", "make_objective", "validate"]
+
+
+# loss names usable in `terms.*.loss`
+DISTILL_LOSSES: dict[str, type[nn.Module]] = {
+    "gkd": GKD,
+    "rkd_d": RKDDistance,
+    "rkd_a": RKDAngle,
+    "hinton": HintonKD,
+    "fitnet": FitNet,
+    "sp": SimilarityPreserving,
+}
+
+# sample shapes of the built-in data sets, for the dry-run forward pass of the validation
+INPUT_SHAPES = {"digits": (1, 8, 8), "mnist1d": (1, 40), "cifar10": (3, 32, 32)}
+
+
+def _model_fields(f: Fields, path: str) -> dict[str, Any]:
+    model = f.str("model")
+    if model not in MODELS:
+        raise SpecError(f.sub("model"), f"unknown model {model!r}; registered models: {sorted(MODELS)}")
+    return {"model": model, "kwargs": f.table_("kwargs", {})}
+
+
+def _pairs(f: Fields, key: str, default=None) -> list[tuple[str, str]]:
+    value = f.list(key, default)
+    out = []
+    for i, p in enumerate(value):
+        if not (isinstance(p, list) and len(p) == 2 and all(isinstance(n, str) for n in p)):
+            raise SpecError(f"{f.sub(key)}[{i}]", f"expected [teacher_layer, student_layer], got {p!r}")
+        out.append((p[0], p[1]))
+    return out
+
+
+def _check_layers(pairs, teacher: nn.Module, student: nn.Module, path: str) -> None:
+    for i, (t, s) in enumerate(pairs):
+        for j, (name, model, who) in enumerate(((t, teacher, "teacher"), (s, student, "student"))):
+            modules = dict(model.named_modules())
+            if name not in modules:
+                stages = getattr(model, "stage_names", [])
+                raise SpecError(
+                    f"{path}[{i}][{j}]",
+                    f"layer {name!r} is not a module of the {who} ({type(model).__name__}); stage names: "
+                    f"{stages}, features: {getattr(model, 'feature_name', None)!r}",
+                )
+
+
+def _feature_channels(model: nn.Module, layers: list[str], x: torch.Tensor) -> list[int]:
+    """Channel count (dim 1) of each layer's output on a dummy batch."""
+    model.eval()
+    with torch.no_grad(), LatentCapture(model, list(dict.fromkeys(layers)), detach=True) as out:
+        model(x)
+    return [int(out[name].shape[1]) for name in layers]
+
+
+def build_term(term: dict[str, Any], *, teacher: nn.Module | None = None, student: nn.Module | None = None,
+               pairs: list[tuple[str, str]] | None = None, x_example: torch.Tensor | None = None) -> nn.Module:
+    """The loss module of a ``terms.*`` entry ``{loss, weight, kwargs}`` (the one place that maps loss names
+    to losses). FitNet's projection widths are inferred from the layers ``pairs`` of ``teacher`` and
+    ``student`` on ``x_example`` (a small batch of inputs); the other losses are built from ``kwargs``."""
+    cls = DISTILL_LOSSES[term["loss"]]
+    if cls is FitNet:
+        t_ch = _feature_channels(teacher, [t for t, _ in pairs], x_example)
+        s_ch = _feature_channels(student, [s for _, s in pairs], x_example)
+        student.train()
+        return FitNet(s_ch, t_ch)
+    return cls(**term["kwargs"])
+
+
+def make_objective(method: dict[str, Any], student: nn.Module, teacher: nn.Module, x_example: torch.Tensor) -> nn.Module:
+    """The training objective of a method: :class:`Supervised` without terms, else a :class:`Distiller`.
+
+    ``x_example`` (a small batch of inputs) is used to infer FitNet projection widths."""
+    if not method["terms"]:
+        return Supervised(student)
+    terms = {name: (build_term(term, teacher=teacher, student=student, pairs=method["pairs"], x_example=x_example), term["weight"])
+             for name, term in method["terms"].items()}
+    return Distiller(student, teacher, terms, pairs=method["pairs"], task_weight=method["task_weight"])
+
+
+def validate(spec: dict[str, Any], fields: Fields) -> dict[str, Any]:
+    seeds = spec["seeds"]
+    data = data_fields(fields)
+
+    common_train = fields.table_("train", {})
+    teacher_f, student_f = fields.fields("teacher"), fields.fields("student")
+    teacher = _model_fields(teacher_f, "teacher")
+    student = _model_fields(student_f, "student")
+    teacher["per_seed"] = teacher_f.bool("per_seed", False)
+    if teacher["per_seed"] and teacher_f.has("seed"):
+        raise SpecError("teacher.seed", "per_seed = true trains one teacher per seed; remove `seed`")
+    teacher["seed"] = None if teacher["per_seed"] else teacher_f.int("seed", seeds[0], minimum=0)
+    for entry, f, path in ((teacher, teacher_f, "teacher"), (student, student_f, "student")):
+        own = f.table_("train", {})
+        # the paths name the table where the bad field was written
+        train_config_from_fields(common_train, "train")
+        train_config_from_fields(own, f"{path}.train")
+        entry["train"] = train_config_from_fields({**common_train, **own}, f"{path}.train").to_dict()
+        f.finish()
+    t_model, s_model = build(teacher, "teacher"), build(student, "student")
+
+    pairs = _pairs(fields, "pairs", [])
+    _check_layers(pairs, t_model, s_model, "pairs")
+
+    methods_f = fields.fields("methods")
+    if not methods_f.table:
+        raise SpecError("methods", "declare at least one method")
+    methods = {}
+    for name in methods_f.table:
+        mf = methods_f.fields(name)
+        method = {"label": mf.str("label", name), "task_weight": mf.number("task_weight", 1.0, minimum=0.0)}
+        method["pairs"] = _pairs(mf, "pairs", [list(p) for p in pairs])
+        terms_f = mf.fields("terms", {})
+        method["terms"] = {}
+        for term_name in terms_f.table:
+            tf = terms_f.fields(term_name)
+            term = {"loss": tf.str("loss", choices=DISTILL_LOSSES), "weight": tf.number("weight", minimum=0.0),
+                    "kwargs": tf.table_("kwargs", {})}
+            if term_name == "task":
+                raise SpecError(tf.path, "the term name 'task' is reserved for the cross-entropy loss")
+            if DISTILL_LOSSES[term["loss"]] is FitNet and term["kwargs"]:
+                raise SpecError(tf.sub("kwargs"), "FitNet's projection widths are inferred from the models: no kwargs")
+            if DISTILL_LOSSES[term["loss"]] is not FitNet:
+                try:
+                    build_term(term)
+                except (TypeError, ValueError) as err:
+                    raise SpecError(tf.sub("kwargs"), str(err)) from err
+            tf.finish()
+            method["terms"][term_name] = term
+        mf.finish()
+        if not any(DISTILL_LOSSES[t["loss"]] is not HintonKD for t in method["terms"].values()):
+            method["pairs"] = []  # cross-entropy / logit terms only: no features to capture
+        else:
+            if not method["pairs"]:
+                raise SpecError(mf.sub("pairs"), "feature-based terms need layer pairs (here or top-level `pairs`)")
+            _check_layers(method["pairs"], t_model, s_model, mf.sub("pairs"))
+        methods[name] = method
+
+    baseline = fields.str("baseline", "baseline")
+    if baseline not in methods:
+        raise SpecError("baseline", f"method {baseline!r} is not declared in `methods` ({sorted(methods)})")
+    if methods[baseline]["terms"]:
+        raise SpecError(f"methods.{baseline}.terms", "the baseline method must have no distillation terms")
+
+    af = fields.fields("analysis", {})
+    analysis = {"samples": af.int("samples", 1000, minimum=10), "k": af.int("k", 10, minimum=1),
+                "batch_size": af.int("batch_size", 256, minimum=1)}
+    analysis["blocks"] = _pairs(af, "blocks", [list(p) for p in pairs])
+    if not analysis["blocks"]:
+        raise SpecError(af.sub("blocks"), "no blocks to analyse: set `analysis.blocks` or top-level `pairs`")
+    _check_layers(analysis["blocks"], t_model, s_model, af.sub("blocks"))
+    if analysis["k"] >= analysis["samples"]:
+        raise SpecError(af.sub("k"), f"k={analysis['k']} must be smaller than analysis.samples={analysis['samples']}")
+    for key in ("consistency", "variation", "graph_variants"):
+        names = af.list(key, [m for m in default_methods(key) if m in methods], item=str)
+        for i, m in enumerate(names):
+            if m not in methods:
+                raise SpecError(f"{af.sub(key)}[{i}]", f"unknown method {m!r}; declared methods: {sorted(methods)}")
+        analysis[key] = names
+    af.finish()
+
+    out = {"data": data, "teacher": teacher, "student": student, "pairs": pairs, "methods": methods,
+           "baseline": baseline, "analysis": analysis}
+    dry_run(out, t_model, s_model)
+    return out
+
+
+def default_methods(key: str) -> list[str]:
+    return {"consistency": ["baseline", "rkd_d", "gkd"], "variation": ["baseline", "rkd_d", "gkd"],
+            "graph_variants": ["gkd", "gkd_inter", "gkd_intra"]}[key]
+
+
+def dry_run(spec: dict[str, Any], teacher: nn.Module, student: nn.Module) -> None:
+    """Each method's objective on a dummy batch of 4: catches shape mismatches before training."""
+    shape = INPUT_SHAPES.get(spec["data"]["name"])
+    if shape is None:
+        return
+    gen = torch.Generator().manual_seed(0)
+    x = torch.rand((4, *shape), generator=gen)
+    num_classes = int(spec["student"]["kwargs"].get("num_classes", 10))
+    y = torch.arange(4) % min(num_classes, 2)
+    for name, method in spec["methods"].items():
+        try:
+            objective = make_objective(method, student, teacher, x)
+            objective.train()
+            with torch.no_grad():
+                out, losses = objective(x, y)
+        except (KeyError, ValueError, TypeError, RuntimeError) as err:
+            raise SpecError(f"methods.{name}", f"the objective fails on a dummy batch: {err}") from err
+        if out.dim() != 2:
+            raise SpecError("student.kwargs", f"the student must output class scores (B, C), got {tuple(out.shape)}")
