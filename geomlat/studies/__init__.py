@@ -2,8 +2,10 @@
 
 ``run_study("gkd", profile="quick")`` validates the spec (before any training), trains what it declares
 under ``runs/NAME/PROFILE/``, and writes ``results/NAME/`` tables and ``figures/NAME/`` figures.
-New kinds of studies register with :func:`register_study_kind` in a module ``geomlat/studies/<kind>.py``
-(imported on demand when a spec names the kind).
+New kinds of studies register with :func:`register_study_kind` in a package ``geomlat/studies/<kind>/``
+(``spec.py`` validation, ``run.py`` training and tables, ``figures.py``) or a module
+``geomlat/studies/<kind>.py``, imported on demand when a spec names the kind. Helpers shared by several
+kinds live in :mod:`geomlat.studies.common`; a kind never imports another kind.
 """
 from .runner import STUDY_KINDS, StudyContext, StudyKind, load_spec, load_study_kind, register_study_kind, run_study
 from .spec import Fields, SpecError, deep_merge
