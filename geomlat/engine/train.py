@@ -19,11 +19,11 @@ Run folder layout (``run_dir``)::
     checkpoint.pt   {"objective", "optimizer", "scheduler", "epoch", "history"} (torch.load weights_only=True)
     final.json      final metrics; its presence marks the run as finished (a rerun returns it)
 
-Distributed data parallel (``torchrun``, see :mod:`geomlat.engine.dist`): with an initialized process group of
+Distributed data parallel (``torchrun``, see :mod:`geomlat.distributed`): with an initialized process group of
 W processes, :func:`train` wraps the objective in ``DistributedDataParallel``. Every rank draws the same
 per-epoch permutation and augmentation of the *global* batch (``batch_size`` samples, as on one process)
-and trains on its contiguous shard (:func:`geomlat.engine.dist.shard`, rank order), so that graph losses
-with ``gather="global"`` see exactly the one-process batch. Each rank's loss is multiplied by
+and trains on its contiguous shard (:func:`geomlat.distributed.shard`, rank order), so that losses wrapped
+in :class:`geomlat.distributed.GlobalBatch` see exactly the one-process batch. Each rank's loss is multiplied by
 ``W * b_r / B`` (``b_r`` its shard size, ``B`` the batch size) before backward: after DDP's average
 over ranks the gradient is that of one process on the whole batch, for per-sample mean losses
 (cross-entropy) and for global graph losses alike, also when the last batch splits unevenly. Logged
@@ -52,7 +52,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from ..capture import OutputKey, select_logits
-from .dist import all_reduce_sum, barrier, broadcast_object, get_world_size, is_distributed, is_main_process, shard
+from ..distributed import all_reduce_sum, barrier, broadcast_object, get_world_size, is_distributed, is_main_process, shard
 from .io import atomic_save, atomic_write_text, load_checkpoint, read_json, to_jsonable, write_json
 
 __all__ = [
