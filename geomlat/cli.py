@@ -112,7 +112,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(demo.main(argv[1:]) or 0)
     args = _parser().parse_args(argv)
 
-    from .engine.dist import init_from_env, is_main_process
+    from .distributed import init_from_env, is_main_process
     from .studies import load_spec, run_study
 
     overrides: dict[str, Any] = {}
