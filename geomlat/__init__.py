@@ -4,12 +4,32 @@ Build a graph over a batch from any layer's representations (:func:`latent_graph
 (:func:`label_variation`, :func:`graph_distance`), and use it to train or analyse models.
 The math is defined in ``shared/METHOD.md``; the API mirrors PyTorch Geometric (LGGs are ``Data``).
 """
-from .capture import LatentCapture
-from .distances import DISTANCES, graph_distance, register_distance
-from .graphs import from_dense, latent_adjacency, latent_graph, similarity, to_dense
-from .interop import to_pygsp, to_scipy
-from .knn import WITH_TORCH_CLUSTER, knn, knn_graph
-from .signals import label_variation, laplacian, signal_variation
+# The public names are imported on first use (PEP 562), so that `import geomlat.cli` (the console
+# script) answers `--help` and spec errors without importing torch.
+_LAZY = {
+    "LatentCapture": ".capture",
+    "DISTANCES": ".distances", "graph_distance": ".distances", "register_distance": ".distances",
+    "from_dense": ".graphs", "latent_adjacency": ".graphs", "latent_graph": ".graphs", "similarity": ".graphs",
+    "to_dense": ".graphs",
+    "to_pygsp": ".interop", "to_scipy": ".interop",
+    "WITH_TORCH_CLUSTER": ".knn", "knn": ".knn", "knn_graph": ".knn",
+    "label_variation": ".signals", "laplacian": ".signals", "signal_variation": ".signals",
+}
+
+
+def __getattr__(name: str):
+    if name not in _LAZY:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(_LAZY[name], __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
+
 
 __version__ = "0.1.0"
 
