@@ -4,6 +4,9 @@ Build a graph over a batch from any layer's representations (:func:`latent_graph
 (:func:`label_variation`, :func:`graph_distance`), and use it to train or analyse models.
 The math is defined in ``shared/METHOD.md``; the API mirrors PyTorch Geometric (LGGs are ``Data``).
 """
+import sys
+import types
+
 # The public names are imported on first use (PEP 562), so that `import geomlat.cli` (the console
 # script) answers `--help` and spec errors without importing torch.
 _LAZY = {
@@ -18,10 +21,15 @@ _LAZY = {
 
 
 def __getattr__(name: str):
-    if name not in _LAZY:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
     import importlib
 
+    if name not in _LAZY:
+        try:  # a submodule (`geomlat.graphs` after `import geomlat`, as when every name was imported eagerly)
+            return importlib.import_module(f"{__name__}.{name}")
+        except ModuleNotFoundError as err:
+            if err.name != f"{__name__}.{name}":
+                raise
+            raise AttributeError(f"module {__name__!r} has no attribute {name!r}") from None
     value = getattr(importlib.import_module(_LAZY[name], __name__), name)
     globals()[name] = value
     return value
@@ -30,6 +38,19 @@ def __getattr__(name: str):
 def __dir__() -> list[str]:
     return sorted(set(globals()) | set(_LAZY))
 
+
+class _Package(types.ModuleType):
+    """The import system binds a submodule on its package (``geomlat.knn = <module geomlat.knn>``) when it is
+    first imported; a public name that is also a submodule's name (``knn``) stays the function, as the
+    eager ``from .knn import knn`` left it."""
+
+    def __setattr__(self, name: str, value) -> None:
+        if name in _LAZY and isinstance(value, types.ModuleType) and value.__name__ == f"{__name__}.{name}":
+            value = getattr(value, name)
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package
 
 __version__ = "0.1.0"
 

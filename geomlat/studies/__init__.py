@@ -17,9 +17,15 @@ _LAZY = {
 
 
 def __getattr__(name: str):
-    if name not in _LAZY:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
     import importlib
+
+    if name not in _LAZY:
+        try:  # a submodule (`geomlat.studies.toy`), as when the package imported them eagerly
+            return importlib.import_module(f"{__name__}.{name}")
+        except ModuleNotFoundError as err:
+            if err.name != f"{__name__}.{name}":
+                raise
+            raise AttributeError(f"module {__name__!r} has no attribute {name!r}") from None
 
     from . import distill  # noqa: F401  (registers the "distill" kind, as the eager import did)
 
