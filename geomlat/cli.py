@@ -172,14 +172,14 @@ def _one_line(err: BaseException) -> str:
 
 def _known_error_status(err: Exception) -> int | None:
     """Exit status of errors reported in one line without a traceback, None for the others: an output folder
-    in use (2: nothing was done) and a refused or unreadable checkpoint (1). Their module is imported only
+    in use (2: nothing was done) and a refused or unreadable checkpoint or run record (1). Their module is imported only
     when a study ran, so it is looked up in ``sys.modules`` (not imported here)."""
     io = sys.modules.get("geomlat.engine.io")
     if io is None:
         return None
     if isinstance(err, io.FolderInUseError):
         return 2
-    if isinstance(err, io.CheckpointError):
+    if isinstance(err, (io.CheckpointError, io.UnreadableFileError)):
         return 1
     return None
 

@@ -275,3 +275,17 @@ def test_second_run_into_a_folder_in_use_stops_and_a_killed_run_leaves_no_lock(s
     status = main(["study", str(spec_file), "--out", str(out), "--seeds", "0", "--set", "train.epochs=1", "--no-progress"])
     assert status == 0, capsys.readouterr().err
     assert (out / "results" / "clitiny" / "table.csv").exists()
+
+
+def test_refused_checkpoint_is_one_line_naming_it(spec_file, tmp_path, capsys):
+    out = tmp_path / "out"
+    args = ["study", str(spec_file), "--out", str(out), "--seeds", "0", "--set", "train.epochs=1", "--no-progress"]
+    assert main(args) == 0
+    ckpt = out / "runs" / "clitiny" / "quick" / "teacher_s0" / "checkpoint.pt"
+    marker = tmp_path / "pwned"
+    torch.save({"objective": _Payload(marker)}, ckpt)
+    capsys.readouterr()
+    assert main(args) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and str(ckpt) in err and "refused" in err and "weights_only=False" not in err
+    assert not marker.exists() and ckpt.exists()

@@ -436,3 +436,15 @@ def test_malicious_checkpoint_is_refused_with_its_path(tmp_path):
         assert str(ckpt) in message and "refused" in message and "system" in message
         assert "weights_only=False" not in message
     assert ckpt.exists() and not (tmp_path / "r" / "final.json").exists()  # left as found, nothing run
+
+
+def test_run_folder_errors_survive_pickling(tmp_path):
+    """They are raised in worker processes and re-raised in the parent (pickled on the way)."""
+    import pickle
+
+    from geomlat.engine.io import FolderInUseError, UnreadableFileError
+
+    for err in (CheckpointError(tmp_path / "c.pt", "msg a"), CheckpointRefused(tmp_path / "c.pt", "msg b"),
+                UnreadableFileError(tmp_path / "f.json", "msg c"), FolderInUseError(tmp_path, 123, "msg d")):
+        back = pickle.loads(pickle.dumps(err))
+        assert type(back) is type(err) and str(back) == str(err) and back.__dict__ == err.__dict__

@@ -22,7 +22,7 @@ import torch
 from .dist import writes_skipped
 
 __all__ = ["atomic_write_text", "atomic_write_bytes", "atomic_save", "load_checkpoint", "write_json", "read_json", "to_jsonable",
-           "CheckpointError", "CheckpointRefused", "FolderInUseError", "folder_lock"]
+           "CheckpointError", "CheckpointRefused", "FolderInUseError", "UnreadableFileError", "folder_lock"]
 
 
 class CheckpointError(RuntimeError):
@@ -39,6 +39,17 @@ class CheckpointError(RuntimeError):
 class CheckpointRefused(CheckpointError):
     """A checkpoint that the weights-only loader refused: it references code (classes, functions) that a
     file written by geomlat never holds. It was not loaded."""
+
+
+class UnreadableFileError(ValueError):
+    """A JSON run record that cannot be parsed (truncated, corrupt); ``path`` names it."""
+
+    def __init__(self, path: str | Path, message: str):
+        self.path = Path(path)
+        super().__init__(message)
+
+    def __reduce__(self):
+        return type(self), (self.path, self.args[0])
 
 
 class FolderInUseError(RuntimeError):
@@ -224,7 +235,8 @@ def write_json(path: str | Path, obj: Any, indent: int | None = 2) -> Path:
 
 
 def read_json(path: str | Path) -> Any:
-    """Read a JSON file; a missing file raises FileNotFoundError naming it."""
+    """Read a JSON file; a missing file raises FileNotFoundError, an unparsable one UnreadableFileError
+    (a ValueError), both naming it."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"JSON file {path} does not exist")
@@ -232,4 +244,4 @@ def read_json(path: str | Path) -> Any:
         try:
             return json.load(f)
         except (json.JSONDecodeError, UnicodeDecodeError) as err:
-            raise ValueError(f"JSON file {path} is unreadable (truncated or corrupt): {err}") from err
+            raise UnreadableFileError(path, f"JSON file {path} is unreadable (truncated or corrupt): {err}") from err
