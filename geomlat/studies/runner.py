@@ -388,7 +388,7 @@ def run_study(
     # everything is checked (spec, devices, data files) before the first file is written
     spec = load_spec(name, profile, overrides=overrides, seeds=seeds)
     _check_data(spec, data_dir)
-    from ..engine.dist import get_rank, get_world_size, is_main_process, main_process_writes
+    from ..engine.dist import barrier, get_rank, get_world_size, is_main_process, main_process_writes
     from ..engine.io import folder_lock, write_json
 
     out_root = Path(out_root)
@@ -418,8 +418,6 @@ def run_study(
     with lock, _threads(spec["threads"]), main_process_writes():
         write_json(ctx.runs_dir / "spec.json", spec)
         summary = STUDY_KINDS[spec["kind"]].run(spec, ctx)
-    from ..engine.dist import barrier
-
     barrier()  # every rank returns once rank 0 has written the tables and figures
     summary["seconds"] = time.perf_counter() - start
     log(f"[{ctx.name}/{ctx.profile}] done in {summary['seconds']:.0f} s; tables in {ctx.results_dir}, figures in {ctx.figures_dir}")
