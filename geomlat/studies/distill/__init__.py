@@ -15,8 +15,8 @@ Spec fields (see ``studies/gkd.toml`` for a commented example):
 - ``baseline``: name of the method without distillation terms (default ``"baseline"``), the reference
   of the "gain" column.
 - ``methods.NAME``: ``label``, ``task_weight`` (cross-entropy weight, default 1), ``pairs`` (overrides the
-  default), ``terms.TERM`` = ``{loss, weight, kwargs}`` with ``loss`` one of :data:`DISTILL_LOSSES`.
-  FitNet's projection widths are inferred from the models.
+  default), ``terms.TERM`` = ``{loss, weight, kwargs}`` with ``loss`` one of :func:`distill_losses`
+  (the registry :data:`geomlat.losses.LOSSES`). FitNet's projection widths are inferred from the models.
 - ``analysis``: ``samples`` (test samples used, default 1000), ``k`` (LGG neighbours, default 10),
   ``blocks`` (teacher/student layer pairs compared, default ``pairs``), ``consistency``, ``variation``,
   ``graph_variants``: method names shown in figures (a), (b), (c).
@@ -34,9 +34,9 @@ from ..common import train_config_from_fields
 from ..runner import StudyContext, StudyKind, register_study_kind
 from ..spec import Fields
 from . import run as _run, spec as _spec
-from .spec import DISTILL_LOSSES, build_term, make_objective
+from .spec import build_term, distill_losses, make_objective
 
-__all__ = ["DISTILL_LOSSES", "DistillStudy", "build_term", "make_objective", "train_config_from_fields"]
+__all__ = ["DistillStudy", "distill_losses", "build_term", "make_objective", "train_config_from_fields"]
 
 
 @register_study_kind("distill")

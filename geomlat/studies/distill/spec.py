@@ -7,25 +7,20 @@ from typing import Any
 import torch
 from torch import nn
 
-from ...capture import LatentCapture
 from ...engine import Supervised
-from ...losses import GKD, Distiller, FitNet, HintonKD, RKDAngle, RKDDistance, SimilarityPreserving
+from ...losses import LOSSES, Distiller, build_loss
+from ...losses.registry import DISTILL_CONSUMES
 from ...models import MODELS
 from ..common import build, data_fields, train_config_from_fields
 from ..spec import Fields, SpecError
 
-__all__ = ["DISTILL_LOSSES", "build_term", "make_objective", "validate"]
+__all__ = ["distill_losses", "build_term", "make_objective", "validate"]
 
 
-# loss names usable in `terms.*.loss`
-DISTILL_LOSSES: dict[str, type[nn.Module]] = {
-    "gkd": GKD,
-    "rkd_d": RKDDistance,
-    "rkd_a": RKDAngle,
-    "hinton": HintonKD,
-    "fitnet": FitNet,
-    "sp": SimilarityPreserving,
-}
+def distill_losses() -> dict[str, type[nn.Module]]:
+    """Loss names usable in `terms.*.loss`: the registered losses a Distiller takes (``consumes``)."""
+    return {name: cls for name, cls in LOSSES.items() if cls.consumes in DISTILL_CONSUMES}
+
 
 # sample shapes of the built-in data sets, for the dry-run forward pass of the validation
 INPUT_SHAPES = {"digits": (1, 8, 8), "mnist1d": (1, 40), "cifar10": (3, 32, 32)}
@@ -61,26 +56,13 @@ def _check_layers(pairs, teacher: nn.Module, student: nn.Module, path: str) -> N
                 )
 
 
-def _feature_channels(model: nn.Module, layers: list[str], x: torch.Tensor) -> list[int]:
-    """Channel count (dim 1) of each layer's output on a dummy batch."""
-    model.eval()
-    with torch.no_grad(), LatentCapture(model, list(dict.fromkeys(layers)), detach=True) as out:
-        model(x)
-    return [int(out[name].shape[1]) for name in layers]
-
-
 def build_term(term: dict[str, Any], *, teacher: nn.Module | None = None, student: nn.Module | None = None,
                pairs: list[tuple[str, str]] | None = None, x_example: torch.Tensor | None = None) -> nn.Module:
-    """The loss module of a ``terms.*`` entry ``{loss, weight, kwargs}`` (the one place that maps loss names
-    to losses). FitNet's projection widths are inferred from the layers ``pairs`` of ``teacher`` and
-    ``student`` on ``x_example`` (a small batch of inputs); the other losses are built from ``kwargs``."""
-    cls = DISTILL_LOSSES[term["loss"]]
-    if cls is FitNet:
-        t_ch = _feature_channels(teacher, [t for t, _ in pairs], x_example)
-        s_ch = _feature_channels(student, [s for _, s in pairs], x_example)
-        student.train()
-        return FitNet(s_ch, t_ch)
-    return cls(**term["kwargs"])
+    """The loss module of a ``terms.*`` entry ``{loss, weight, kwargs}``, looked up in the loss registry
+    (:func:`geomlat.losses.build_loss`). A loss built from the models (FitNet: projection widths from the
+    layers ``pairs`` of ``teacher`` and ``student`` on ``x_example``, a small batch of inputs) needs them;
+    the others are built from ``kwargs``."""
+    return build_loss(term["loss"], teacher=teacher, student=student, pairs=pairs, example=x_example, **term["kwargs"])
 
 
 def make_objective(method: dict[str, Any], student: nn.Module, teacher: nn.Module, x_example: torch.Tensor) -> nn.Module:
@@ -128,15 +110,17 @@ def validate(spec: dict[str, Any], fields: Fields) -> dict[str, Any]:
         method["pairs"] = _pairs(mf, "pairs", [list(p) for p in pairs])
         terms_f = mf.fields("terms", {})
         method["terms"] = {}
+        losses = distill_losses()
         for term_name in terms_f.table:
             tf = terms_f.fields(term_name)
-            term = {"loss": tf.str("loss", choices=DISTILL_LOSSES), "weight": tf.number("weight", minimum=0.0),
+            term = {"loss": tf.str("loss", choices=losses), "weight": tf.number("weight", minimum=0.0),
                     "kwargs": tf.table_("kwargs", {})}
             if term_name == "task":
                 raise SpecError(tf.path, "the term name 'task' is reserved for the cross-entropy loss")
-            if DISTILL_LOSSES[term["loss"]] is FitNet and term["kwargs"]:
-                raise SpecError(tf.sub("kwargs"), "FitNet's projection widths are inferred from the models: no kwargs")
-            if DISTILL_LOSSES[term["loss"]] is not FitNet:
+            from_models = hasattr(losses[term["loss"]], "from_models")
+            if from_models and set(term["kwargs"]) - {"global_batch"}:
+                raise SpecError(tf.sub("kwargs"), "FitNet's projection widths are inferred from the models: no kwargs but global_batch")
+            if not from_models:
                 try:
                     build_term(term)
                 except (TypeError, ValueError) as err:
@@ -144,7 +128,7 @@ def validate(spec: dict[str, Any], fields: Fields) -> dict[str, Any]:
             tf.finish()
             method["terms"][term_name] = term
         mf.finish()
-        if not any(DISTILL_LOSSES[t["loss"]] is not HintonKD for t in method["terms"].values()):
+        if not any(losses[t["loss"]].consumes != "logits" for t in method["terms"].values()):
             method["pairs"] = []  # cross-entropy / logit terms only: no features to capture
         else:
             if not method["pairs"]:
