@@ -1,6 +1,6 @@
 """Helpers shared by several study kinds: spec fields, models and layers, training runs, data subsets,
 corrupted test sets and mCE. A study kind imports from here (and from ``runner``, ``spec``, ``tables``,
-``figures``), never from another kind (tested by ``tests/studies/test_layout.py``)."""
+``figures``), never from another kind (tested by ``tests/studies/test_study_layout.py``)."""
 from __future__ import annotations
 
 import json
