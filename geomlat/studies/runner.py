@@ -110,8 +110,11 @@ def register_study_kind(name: str):
     return decorator
 
 
-#: the shared modules of this package; every other module or subpackage may define study kinds
+#: the shared modules of this package (they import no study kind)
 SHARED_MODULES = frozenset({"runner", "spec", "tables", "figures", "common"})
+#: modules that are no study kind: the shared ones and tools over kinds (``tuning``, issue 16); every other
+#: module or subpackage may define study kinds
+NOT_KINDS = SHARED_MODULES | {"tuning"}
 
 
 def _study_modules() -> list[str]:
@@ -119,7 +122,7 @@ def _study_modules() -> list[str]:
     shared helpers): ``<kind>.py`` or ``<kind>/__init__.py``."""
     package_dir = Path(__file__).parent
     names = [p.stem for p in package_dir.glob("*.py")] + [p.parent.name for p in package_dir.glob("*/__init__.py")]
-    return sorted(n for n in set(names) if not n.startswith("_") and n not in SHARED_MODULES)
+    return sorted(n for n in set(names) if not n.startswith("_") and n not in NOT_KINDS)
 
 
 def load_study_kind(kind: str) -> StudyKind:

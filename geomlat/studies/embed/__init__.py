@@ -27,12 +27,13 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..common import build
 from ..runner import StudyContext, StudyKind, register_study_kind
 from ..spec import Fields
 from . import run as _run, spec as _spec
 from .spec import CLASSIFIERS, LOSSES, make_objective
 
-__all__ = ["EmbedStudy", "LOSSES", "CLASSIFIERS", "make_objective"]
+__all__ = ["EmbedStudy", "LOSSES", "CLASSIFIERS", "build", "make_objective"]
 
 
 @register_study_kind("embed")

@@ -32,12 +32,13 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..common import build
 from ..runner import StudyContext, StudyKind, register_study_kind
 from ..spec import Fields
 from . import run as _run, spec as _spec
 from .spec import OBJECTIVES, make_objective
 
-__all__ = ["RobustStudy", "OBJECTIVES", "make_objective"]
+__all__ = ["RobustStudy", "OBJECTIVES", "build", "make_objective"]
 
 
 @register_study_kind("robust")
