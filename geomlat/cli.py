@@ -9,6 +9,9 @@ field after the profile, with a dotted path and a TOML value, e.g. ``--set train
 ``--set 'methods.gkd.terms.gkd.weight=10.0'``. A malformed spec stops before any training with exit
 status 2 and a message naming the field.
 
+``--tune`` runs the spec's validation grid (its ``[tune]`` table, :mod:`geomlat.studies.tuning`) instead
+of the study: ``results/tune-NAME/grid.csv`` and the chosen values (``make tune-robust``, ``make tune-embed``).
+
 ``--nproc N`` (N > 1) runs the study data parallel on N processes of this machine: the command starts
 ``python -m torch.distributed.run --standalone --nproc_per_node N -m geomlat.cli study ...`` (gloo on CPU,
 NCCL for GPU tensors, one GPU per process). Started by ``torchrun``/``srun`` yourself (``WORLD_SIZE`` set,
@@ -93,6 +96,8 @@ def _parser() -> argparse.ArgumentParser:
     study.add_argument("--out", default=".", help="root of runs/, results/ and figures/ (default: current folder)")
     study.add_argument("--set", dest="overrides", type=parse_set, action="append", default=[], metavar="FIELD=VALUE",
                        help="override a spec field (dotted path, TOML value); repeatable")
+    study.add_argument("--tune", action="store_true",
+                       help="run the spec's validation grid ([tune] table, geomlat.studies.tuning) instead of the study")
     study.add_argument("--no-progress", action="store_true", help="no progress bars")
     study.add_argument("--nproc", type=_positive_int, default=1, metavar="N",
                        help="data-parallel processes on this machine (torchrun --standalone); default 1")
@@ -126,6 +131,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             load_spec(args.name, args.profile, overrides=overrides or None, seeds=args.seeds)
             return _launch_torchrun(argv, args.nproc)
         initialized = init_from_env()  # under torchrun/srun: join the process group
+        if args.tune:
+            from .studies.tuning import run_tuning
+
+            run_tuning(args.name, profile=args.profile, out_root=args.out, progress=not args.no_progress)
+            return 0
         run_study(args.name, profile=args.profile, data_dir=args.data_dir, out_root=args.out, seeds=args.seeds,
                   overrides=overrides or None, progress=not args.no_progress)
     except SpecError as err:
