@@ -358,8 +358,8 @@ def _write(tune, spec, rows, chosen, results_dir: Path, metrics, profile) -> lis
     cols.append(Column("seconds", "train s", ".0f"))
     shown = [{**r, "chosen_mark": "**yes**" if r["chosen"] else ""} for r in rows]
     rule = (f"lowest mean validation `{tune['select']}` error over seeds {tune['seeds']}; settings within "
-            f"{tune['tolerance']:g} points of a method's best are ties, broken by the lowest "
-            + (f"validation `{tune['tiebreak']}` error" if tune["tiebreak"] != NONE else "grid order"))
+            f"{tune['tolerance']:g} points of a method's best are ties, broken by "
+            + (f"the lowest validation `{tune['tiebreak']}` error" if tune["tiebreak"] != NONE else "grid order"))
     notes = (f"Validation split: {tune['val_size']} samples held out of the {spec['data']['name']} training set "
              f"(class-balanced); every setting trained on the rest with the study's recipe "
              f"({spec['model']['model']} {spec['model']['kwargs']}). Mean ± std over the tuning seeds. Rule: {rule}. "
@@ -380,6 +380,8 @@ def _figure(tune, spec, rows, figures_dir: Path) -> Path:
     methods = list(dict.fromkeys(r["method"] for r in rows))
     styles = dict(zip(methods, series_styles(len(methods))))
     if tune["kind"] == "robust":
+        from matplotlib.ticker import FixedLocator, FormatStrFormatter, NullFormatter
+
         fig, axes = new_figure(2, width=5.5, height=4.6)
         for ax, attack, title in ((axes[0], "fgsm", f"FGSM ({spec['attacks']['fgsm_snr_db']:g} dB SNR)"),
                                   (axes[1], "pgd", f"PGD-{spec['attacks']['pgd_steps']} eps={spec['attacks']['pgd_eps']:.3g}")):
@@ -388,17 +390,23 @@ def _figure(tune, spec, rows, figures_dir: Path) -> Path:
                 rs = [r for r in rows if r["method"] == m]
                 ax.scatter([100 * r["clean"] for r in rs], [100 * r[attack] for r in rs], color=color, marker=marker,
                            label=rs[0]["label"], s=36, alpha=0.8)
-                for r in rs:
+                for r in rs:  # labels on the chosen settings and the outliers only (all values: grid.csv)
                     if r["chosen"]:
                         ax.scatter([100 * r["clean"]], [100 * r[attack]], s=160, facecolors="none", edgecolors=color, linewidths=2)
-                    ax.annotate(r["setting"], (100 * r["clean"], 100 * r[attack]), fontsize=6, alpha=0.7,
-                                xytext=(3, 3), textcoords="offset points")
-            ax.set_xscale("symlog", linthresh=5)
+                    if r["chosen"] or r["clean"] > 0.05:
+                        ax.annotate(r["setting"], (100 * r["clean"], 100 * r[attack]), fontsize=6, color=color,
+                                    xytext=(4, -8 if r["chosen"] else 3), textcoords="offset points")
+            ax.set_xscale("log")
+            ax.set_yscale("log")
+            for axis in (ax.xaxis, ax.yaxis):
+                axis.set_major_locator(FixedLocator([0.5, 1, 2, 5, 10, 20, 50, 100]))
+                axis.set_major_formatter(FormatStrFormatter("%g"))
+                axis.set_minor_formatter(NullFormatter())
             ax.set_xlabel("validation clean error (%)")
             ax.set_ylabel(f"validation {title} error (%)")
             ax.set_title(f"clean vs {title}")
-        axes[0].legend(fontsize=7)
-        fig.suptitle(f"Validation grid of the {spec['name']} study (mean over seeds {tune['seeds']}; circled: chosen)")
+        axes[0].legend(fontsize=7, loc="upper left")
+        fig.suptitle(f"Validation grid of the {spec['name']} study (mean over seeds {tune['seeds']}; circled: chosen; log axes)")
     else:
         fig, ax = new_figure(1, width=10, height=4.6)
         x = 0
