@@ -194,3 +194,16 @@ def test_tiny_embed_tuning_writes_the_grid(tmp_path):
     assert rows[select_setting(scored, "knn", 1.0)]["chosen"] == "True"
     config = json.loads((tmp_path / "runs" / "tune-embed" / "quick" / "lv_2d" / "01_s0" / "config.json").read_text())
     assert config["kwargs"] == {"normalized": True, "kernel": "rbf", "k": 5} and config["out_dim"] == 2
+
+
+def test_settings_keep_their_meaning_once_values_are_chosen():
+    """A path a setting leaves out takes the base spec's value, not the profile's chosen one: the quick profile
+    of embed sets lv_2d's sigma = 1, yet the grid's plain `kernel=rbf` setting is the paper's batch bandwidth."""
+    raw = _raw("embed")
+    assert raw["profiles"]["quick"]["methods"]["lv_2d"]["kwargs"]["sigma"] == 1.0
+    entries = {e["id"]: e["spec_method"] for e in tune_fields(raw, "quick")["grid"]["lv_2d"]}
+    assert "sigma" not in entries["kernel=rbf"]["kwargs"] and "k" not in entries["kernel=rbf"]["kwargs"]
+    assert entries["kernel=rbf,sigma=1"]["kwargs"]["sigma"] == 1.0
+    # and the robust baseline's weight decay setting overrides the profile's chosen 2e-3
+    robust = {e["id"]: e["spec_method"] for e in tune_fields(_raw("robust"), "quick")["grid"]["baseline"]}
+    assert robust["weight_decay=0.0005"]["train"]["weight_decay"] == 5e-4

@@ -21,8 +21,10 @@ Fields of ``[tune]``:
 - ``grid.METHOD``: either a table ``{"dotted.path" = [values...]}`` (the cartesian product of the lists),
   or an array of tables (explicit settings ``{"dotted.path" = value}``). A path names a field of the
   method's table (``kwargs.gamma``, ``train.weight_decay``, ``parseval.beta``); the string ``"none"``
-  removes the field (its default applies, e.g. ``kwargs.k = "none"``: full graph). Every setting is
-  validated as the study itself validates its methods before anything is trained.
+  removes the field (its default applies, e.g. ``kwargs.k = "none"``: full graph). A path that some settings
+  of a method set and others leave out takes, in the latter, the value of the base spec (the papers' value),
+  not the profile's: settings keep their meaning once the chosen values are written into the profile. Every
+  setting is validated as the study itself validates its methods before anything is trained.
 
 Writes ``results/tune-NAME/grid.csv`` (+ ``grid.md``, ``chosen.toml``: the chosen values as a spec
 fragment) and ``figures/tune-NAME/tradeoff.png``; runs under ``runs/tune-NAME/PROFILE/``.
@@ -97,6 +99,16 @@ def _apply(method: Mapping[str, Any], setting: Mapping[str, Any], path: str) -> 
     return out
 
 
+def _get(table: Mapping[str, Any], dotted: str) -> Any:
+    """Value at a dotted path of a nested table, or ``"none"`` when absent."""
+    node: Any = table
+    for part in dotted.split("."):
+        if not isinstance(node, Mapping) or part not in node:
+            return NONE
+        node = node[part]
+    return copy.deepcopy(node)
+
+
 def setting_id(setting: Mapping[str, Any]) -> str:
     """Short readable name of a setting, e.g. ``gamma=0.003,power=1``."""
     def fmt(v):
@@ -138,8 +150,14 @@ def tune_fields(raw_spec: Mapping[str, Any], profile: str) -> dict[str, Any]:
         if name not in methods:
             raise SpecError(path, f"unknown method {name!r}; the spec declares {sorted(methods)}")
         entries, seen = [], set()
-        for i, setting in enumerate(_setting_list(grid_f.raw(name), path)):
-            method = _apply(methods[name], setting, path)
+        settings = _setting_list(grid_f.raw(name), path)
+        # a path that a setting leaves out takes the base spec's value (not a profile's, which may hold the
+        # values chosen by an earlier tuning): every setting means the same whatever was chosen
+        paths = list(dict.fromkeys(k for setting in settings for k in setting))
+        base = raw_spec.get("methods", {}).get(name, {})
+        for i, setting in enumerate(settings):
+            full = {k: setting.get(k, _get(base, k)) for k in paths}
+            method = _apply(methods[name], full, path)
             sid = setting_id(setting)
             if sid in seen:
                 raise SpecError(path, f"setting {sid} appears twice")
@@ -408,24 +426,26 @@ def _figure(tune, spec, rows, figures_dir: Path) -> Path:
         axes[0].legend(fontsize=7, loc="upper left")
         fig.suptitle(f"Validation grid of the {spec['name']} study (mean over seeds {tune['seeds']}; circled: chosen; log axes)")
     else:
-        fig, ax = new_figure(1, width=10, height=4.6)
+        fig, ax = new_figure(1, width=10, height=5.0)
         x = 0
         ticks, labels = [], []
         sel = tune["select"]
         for m in methods:
             color, marker = styles[m]
             rs = [r for r in rows if r["method"] == m]
+            ax.text(x + (len(rs) - 1) / 2, 1.02, rs[0]["label"], transform=ax.get_xaxis_transform(), ha="center",
+                    va="bottom", fontsize=8, color=color)
             for r in rs:
                 ax.errorbar([x], [100 * r[sel]], yerr=[100 * r[f"{sel}_std"]], color=color, marker=marker,
                             markersize=9 if r["chosen"] else 5, mfc=color if r["chosen"] else "white", capsize=2)
                 ticks.append(x)
-                labels.append(f"{r['label']}: {r['setting']}")
+                labels.append(r["setting"])
                 x += 1
             x += 0.5
         ax.set_xticks(ticks)
-        ax.set_xticklabels(labels, rotation=70, ha="right", fontsize=6)
+        ax.set_xticklabels(labels, rotation=60, ha="right", fontsize=7)
         ax.set_yscale("log")
         ax.set_ylabel(f"validation {sel} error (%), log scale")
-        ax.set_title(f"Validation grid of the {spec['name']} study (mean ± std over seeds {tune['seeds']}; filled: chosen)")
+        fig.suptitle(f"Validation grid of the {spec['name']} study (mean ± std over seeds {tune['seeds']}; filled: chosen)")
     figures_dir.mkdir(parents=True, exist_ok=True)
     return save_figure(fig, figures_dir / "tradeoff.png")
