@@ -52,6 +52,7 @@ study-gkd study-embed study-robust study-toy study-manifold: study-%: $(STAMP)
 # figures/tune-NAME/; the chosen values are copied into studies/NAME.toml's quick profile by hand.
 tune-robust tune-embed: tune-%: $(STAMP)
 	$(VENV)/bin/geomlat study $* --tune $(STUDY_ARGS)
+	$(if $(filter embed,$*),$(PY) -m geomlat.studies.lv_diagnosis)
 
 # Benchmarks (about 10 minutes on 2 cores): installs the optional faiss-cpu baseline (the `bench` extra) first.
 bench: $(STAMP)
