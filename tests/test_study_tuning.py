@@ -192,8 +192,13 @@ def test_tiny_embed_tuning_writes_the_grid(tmp_path):
         assert 0.0 <= float(r["knn"]) <= 1.0 and 0.0 <= float(r["ncm"]) <= 1.0
     scored = [{"knn": float(r["knn"])} for r in rows]
     assert rows[select_setting(scored, "knn", 1.0)]["chosen"] == "True"
-    config = json.loads((tmp_path / "runs" / "tune-embed" / "quick" / "lv_2d" / "01_s0" / "config.json").read_text())
-    assert config["kwargs"] == {"normalized": True, "kernel": "rbf", "k": 5} and config["out_dim"] == 2
+    # fields outside the grid keep the profile's values; a grid path a setting leaves out takes the base value
+    profile = load_spec("embed", "quick")["methods"]["lv_2d"]["kwargs"]
+    runs = tmp_path / "runs" / "tune-embed" / "quick" / "lv_2d"
+    config = json.loads((runs / "01_s0" / "config.json").read_text())
+    assert config["kwargs"] == {**profile, "kernel": "rbf", "k": 5} and config["out_dim"] == 2
+    config = json.loads((runs / "00_s0" / "config.json").read_text())
+    assert config["kwargs"] == {**profile, "kernel": "cosine_shifted"} and "k" not in config["kwargs"]
 
 
 def test_settings_keep_their_meaning_once_values_are_chosen():
