@@ -212,3 +212,40 @@ def test_settings_keep_their_meaning_once_values_are_chosen():
     # and the robust baseline's weight decay setting overrides the profile's chosen 2e-3
     robust = {e["id"]: e["spec_method"] for e in tune_fields(_raw("robust"), "quick")["grid"]["baseline"]}
     assert robust["weight_decay=0.0005"]["train"]["weight_decay"] == 5e-4
+
+
+def test_paper_profiles_keep_the_papers_settings():
+    robust, embed = load_spec("robust", "paper")["methods"], load_spec("embed", "paper")["methods"]
+    assert robust["regularizer"]["kwargs"] == {"power": 2, "gamma": 0.01}
+    assert robust["parseval"]["parseval"] == {"beta": 0.01} and robust["baseline"]["train"]["weight_decay"] == 5e-4
+    assert robust["pgd"]["kwargs"]["eps"] == pytest.approx(8 / 255)
+    assert embed["lv_2d"]["kwargs"] == {"normalized": True} and embed["ce_2d"]["train"]["weight_decay"] == 5e-4
+
+
+def test_lv_diagnostics_match_dense_formulas():
+    """geomlat.studies.lv_diagnosis.batch_diagnostics against numpy: normalized inter-class RBF weight share,
+    same-class pairs with weight > 0.01, class spread and leave-one-out k-NN error."""
+    from geomlat.losses.embedding import LabelVariationLoss
+    from geomlat.studies.lv_diagnosis import batch_diagnostics
+
+    rng = np.random.default_rng(0)
+    y = np.repeat(np.arange(3), 8)
+    emb = rng.normal(size=(24, 2)) * 0.7 + np.array([[0, 0], [3, 0], [0, 3]])[y]
+    d = batch_diagnostics(torch.tensor(emb, dtype=torch.float32), torch.tensor(y), LabelVariationLoss(sigma=1.0, normalized=True),
+                          batch=24, knn_k=3)
+    sq = ((emb[:, None] - emb[None]) ** 2).sum(-1)
+    w = np.exp(-sq / 2.0)
+    off = ~np.eye(24, dtype=bool)
+    inter, same = (y[:, None] != y[None]), (y[:, None] == y[None]) & off
+    assert d["loss"] == pytest.approx(w[inter].sum() / w[off].sum(), rel=1e-4)
+    assert d["reach"] == pytest.approx((w[same] > 0.01).mean(), abs=1e-9)
+    means = np.stack([emb[y == c].mean(0) for c in range(3)])
+    within = np.mean([np.linalg.norm(emb[y == c] - means[c], axis=1).mean() for c in range(3)])
+    between = np.mean([np.linalg.norm(means[a] - means[b]) for a, b in itertools.combinations(range(3), 2)])
+    assert d["spread"] == pytest.approx(within / between, rel=1e-4)
+    dist = np.sqrt(sq) + np.diag(np.full(24, np.inf))
+    votes = y[np.argsort(dist, axis=1)[:, :3]]
+    pred = np.array([np.bincount(v, minlength=3).argmax() for v in votes])  # k = 3 of 3 classes: ties only 1-1-1
+    tie = np.array([np.bincount(v, minlength=3).max() == 1 for v in votes])
+    assert not tie.any()
+    assert d["train_loo_knn"] == pytest.approx((pred != y).mean(), abs=1e-9)
