@@ -8,25 +8,45 @@ from .capture import LatentCapture, pool_sequence, select_logits, select_output
 from .distances import DISTANCES, graph_distance, register_distance
 from .graphs import from_dense, latent_adjacency, latent_graph, similarity, to_dense
 from .interop import to_pygsp, to_scipy
+from .kernels import KERNELS, Kernel, get_kernel, register_kernel
 from .knn import WITH_TORCH_CLUSTER, knn, knn_graph
+from .nnk import (
+    NNKResult,
+    nnk_graph,
+    nnk_interpolation,
+    nnk_layer_errors,
+    nnk_loo_predictions,
+    nnk_symmetrize,
+    nnk_weights,
+)
 from .signals import label_variation, laplacian, signal_variation
 
 __version__ = "0.1.0"
 
 __all__ = [
     "DISTANCES",
-    "LatentCapture",
-    "WITH_TORCH_CLUSTER",
     "from_dense",
+    "get_kernel",
     "graph_distance",
+    "Kernel",
+    "KERNELS",
     "knn",
     "knn_graph",
     "label_variation",
     "laplacian",
     "latent_adjacency",
     "latent_graph",
+    "LatentCapture",
+    "nnk_graph",
+    "nnk_interpolation",
+    "nnk_layer_errors",
+    "nnk_loo_predictions",
+    "nnk_symmetrize",
+    "nnk_weights",
+    "NNKResult",
     "pool_sequence",
     "register_distance",
+    "register_kernel",
     "select_logits",
     "select_output",
     "signal_variation",
@@ -34,4 +54,5 @@ __all__ = [
     "to_dense",
     "to_pygsp",
     "to_scipy",
+    "WITH_TORCH_CLUSTER",
 ]
