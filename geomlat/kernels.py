@@ -27,7 +27,7 @@ Example (a Laplacian kernel ``exp(-|x_i - x_j| / sigma)``):
     ... class Laplacian(Kernel):
     ...     uses_sigma = True
     ...     def from_gram(self, g, sigma):
-    ...         return torch.exp(-distances_from_gram(g).sqrt() / sigma)
+    ...         return torch.exp(-distances_from_gram(g, squared=False) / sigma)
     >>> from geomlat import latent_graph, nnk_graph
     >>> x = torch.randn(20, 5)
     >>> latent_graph(x, k=3, kernel="laplacian_example", sigma=1.0).num_nodes
@@ -112,10 +112,21 @@ def norms_out_of_range(sq_norms: Tensor, x: Tensor, per_row: bool) -> bool:
     return not bool(nonzero.all()) and bool((x[~nonzero] != 0).any())
 
 
-def distances_from_gram(g: Tensor) -> Tensor:
-    """(..., m, m) squared distances ``G_ii + G_jj - 2 G_ij`` (clamped at 0) of (..., m, m) Gram matrices."""
+def distances_from_gram(g: Tensor, squared: bool = True) -> Tensor:
+    """(..., m, m) squared distances ``G_ii + G_jj - 2 G_ij`` (clamped at 0) of (..., m, m) Gram matrices.
+
+    ``squared=False``: the distances, whose gradient at a zero distance (the diagonal) is 0 instead of the
+    NaN of ``sqrt``'s infinite derivative there.
+    """
     sq = g.diagonal(dim1=-2, dim2=-1)
-    return (sq[..., :, None] + sq[..., None, :] - 2.0 * g).clamp_min(0.0)
+    d2 = (sq[..., :, None] + sq[..., None, :] - 2.0 * g).clamp_min(0.0)
+    return d2 if squared else _safe_sqrt(d2)
+
+
+def _safe_sqrt(d2: Tensor) -> Tensor:
+    """sqrt of non-negative values with 0 (and a zero gradient) at 0."""
+    # sqrt only of positive values: the clamp never moves one, it only keeps the unused branch finite
+    return torch.where(d2 > 0, d2.clamp_min(torch.finfo(d2.dtype).tiny).sqrt(), torch.zeros_like(d2))
 
 
 @full_precision
@@ -136,10 +147,7 @@ def kth_neighbor_distances(sq_dist: Tensor, k: int | None = None) -> Tensor:
     b = sq_dist.shape[0]
     kk = min(SIGMA_NEIGHBORS, b - 1) if k is None else k
     off_diag = sq_dist.masked_fill(torch.eye(b, dtype=torch.bool, device=sq_dist.device), float("inf"))
-    kth = off_diag.topk(kk, dim=1, largest=False).values[:, -1]
-    apart = kth > 0
-    # sqrt only of positive distances: the clamp never moves one, it only keeps the unused branch finite
-    return torch.where(apart, kth.clamp_min(torch.finfo(kth.dtype).tiny).sqrt(), torch.zeros_like(kth))
+    return _safe_sqrt(off_diag.topk(kk, dim=1, largest=False).values[:, -1])
 
 
 def mean_bandwidth(kth: Tensor) -> Tensor:
