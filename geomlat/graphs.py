@@ -3,7 +3,8 @@
 A batch of B intermediate representations ``x`` of shape (B, ...) is flattened to (B, d) and turned
 into a B-vertex graph:
 
-1. similarity between samples (``kernel``): cosine, RBF, or 0.5 + 0.5 cosine;
+1. similarity between samples (``kernel``): cosine, RBF, 0.5 + 0.5 cosine, or any kernel registered with
+   :func:`geomlat.kernels.register_kernel` (the registry NNK graphs share);
 2. each vertex keeps its ``k`` most similar other vertices (``k=None``: full graph), no self-loops;
 3. symmetrization: ``"max"`` joins i and j when either is a k-NN of the other, ``"mutual"`` when both are;
    the weight is their similarity;
@@ -21,7 +22,8 @@ float32 weights. Any finite input gives a finite graph: cosine is invariant to t
 the RBF with the estimated bandwidth to a global scale, so when squared norms would overflow or fall
 below ``sqrt(finfo.tiny)`` the rows (cosine) or the whole batch (RBF; a fixed ``sigma`` is divided by
 the same factor) are first divided by a power of 2 (:func:`row_scales`, :func:`batch_scale`). Ordinary
-inputs never take that path, so their values are unchanged.
+inputs never take that path, so their values are unchanged. These numerics live in :mod:`geomlat.kernels`
+and are re-exported here.
 """
 from __future__ import annotations
 
@@ -240,8 +242,9 @@ def latent_graph(
         x: (B, ...) representations of one layer; flattened to (B, d) (all dimensions but the batch one,
             e.g. (B, C, H, W) -> (B, C * H * W)). NaN/Inf are rejected.
         k: neighbours kept per vertex, ``1 <= k < B``; ``None`` keeps the full graph.
-        kernel: ``"auto"`` (cosine if ``x >= 0`` everywhere, else RBF), ``"cosine"``, ``"rbf"`` or
-            ``"cosine_shifted"`` (0.5 + 0.5 cos).
+        kernel: ``"auto"`` (cosine if ``x >= 0`` everywhere, else RBF), ``"cosine"``, ``"rbf"``,
+            ``"cosine_shifted"`` (0.5 + 0.5 cos), or a kernel registered with
+            :func:`geomlat.kernels.register_kernel`.
         sigma: RBF bandwidth. ``None``: mean distance to the k-th nearest neighbour / 3 (the authors'
             rule; ``k=None`` uses the 10th neighbour, or B - 1 if fewer), see :func:`estimate_sigma`.
         symmetrize: ``"max"`` (either is a k-NN of the other, the paper's rule) or ``"mutual"``.
