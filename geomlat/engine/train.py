@@ -53,7 +53,7 @@ from tqdm.auto import tqdm
 
 from ..capture import OutputKey, select_logits
 from .dist import all_reduce_sum, barrier, broadcast_object, get_world_size, is_distributed, is_main_process, shard
-from .io import atomic_save, atomic_write_text, load_checkpoint, read_json, to_jsonable, write_json
+from .io import CheckpointError, CheckpointRefused, atomic_save, atomic_write_text, load_checkpoint, read_json, to_jsonable, write_json
 
 __all__ = [
     "Supervised",
@@ -340,6 +340,23 @@ def _check_config_matches(path: Path, record: dict[str, Any]) -> None:
         )
 
 
+def _checkpoint_readable(path: Path, run_dir: Path) -> bool:
+    """True if ``path`` loads. An unreadable checkpoint (truncated, corrupt) is moved aside to
+    ``checkpoint.pt.unreadable`` with a message on stderr, and the run restarts from scratch (the same
+    numbers as an uninterrupted run: epochs are reproducible from the seed). A refused checkpoint
+    (code in the pickle) raises :class:`CheckpointRefused` naming it."""
+    try:
+        load_checkpoint(path)
+        return True
+    except CheckpointRefused:
+        raise
+    except CheckpointError as err:
+        aside = path.with_name(path.name + ".unreadable")
+        path.replace(aside)
+        print(f"geomlat: {err}; moved to {aside.name}, run {run_dir.name} restarts from scratch", file=sys.stderr)
+        return False
+
+
 def _write_metrics(path: Path, history: list[dict[str, Any]]) -> None:
     atomic_write_text(path, "".join(json.dumps(to_jsonable(line), allow_nan=False) + "\n" for line in history))
 
@@ -363,7 +380,9 @@ def train(
             ``augment(x (B, ...), generator) -> x`` applied to training batches, or None).
         config: :class:`TrainConfig`.
         run_dir: folder of this run (created). If ``final.json`` exists the run is skipped and its
-            metrics returned; if ``checkpoint.pt`` exists training resumes after its epoch.
+            metrics returned; if ``checkpoint.pt`` exists training resumes after its epoch. An unreadable
+            checkpoint (truncated, corrupt) is moved aside and the run restarts from scratch, with a
+            message naming it (also for a finished run, whose weights would be lost otherwise).
         evaluate: ``evaluate(model, splits) -> {"test_error": float, ...}`` replacing the default
             (error of ``argmax model(x)`` on ``splits.test``), for objectives whose output is not logits.
             Extra keys are recorded too.
@@ -379,6 +398,7 @@ def train(
 
     Raises:
         ValueError: the folder holds a run made with another configuration, or nothing to train.
+        CheckpointRefused: ``checkpoint.pt`` holds code (refused by the weights-only loader, not run).
         FloatingPointError: a loss became NaN/Inf (named step and terms).
     """
     if not isinstance(objective, nn.Module) or not isinstance(getattr(objective, "model", None), nn.Module):
@@ -393,8 +413,14 @@ def train(
     def inspect_folder() -> tuple[str, Any]:
         if config_path.exists():
             _check_config_matches(config_path, full_record)
+        if ckpt_path.exists() and not _checkpoint_readable(ckpt_path, run_dir):
+            final_path.unlink(missing_ok=True)  # a finished run whose weights are lost is trained again
         if final_path.exists():
-            return "done", read_json(final_path)
+            try:
+                return "done", read_json(final_path)
+            except ValueError as err:  # rebuilt from the checkpoint's history below
+                print(f"geomlat: {err}; {run_dir.name} is finished again from its checkpoint", file=sys.stderr)
+                final_path.unlink()
         return ("resume" if ckpt_path.exists() else "start"), None
 
     status, final = _on_main(inspect_folder)  # rank 0 decides for every rank
