@@ -17,6 +17,7 @@ from ..capture import LatentCapture
 from ..graphs import class_mask, knn_mask, latent_adjacency, normalize_adjacency, similarity, squared_distances
 from .._checks import check_choice, check_features, check_k, check_labels
 from ._common import check_gather, check_pairs, gather_global
+from ._precision import as_float32, full_precision
 
 GKD_ORDERS = ("authors", "paper")
 
@@ -311,7 +312,9 @@ class Distiller(nn.Module):
             with :class:`geomlat.LatentCapture`; depths may differ.
         task_weight: weight of the cross-entropy term ``"task"``.
 
-    Each returned loss is a scalar, already multiplied by its weight; the engine sums them.
+    Each returned loss is a scalar, already multiplied by its weight; the engine sums them. Under
+    ``torch.autocast`` the networks run in half precision and every loss term in float32 (autocast off,
+    features and logits cast up).
     """
 
     def __init__(
@@ -381,13 +384,16 @@ class Distiller(nn.Module):
         missing = [n for n in t_names if n not in t_out] + [n for n in s_names if n not in s_out]
         if missing:
             raise RuntimeError(f"layers {missing} produced no output during the forward pass")
-        t_feats = [t_out[t] for t, _ in self.pairs]
-        s_feats = [s_out[s] for _, s in self.pairs]
-        losses = {"task": self.task_weight * F.cross_entropy(s_logits, y)}
-        for name, module in self.terms.items():
-            if self.kinds[name] == "logits":
-                value = module(t_logits, s_logits)
-            else:
-                value = module(t_feats, s_feats, y)
-            losses[name] = self.weights[name] * value
+        # under autocast (mixed precision) the terms see float32 copies of the half outputs, autocast off
+        t_feats = as_float32([t_out[t] for t, _ in self.pairs])
+        s_feats = as_float32([s_out[s] for _, s in self.pairs])
+        with full_precision(s_logits.device):
+            t_logits32, s_logits32 = as_float32(t_logits), as_float32(s_logits)
+            losses = {"task": self.task_weight * F.cross_entropy(s_logits32, y)}
+            for name, module in self.terms.items():
+                if self.kinds[name] == "logits":
+                    value = module(t_logits32, s_logits32)
+                else:
+                    value = module(t_feats, s_feats, y)
+                losses[name] = self.weights[name] * value
         return s_logits, losses

@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..capture import LatentCapture
+from ._precision import as_float32, full_precision
 from .embedding import LabelVariationLoss
 from .regularizers import SmoothnessRegularizer
 
@@ -57,11 +58,13 @@ class LabelVariationObjective(nn.Module):
 
     def forward(self, x: Tensor, y: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
         out = self.model(x)
-        losses = {"label_variation": self.loss(out, y)}
-        if self.ce_weight > 0:
-            if out.dim() != 2 or int(y.max()) >= out.shape[1]:
-                raise ValueError(f"ce_weight > 0 needs class scores (B, C > max label); got output shape {tuple(out.shape)}")
-            losses["task"] = self.ce_weight * F.cross_entropy(out, y)
+        with full_precision(out.device):  # the LGG in float32 under autocast
+            out32 = as_float32(out)
+            losses = {"label_variation": self.loss(out32, y)}
+            if self.ce_weight > 0:
+                if out.dim() != 2 or int(y.max()) >= out.shape[1]:
+                    raise ValueError(f"ce_weight > 0 needs class scores (B, C > max label); got output shape {tuple(out.shape)}")
+                losses["task"] = self.ce_weight * F.cross_entropy(out32, y)
         return out, losses
 
 
@@ -130,5 +133,6 @@ class SmoothnessObjective(nn.Module):
     def forward(self, x: Tensor, y: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
         with LatentCapture(self.model, self.layers) as feats:
             logits = self.model(x)
-        reg = self.regularizer([feats[n] for n in self.layers], y)
+        with full_precision(logits.device):  # the cosine LGGs in float32 under autocast
+            reg = self.regularizer(as_float32([feats[n] for n in self.layers]), y)
         return logits, {"task": self.task_weight * F.cross_entropy(logits, y), "smoothness": reg}
