@@ -200,3 +200,74 @@ def test_nan_loss_reported_with_its_step(tmp_path, at):
     with pytest.raises(FloatingPointError, match=rf"epoch 1, step {at}: .*task"):
         train(objective, splits, config, tmp_path / "run2", progress=False)
     assert not (tmp_path / "run2" / "checkpoint.pt").exists()
+
+
+# ------------------------------------------------------------------ bf16 vs float32 on the quick studies
+SEEDS = (0, 1, 2)
+
+
+def _within_seed_noise(errors: dict[str, list[float]], n_test: int) -> tuple[float, float]:
+    """(|mean bf16 - mean float32|, tolerance). Seed noise sigma: the spread (sample stdev) of the float32
+    errors over the seeds, floored at the binomial stdev sqrt(p (1 - p) / n_test) of one test error (three
+    seeds can agree by chance). The difference of two means of n independent draws has stdev
+    sigma * sqrt(2 / n); the tolerance is 3 of those (bf16 and float32 runs are even paired by seed)."""
+    e32, e16 = errors["32"], errors["bf16-mixed"]
+    p = statistics.mean(e32)
+    sigma = max(statistics.stdev(e32), math.sqrt(max(p * (1 - p), 1e-4) / n_test))
+    return abs(statistics.mean(e16) - p), 3 * sigma * math.sqrt(2 / len(e32))
+
+
+@functools.lru_cache(maxsize=None)
+def _gkd_setup():
+    spec = load_spec("gkd", "quick")
+    splits = load_dataset("mnist1d", train_size=1000, test_size=500)
+    torch.manual_seed(0)
+    teacher = build_model(spec["teacher"]["model"], **spec["teacher"]["kwargs"])
+    config = TrainConfig.from_dict({**spec["teacher"]["train"], "epochs": 6, "seed": 0})
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        train(Supervised(teacher), splits, config, tmp, progress=False)
+    return spec, splits, teacher.eval()
+
+
+@pytest.mark.parametrize("method", ["baseline", "hinton", "gkd"])
+def test_gkd_quick_methods_bf16_match_float32(tmp_path, method):
+    """The quick GKD study's students (MNIST-1D subset, conv1d width 8, its own weights and terms) for a
+    few epochs: bf16-mixed test errors equal float32's within seed noise."""
+    spec, splits, teacher = _gkd_setup()
+    errors, losses = {"32": [], "bf16-mixed": []}, {"32": [], "bf16-mixed": []}
+    for precision in errors:
+        for seed in SEEDS:
+            torch.manual_seed(seed)
+            student = build_model(spec["student"]["model"], **spec["student"]["kwargs"])
+            objective = distill_kind.make_objective(spec["methods"][method], student, teacher, splits.train.tensors[0][:4])
+            config = TrainConfig.from_dict({**spec["student"]["train"], "epochs": 4, "seed": seed, "precision": precision})
+            final = train(objective, splits, config, tmp_path / f"{precision}_{seed}", progress=False)
+            errors[precision].append(final["test_error"])
+            losses[precision].append(final["loss"])
+    assert losses["32"] != losses["bf16-mixed"]  # bf16 really ran (rounded activations)
+    assert max(errors["32"]) < 0.75  # it learned (chance: 0.9; 4 epochs on 1,000 MNIST-1D signals: ~0.5-0.6)
+    diff, tol = _within_seed_noise(errors, len(splits.test))
+    assert diff <= tol, (errors, tol)
+
+
+@pytest.mark.parametrize("method, epochs", [("baseline", 4), ("regularizer", 8)])
+def test_robust_quick_methods_bf16_match_float32(tmp_path, method, epochs):
+    """The quick robust study's baseline and label-variation regularizer (digits, SmallCNN width 16)."""
+    spec = load_spec("robust", "quick")
+    splits = load_dataset("digits", test_size=500)
+    errors, losses = {"32": [], "bf16-mixed": []}, {"32": [], "bf16-mixed": []}
+    for precision in errors:
+        for seed in SEEDS:
+            torch.manual_seed(seed)
+            model = robust_kind.build(spec["model"])
+            objective = robust_kind.make_objective(spec["methods"][method], model, seed)
+            config = TrainConfig.from_dict({**spec["methods"][method]["train"], "epochs": epochs, "seed": seed, "precision": precision})
+            final = train(objective, splits, config, tmp_path / f"{precision}_{seed}", progress=False)
+            errors[precision].append(final["test_error"])
+            losses[precision].append(final["loss"])
+    assert losses["32"] != losses["bf16-mixed"]
+    assert max(errors["32"]) < 0.75  # it learned (chance: 0.9)
+    diff, tol = _within_seed_noise(errors, len(splits.test))
+    assert diff <= tol, (errors, tol)
