@@ -282,6 +282,11 @@ def make_grad_scaler(precision: str, device: torch.device) -> torch.amp.GradScal
     return torch.amp.GradScaler(torch.device(device).type) if autocast_dtype(precision) == torch.float16 else None
 
 
+def _at_least_float32(t: Tensor) -> Tensor:
+    """float16/bfloat16 -> float32; float32 and float64 unchanged."""
+    return t.float() if t.dtype in (torch.float16, torch.bfloat16) else t
+
+
 def train_step(module: nn.Module, x: Tensor, y: Tensor, optimizer: torch.optim.Optimizer, *, precision: str = "32",
                scaler: torch.amp.GradScaler | None = None, loss_factor: float = 1.0
                ) -> tuple[Tensor, dict[str, Tensor], Tensor, bool]:
@@ -304,7 +309,8 @@ def train_step(module: nn.Module, x: Tensor, y: Tensor, optimizer: torch.optim.O
         loss_factor: the summed loss is multiplied by this before backward (the DDP weight of :func:`train`).
 
     Returns:
-        ``(out (B, ...) detached, {name: detached float32 scalar}, total (detached float32 scalar), skipped)``,
+        ``(out (B, ...) detached, {name: detached scalar}, total (detached scalar), skipped)``, the losses in
+        float32 at least (half values cast up, float64 kept),
         ``skipped`` True when the scaler skipped the optimizer step (always False without a scaler).
     """
     dtype = autocast_dtype(precision)
@@ -314,7 +320,7 @@ def train_step(module: nn.Module, x: Tensor, y: Tensor, optimizer: torch.optim.O
         out, losses = module(x, y)
     if not isinstance(losses, Mapping) or not losses:
         raise ValueError(f"{type(module).__name__} returned no loss terms")
-    total = torch.stack([loss.reshape(()).float() for loss in losses.values()]).sum()
+    total = torch.stack([_at_least_float32(loss.reshape(())) for loss in losses.values()]).sum()
     optimizer.zero_grad(set_to_none=True)
     scaled = total * loss_factor if loss_factor != 1.0 else total
     skipped = False
@@ -327,7 +333,7 @@ def train_step(module: nn.Module, x: Tensor, y: Tensor, optimizer: torch.optim.O
     else:
         scaled.backward()
         optimizer.step()
-    detached = {name: loss.detach().reshape(()).float() for name, loss in losses.items()}
+    detached = {name: _at_least_float32(loss.detach().reshape(())) for name, loss in losses.items()}
     return out.detach(), detached, total.detach(), skipped
 
 
