@@ -13,11 +13,22 @@ NPROC ?= 1
 
 install: $(STAMP)
 
+# Integrations (issue 14): lightning and transformers come with the test extra. torchdistill is installed
+# without its dependencies (torchvision would come with it): its loss registry, which geomlat uses, does not
+# need torchvision. torchvision is installed pinned to the installed torch and kept only if it imports (PyPI's
+# wheels are built for PyPI's CUDA torch; with the CPU wheel `import torchvision` fails, and with it `import
+# lightning`); timm, which requires it, only then.
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --upgrade pip setuptools wheel
 	$(PY) -m pip install "$(TORCH_SPEC)"
 	$(PY) -m pip install -e ".[test]"
+	$(PY) -m pip install --no-deps "torchdistill>=1.1"
+	$(PY) -m pip install torchvision "torch==$$($(PY) -c 'import torch; print(torch.__version__.split("+")[0])')" \
+	  && $(PY) -c "import torchvision" 2>/dev/null \
+	  && $(PY) -m pip install -e ".[timm]" "torch==$$($(PY) -c 'import torch; print(torch.__version__.split("+")[0])')" \
+	  || { echo "torchvision does not import with this torch build: removed (timm and torchdistill's training box are then skipped)"; \
+	       $(PY) -m pip uninstall -y torchvision; }
 	touch $(STAMP)
 
 # torch-cluster is built from source: about 20 minutes on 2 cores (pip caches the wheel afterwards).

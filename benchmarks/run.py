@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from . import bench_amp, bench_gkd, bench_knn, bench_lgg, bench_nnk, bench_regularizer
+from . import bench_amp, bench_gkd, bench_knn, bench_lgg, bench_nnk, bench_nnk_knn, bench_regularizer
 from .common import Result
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -34,6 +34,7 @@ PROFILES = {
         "lgg_size": (256, 65536), "lgg_reps": 7,
         "nnk_size": (5000, 64, 30), "nnk_reps": 3,
         "knn_size": (50000, 256, 10), "knn_reps": 2,
+        "nnk_knn_size": (50000, 64, 30), "nnk_knn_reps": 3,
         "lgg_scaling": ((64, 128, 256, 512, 1024, 2048), 4096),
         "nnk_scaling": ((250, 500, 1000, 2000, 5000), 64, 30),
         "scaling_reps": 3,
@@ -46,6 +47,7 @@ PROFILES = {
         "lgg_size": (32, 256), "lgg_reps": 1,
         "nnk_size": (60, 16, 10), "nnk_reps": 1,
         "knn_size": (300, 16, 5), "knn_reps": 1,
+        "nnk_knn_size": (400, 16, 10), "nnk_knn_reps": 1,
         "lgg_scaling": ((16, 32), 64),
         "nnk_scaling": ((40, 80), 16, 10),
         "scaling_reps": 1,
@@ -59,6 +61,7 @@ BENCHES = {
     "lgg": bench_lgg.run,
     "nnk": bench_nnk.run,
     "knn": bench_knn.run,
+    "nnk_knn": bench_nnk_knn.run,
     "amp": bench_amp.run,
 }
 

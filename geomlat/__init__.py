@@ -4,7 +4,7 @@ Build a graph over a batch from any layer's representations (:func:`latent_graph
 (:func:`label_variation`, :func:`graph_distance`), and use it to train or analyse models.
 The math is defined in ``shared/METHOD.md``; the API mirrors PyTorch Geometric (LGGs are ``Data``).
 """
-from .capture import LatentCapture
+from .capture import LatentCapture, pool_sequence, select_logits, select_output
 from .distances import DISTANCES, graph_distance, register_distance
 from .graphs import from_dense, latent_adjacency, latent_graph, similarity, to_dense
 from .interop import to_pygsp, to_scipy
@@ -25,7 +25,10 @@ __all__ = [
     "laplacian",
     "latent_adjacency",
     "latent_graph",
+    "pool_sequence",
     "register_distance",
+    "select_logits",
+    "select_output",
     "signal_variation",
     "similarity",
     "to_dense",

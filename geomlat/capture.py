@@ -1,9 +1,126 @@
-"""Capture intermediate representations of any ``nn.Module`` by name with forward hooks."""
+"""Capture intermediate representations of any ``nn.Module`` by name with forward hooks.
+
+Also the output-selection rule shared by the whole package (:func:`select_output`): modules and models
+that return tuples, dicts or Hugging Face ``ModelOutput`` objects (timm, ``transformers``) are reduced to
+one tensor the same way everywhere (captured layers, :class:`geomlat.losses.Distiller`, the engine's
+objectives and evaluation), and :func:`pool_sequence` turns (B, T, H) token sequences into (B, H).
+"""
 from __future__ import annotations
 
-from typing import Iterable
+from collections.abc import Mapping
+from typing import Iterable, Union
 
+import torch
 from torch import Tensor, nn
+
+OutputKey = Union[str, int, None]
+
+__all__ = ["LatentCapture", "OutputKey", "pool_sequence", "select_logits", "select_output"]
+
+
+def _check_key(key: OutputKey, what: str) -> OutputKey:
+    if key is not None and (isinstance(key, bool) or not isinstance(key, (str, int))):
+        raise TypeError(f"{what}: an output key must be a field name (str), an index (int) or None, got {key!r}")
+    return key
+
+
+def select_output(output, key: OutputKey = None, prefer: str | None = None, what: str = "output") -> Tensor:
+    """The tensor of a module's output that geomlat uses (the one rule of the package).
+
+    Args:
+        output: a Tensor, a tuple/list, or a mapping (``dict``, Hugging Face ``ModelOutput``, which is a
+            mapping of its non-``None`` fields in declaration order).
+        key: ``None`` for the default rule, a field name (``str``: mapping key or attribute) or an index
+            (``int``: position in a tuple/list, or among the fields of a mapping, as in
+            ``ModelOutput.to_tuple()``).
+        prefer: default field of a mapping (``"logits"`` for the model's class scores, what
+            :class:`geomlat.losses.Distiller` and the objectives use; ``"last_hidden_state"`` for
+            captured layers).
+        what: name used in error messages.
+
+    Default rule (``key=None``): a Tensor as is; a tuple/list -> its first Tensor element; a mapping ->
+    ``output[prefer]`` when that field is present, else its first Tensor value.
+
+    Returns:
+        the selected tensor (not copied; the autograd graph is kept).
+    """
+    _check_key(key, what)
+    if isinstance(output, Tensor):
+        if key is not None:
+            raise TypeError(f"{what} is a Tensor: there is no field {key!r} to select (use key=None)")
+        return output
+    if isinstance(output, Mapping):
+        fields = list(output.keys())
+        if key is None:
+            if prefer is not None and prefer in output and isinstance(output[prefer], Tensor):
+                return output[prefer]
+            values = [output[f] for f in fields]
+        elif isinstance(key, str):
+            if key not in output:
+                raise KeyError(f"{what} ({type(output).__name__}) has no field {key!r}; fields: {fields}")
+            return _tensor(output[key], f"{what}[{key!r}]")
+        else:
+            if not -len(fields) <= key < len(fields):
+                raise IndexError(f"{what} ({type(output).__name__}) has {len(fields)} fields {fields}; index {key} is out of range")
+            return _tensor(output[fields[key]], f"{what}[{key}] (field {fields[key]!r})")
+    elif isinstance(output, (tuple, list)):
+        if key is None:
+            values = list(output)
+        elif isinstance(key, int):
+            if not -len(output) <= key < len(output):
+                raise IndexError(f"{what} is a {type(output).__name__} of length {len(output)}; index {key} is out of range")
+            return _tensor(output[key], f"{what}[{key}]")
+        else:
+            raise TypeError(f"{what} is a {type(output).__name__}: select its element with an int index, not {key!r}")
+    else:
+        raise TypeError(f"{what} must be a Tensor, a tuple/list or a dict/ModelOutput, got {type(output).__name__}")
+    for value in values:
+        if isinstance(value, Tensor):
+            return value
+    raise TypeError(f"{what} ({type(output).__name__}) contains no Tensor to select")
+
+
+def select_logits(output, key: OutputKey = None) -> Tensor:
+    """The class scores (or embedding) of a model's forward output: :func:`select_output` with
+    ``prefer="logits"``, i.e. by default ``ModelOutput.logits`` / ``dict["logits"]`` / the first Tensor of a
+    tuple (a Tensor output as is). ``key`` picks another field name or index."""
+    return select_output(output, key, prefer="logits", what="model output")
+
+
+def _tensor(value, what: str) -> Tensor:
+    if not isinstance(value, Tensor):
+        raise TypeError(f"{what} is a {type(value).__name__}, not a Tensor")
+    return value
+
+
+def pool_sequence(h: Tensor, attention_mask: Tensor | None = None, mode: str = "cls") -> Tensor:
+    """Pool token representations (B, T, H) into one vector per sequence (B, H).
+
+    Args:
+        h: (B, T, H) hidden states (e.g. a captured transformer layer).
+        attention_mask: (B, T) with 1 (or True) on real tokens and 0 on padding; ``None``: every token.
+        mode: ``"cls"`` (the first token, BERT's [CLS]; the mask is not needed) or ``"mean"`` (mean over the
+            tokens whose mask is 1).
+
+    Returns:
+        (B, H) tensor, differentiable w.r.t. ``h``.
+    """
+    if not isinstance(h, Tensor) or h.dim() != 3:
+        raise ValueError(f"pool_sequence needs hidden states (B, T, H), got {getattr(h, 'shape', type(h).__name__)}")
+    if mode not in ("cls", "mean"):
+        raise ValueError(f"mode must be 'cls' or 'mean', got {mode!r}")
+    if attention_mask is not None:
+        if not isinstance(attention_mask, Tensor) or tuple(attention_mask.shape) != tuple(h.shape[:2]):
+            raise ValueError(f"attention_mask must be (B, T) = {tuple(h.shape[:2])}, got {getattr(attention_mask, 'shape', attention_mask)}")
+    if mode == "cls":
+        return h[:, 0]
+    if attention_mask is None:
+        return h.mean(dim=1)
+    mask = attention_mask.to(device=h.device, dtype=h.dtype)
+    count = mask.sum(dim=1, keepdim=True)
+    if bool((count == 0).any()):
+        raise ValueError("attention_mask has a sequence without any token (all zeros): its mean is undefined")
+    return torch.einsum("bt,bth->bh", mask, h) / count
 
 
 class LatentCapture:
@@ -13,12 +130,18 @@ class LatentCapture:
         model: any module.
         layers: names from ``model.named_modules()`` (e.g. ``"layer2.1.relu"``).
         detach: store detached outputs (analysis) instead of keeping the autograd graph (losses).
+        select: which tensor of a module's output to keep when it is not a Tensor (see
+            :func:`select_output`): ``None`` (default rule), one field name / index for every layer, or a
+            mapping ``{layer: key}`` (layers not in it use the default rule).
 
     Inside the block, ``capture.outputs`` (also what ``__enter__`` returns) maps each name to the
     output of its last forward call, a (B, ...) tensor, in the order of ``layers``. Hooks are removed
-    on exit, also when the block raises. Works under ``torch.no_grad()``. A module whose output is a
-    tuple or list contributes its first element. Beware in-place operations applied after a captured
-    module (``ReLU(inplace=True)``): they change the stored tensor; capture the in-place module instead.
+    on exit, also when the block raises. Works under ``torch.no_grad()``. Modules returning several
+    values (timm, Hugging Face): by default a tuple/list contributes its first Tensor element and a
+    dict/``ModelOutput`` its ``last_hidden_state`` (else its first Tensor value); a transformer layer's
+    (B, T, H) output can then be pooled with :func:`pool_sequence`. Beware in-place operations applied
+    after a captured module (``ReLU(inplace=True)``): they change the stored tensor; capture the in-place
+    module instead.
 
     Example:
         >>> with LatentCapture(model, ["layer1", "layer3"]) as feats:
@@ -26,13 +149,21 @@ class LatentCapture:
         >>> feats["layer1"].shape  # doctest: +SKIP
     """
 
-    def __init__(self, model: nn.Module, layers: Iterable[str], detach: bool = False):
+    def __init__(self, model: nn.Module, layers: Iterable[str], detach: bool = False,
+                 select: OutputKey | Mapping[str, OutputKey] = None):
         self.model = model
         self.layers = list(layers)
         if not self.layers:
             raise ValueError("LatentCapture needs at least one layer name")
         if len(set(self.layers)) != len(self.layers):
             raise ValueError(f"duplicate layer names in {self.layers}")
+        if isinstance(select, Mapping):
+            extra = [name for name in select if name not in self.layers]
+            if extra:
+                raise KeyError(f"select names layers {extra} that are not captured ({self.layers})")
+            self.select = {name: _check_key(select.get(name), f"select[{name!r}]") for name in self.layers}
+        else:
+            self.select = dict.fromkeys(self.layers, _check_key(select, "select"))
         self.detach = detach
         self.outputs: dict[str, Tensor] = {}
         self._handles = []
@@ -49,9 +180,10 @@ class LatentCapture:
         return self.outputs
 
     def _hook(self, name: str):
+        key = self.select[name]
+
         def hook(module, inputs, output):
-            if isinstance(output, (tuple, list)):
-                output = output[0]
+            output = select_output(output, key, prefer="last_hidden_state", what=f"output of layer {name!r}")
             self.outputs[name] = output.detach() if self.detach else output
 
         return hook

@@ -43,7 +43,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch_geometric.data import Data
 
-from ._checks import check_choice, check_features, check_k, check_labels
+from ._checks import check_choice, check_features, check_k, check_labels, full_precision
 from .knn import BACKENDS, knn
 
 NNK_KERNELS = ("cosine", "rbf", "cosine_shifted")
@@ -366,6 +366,18 @@ def _rbf_sigma(x: Tensor, neighbors: Tensor) -> float:
     return sigma if sigma > 0 else 1.0
 
 
+def rbf_sigma(x: Tensor, neighbors: Tensor) -> float:
+    """RBF bandwidth that :func:`nnk_weights` uses when ``sigma`` is None: mean distance to the k-th neighbour / 3.
+
+    Args:
+        x: (N, d) points; neighbors: (N, k) candidate indices, nearest first (as from :func:`geomlat.knn`).
+
+    Returns:
+        sigma > 0 (1.0 when every k-th neighbour is at distance 0).
+    """
+    return _rbf_sigma(x, neighbors)
+
+
 def _check_tol(tol: float) -> None:
     if not tol >= 0:
         raise ValueError(f"tol must be >= 0, got {tol}")
@@ -375,6 +387,7 @@ def _check_tol(tol: float) -> None:
         )
 
 
+@full_precision  # half features are upcast by check_features; no bf16 products under autocast
 def nnk_weights(
     x: Tensor,
     k: int,
@@ -475,6 +488,21 @@ def _symmetrize(result: NNKResult, n: int, edge_rule: str) -> Data:
     return Data(edge_index=edge_index, edge_weight=merged, num_nodes=n)
 
 
+def nnk_symmetrize(result: NNKResult, edge_rule: str = "max") -> Data:
+    """Symmetric graph of a directed NNK solution, as :func:`nnk_graph` builds it from :func:`nnk_weights`.
+
+    Args:
+        result: :class:`NNKResult` of N nodes (neighbors and weights (N, k)).
+        edge_rule: ``"max"`` or ``"reference"`` (see the module docstring).
+
+    Returns:
+        ``Data(edge_index (2, E), edge_weight (E,), num_nodes=N)``, both directions of every edge, sorted by
+        (source, target), no self-loops (``residual`` is not attached).
+    """
+    check_choice(edge_rule, "edge_rule", EDGE_RULES)
+    return _symmetrize(result, result.neighbors.shape[0], edge_rule)
+
+
 def nnk_graph(
     x: Tensor,
     k: int,
@@ -526,15 +554,35 @@ def nnk_interpolation(x: Tensor, labels: Tensor, k: int, **nnk_options) -> tuple
     flat = check_features(x)
     y = check_labels(labels, flat.shape[0]).to(flat.device)
     result = nnk_weights(flat, k, **nnk_options)
-    num_classes = int(y.max()) + 1
-    onehot = F.one_hot(y, num_classes).double()
-    w = result.weights.double()
-    total = w.sum(1, keepdim=True)
-    empty = total[:, 0] <= 0
-    w = torch.where(empty[:, None], F.one_hot(torch.zeros_like(y), k).double(), w)  # nearest neighbour
-    pred = torch.einsum("nk,nkc->nc", w, onehot[result.neighbors]) / w.sum(1, keepdim=True)
+    pred = nnk_loo_predictions(result, y)
     error = float((pred.argmax(1) != y).double().mean())
     return pred.to(flat.dtype), error
+
+
+def nnk_loo_predictions(result: NNKResult, labels: Tensor, num_classes: int | None = None) -> Tensor:
+    """Leave-one-out soft labels of a directed NNK solution (the interpolation of :func:`nnk_interpolation`).
+
+    ``y_hat_i = sum_j theta_ij onehot(y_j) / sum_j theta_ij`` over i's candidates; a node whose weights are
+    all 0 takes the label of its nearest candidate.
+
+    Args:
+        result: :class:`NNKResult` with neighbors and weights (N, k); its neighbours index ``labels``.
+        labels: (M,) integer classes of the points the neighbours index (M = N for a graph of the points
+            themselves).
+        num_classes: number of columns (default ``labels.max() + 1``).
+
+    Returns:
+        (N, num_classes) float64 soft labels, rows summing to 1.
+    """
+    y = labels.long().to(result.neighbors.device)
+    num_classes = int(y.max()) + 1 if num_classes is None else num_classes
+    k = result.neighbors.shape[1]
+    onehot = F.one_hot(y, num_classes).double()
+    w = result.weights.double()
+    empty = w.sum(1) <= 0
+    nearest = F.one_hot(torch.zeros(w.shape[0], dtype=torch.long, device=w.device), k).double()
+    w = torch.where(empty[:, None], nearest, w)  # nearest neighbour
+    return torch.einsum("nk,nkc->nc", w, onehot[result.neighbors]) / w.sum(1, keepdim=True)
 
 
 def nnk_layer_errors(features: dict[str, Tensor], labels: Tensor, k: int, **nnk_options) -> dict[str, float]:

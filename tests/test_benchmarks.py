@@ -15,7 +15,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks import bench_amp, bench_gkd, bench_knn, bench_lgg, bench_nnk, bench_regularizer, run  # noqa: E402
+from benchmarks import bench_amp, bench_gkd, bench_knn, bench_lgg, bench_nnk, bench_nnk_knn, bench_regularizer, run  # noqa: E402
 from benchmarks.common import Result, interleaved  # noqa: E402
 from benchmarks.reference import (  # noqa: E402
     authors_label_variation,
@@ -28,7 +28,7 @@ from benchmarks.reference import (  # noqa: E402
 from geomlat import knn, latent_graph  # noqa: E402
 from geomlat.graphs import knn_mask, similarity  # noqa: E402
 from geomlat.losses import SmoothnessRegularizer, label_variation_power  # noqa: E402
-from geomlat.nnk import nnk_weights  # noqa: E402
+from geomlat.nnk import nnk_graph, nnk_weights  # noqa: E402
 
 
 def relu_feats(b, d, seed):
@@ -128,6 +128,27 @@ def test_authors_nnk_loop_duplicate_of_the_centre_takes_all_the_weight():
     w = authors_nnk_weights(x, nbrs)
     assert 30 in nbrs[0]
     np.testing.assert_allclose(w[0], np.where(nbrs[0] == 30, 1.0, 0.0), atol=1e-12)
+
+
+def test_nnk_vs_knn_bench_runs_and_explains_a_miss():
+    cfg = dict(run.PROFILES["smoke"], threads=1)
+    (result,) = bench_nnk_knn.run(cfg)
+    assert result.name == "nnk_vs_knn" and result.goal == "<= 2"
+    assert math.isfinite(result.value) and result.value > 0
+    assert "mean NNK degree" in result.detail
+    # the timed NNK side builds a pruned sub-graph of the symmetrized k-NN graph (dense k-NN as the reference)
+    n, d, k = cfg["nnk_knn_size"]
+    fns, x, box = bench_nnk_knn.sides(n, d, k)
+    fns["nnk"]()
+    g = nnk_graph(x, k, knn_backend="chunked")
+    nb = knn(x, k)
+    knn_pairs = {(i, int(j)) for i in range(n) for j in nb[i]}
+    knn_pairs |= {(j, i) for i, j in knn_pairs}
+    edges = set(map(tuple, g.edge_index.T.tolist()))
+    assert edges <= knn_pairs and len(edges) < len(knn_pairs)
+    assert box["degree"] == pytest.approx(len(edges) / n)
+    if result.met() is False:
+        assert result.why and any(ch.isdigit() for ch in result.why)
 
 
 def test_faiss_knn_equals_chunked():

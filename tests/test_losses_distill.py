@@ -44,24 +44,50 @@ def np_class_mask(labels, mask):
     return ~same if mask == "inter" else same
 
 
+def np_authors_adjacency(x, keep):
+    """The authors' ``representations_to_adj`` before the k-NN step, dense float64: unit rows, cosine Gram,
+    zero diagonal, ``D^-1/2 A D^-1/2`` of the full graph, times the (B, B) 0/1 class mask ``keep``."""
+    x = x.reshape(len(x), -1).astype(np.float64)
+    b = len(x)
+    unit = np.array([row / np.linalg.norm(row) for row in x])
+    a = unit @ unit.T
+    for i in range(b):
+        a[i, i] = 0.0
+    d = np.diag([1.0 / np.sqrt(a[i].sum()) for i in range(b)])
+    return (d @ a @ d) * keep
+
+
+def np_authors_knn(a, k):
+    """The authors' k-NN mask: row by row, sort the entries (the zero diagonal included), mark the k
+    largest, then ``min(1, A + A^T)``."""
+    b = len(a)
+    picked = np.zeros((b, b))
+    for i in range(b):
+        for j in np.argsort(a[i], kind="stable")[-k:]:
+            picked[i, j] = 1.0
+    return np.minimum(1.0, picked + picked.T)
+
+
+def np_gkd_authors_graphs(t, s, k=None, mask=None, labels=None, power=1):
+    """``do_gkd`` for one layer pair: (A_T^p, A_S^p), the k-NN mask of the teacher applied to both."""
+    b = len(t)
+    keep = np.ones((b, b)) if mask is None else np_class_mask(labels, mask).astype(np.float64)
+    a_t, a_s = np_authors_adjacency(t, keep), np_authors_adjacency(s, keep)
+    if k is not None:
+        knn = np_authors_knn(a_t, k)
+        a_t, a_s = a_t * knn, a_s * knn
+    p_t, p_s = a_t, a_s
+    for _ in range(power - 1):  # plain products, diagonal kept
+        p_t, p_s = p_t @ a_t, p_s @ a_s
+    return p_t, p_s
+
+
 def np_gkd_authors(ts, ss, k=None, mask=None, labels=None, power=1):
+    """Squared Frobenius norm summed over the entries, mean over the layer pairs."""
     total = 0.0
     for t, s in zip(ts, ss):
-        def full(x):
-            a = np_cos(x)
-            np.fill_diagonal(a, 0.0)
-            a = np_sym_normalize(a)
-            if power > 1:
-                a = np.linalg.matrix_power(a, power)
-                np.fill_diagonal(a, 0.0)
-            return a
-
-        keep = np.ones((len(t), len(t)))
-        if mask is not None:
-            keep = keep * np_class_mask(labels, mask)
-        if k is not None:
-            keep = keep * np_knn_edges(np_cos(t), k)
-        total += (((full(t) - full(s)) * keep) ** 2).sum()
+        p_t, p_s = np_gkd_authors_graphs(t, s, k, mask, labels, power)
+        total += ((p_t - p_s) ** 2).sum()
     return total / len(ts)
 
 
@@ -147,14 +173,56 @@ def np_list(xs):
 
 
 # ----------------------------------------------------------------------------- GKD
-@pytest.mark.parametrize("k", [None, 3])
+@pytest.mark.parametrize("k", [None, 5, 12])
 @pytest.mark.parametrize("mask", [None, "inter", "intra"])
-@pytest.mark.parametrize("power", [1, 2])
-def test_gkd_authors_matches_numpy(k, mask, power):
-    t, s, y = feats()
-    got = GKD(k=k, mask=mask, power=power)(t, s, y).item()
+@pytest.mark.parametrize("power", [1, 2, 3])
+def test_gkd_authors_matches_reference(k, mask, power):
+    # every variant of the authors' code: k-NN on the teacher's normalized masked adjacency, A^p with its
+    # diagonal, both graphs of each pair and the loss
+    t, s, y = feats(b=20, seed=7)
+    loss = GKD(k=k, mask=mask, power=power)
+    for tl, sl in zip(t, s):
+        got_t, got_s = loss.graphs(tl, sl, y)
+        want_t, want_s = np_gkd_authors_graphs(tl.numpy(), sl.numpy(), k, mask, y.numpy(), power)
+        np.testing.assert_allclose(got_t.numpy(), want_t, rtol=1e-9, atol=1e-12)
+        np.testing.assert_allclose(got_s.numpy(), want_s, rtol=1e-9, atol=1e-12)
     want = np_gkd_authors(np_list(t), np_list(s), k, mask, y.numpy(), power)
-    assert got == pytest.approx(want, rel=1e-10, abs=1e-12)
+    assert loss(t, s, y).item() == pytest.approx(want, rel=1e-9, abs=1e-12)
+
+
+@pytest.mark.parametrize("mask", [None, "inter"])
+def test_gkd_authors_knn_on_teacher_normalized_masked_adjacency(mask):
+    gen = torch.Generator().manual_seed(8)
+    b, k = 64, 5
+    t = torch.relu(torch.randn(b, 32, generator=gen, dtype=torch.float64))
+    s = torch.relu(torch.randn(b, 16, generator=gen, dtype=torch.float64))
+    y = torch.randint(0, 10, (b,), generator=gen)
+    keep = np.ones((b, b)) if mask is None else np_class_mask(y.numpy(), mask).astype(np.float64)
+    normalized = np_authors_adjacency(t.numpy(), keep)
+    want = (np_authors_knn(normalized, k) * keep > 0) & ~np.eye(b, dtype=bool)
+    raw = np_cos(t.numpy())
+    np.fill_diagonal(raw, 0.0)
+    on_raw = (np_authors_knn(raw, k) * keep > 0) & ~np.eye(b, dtype=bool)
+    assert (want != on_raw).sum() > 20  # picking on the raw cosine gives another edge set here
+    a_t, a_s = GKD(k=k, mask=mask).graphs(t, s, y)
+    np.testing.assert_array_equal(a_t.numpy() != 0, want)  # every teacher cosine is > 0: support = edges
+    np.testing.assert_array_equal(a_s.detach().numpy() != 0, want & (np_cos(s.numpy()) > 0))
+
+
+def test_gkd_teacher_graph_once_per_pair(monkeypatch):
+    import geomlat.losses.distill as distill
+
+    calls = {"latent_adjacency": 0, "knn_mask": 0, "similarity": 0}
+    for name in calls:
+        def counted(*args, _f=getattr(distill, name), _name=name, **kwargs):
+            calls[_name] += 1
+            return _f(*args, **kwargs)
+
+        monkeypatch.setattr(distill, name, counted)
+    t, s, y = feats(seed=9)
+    GKD(k=3, mask="inter", power=2)(t, s, y)
+    # per pair: one graph for the teacher, one for the student, one k-NN selection (on the teacher's graph)
+    assert calls == {"latent_adjacency": 2 * len(t), "knn_mask": len(t), "similarity": 0}
 
 
 @pytest.mark.parametrize("k", [None, 3])
@@ -217,9 +285,12 @@ def test_gkd_errors():
         GKD()([x - 0.5 for x in t], s)
 
 
-@pytest.mark.parametrize("kwargs", [dict(), dict(k=3, mask="inter"), dict(k=3, order="paper"), dict(order="paper", power=2, mask="intra")])
+@pytest.mark.parametrize(
+    "kwargs",
+    [dict(), dict(k=3, mask="inter"), dict(k=5, mask="inter", power=2), dict(k=3, order="paper"), dict(order="paper", power=2, mask="intra")],
+)
 def test_gkd_gradcheck(kwargs):
-    t, s, y = feats(b=6, seed=5)
+    t, s, y = feats(b=8, seed=5)
     s0 = s[0][:, :2].clone().requires_grad_()
     s1 = s[1][:, :3].clone().requires_grad_()
     loss = GKD(**kwargs)

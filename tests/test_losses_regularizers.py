@@ -177,3 +177,64 @@ def test_adjacency_product_gradient_wrt_both_inputs():
     assert torch.autograd.gradcheck(_CosineAdjacencyTimes.apply, (x, mat))
     adj = torch.nn.functional.normalize(x, dim=1) @ torch.nn.functional.normalize(x, dim=1).T
     torch.testing.assert_close(_CosineAdjacencyTimes.apply(x, mat), (adj - torch.eye(6, dtype=torch.float64)) @ mat)
+
+
+# ----------------------------------------------------------------------------- the authors' k (k_counts_self)
+def np_sigma_authors(x, y, m, k):
+    """laplacian_networks ``gsp.laplacian``, dense float64: W = cosine Gram with the self-similarity 1 on its
+    diagonal; for k < B each row is sorted (diagonal included), its k largest entries marked, the marks
+    symmetrized with ``min(1, A + A^T)`` and multiplied into W; ``L = D - W``; ``tr(V^T L^m V)``."""
+    x = x.reshape(len(x), -1).astype(np.float64)
+    b = len(x)
+    unit = np.array([row / np.linalg.norm(row) for row in x])
+    w = unit @ unit.T
+    if k != b:
+        marks = np.zeros((b, b))
+        for i in range(b):
+            for j in np.argsort(w[i], kind="stable")[-k:]:
+                marks[i, j] = 1.0
+        w = w * np.minimum(1.0, marks + marks.T)
+    lap = np.diag(w.sum(1)) - w
+    lap_m = lap
+    for _ in range(m - 1):
+        lap_m = lap_m @ lap
+    v = np.eye(y.max() + 1)[y]
+    return np.trace(v.T @ lap_m @ v)
+
+
+@pytest.mark.parametrize("m", [1, 2])
+@pytest.mark.parametrize("k", [2, 4, 7, 10])
+def test_k_counts_self_is_the_authors_convention(m, k):
+    feats, y = layers(seed=14)  # B = 10, no zero rows, no tied similarities
+    for f in feats:
+        want = np_sigma_authors(f.numpy(), y.numpy(), m, k)
+        authors = label_variation_power(f, y, m, k, k_counts_self=True)
+        assert authors.item() == pytest.approx(want, rel=1e-10, abs=1e-12)
+        assert label_variation_power_dense(f, y, m, k, k_counts_self=True).item() == pytest.approx(want, rel=1e-10, abs=1e-12)
+        # the authors' k is geomlat's k - 1 (k = B: every other vertex, the full graph)
+        ours = label_variation_power(f, y, m, k - 1)
+        assert ours.item() == pytest.approx(authors.item(), rel=1e-12, abs=1e-14)
+        if k < 10:  # the conventions differ: geomlat's default with the same k keeps one more neighbour
+            assert label_variation_power(f, y, m, k).item() != pytest.approx(want, rel=1e-6)
+    reg_authors = SmoothnessRegularizer(power=m, gamma=1.0, k=k, k_counts_self=True)
+    sig = [np_sigma_authors(f.numpy(), y.numpy(), m, k) for f in feats]
+    want = sum(abs(b - a) for a, b in zip(sig, sig[1:])) / (len(sig) - 1)
+    assert reg_authors(feats, y).item() == pytest.approx(want, rel=1e-10)
+    assert reg_authors(feats, y).item() == pytest.approx(SmoothnessRegularizer(power=m, gamma=1.0, k=k - 1)(feats, y).item(), rel=1e-12)
+
+
+def test_k_counts_self_errors():
+    feats, y = layers()  # B = 10
+    with pytest.raises(ValueError, match="k must be >= 2"):
+        SmoothnessRegularizer(k=1, k_counts_self=True)
+    with pytest.raises(ValueError, match="at most the batch size 10"):
+        SmoothnessRegularizer(k=11, k_counts_self=True)(feats, y)
+    with pytest.raises(ValueError, match="at most the batch size 10"):
+        label_variation_power(feats[0], y, 2, 11, k_counts_self=True)
+    with pytest.raises(ValueError, match="at most the batch size 10"):
+        label_variation_power_dense(feats[0], y, 2, 11, k_counts_self=True)
+    with pytest.raises(ValueError, match="smaller than the batch size"):
+        SmoothnessRegularizer(k=10)(feats, y)  # geomlat's default convention: k < B
+    with pytest.raises(TypeError, match="k_counts_self"):
+        SmoothnessRegularizer(k=3, k_counts_self="yes")
+    assert SmoothnessRegularizer(k=3).k_counts_self is False  # geomlat's convention stays the default

@@ -1,22 +1,61 @@
-"""Analysis tools: graph spectra, NNK manifold graph metrics, layer comparison, layer-wise decisions."""
+"""Analysis tools: graph spectra, NNK manifold graph metrics, layer comparison, layer-wise decisions,
+channel-wise NNK and streaming analyses of whole datasets."""
+from .channelwise import (
+    ChannelNNK,
+    ChannelwiseEarlyStopping,
+    channel_maps,
+    channel_overlap,
+    channelwise_early_stopping,
+    channelwise_loo_errors,
+    channelwise_nnk,
+)
 from .comparison import compare_models, layer_similarity, linear_cka, plot_similarity_heatmaps
+from .generalization import (
+    bootstrap_ci,
+    early_stopping_regret,
+    granulated_kendall,
+    kendall_tau,
+    output_margin,
+    parameter_norm,
+    selection_regret,
+    sharpness_proxy,
+)
 from .layerwise import decision_consistency, knn_decisions, layer_label_variation
 from .manifold import ManifoldGraphMetrics, augmentation_invariance, geometric_stability
 from .spectral import fourier_basis, label_spectrum, lowpass, spectral_distance_between_layers
+from .streaming import capture_dataset, stream_nnk_analysis, streaming_nnk_metrics
 
 __all__ = [
+    "ChannelNNK",
+    "ChannelwiseEarlyStopping",
     "ManifoldGraphMetrics",
     "augmentation_invariance",
+    "bootstrap_ci",
+    "capture_dataset",
+    "channel_maps",
+    "channel_overlap",
+    "channelwise_early_stopping",
+    "channelwise_loo_errors",
+    "channelwise_nnk",
     "compare_models",
     "decision_consistency",
+    "early_stopping_regret",
     "fourier_basis",
     "geometric_stability",
+    "granulated_kendall",
+    "kendall_tau",
     "knn_decisions",
     "label_spectrum",
     "layer_label_variation",
     "layer_similarity",
     "linear_cka",
     "lowpass",
+    "output_margin",
+    "parameter_norm",
     "plot_similarity_heatmaps",
+    "selection_regret",
+    "sharpness_proxy",
     "spectral_distance_between_layers",
+    "stream_nnk_analysis",
+    "streaming_nnk_metrics",
 ]

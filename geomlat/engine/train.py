@@ -58,6 +58,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
+from ..capture import OutputKey, select_logits
 from .dist import all_reduce_sum, barrier, broadcast_object, get_world_size, is_distributed, is_main_process, shard
 from .io import atomic_save, atomic_write_text, load_checkpoint, read_json, to_jsonable, write_json
 
@@ -93,15 +94,18 @@ class Supervised(nn.Module):
     Args:
         model: a classifier returning logits (B, C).
         label_smoothing: passed to :func:`torch.nn.functional.cross_entropy`.
+        output_key: the logits of a model returning a tuple, dict or ``ModelOutput`` (see
+            :func:`geomlat.select_logits`; default ``.logits`` / ``["logits"]`` / first Tensor).
     """
 
-    def __init__(self, model: nn.Module, label_smoothing: float = 0.0):
+    def __init__(self, model: nn.Module, label_smoothing: float = 0.0, output_key: OutputKey = None):
         super().__init__()
         self.model = model
+        self.output_key = output_key
         self.label_smoothing = float(label_smoothing)
 
     def forward(self, x: Tensor, y: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
-        out = self.model(x)
+        out = select_logits(self.model(x), self.output_key)
         return out, {"task": F.cross_entropy(out, y, label_smoothing=self.label_smoothing)}
 
 
@@ -220,12 +224,13 @@ def _dataset_batches(dataset: Dataset, batch_size: int):
 @torch.no_grad()
 def model_outputs(model: nn.Module, dataset: Dataset, batch_size: int = 512, device: str | torch.device | None = None) -> Tensor:
     """Outputs of ``model`` in eval mode over ``dataset`` (x, y pairs), in order: (N, C) float tensor on CPU.
-    The model's train/eval mode is restored afterwards."""
+    The model's train/eval mode is restored afterwards. A tuple/dict/``ModelOutput`` output is reduced by
+    :func:`geomlat.select_logits`'s default rule (``.logits`` / ``["logits"]`` / first Tensor)."""
     device = _model_device(model) if device is None else resolve_device(device)
     was_training = model.training
     model.eval()
     try:
-        outs = [model(x.to(device)).float().cpu() for x, _ in _dataset_batches(dataset, batch_size)]
+        outs = [select_logits(model(x.to(device))).float().cpu() for x, _ in _dataset_batches(dataset, batch_size)]
     finally:
         model.train(was_training)
     if not outs:

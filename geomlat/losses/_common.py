@@ -49,7 +49,8 @@ def as_feature_list(feats: Tensor | Sequence[Tensor], name: str) -> list[Tensor]
 
 
 def check_pairs(teacher_feats, student_feats) -> list[tuple[Tensor, Tensor]]:
-    """Pair up teacher and student features: same number of layers, same batch size in each pair."""
+    """Pair up teacher and student features: same number of layers, same batch size in each pair, no
+    zero-width features."""
     t_list = as_feature_list(teacher_feats, "teacher_feats")
     s_list = as_feature_list(student_feats, "student_feats")
     if len(t_list) != len(s_list):
@@ -60,4 +61,7 @@ def check_pairs(teacher_feats, student_feats) -> list[tuple[Tensor, Tensor]]:
                 f"pair {i}: teacher batch size {tuple(t.shape)[:1]} != student batch size {tuple(s.shape)[:1]}; "
                 "teacher and student must see the same batch"
             )
+        for side, f in (("teacher", t), ("student", s)):
+            if f.dim() >= 2 and 0 in f.shape[1:]:
+                raise ValueError(f"pair {i}: {side} features have zero width (shape {tuple(f.shape)}): a sample needs at least one value")
     return list(zip(t_list, s_list))

@@ -7,17 +7,17 @@ depths and widths may differ between teacher and student.
 """
 from __future__ import annotations
 
+import math
 from typing import Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..capture import LatentCapture
-from ..graphs import class_mask, knn_mask, latent_adjacency, normalize_adjacency, similarity, squared_distances
-from .._checks import check_choice, check_features, check_k, check_labels
+from ..capture import LatentCapture, OutputKey, select_logits
+from ..graphs import batch_scale, class_mask, knn_mask, latent_adjacency, normalize_adjacency, similarity, squared_distances
+from .._checks import check_choice, check_features, check_k, check_labels, full_precision, upcast_half
 from ._common import check_gather, check_pairs, gather_global
-from ._precision import as_float32, full_precision
 
 GKD_ORDERS = ("authors", "paper")
 
@@ -30,19 +30,30 @@ class GKD(nn.Module):
     entries and the sum over the P layer pairs is divided by P (authors' code). Multiply by
     ``lambda_KD`` (25 in the paper) outside, e.g. as the :class:`Distiller` weight.
 
+    Two orders of the graph construction, which agree for the full graph without mask at ``power=1``:
+
+    - ``order="authors"`` (default; the authors' graph_kd code, ``representations_to_adj`` / ``do_gkd``):
+      for each of teacher and student, the similarity of the *full* graph with a zero diagonal, then
+      ``D^-1/2 A D^-1/2`` of that full graph (``normalize="sym"``), then times the class mask. With ``k``,
+      the k-NN mask is picked on the *teacher's* normalized, class-masked adjacency (the ``k`` largest
+      entries of each row, symmetrized with max) and multiplies both graphs, without renormalizing.
+      Then ``A^p`` by plain matrix products, diagonal kept. The teacher's graph and its k-NN mask are
+      computed once per layer pair.
+    - ``order="paper"``: each graph is an LGG built as in Section 3.3 (k-NN, class mask, then
+      normalization, then ``A^p`` with the diagonal removed), via :func:`geomlat.latent_adjacency`; with
+      ``k`` and ``reuse_teacher_knn`` the student keeps the teacher's k-NN edges (picked on the teacher's
+      similarity).
+
     Args:
         k: neighbours per vertex of the k-NN graph; ``None`` = full graph (authors' setting).
         kernel: similarity (see :func:`geomlat.similarity`); ``"cosine"`` needs non-negative features.
         mask: ``None``, ``"inter"`` (keep edges between distinct classes, the talk's best variant) or
             ``"intra"``; needs ``labels`` in forward.
-        power: smoothed graphs ``A^p`` (``p >= 1``), diagonal removed.
+        power: smoothed graphs ``A^p`` (``p >= 1``); diagonal kept (``"authors"``) or removed (``"paper"``).
         normalize: ``"sym"`` (``D^-1/2 A D^-1/2``, the paper) or ``None``.
         reuse_teacher_knn: ``order="paper"`` with ``k``: the student graph keeps the teacher's k-NN edges
             instead of its own. (``"authors"`` always uses the teacher's k-NN mask.)
-        order: ``"authors"`` (default, the authors' code): normalize the *full* graph (no self-loops),
-            raise to ``power``, then multiply both graphs by the class mask and by the teacher's k-NN mask,
-            without renormalizing. ``"paper"``: each graph is an LGG built as in Section 3.3 (k-NN, class
-            mask, then normalization, then power), via :func:`geomlat.latent_adjacency`.
+        order: ``"authors"`` (default) or ``"paper"``, see above.
         gather: ``"local"`` (graphs over this process's batch) or ``"global"`` (graphs over the batch
             gathered from every distributed process, teacher, student and labels; the loss and gradients
             are those of one process on the whole batch, see :mod:`geomlat.distributed`). ``k`` then
@@ -76,7 +87,7 @@ class GKD(nn.Module):
         self.gather = check_gather(gather)
 
     def graphs(self, teacher: Tensor, student: Tensor, labels: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        """The two (B, B) adjacencies compared by the loss for one layer pair (teacher detached)."""
+        """The two (B, B) matrices compared by the loss for one layer pair, ``(A_T^p, A_S^p)`` (teacher detached)."""
         t = check_features(teacher.detach(), "teacher features")
         s = check_features(student, "student features")
         b = t.shape[0]
@@ -86,7 +97,7 @@ class GKD(nn.Module):
                 raise ValueError(f"GKD(mask={self.mask!r}) needs the labels of the batch: forward(t, s, labels)")
             labels = check_labels(labels, b).to(t.device)
         if self.order == "authors":
-            return self._authors(t, labels), self._authors(s, labels, like=t)
+            return self._authors(t, s, labels)
         if self.k is None or not self.reuse_teacher_knn:
             kw = dict(k=self.k, kernel=self.kernel, normalize=self.normalize, mask=self.mask, labels=labels, power=self.power)
             return latent_adjacency(t, **kw)[0], latent_adjacency(s, **kw)[0]
@@ -98,7 +109,7 @@ class GKD(nn.Module):
         return self._finish(t_sim * edges), self._finish(s_sim * edges)
 
     def _finish(self, adj: Tensor) -> Tensor:
-        """Normalization then power, no self-loops (steps 4 and smoothing of :func:`latent_adjacency`)."""
+        """Paper order: normalization then power, no self-loops (steps 4 and smoothing of :func:`latent_adjacency`)."""
         if self.normalize == "sym":
             adj = normalize_adjacency(adj)
         if self.power > 1:
@@ -106,16 +117,24 @@ class GKD(nn.Module):
             adj = adj * ~torch.eye(adj.shape[0], dtype=torch.bool, device=adj.device)
         return adj
 
-    def _authors(self, x: Tensor, labels: Tensor | None, like: Tensor | None = None) -> Tensor:
-        # full graph first: normalized (and smoothed) before any edge is removed
-        adj = self._finish(latent_adjacency(x, k=None, kernel=self.kernel)[0])
-        if self.mask is not None:
-            adj = adj * class_mask(labels, self.mask)
+    def _authors(self, t: Tensor, s: Tensor, labels: Tensor | None) -> tuple[Tensor, Tensor]:
+        """Authors' order for one pair of checked (B, d) features: ``(A_T^p, A_S^p)``, each (B, B)."""
+        keep = None if self.mask is None else class_mask(labels, self.mask)
+        a_t, a_s = self._authors_masked(t, keep), self._authors_masked(s, keep)
         if self.k is not None:
-            teacher = x if like is None else like
-            adj = adj * knn_mask(similarity(teacher, self.kernel, k=self.k), self.k)
-        return adj
+            # top-k of each row of the teacher's normalized, class-masked adjacency, symmetrized with max
+            edges = knn_mask(a_t, self.k)
+            a_t, a_s = a_t * edges, a_s * edges
+        if self.power > 1:  # plain matrix powers, diagonal kept
+            a_t, a_s = torch.linalg.matrix_power(a_t, self.power), torch.linalg.matrix_power(a_s, self.power)
+        return a_t, a_s
 
+    def _authors_masked(self, x: Tensor, keep: Tensor | None) -> Tensor:
+        """(B, B) full graph without self-loops, normalized before any edge is removed, times the class mask."""
+        adj = latent_adjacency(x, k=None, kernel=self.kernel, normalize=self.normalize)[0]
+        return adj if keep is None else adj * keep
+
+    @full_precision  # float32 geometry also under autocast (half features are upcast by check_features)
     def forward(self, teacher_feats, student_feats, labels: Tensor | None = None) -> Tensor:
         pairs = check_pairs(teacher_feats, student_feats)
         if self.gather == "global":
@@ -153,17 +172,24 @@ class _RelationalKD(nn.Module):
     """Base of the losses that compare a relation between the samples of the teacher and of the student,
     layer pair by layer pair: ``forward`` averages :meth:`pair_loss` over the pairs.
 
-    Subclasses implement ``pair_loss(t (B, d_t) detached, s (B, d_s)) -> scalar``.
+    Subclasses implement ``pair_loss(t (B, d_t) detached, s (B, d_s)) -> scalar``, which must not depend
+    on a global scale of ``t`` or of ``s`` (RKD-D divides by the mean distance, RKD-A uses unit vectors,
+    SP normalizes rows): each side is divided by its power-of-2 :func:`geomlat.graphs.batch_scale` first
+    (exact; the gradient is unchanged), so features of any finite scale neither overflow nor vanish
+    below the epsilons, and the geometry is in float32 for half features.
     """
 
     def pair_loss(self, t: Tensor, s: Tensor) -> Tensor:
         raise NotImplementedError
 
+    @full_precision  # float32 geometry also under autocast (half features are upcast by check_features)
     def forward(self, teacher_feats, student_feats, labels: Tensor | None = None) -> Tensor:
         pairs = check_pairs(teacher_feats, student_feats)
         total = 0.0
         for t, s in pairs:
-            total = total + self.pair_loss(check_features(t.detach(), "teacher features"), check_features(s, "student features"))
+            t = check_features(t.detach(), "teacher features")
+            s = check_features(s, "student features")
+            total = total + self.pair_loss(t / batch_scale(t), s / batch_scale(s))
         return total / len(pairs)
 
 
@@ -215,6 +241,7 @@ class HintonKD(nn.Module):
             raise ValueError(f"temperature T must be > 0, got {T}")
         self.T = float(T)
 
+    @full_precision
     def forward(self, teacher_logits: Tensor, student_logits: Tensor, labels: Tensor | None = None) -> Tensor:
         if not isinstance(teacher_logits, Tensor) or not isinstance(student_logits, Tensor):
             raise TypeError("HintonKD expects logit tensors (B, C)")
@@ -223,8 +250,9 @@ class HintonKD(nn.Module):
                 f"HintonKD needs logits of the same shape (B, C), got teacher {tuple(teacher_logits.shape)} "
                 f"and student {tuple(student_logits.shape)}"
             )
-        log_t = F.log_softmax(teacher_logits.detach() / self.T, dim=1)
-        log_s = F.log_softmax(student_logits / self.T, dim=1)
+        # half logits: softmax and KL divergence in float32 (as the geometry of the feature losses)
+        log_t = F.log_softmax(upcast_half(teacher_logits.detach()) / self.T, dim=1)
+        log_s = F.log_softmax(upcast_half(student_logits) / self.T, dim=1)
         return F.kl_div(log_s, log_t, reduction="batchmean", log_target=True) * self.T**2
 
 
@@ -257,7 +285,8 @@ class FitNet(nn.Module):
         proj = self.proj[index]
         if student.dim() < 2 or student.shape[1] != proj.in_features:
             raise ValueError(f"pair {index}: student features {tuple(student.shape)} need {proj.in_features} channels (dim 1)")
-        return proj(student.movedim(1, -1)).movedim(-1, 1)
+        # features of another precision than the projection (half features, float32 projection): in its dtype
+        return proj(student.movedim(1, -1).to(proj.weight.dtype)).movedim(-1, 1)
 
     def forward(self, teacher_feats, student_feats, labels: Tensor | None = None) -> Tensor:
         pairs = check_pairs(teacher_feats, student_feats)
@@ -275,8 +304,15 @@ class FitNet(nn.Module):
                 if pool is None:
                     raise ValueError(f"pair {i}: cannot pool {len(size)} spatial dimensions")
                 t, s = pool(t, size), pool(s, size)
-            total = total + F.mse_loss(s, t)
+            total = total + F.mse_loss(upcast_half(s), upcast_half(t))  # half: the mean in float32
         return total / len(pairs)
+
+
+def _unit_rows(g: Tensor) -> Tensor:
+    """Rows of ``g`` (B, B) divided by their L2 norm; a zero row stays zero, its gradient passed unscaled (``F.normalize``'s
+    eps gives it a gradient of 1e12, inf in float16)."""
+    norm = torch.linalg.vector_norm(g, dim=1, keepdim=True)
+    return g / torch.where(norm > 0, norm, torch.ones_like(norm))
 
 
 class SimilarityPreserving(_RelationalKD):
@@ -287,13 +323,24 @@ class SimilarityPreserving(_RelationalKD):
     """
 
     def pair_loss(self, t: Tensor, s: Tensor) -> Tensor:
-        g_t = F.normalize(t @ t.T, dim=1)
-        g_s = F.normalize(s @ s.T, dim=1)
+        g_t = _unit_rows(t @ t.T)
+        g_s = _unit_rows(s @ s.T)
         return ((g_t - g_s) ** 2).sum() / t.shape[0] ** 2
 
 
 FEATURE_TERMS = (GKD, RKDDistance, RKDAngle, SimilarityPreserving, FitNet)
 LOGIT_TERMS = (HintonKD,)
+
+
+def _check_weight(weight, name: str) -> float:
+    """A term weight must be a finite number >= 0 (as the study spec requires); returns it as a float."""
+    try:
+        value = float(weight)
+    except (TypeError, ValueError):
+        raise TypeError(f"term {name!r}: the weight must be a number, got {weight!r}") from None
+    if not math.isfinite(value) or value < 0:
+        raise ValueError(f"term {name!r}: the weight must be a finite number >= 0, got {value}")
+    return value
 
 
 class Distiller(nn.Module):
@@ -311,10 +358,15 @@ class Distiller(nn.Module):
         pairs: ``[(teacher_layer, student_layer), ...]`` module names (see ``named_modules()``), captured
             with :class:`geomlat.LatentCapture`; depths may differ.
         task_weight: weight of the cross-entropy term ``"task"``.
+        output_key: which part of the student's forward output is the logits when it is not a Tensor
+            (Hugging Face ``ModelOutput``, dict, tuple; see :func:`geomlat.select_logits`): ``None`` =
+            ``.logits`` / ``["logits"]`` / the first Tensor of a tuple; or a field name or an index.
+        teacher_output_key: the same for the teacher (default: ``output_key``).
 
-    Each returned loss is a scalar, already multiplied by its weight; the engine sums them. Under
-    ``torch.autocast`` the networks run in half precision and every loss term in float32 (autocast off,
-    features and logits cast up).
+    Every weight must be a finite number >= 0 (NaN, Inf or a negative weight raise ``ValueError`` naming
+    the term).
+
+    Each returned loss is a scalar, already multiplied by its weight; the engine sums them.
     """
 
     def __init__(
@@ -324,14 +376,18 @@ class Distiller(nn.Module):
         terms: Mapping[str, tuple[nn.Module, float]],
         pairs: Sequence[tuple[str, str]] = (),
         task_weight: float = 1.0,
+        output_key: OutputKey = None,
+        teacher_output_key: OutputKey = None,
     ):
         super().__init__()
+        self.output_key = output_key
+        self.teacher_output_key = output_key if teacher_output_key is None else teacher_output_key
         self.model = student
         self.teacher = teacher
         for p in self.teacher.parameters():
             p.requires_grad_(False)
         self.teacher.eval()
-        self.task_weight = float(task_weight)
+        self.task_weight = _check_weight(task_weight, "task")
         self.pairs = [tuple(p) for p in pairs]
         for p in self.pairs:
             if len(p) != 2 or not all(isinstance(n, str) for n in p):
@@ -351,7 +407,7 @@ class Distiller(nn.Module):
                 known = [c.__name__ for c in FEATURE_TERMS + LOGIT_TERMS]
                 raise TypeError(f"term {name!r}: unknown loss kind {type(module).__name__}; expected one of {known}")
             modules[name] = module
-            self.weights[name] = float(weight)
+            self.weights[name] = _check_weight(weight, name)
         self.terms = nn.ModuleDict(modules)
         if "features" in self.kinds.values() and not self.pairs:
             raise ValueError("feature-based terms need layer pairs: pairs=[(teacher_layer, student_layer), ...]")
@@ -376,24 +432,23 @@ class Distiller(nn.Module):
                     t_logits = self.teacher(x)
             else:
                 t_out, t_logits = {}, self.teacher(x)
+            t_logits = select_logits(t_logits, self.teacher_output_key)
         if s_names:
             with LatentCapture(self.model, s_names) as s_out:
                 s_logits = self.model(x)
         else:
             s_out, s_logits = {}, self.model(x)
+        s_logits = select_logits(s_logits, self.output_key)
         missing = [n for n in t_names if n not in t_out] + [n for n in s_names if n not in s_out]
         if missing:
             raise RuntimeError(f"layers {missing} produced no output during the forward pass")
-        # under autocast (mixed precision) the terms see float32 copies of the half outputs, autocast off
-        t_feats = as_float32([t_out[t] for t, _ in self.pairs])
-        s_feats = as_float32([s_out[s] for _, s in self.pairs])
-        with full_precision(s_logits.device):
-            t_logits32, s_logits32 = as_float32(t_logits), as_float32(s_logits)
-            losses = {"task": self.task_weight * F.cross_entropy(s_logits32, y)}
-            for name, module in self.terms.items():
-                if self.kinds[name] == "logits":
-                    value = module(t_logits32, s_logits32)
-                else:
-                    value = module(t_feats, s_feats, y)
-                losses[name] = self.weights[name] * value
+        t_feats = [t_out[t] for t, _ in self.pairs]
+        s_feats = [s_out[s] for _, s in self.pairs]
+        losses = {"task": self.task_weight * F.cross_entropy(s_logits, y)}
+        for name, module in self.terms.items():
+            if self.kinds[name] == "logits":
+                value = module(t_logits, s_logits)
+            else:
+                value = module(t_feats, s_feats, y)
+            losses[name] = self.weights[name] * value
         return s_logits, losses

@@ -5,7 +5,7 @@ from torch import Tensor, nn
 
 from ..graphs import KERNELS, latent_graph
 from ..signals import label_variation
-from .._checks import check_choice, check_features, check_k, check_labels
+from .._checks import check_choice, check_features, check_k, check_labels, full_precision
 from ._common import check_gather, gather_global
 
 
@@ -61,6 +61,7 @@ class LabelVariationLoss(nn.Module):
         self.k, self.kernel, self.normalized, self.sigma = k, kernel, bool(normalized), sigma
         self.gather = check_gather(gather)
 
+    @full_precision  # float32 geometry also under autocast (half outputs are upcast by check_features)
     def forward(self, output: Tensor, y: Tensor) -> Tensor:
         if self.gather == "global":
             (output,), y = gather_global([output], y)

@@ -17,8 +17,7 @@ from typing import Sequence
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..capture import LatentCapture
-from ._precision import as_float32, full_precision
+from ..capture import LatentCapture, OutputKey, select_logits
 from .embedding import LabelVariationLoss
 from .regularizers import SmoothnessRegularizer
 
@@ -50,21 +49,21 @@ class LabelVariationObjective(nn.Module):
     Forward: ``x`` (B, ...), ``y`` (B,) -> ``(model(x) (B, D), {"label_variation": loss[, "task": w * CE]})``.
     """
 
-    def __init__(self, model: nn.Module, loss: nn.Module | None = None, ce_weight: float = 0.0):
+    def __init__(self, model: nn.Module, loss: nn.Module | None = None, ce_weight: float = 0.0,
+                 output_key: OutputKey = None):
         super().__init__()
         self.model = _check_model(model)
+        self.output_key = output_key
         self.loss = LabelVariationLoss() if loss is None else loss
         self.ce_weight = _check_weight(ce_weight, "ce_weight")
 
     def forward(self, x: Tensor, y: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
-        out = self.model(x)
-        with full_precision(out.device):  # the LGG in float32 under autocast
-            out32 = as_float32(out)
-            losses = {"label_variation": self.loss(out32, y)}
-            if self.ce_weight > 0:
-                if out.dim() != 2 or int(y.max()) >= out.shape[1]:
-                    raise ValueError(f"ce_weight > 0 needs class scores (B, C > max label); got output shape {tuple(out.shape)}")
-                losses["task"] = self.ce_weight * F.cross_entropy(out32, y)
+        out = select_logits(self.model(x), self.output_key)
+        losses = {"label_variation": self.loss(out, y)}
+        if self.ce_weight > 0:
+            if out.dim() != 2 or int(y.max()) >= out.shape[1]:
+                raise ValueError(f"ce_weight > 0 needs class scores (B, C > max label); got output shape {tuple(out.shape)}")
+            losses["task"] = self.ce_weight * F.cross_entropy(out, y)
         return out, losses
 
 
@@ -82,9 +81,10 @@ class BottleneckCrossEntropy(nn.Module):
     Forward: ``x``, ``y`` -> ``(logits (B, C), {"task": CE})``.
     """
 
-    def __init__(self, model: nn.Module, num_classes: int, embed_dim: int | None = None):
+    def __init__(self, model: nn.Module, num_classes: int, embed_dim: int | None = None, output_key: OutputKey = None):
         super().__init__()
         self.model = _check_model(model)
+        self.output_key = output_key
         dim = embed_dim if embed_dim is not None else getattr(model, "output_dim", None)
         for value, name in ((dim, "embed_dim"), (num_classes, "num_classes")):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -92,7 +92,7 @@ class BottleneckCrossEntropy(nn.Module):
         self.head = nn.Linear(dim, num_classes)
 
     def logits(self, x: Tensor) -> Tensor:
-        return self.head(self.model(x))
+        return self.head(select_logits(self.model(x), self.output_key))
 
     def forward(self, x: Tensor, y: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
         logits = self.logits(x)
@@ -116,9 +116,10 @@ class SmoothnessObjective(nn.Module):
     """
 
     def __init__(self, model: nn.Module, layers: Sequence[str] | None = None, regularizer: nn.Module | None = None,
-                 task_weight: float = 1.0):
+                 task_weight: float = 1.0, output_key: OutputKey = None):
         super().__init__()
         self.model = _check_model(model)
+        self.output_key = output_key
         names = list(getattr(model, "relu_names", []) if layers is None else layers)
         if len(names) < 2:
             raise ValueError(f"the smoothness regularizer needs >= 2 layers, got {names} (give layers= or a model with relu_names)")
@@ -132,7 +133,6 @@ class SmoothnessObjective(nn.Module):
 
     def forward(self, x: Tensor, y: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
         with LatentCapture(self.model, self.layers) as feats:
-            logits = self.model(x)
-        with full_precision(logits.device):  # the cosine LGGs in float32 under autocast
-            reg = self.regularizer(as_float32([feats[n] for n in self.layers]), y)
+            logits = select_logits(self.model(x), self.output_key)
+        reg = self.regularizer([feats[n] for n in self.layers], y)
         return logits, {"task": self.task_weight * F.cross_entropy(logits, y), "smoothness": reg}

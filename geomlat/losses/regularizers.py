@@ -19,8 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..graphs import latent_adjacency
-from .._checks import check_features, check_features_min, check_k, check_labels
+from ..graphs import latent_adjacency, norms_out_of_range, row_scales
+from .._checks import check_features, check_features_min, check_k, check_labels, full_precision
 from ._common import as_feature_list, check_gather, gather_global
 
 
@@ -71,23 +71,34 @@ def _mt_x(m: Tensor, x: Tensor) -> Tensor:
 class _CosineAdjacencyTimes(torch.autograd.Function):
     """``A M`` (B, C) for the full cosine adjacency A of x (B, d) without self-loops, and M (B, C).
 
-    With ``r_i = 1 / max(|x_i|, eps)`` and ``s_i = (|x_i| r_i)^2`` (1, or 0 for a zero row),
+    With ``r_i = 1 / |x_i|`` (0 for a zero row, whose gradient is then 0, as in
+    :func:`geomlat.graphs.cosine_gram`) and ``s_i = (|x_i| r_i)^2`` (1, or 0 for a zero row),
     ``A M = r * (X P^T) - s * M`` where ``P = (r * M)^T X`` (C, d): the (B, B) matrix is never formed and X
     is read three times (norms, P, X P^T). Backward, with G = dOut, N = r * M, H = X P^T:
     ``dP = (r * G)^T X``, ``dN = X dP^T``, ``dr = rowsum(G * H + dN * M)`` and
     ``dX = [r * G, N] [P; dP] - r^3 dr * X`` (the last term from ``r = 1 / |x|``; s is locally constant),
     ``dM = r * dN - s * G``: X read twice more and dX written once.
+
+    A depends only on the directions of the rows: when a squared norm overflows or underflows, the rows
+    are first divided by their power-of-2 :func:`geomlat.graphs.row_scales` (exact) and dX by the same.
     """
 
     @staticmethod
     def forward(ctx, x: Tensor, m: Tensor) -> Tensor:
         norm = torch.linalg.vector_norm(x, dim=1, keepdim=True)
-        inv = 1.0 / norm.clamp_min(1e-12)  # same eps as F.normalize
+        ctx.scales = None
+        if norms_out_of_range(norm[:, 0] ** 2, x, per_row=True):
+            ctx.scales = row_scales(x)
+            x = x / ctx.scales
+            norm = torch.linalg.vector_norm(x, dim=1, keepdim=True)
+        # 1 / |x_i|, 0 for a zero row (no 1 / eps: a zero row's gradient would be ~1e12, inf in float16)
+        nonzero = norm > 0
+        inv = torch.where(nonzero, 1.0 / norm.clamp_min(torch.finfo(norm.dtype).tiny), torch.zeros_like(norm))
         self_sim = (norm * inv) ** 2
         n = inv * m
         p = _mt_x(n, x)
         h = x @ p.T  # (B, C)
-        ctx.save_for_backward(x, m, inv, self_sim, norm > 1e-12, p, h)
+        ctx.save_for_backward(x, m, inv, self_sim, nonzero, p, h)
         return inv * h - self_sim * m
 
     @staticmethod
@@ -101,12 +112,17 @@ class _CosineAdjacencyTimes(torch.autograd.Function):
             dr = (grad * h + dn * m).sum(dim=1, keepdim=True)
             dx = torch.cat([rg, n], dim=1) @ torch.cat([p, dp], dim=0)
             dx.addcmul_(x, -(inv**3) * dr * above_eps)
+            if ctx.scales is not None:  # x was divided by its row scales
+                dx = dx / ctx.scales
         if ctx.needs_input_grad[1]:
             dm = inv * dn - self_sim * grad
         return dx, dm
 
 
-def label_variation_power(x: Tensor, y: Tensor, m: int = 2, k: int | None = None, normalized: bool = False) -> Tensor:
+@full_precision
+def label_variation_power(
+    x: Tensor, y: Tensor, m: int = 2, k: int | None = None, normalized: bool = False, k_counts_self: bool = False
+) -> Tensor:
     """``tr(V^T L^m V)`` of the cosine LGG of ``x`` without a B x B matrix when ``k=None``.
 
     Args:
@@ -117,20 +133,45 @@ def label_variation_power(x: Tensor, y: Tensor, m: int = 2, k: int | None = None
         normalized: divide by ``W^m``, W = total edge weight ``sum_{i != j} A_ij``; for m = 1 this is the
             normalized label variation of Appendix C (in [0, 1]); for any m it makes sigma invariant to a
             rescaling of A.
+        k_counts_self: the convention of ``k``. ``False`` (geomlat's default): each vertex keeps its ``k``
+            most similar *other* vertices (``1 <= k < B``). ``True`` (the authors' laplacian_networks
+            ``gsp``): each row is sorted with its self-similarity 1 included, so ``k`` counts the vertex
+            itself and keeps ``k - 1`` others (``2 <= k <= B``; ``k = B`` is the full graph); the same
+            graph as geomlat's ``k - 1``.
 
     Returns:
         scalar tensor, differentiable w.r.t. ``x``.
     """
     _check_power(m)
-    flat = _check_layer(x, k)
-    return _label_variation_power(flat, _one_hot(y, flat.shape[0], flat), m, k, normalized)
+    others = _other_neighbours(k, k_counts_self)
+    flat = _check_layer(x, k, k_counts_self)
+    return _label_variation_power(flat, _one_hot(y, flat.shape[0], flat), m, others, normalized)
 
 
-def _check_layer(x: Tensor, k: int | None) -> Tensor:
+def _other_neighbours(k: int | None, k_counts_self: bool) -> int | None:
+    """geomlat's ``k`` (other vertices per row) for a ``k`` given in either convention (see ``k_counts_self``)."""
+    if k is None or not k_counts_self:
+        return k
+    check_k(k, k + 1)  # an int >= 1
+    if k < 2:
+        raise ValueError(
+            f"k={k} with k_counts_self=True counts the vertex itself, so it keeps no other vertex: k must be >= 2"
+        )
+    return k - 1
+
+
+def _check_neighbours(k: int | None, k_counts_self: bool, b: int) -> None:
+    """``k`` in its convention against the batch size ``b``."""
+    if k_counts_self and k is not None and k > b:
+        raise ValueError(f"k={k} with k_counts_self=True (the vertex itself included) must be at most the batch size {b}")
+    check_k(_other_neighbours(k, k_counts_self), b)
+
+
+def _check_layer(x: Tensor, k: int | None, k_counts_self: bool = False) -> Tensor:
     """(B, d) features after the checks of a cosine LGG (one reading pass for NaN/Inf and the sign)."""
     flat, lo = check_features_min(x)
     _check_cosine(flat, lo)
-    check_k(k, flat.shape[0])
+    _check_neighbours(k, k_counts_self, flat.shape[0])
     return flat
 
 
@@ -167,15 +208,20 @@ def _label_variation_power(flat: Tensor, v: Tensor, m: int, k: int | None, norma
     return sigma
 
 
-def label_variation_power_dense(x: Tensor, y: Tensor, m: int = 2, k: int | None = None, normalized: bool = False) -> Tensor:
+@full_precision
+def label_variation_power_dense(
+    x: Tensor, y: Tensor, m: int = 2, k: int | None = None, normalized: bool = False, k_counts_self: bool = False
+) -> Tensor:
     """Reference (the authors' approach): dense cosine LGG, dense ``L = D - A``, ``matrix_power(L, m)``.
 
     Same arguments and value as :func:`label_variation_power`, at O(B^2 d + m B^3) cost and O(B^2) memory.
     """
     _check_power(m)
+    others = _other_neighbours(k, k_counts_self)
     flat = check_features(x)
     _check_cosine(flat)
-    adj = latent_adjacency(flat, k=k, kernel="cosine")[0]
+    _check_neighbours(k, k_counts_self, flat.shape[0])
+    adj = latent_adjacency(flat, k=others, kernel="cosine")[0]
     lap = torch.diag(adj.sum(dim=1)) - adj
     v = _one_hot(y, flat.shape[0], flat)
     sigma = torch.trace(v.T @ torch.linalg.matrix_power(lap, m) @ v)
@@ -195,6 +241,9 @@ class SmoothnessRegularizer(nn.Module):
         power: m, the power of the Laplacian.
         gamma: the weight is ``gamma ** power``.
         k: ``None`` (full graph, fast path without any B x B matrix) or a k-NN graph (dense path).
+        k_counts_self: ``False`` (default): ``k`` other vertices per row. ``True``: the authors' convention
+            (laplacian_networks ``gsp`` sorts each row with the self-similarity included), ``k`` counts
+            the vertex itself, i.e. geomlat's ``k - 1`` (see :func:`label_variation_power`).
         normalized: normalize each sigma by the total edge weight to the power m (see
             :func:`label_variation_power`).
         gather: ``"local"`` (graphs over this process's batch) or ``"global"`` (graphs over the features
@@ -205,16 +254,29 @@ class SmoothnessRegularizer(nn.Module):
     ``y`` (B,) labels -> scalar.
     """
 
-    def __init__(self, power: int = 2, gamma: float = 0.01, k: int | None = None, normalized: bool = False, gather: str = "local"):
+    def __init__(
+        self,
+        power: int = 2,
+        gamma: float = 0.01,
+        k: int | None = None,
+        normalized: bool = False,
+        gather: str = "local",
+        k_counts_self: bool = False,
+    ):
         super().__init__()
         _check_power(power)
+        if not isinstance(k_counts_self, bool):
+            raise TypeError(f"k_counts_self must be a bool, got {type(k_counts_self).__name__}")
         if k is not None:
             check_k(k, k + 1)
+        self._others = _other_neighbours(k, k_counts_self)
         if not gamma >= 0:
             raise ValueError(f"gamma must be >= 0, got {gamma}")
         self.power, self.gamma, self.k, self.normalized = power, float(gamma), k, bool(normalized)
+        self.k_counts_self = k_counts_self
         self.gather = check_gather(gather)
 
+    @full_precision  # float32 geometry also under autocast (half features are upcast by the checks)
     def variations(self, features: Sequence[Tensor], y: Tensor) -> Tensor:
         """(L,) label variation of each layer (over the gathered batch when ``gather="global"``)."""
         feats = as_feature_list(features, "features")
@@ -222,12 +284,12 @@ class SmoothnessRegularizer(nn.Module):
             feats, y = gather_global(feats, y)
         sigmas, v = [], None
         for i, f in enumerate(feats):
-            flat = _check_layer(f, self.k)
+            flat = _check_layer(f, self.k, self.k_counts_self)
             if v is None:  # one-hot labels once per call, checked against the first layer
                 v = _one_hot(y, flat.shape[0], flat)
             elif flat.shape[0] != v.shape[0]:
                 raise ValueError(f"features[{i}] has batch size {flat.shape[0]} but there are {v.shape[0]} labels")
-            sigmas.append(_label_variation_power(flat, v.to(flat.dtype), self.power, self.k, self.normalized))
+            sigmas.append(_label_variation_power(flat, v.to(flat.dtype), self.power, self._others, self.normalized))
         return torch.stack(sigmas)
 
     def forward(self, features: Sequence[Tensor], y: Tensor) -> Tensor:
