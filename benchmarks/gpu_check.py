@@ -12,8 +12,10 @@ accuracy), for each study of the LGG paper (``gkd``, ``embed``, ``robust``) with
 2. **No host synchronization.** On CUDA the timed steps run under
    ``torch.cuda.set_sync_debug_mode("error")``: any operation that waits for the GPU (``.item()``,
    ``bool(tensor)``, a device-to-host copy, ``nonzero``) raises; the first such error of a method is
-   recorded (with the frame that caused it) and the method is timed again without the check. Skipped on
-   a CPU (nothing to synchronize with).
+   recorded (with the frame that caused it) and the method is timed again without the check. On a CPU
+   (nothing to synchronize with) one extra step runs under :class:`HostReadCounter` instead, which lists
+   the operators that read tensor values on the host (``.item()``, ``bool``, ``nonzero``) with the
+   geomlat line that called them: the synchronizations the same step would make on CUDA.
 3. **Every loss and analysis on the device.** Each study then runs end to end (``run_study``: training
    for a few batches, then all of its analyses and evaluations: layer-wise label variation, consistency,
    attacks, corruptions, classifiers on embeddings, tables) with the device of the check, under a
@@ -140,8 +142,36 @@ def _where(err: BaseException) -> str:
     return f"{Path(f.filename).name}:{f.lineno} `{(f.line or '').strip()}`"
 
 
+#: operators that read a tensor's values on the host (``.item()``, ``bool(t)``, data-dependent shapes): each
+#: one is a synchronization on CUDA
+HOST_READ_OPS = {"_local_scalar_dense", "nonzero", "masked_select", "unique", "_unique2", "unique_consecutive",
+                 "unique_dim", "repeat_interleave"}
+
+
+class HostReadCounter(TorchDispatchMode):
+    """Records the operators of :data:`HOST_READ_OPS` and the geomlat line that called each (first seen):
+    on a CPU, the places where the same step would synchronize on CUDA."""
+
+    def __init__(self):
+        super().__init__()
+        self.reads: dict[str, int] = {}
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        name = func.overloadpacket.__name__
+        if name in HOST_READ_OPS:
+            stack = [f for f in traceback.extract_stack() if "/torch/" not in f.filename and f.filename != __file__]
+            frames = [f for f in stack if "geomlat" in f.filename] or stack  # the library's line, else the caller's
+            where = f"{Path(frames[-1].filename).name}:{frames[-1].lineno} `{(frames[-1].line or '').strip()}`" if frames else "?"
+            key = f"{name} at {where}"
+            self.reads[key] = self.reads.get(key, 0) + 1
+        return func(*args, **(kwargs or {}))
+
+
 def time_method(objective, after, batches, device: torch.device, steps: int, warmup: int) -> dict[str, Any]:
-    """Warm-up, then ``steps`` engine steps (sync-checked on CUDA); seconds per step, images/s, host sync."""
+    """Warm-up, then ``steps`` engine steps (sync-checked on CUDA); seconds per step, images/s, host sync.
+
+    On a CPU the host-sync check is the prediction of :class:`HostReadCounter` over one extra step
+    (``host_reads``): the reads that would synchronize on CUDA."""
     objective.to(device).train()
     params = [p for p in objective.parameters() if p.requires_grad]
     opt = torch.optim.SGD(params, lr=1e-3, momentum=0.9, weight_decay=5e-4)
@@ -171,7 +201,14 @@ def time_method(objective, after, batches, device: torch.device, steps: int, war
         run(steps, warmup)
         _sync(device)
     seconds = (time.perf_counter() - start) / steps
-    return {"step_ms": seconds * 1e3, "images_per_s": len(batches[0][1]) / seconds, "host_sync": host_sync}
+    reads = None
+    if device.type != "cuda":
+        counter = HostReadCounter()
+        with counter:
+            run(1)
+        reads = counter.reads
+    return {"step_ms": seconds * 1e3, "images_per_s": len(batches[0][1]) / seconds, "host_sync": host_sync,
+            "host_reads": reads}
 
 
 class DeviceCounter(TorchDispatchMode):
@@ -252,10 +289,11 @@ def markdown(report: dict[str, Any]) -> str:
              f"{env['device_name']}, torch {env['torch']}, precision {PRECISION}, {report['sizes']['steps']} timed steps "
              f"after {report['sizes']['warmup']} warm-up steps per method, synthetic CIFAR-10 folder "
              f"({5 * report['sizes']['per_file']} train / {report['sizes']['test']} test images); total {report['seconds']:.0f} s.",
-             "", "| study | method | batch | ms / step | images / s | host sync in the step |", "|---|---|---|---|---|---|"]
+             "", "| study | method | batch | ms / step | images / s | host sync in the step (CPU: host reads that would sync on CUDA) |", "|---|---|---|---|---|---|"]
     for study, r in report["studies"].items():
         for name, m in r["methods"].items():
-            sync = "not checked (CPU)" if env["device"] == "cpu" else (m["host_sync"] or "none")
+            sync = (m["host_sync"] or "none") if m.get("host_reads") is None else \
+                "predicted on CPU: " + ("; ".join(f"{k} ({v}x)" for k, v in m["host_reads"].items()) or "none")
             lines.append(f"| {study} | {name} | {m['batch']} | {m['step_ms']:.1f} | {m['images_per_s']:.0f} | {sync} |")
     lines += ["", "Step-time ratios: " + ", ".join(f"{k} {v:.2f}x" for r in report["studies"].values() for k, v in r["ratios"].items()), ""]
     lines += ["## Every loss and analysis on the device (end-to-end run of each study)", ""]
@@ -305,6 +343,8 @@ def main(argv: list[str] | None = None) -> int:
             report["studies"][study] = check_study(study, data_root, device, sizes, tiny, log, args.methods, args.end_to_end)
     report["seconds"] = time.perf_counter() - start
     problems = [f"{s}/{m}: host sync" for s, r in report["studies"].items() for m, v in r["methods"].items() if v["host_sync"]]
+    problems += [f"{s}/{m}: host reads (a sync on CUDA)" for s, r in report["studies"].items() for m, v in r["methods"].items()
+                 if v["host_reads"]]
     ran = {s: r["end_to_end"] for s, r in report["studies"].items() if r["end_to_end"] is not None}
     problems += [f"{s}: end-to-end error" for s, e in ran.items() if e["error"]]
     if device.type == "cuda":
