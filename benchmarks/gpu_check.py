@@ -19,9 +19,10 @@ accuracy), for each study of the LGG paper (``gkd``, ``embed``, ``robust``) with
 3. **Every loss and analysis on the device.** Each study then runs end to end (``run_study``: training
    for a few batches, then all of its analyses and evaluations: layer-wise label variation, consistency,
    attacks, corruptions, classifiers on embeddings, tables) with the device of the check, under a
-   dispatch mode that counts the tensor operations on each device; the floating-point operations on CPU
-   tensors of at least 65,536 elements are listed by operator (data loading, augmentation and the
-   corruption generator run on CPU by design; anything else there is an analysis left on the CPU).
+   dispatch mode that counts the tensor operations on each device; the compute operations (layers,
+   products, reductions, sorts: :data:`COMPUTE_OPS`) on CPU tensors of at least 65,536 elements are
+   listed by operator (on CUDA, each is a loss or analysis left on the CPU; data loading and augmentation
+   only index, copy and do elementwise arithmetic there).
 
 Output: ``benchmarks/gpu_check.json`` and ``benchmarks/gpu_check.md`` (``--out`` to change). On CUDA
 the sizes are the paper's (batch 128, full models, 300 steps; under 10 minutes on one GPU); on a CPU,
@@ -60,6 +61,12 @@ STUDIES = ("gkd", "embed", "robust")
 PRECISION = "bf16-mixed"
 #: CPU tensors at least this large count as heavy work left on the CPU (analysis check)
 CPU_HEAVY_NUMEL = 65536
+#: the compute operators watched on the CPU (network layers, products, reductions, spectra, neighbours);
+#: indexing, copies and elementwise arithmetic are the data pipeline's (loading, augmentation)
+COMPUTE_OPS = {"mm", "bmm", "addmm", "baddbmm", "matmul", "mv", "addmv", "convolution", "convolution_backward",
+               "native_batch_norm", "native_batch_norm_backward", "relu", "threshold_backward", "_softmax",
+               "_log_softmax", "topk", "sort", "_cdist_forward", "linalg_vector_norm", "norm", "aminmax", "sum",
+               "mean", "_linalg_eigh", "linalg_eigh", "_linalg_svd", "linalg_svd", "_linalg_solve_ex", "linalg_cholesky_ex"}
 
 # sizes: (train images per CIFAR batch file, test images, timed steps, warm-up steps)
 FULL = {"per_file": 2000, "test": 1000, "steps": 300, "warmup": 20, "pool": 8}
@@ -213,7 +220,7 @@ def time_method(objective, after, batches, device: torch.device, steps: int, war
 
 class DeviceCounter(TorchDispatchMode):
     """Counts dispatched operations by the device of their first floating-point tensor argument; CPU
-    operations on tensors of >= ``min_numel`` elements are also counted per operator."""
+    operations of :data:`COMPUTE_OPS` on tensors of >= ``min_numel`` elements are also counted per operator."""
 
     def __init__(self, min_numel: int = CPU_HEAVY_NUMEL):
         super().__init__()
@@ -226,8 +233,9 @@ class DeviceCounter(TorchDispatchMode):
         for t in tree_leaves((args, kwargs)):
             if isinstance(t, torch.Tensor) and t.is_floating_point():
                 self.devices[t.device.type] += 1
-                if t.device.type == "cpu" and t.numel() >= self.min_numel:
-                    self.cpu_heavy[str(func.overloadpacket.__name__)] += 1
+                name = func.overloadpacket.__name__
+                if t.device.type == "cpu" and t.numel() >= self.min_numel and name in COMPUTE_OPS:
+                    self.cpu_heavy[name] += 1
                 break
         return func(*args, **kwargs)
 
@@ -303,7 +311,7 @@ def markdown(report: dict[str, Any]) -> str:
             lines.append(f"- **{study}**: not run (--no-end-to-end)")
             continue
         lines.append(f"- **{study}**: {'ERROR ' + e['error'] if e['error'] else 'completed'} in {e['seconds']:.0f} s; "
-                     f"tensor ops by device {e['ops_by_device']}; CPU ops on >= {CPU_HEAVY_NUMEL} elements: "
+                     f"tensor ops by device {e['ops_by_device']}; CPU compute ops on >= {CPU_HEAVY_NUMEL} elements: "
                      f"{e['cpu_heavy_ops'] or 'none'}")
     lines += ["", f"Verdict: {report['verdict']}"]
     return "\n".join(lines) + "\n"
