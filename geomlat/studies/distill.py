@@ -40,7 +40,7 @@ from ..capture import LatentCapture
 from ..data import balanced_order, load_dataset
 from ..engine import Supervised, TrainConfig, predict, resolve_device, train
 from ..engine.io import atomic_write_text
-from ..engine.train import load_trained_model
+from ..engine.train import PRECISIONS, load_trained_model
 from ..losses import LOSSES, Distiller, build_loss
 from ..losses.registry import DISTILL_CONSUMES
 from ..models import MODELS, build_model
@@ -65,6 +65,7 @@ _TRAIN_FIELDS = {
     "weight_decay": ("number", 0.0), "nesterov": ("bool", None), "milestones": ("numbers", None),
     "lr_gamma": ("number", 0.0), "device": ("str", None), "eval_every": ("int", 1),
     "eval_batch_size": ("int", 1), "limit_batches": ("int", 1), "drop_last": ("bool", None),
+    "precision": ("choice", tuple(PRECISIONS)),
 }
 
 
@@ -86,6 +87,8 @@ def train_config_from_fields(table: dict[str, Any], path: str, seed: int = 0) ->
             values[key] = f.bool(key)
         elif kind == "str":
             values[key] = f.str(key)
+        elif kind == "choice":
+            values[key] = f.str(key, choices=minimum)
         else:
             values[key] = tuple(float(v) for v in f.list(key, item=(int, float)))
     f.finish()
