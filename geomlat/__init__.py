@@ -4,20 +4,68 @@ Build a graph over a batch from any layer's representations (:func:`latent_graph
 (:func:`label_variation`, :func:`graph_distance`), and use it to train or analyse models.
 The math is defined in ``shared/METHOD.md``; the API mirrors PyTorch Geometric (LGGs are ``Data``).
 """
-from .capture import LatentCapture, pool_sequence, select_logits, select_output
-from .distances import DISTANCES, graph_distance, register_distance
-from .graphs import from_dense, latent_adjacency, latent_graph, similarity, to_dense
-from .interop import to_pygsp, to_scipy
-from .knn import WITH_TORCH_CLUSTER, knn, knn_graph
-from .signals import label_variation, laplacian, signal_variation
+import sys
+import types
+
+# The public names are imported on first use (PEP 562), so that `import geomlat.cli` (the console
+# script) answers `--help` and spec errors without importing torch.
+_LAZY = {
+    "LatentCapture": ".capture", "pool_sequence": ".capture", "select_logits": ".capture", "select_output": ".capture",
+    "DISTANCES": ".distances", "graph_distance": ".distances", "register_distance": ".distances",
+    "from_dense": ".graphs", "latent_adjacency": ".graphs", "latent_graph": ".graphs", "similarity": ".graphs",
+    "to_dense": ".graphs",
+    "to_pygsp": ".interop", "to_scipy": ".interop",
+    "KERNELS": ".kernels", "Kernel": ".kernels", "get_kernel": ".kernels", "register_kernel": ".kernels",
+    "WITH_TORCH_CLUSTER": ".knn", "knn": ".knn", "knn_graph": ".knn",
+    "NNKResult": ".nnk", "nnk_graph": ".nnk", "nnk_interpolation": ".nnk", "nnk_layer_errors": ".nnk",
+    "nnk_loo_predictions": ".nnk", "nnk_symmetrize": ".nnk", "nnk_weights": ".nnk",
+    "label_variation": ".signals", "laplacian": ".signals", "signal_variation": ".signals",
+}
+
+
+def __getattr__(name: str):
+    import importlib
+
+    if name not in _LAZY:
+        try:  # a submodule (`geomlat.graphs` after `import geomlat`, as when every name was imported eagerly)
+            return importlib.import_module(f"{__name__}.{name}")
+        except ModuleNotFoundError as err:
+            if err.name != f"{__name__}.{name}":
+                raise
+            raise AttributeError(f"module {__name__!r} has no attribute {name!r}") from None
+    value = getattr(importlib.import_module(_LAZY[name], __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
+
+
+class _Package(types.ModuleType):
+    """The import system binds a submodule on its package (``geomlat.knn = <module geomlat.knn>``) when it is
+    first imported; a public name that is also a submodule's name (``knn``) stays the function, as the
+    eager ``from .knn import knn`` left it."""
+
+    def __setattr__(self, name: str, value) -> None:
+        if name in _LAZY and isinstance(value, types.ModuleType) and value.__name__ == f"{__name__}.{name}":
+            value = getattr(value, name)
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package
 
 __version__ = "0.1.0"
 
 __all__ = [
     "DISTANCES",
+    "KERNELS",
+    "Kernel",
     "LatentCapture",
+    "NNKResult",
     "WITH_TORCH_CLUSTER",
     "from_dense",
+    "get_kernel",
     "graph_distance",
     "knn",
     "knn_graph",
@@ -25,8 +73,15 @@ __all__ = [
     "laplacian",
     "latent_adjacency",
     "latent_graph",
+    "nnk_graph",
+    "nnk_interpolation",
+    "nnk_layer_errors",
+    "nnk_loo_predictions",
+    "nnk_symmetrize",
+    "nnk_weights",
     "pool_sequence",
     "register_distance",
+    "register_kernel",
     "select_logits",
     "select_output",
     "signal_variation",

@@ -6,8 +6,9 @@
 
 ``NAME`` is a study in ``studies/NAME.toml`` or a path to a TOML spec. ``--set`` overrides one spec
 field after the profile, with a dotted path and a TOML value, e.g. ``--set train.epochs=1`` or
-``--set 'methods.gkd.terms.gkd.weight=10.0'``. A malformed spec stops before any training with exit
-status 2 and a message naming the field.
+``--set 'methods.gkd.terms.gkd.weight=10.0'``. A malformed spec, a device this machine does not have, a
+missing or malformed data file, or an output folder in use by another run of the study stop before
+anything is written, with exit status 2 and a one-line message naming the field, file or folder (and PID).
 
 ``--tune`` runs the spec's validation grid (its ``[tune]`` table, :mod:`geomlat.studies.tuning`) instead
 of the study: ``results/tune-NAME/grid.csv`` and the chosen values (``make tune-robust``, ``make tune-embed``).
@@ -117,8 +118,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(demo.main(argv[1:]) or 0)
     args = _parser().parse_args(argv)
 
-    from .engine.dist import init_from_env, is_main_process
-    from .studies import load_spec, run_study
+    # imported here, and torch only when needed: `--help` and early spec errors answer without torch
+    from .studies.runner import InputError, check_data, load_spec, run_study
 
     overrides: dict[str, Any] = {}
     for item in args.overrides:
@@ -127,10 +128,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     initialized = False
     try:
         if launched:
-            # a malformed spec stops here, before any process is started
-            load_spec(args.name, args.profile, overrides=overrides or None, seeds=args.seeds)
+            # a malformed spec or data file stops here, before any process is started
+            spec = load_spec(args.name, args.profile, overrides=overrides or None, seeds=args.seeds)
+            check_data(spec, args.data_dir)
             return _launch_torchrun(argv, args.nproc)
-        initialized = init_from_env()  # under torchrun/srun: join the process group
+        if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+            from .distributed import init_from_env
+
+            initialized = init_from_env()  # under torchrun/srun: join the process group
         if args.tune:
             from .studies.tuning import run_tuning
 
@@ -139,22 +144,54 @@ def main(argv: Sequence[str] | None = None) -> int:
         run_study(args.name, profile=args.profile, data_dir=args.data_dir, out_root=args.out, seeds=args.seeds,
                   overrides=overrides or None, progress=not args.no_progress)
     except SpecError as err:
-        if is_main_process():
-            print(f"geomlat: invalid study spec: {err}", file=sys.stderr)
+        if _is_main_process():
+            print(f"geomlat: invalid study spec: {_one_line(err)}", file=sys.stderr)
         return 2
-    except FileNotFoundError as err:
-        print(f"geomlat: {err}", file=sys.stderr)
+    except (FileNotFoundError, InputError) as err:
+        if _is_main_process():
+            print(f"geomlat: {_one_line(err)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        if is_main_process():
+        if _is_main_process():
             print("geomlat: interrupted; run the same command again to resume from the last checkpoints", file=sys.stderr)
         return 130
+    except Exception as err:
+        status = _known_error_status(err)
+        if status is None:
+            raise
+        if _is_main_process():
+            print(f"geomlat: {_one_line(err)}", file=sys.stderr)
+        return status
     finally:
         if initialized:
             import torch.distributed as dist
 
             dist.destroy_process_group()
     return 0
+
+
+def _is_main_process() -> bool:
+    """Rank 0 (or no torchrun): the process that prints (``RANK`` is set by torchrun/srun launches)."""
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def _one_line(err: BaseException) -> str:
+    lines = str(err).strip().splitlines()
+    return lines[0] if lines else type(err).__name__
+
+
+def _known_error_status(err: Exception) -> int | None:
+    """Exit status of errors reported in one line without a traceback, None for the others: an output folder
+    in use (2: nothing was done) and a refused or unreadable checkpoint or run record (1). Their module is imported only
+    when a study ran, so it is looked up in ``sys.modules`` (not imported here)."""
+    io = sys.modules.get("geomlat.engine.io")
+    if io is None:
+        return None
+    if isinstance(err, io.FolderInUseError):
+        return 2
+    if isinstance(err, (io.CheckpointError, io.UnreadableFileError)):
+        return 1
+    return None
 
 
 if __name__ == "__main__":

@@ -4,14 +4,21 @@ from __future__ import annotations
 
 import argparse
 import csv
+import os
+import pickle
+import subprocess
 import sys
+import textwrap
 import types
+from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
 import geomlat
 from geomlat.cli import main, parse_set
+from geomlat.data import write_cifar_folder
 
 TINY_TOML = """
 name = "clitiny"
@@ -126,3 +133,159 @@ def test_help(capsys):
     assert "--profile" in out and "--data-dir" in out and "--set" in out
     with pytest.raises(SystemExit):
         main([])  # a subcommand is required
+
+
+# ---------------------------------------------------------------- issue 12: start-up, validation, locks
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _env() -> dict:
+    return dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
+
+
+def test_help_and_early_spec_errors_do_not_import_torch(spec_file, tmp_path):
+    """`geomlat --help` and a spec error found before the study kind is loaded answer without torch."""
+    bad_toml = tmp_path / "broken.toml"
+    bad_toml.write_text('name = "x"\nkind = \n')
+    code = textwrap.dedent(
+        f"""
+        import sys
+        import geomlat.cli
+        heavy = lambda: sorted(m for m in ("torch", "torch_geometric", "pygsp", "scipy", "matplotlib") if m in sys.modules)
+        for argv in (["--help"], ["study", "--help"]):
+            try:
+                geomlat.cli.main(argv)
+            except SystemExit as exit:
+                assert exit.code == 0, exit.code
+        assert heavy() == [], ("--help", heavy())
+        assert geomlat.cli.main(["study", {str(spec_file)!r}, "--profile", "nope"]) == 2
+        assert geomlat.cli.main(["study", {str(bad_toml)!r}]) == 2
+        assert geomlat.cli.main(["study", "no_such_study"]) == 2
+        assert heavy() == [], ("spec errors", heavy())
+        print("light")
+        """
+    )
+    done = subprocess.run([sys.executable, "-c", code], env=_env(), capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().endswith("light")
+    assert "unknown profile 'nope'" in done.stderr and "broken.toml is not valid TOML" in done.stderr
+
+
+def _assert_refused(status: int, err: str, out: Path, *needles: str) -> None:
+    """Exit 2, one line on stderr naming the problem, nothing written."""
+    assert status == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith("geomlat: ")
+    for needle in needles:
+        assert needle in lines[0]
+    assert not out.exists(), sorted(str(p) for p in out.rglob("*"))
+
+
+@pytest.mark.parametrize("device,message", [
+    ("tpu", "unknown device 'tpu'"),
+    ("cuda", "CUDA is not available"),
+    ("cuda:0", "CUDA is not available"),
+])
+def test_unavailable_device_stops_before_writing(spec_file, tmp_path, capsys, device, message):
+    if device.startswith("cuda") and torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    out = tmp_path / "out"
+    status = main(["study", str(spec_file), "--out", str(out), "--set", f'train.device="{device}"', "--no-progress"])
+    _assert_refused(status, capsys.readouterr().err, out, "train.device", message)
+
+
+CIFAR_SETS = ["--set", 'data.name="cifar10"', "--set", "data.options={}",
+              "--set", "teacher.kwargs={width = 8, in_channels = 3}", "--set", "student.kwargs={width = 4, in_channels = 3}"]
+
+
+class _Payload:
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def _damage(folder: Path, case: str, marker: Path) -> str:
+    """Damage one batch file of a valid CIFAR-10 folder; returns the name of that file."""
+    if case == "truncated":
+        data = (folder / "data_batch_3").read_bytes()
+        (folder / "data_batch_3").write_bytes(data[: len(data) // 2])
+        return "data_batch_3"
+    if case == "garbage":
+        (folder / "test_batch").write_bytes(np.random.default_rng(0).integers(0, 256, 5000, dtype=np.uint8).tobytes())
+        return "test_batch"
+    payload = {b"data": np.zeros((1, 3072), np.uint8), b"labels": [0], b"x": _Payload(marker)}
+    (folder / "data_batch_1").write_bytes(pickle.dumps(payload, protocol=3))
+    return "data_batch_1"
+
+
+@pytest.mark.parametrize("case", ["truncated", "garbage", "malicious"])
+def test_bad_cifar_files_stop_before_writing(spec_file, tmp_path, capsys, case):
+    data = write_cifar_folder(tmp_path / "cifar", 10, 10)
+    marker = tmp_path / "pwned"
+    name = _damage(data, case, marker)
+    out = tmp_path / "out"
+    status = main(["study", str(spec_file), "--out", str(out), "--data-dir", str(data), *CIFAR_SETS, "--no-progress"])
+    _assert_refused(status, capsys.readouterr().err, out, str(data / name), "not a valid CIFAR-10 batch")
+    assert not marker.exists()
+
+
+def test_missing_cifar_folder_stops_before_writing(spec_file, tmp_path, capsys):
+    out = tmp_path / "out"
+    status = main(["study", str(spec_file), "--out", str(out), "--data-dir", str(tmp_path / "nowhere"), *CIFAR_SETS])
+    _assert_refused(status, capsys.readouterr().err, out, str(tmp_path / "nowhere"))
+
+
+HOLDER = textwrap.dedent(
+    """
+    import sys, time
+    from geomlat.studies import StudyKind, register_study_kind, run_study
+
+    @register_study_kind("sleepy")
+    class Sleepy(StudyKind):
+        def validate(self, spec, fields):
+            return {}
+
+        def run(self, spec, ctx):
+            print("running", flush=True)
+            time.sleep(120)
+            return {}
+
+    run_study({"name": "clitiny", "kind": "sleepy", "seeds": [0], "profiles": {"quick": {}}}, out_root=sys.argv[1])
+    """
+)
+
+
+def test_second_run_into_a_folder_in_use_stops_and_a_killed_run_leaves_no_lock(spec_file, tmp_path, capsys):
+    out = tmp_path / "out"
+    holder = subprocess.Popen([sys.executable, "-c", HOLDER, str(out)], env=_env(), stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "running"  # the first run holds the folder
+        before = sorted(out.rglob("*"))
+        status = main(["study", str(spec_file), "--out", str(out), "--seeds", "0", "--set", "train.epochs=1", "--no-progress"])
+        err = capsys.readouterr().err.strip()
+        assert status == 2 and len(err.splitlines()) == 1, err
+        assert str(out) in err and f"process {holder.pid}" in err
+        assert sorted(out.rglob("*")) == before  # the second run wrote nothing
+    finally:
+        holder.kill()  # a crash: SIGKILL, no clean-up
+        holder.wait()
+    status = main(["study", str(spec_file), "--out", str(out), "--seeds", "0", "--set", "train.epochs=1", "--no-progress"])
+    assert status == 0, capsys.readouterr().err
+    assert (out / "results" / "clitiny" / "table.csv").exists()
+
+
+def test_refused_checkpoint_is_one_line_naming_it(spec_file, tmp_path, capsys):
+    out = tmp_path / "out"
+    args = ["study", str(spec_file), "--out", str(out), "--seeds", "0", "--set", "train.epochs=1", "--no-progress"]
+    assert main(args) == 0
+    ckpt = out / "runs" / "clitiny" / "quick" / "teacher_s0" / "checkpoint.pt"
+    marker = tmp_path / "pwned"
+    torch.save({"objective": _Payload(marker)}, ckpt)
+    capsys.readouterr()
+    assert main(args) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and str(ckpt) in err and "refused" in err and "weights_only=False" not in err
+    assert not marker.exists() and ckpt.exists()

@@ -21,7 +21,7 @@ from geomlat.data import (
     read_batch,
     write_cifar_folder,
 )
-from geomlat.data.cifar import TRAIN_FILES, write_batch
+from geomlat.data.cifar import TRAIN_FILES, check_cifar10, write_batch
 from geomlat.data.splits import rng
 
 
@@ -339,3 +339,14 @@ def test_augment_errors():
         RandomCropFlip(1, True)(torch.rand(8, 8), torch.Generator())
     with pytest.raises(TypeError, match="Generator"):
         RandomCropFlip(1, True)(torch.rand(2, 1, 8, 8), 0)
+
+
+def test_check_cifar10_reads_every_batch_before_a_study_writes(tmp_path, monkeypatch):
+    folder = write_cifar_folder(tmp_path / "d" / "cifar-10-batches-py", 2, 2)
+    monkeypatch.setenv("GEOMLAT_DATA_DIR", str(tmp_path / "d"))
+    assert check_cifar10() == folder  # the loader's default folder
+    data = (folder / "data_batch_5").read_bytes()
+    (folder / "data_batch_5").write_bytes(data[: len(data) - 100])  # truncated at the end: only a full read sees it
+    with pytest.raises(ValueError, match="data_batch_5 is not a valid CIFAR-10 batch") as info:
+        check_cifar10(tmp_path / "d")
+    assert len(str(info.value).splitlines()) == 1

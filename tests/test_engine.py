@@ -23,13 +23,14 @@ from geomlat.engine import (
     atomic_write_text,
     evaluate_accuracy,
     load_checkpoint,
+    load_trained_model,
     model_outputs,
     predict,
     read_json,
     train,
     write_json,
 )
-from geomlat.engine.io import _atomic_write
+from geomlat.engine.io import CheckpointError, CheckpointRefused, _atomic_write
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -114,7 +115,7 @@ def test_checkpoint_roundtrip_and_weights_only(tmp_path):
     back = load_checkpoint(tmp_path / "c.pt")
     assert torch.equal(back["w"], obj["w"]) and back["epoch"] == 3 and back["history"] == obj["history"]
     torch.save({"evil": _Custom()}, tmp_path / "bad.pt")  # arbitrary class: must not be unpickled
-    with pytest.raises(Exception, match="(?i)weights_only|unsupported global"):
+    with pytest.raises(CheckpointRefused, match="refused and not loaded: it references .*_Custom"):
         load_checkpoint(tmp_path / "bad.pt")
     with pytest.raises(FileNotFoundError):
         load_checkpoint(tmp_path / "none.pt")
@@ -341,3 +342,109 @@ def test_limit_batches_and_progress_bar(tmp_path, capsys):
     assert final["steps"] == 2
     err = capsys.readouterr().err
     assert "loss=" in err and "acc=" in err  # the bar goes to stderr with loss and accuracy
+
+
+# ---------------------------------------------------------------- damaged checkpoints (issue 12)
+def _interrupted_run(splits, cfg, run_dir, after_epochs: int):
+    """A run of ``cfg`` killed after ``after_epochs`` epochs (checkpoint written, no final.json)."""
+    steps_per_epoch = len(splits.train) // cfg.batch_size + (len(splits.train) % cfg.batch_size > 1)
+    steps = []
+
+    def interrupt(model):
+        steps.append(1)
+        if len(steps) == after_epochs * steps_per_epoch + 1:
+            raise _Boom
+
+    with pytest.raises(_Boom):
+        train(Supervised(make_model()), splits, cfg, run_dir, progress=False, after_step=interrupt)
+    assert load_checkpoint(run_dir / "checkpoint.pt")["epoch"] == after_epochs
+
+
+def _truncate(path, fraction: float = 0.5) -> None:
+    """As `truncate -s` would: keep the first part of the file."""
+    data = path.read_bytes()
+    path.write_bytes(data[: int(len(data) * fraction)])
+
+
+def test_truncated_checkpoint_is_reported_with_its_path(tmp_path):
+    atomic_save({"w": torch.arange(2000.0)}, tmp_path / "c.pt")
+    _truncate(tmp_path / "c.pt")
+    with pytest.raises(CheckpointError, match=f"checkpoint {tmp_path / 'c.pt'} is unreadable"):
+        load_checkpoint(tmp_path / "c.pt")
+
+
+def test_truncated_checkpoint_of_unfinished_run_restarts_with_same_numbers(tmp_path, capsys):
+    splits = make_splits()
+    cfg = small_config(epochs=4)
+    ref = train(Supervised(make_model()), splits, cfg, tmp_path / "ref", progress=False)
+    ref_state = load_checkpoint(tmp_path / "ref" / "checkpoint.pt")["objective"]
+    _interrupted_run(splits, cfg, tmp_path / "cut", after_epochs=2)
+    ckpt = tmp_path / "cut" / "checkpoint.pt"
+    _truncate(ckpt)
+    capsys.readouterr()
+    # restarted from scratch: from the initialization the caller builds (a study builds it from the seed)
+    resumed = train(Supervised(make_model()), splits, cfg, tmp_path / "cut", progress=False)
+    err = capsys.readouterr().err
+    assert str(ckpt) in err and "unreadable" in err and "restarts from scratch" in err
+    assert (tmp_path / "cut" / "checkpoint.pt.unreadable").exists()  # kept aside, not deleted
+    assert numbers(resumed) == numbers(ref)
+    assert state_equal(load_checkpoint(ckpt)["objective"], ref_state)
+    lines = (tmp_path / "cut" / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(s)["epoch"] for s in lines] == [1, 2, 3, 4]
+
+
+def test_truncated_checkpoint_of_finished_run_is_retrained(tmp_path, capsys):
+    splits = make_splits()
+    cfg = small_config(epochs=3)
+    ref = train(Supervised(make_model()), splits, cfg, tmp_path / "r", progress=False)
+    ref_state = load_checkpoint(tmp_path / "r" / "checkpoint.pt")["objective"]
+    _truncate(tmp_path / "r" / "checkpoint.pt")
+    capsys.readouterr()
+    again = train(Supervised(make_model()), splits, cfg, tmp_path / "r", progress=False)
+    assert str(tmp_path / "r" / "checkpoint.pt") in capsys.readouterr().err
+    assert numbers(again) == numbers(ref)
+    model = load_trained_model(tmp_path / "r", make_model(seed=9))  # the analysis step can read it again
+    assert state_equal({f"model.{k}": v for k, v in model.state_dict().items()}, ref_state)
+
+
+def test_truncated_final_json_is_rebuilt_from_the_checkpoint(tmp_path, capsys):
+    splits = make_splits()
+    cfg = small_config(epochs=2)
+    ref = train(Supervised(make_model()), splits, cfg, tmp_path / "r", progress=False)
+    _truncate(tmp_path / "r" / "final.json")
+    again = train(Supervised(make_model()), splits, cfg, tmp_path / "r", progress=False)
+    assert str(tmp_path / "r" / "final.json") in capsys.readouterr().err
+    assert numbers(again) == numbers(ref) and again["seconds"] == pytest.approx(ref["seconds"])
+
+
+class _Payload:
+    def __reduce__(self):
+        return (os.system, ("echo pwned",))
+
+
+def test_malicious_checkpoint_is_refused_with_its_path(tmp_path):
+    splits = make_splits()
+    cfg = small_config(epochs=3)
+    _interrupted_run(splits, cfg, tmp_path / "r", after_epochs=1)
+    ckpt = tmp_path / "r" / "checkpoint.pt"
+    torch.save({"objective": _Payload(), "epoch": 1}, ckpt)  # as an attacker would replace it
+    for call in (lambda: load_checkpoint(ckpt),
+                 lambda: train(Supervised(make_model()), splits, cfg, tmp_path / "r", progress=False)):
+        with pytest.raises(CheckpointRefused) as info:
+            call()
+        message = str(info.value)
+        assert str(ckpt) in message and "refused" in message and "system" in message
+        assert "weights_only=False" not in message
+    assert ckpt.exists() and not (tmp_path / "r" / "final.json").exists()  # left as found, nothing run
+
+
+def test_run_folder_errors_survive_pickling(tmp_path):
+    """They are raised in worker processes and re-raised in the parent (pickled on the way)."""
+    import pickle
+
+    from geomlat.engine.io import FolderInUseError, UnreadableFileError
+
+    for err in (CheckpointError(tmp_path / "c.pt", "msg a"), CheckpointRefused(tmp_path / "c.pt", "msg b"),
+                UnreadableFileError(tmp_path / "f.json", "msg c"), FolderInUseError(tmp_path, 123, "msg d")):
+        back = pickle.loads(pickle.dumps(err))
+        assert type(back) is type(err) and str(back) == str(err) and back.__dict__ == err.__dict__

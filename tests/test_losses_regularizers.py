@@ -134,22 +134,21 @@ def test_errors():
         SmoothnessRegularizer()([feats[0], feats[1] * float("nan")], y)
     with pytest.raises(ValueError, match="power"):
         SmoothnessRegularizer(power=0)
-    # gather="global" is implemented (checked across processes in tests/test_distributed.py)
-    assert SmoothnessRegularizer(gather="global").gather == "global"
-    with pytest.raises(ValueError, match="gather"):
-        SmoothnessRegularizer(gather="x")
+    # the global batch is the GlobalBatch wrapper's (tests/test_distributed.py), no per-loss flag
+    with pytest.raises(TypeError, match="gather"):
+        SmoothnessRegularizer(gather="global")
 
 
 def test_split_products_equal_plain_products():
     """The CPU kernel behind the fast path (batched over slices of the feature axis) computes the same sums."""
-    from geomlat.losses.regularizers import _SPLITS, _mt_x
+    from geomlat.losses.regularizers import _SPLITS, mt_x
 
     gen = torch.Generator().manual_seed(11)
     d = 256 * _SPLITS  # the smallest feature size that takes the split path
     x, m = (torch.randn(*s, generator=gen, dtype=torch.float64) for s in ((9, d), (9, 4)))
-    torch.testing.assert_close(_mt_x(m, x), m.T @ x, rtol=1e-12, atol=1e-10)
+    torch.testing.assert_close(mt_x(m, x), m.T @ x, rtol=1e-12, atol=1e-10)
     odd = x[:, : d - 1]  # not divisible: plain product
-    torch.testing.assert_close(_mt_x(m, odd), m.T @ odd, rtol=0, atol=0)
+    torch.testing.assert_close(mt_x(m, odd), m.T @ odd, rtol=0, atol=0)
 
 
 @pytest.mark.parametrize("m,normalized", [(1, True), (2, False), (3, False)])

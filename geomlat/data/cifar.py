@@ -12,6 +12,7 @@ import importlib
 import io
 import os
 import pickle
+import struct
 import tempfile
 from pathlib import Path
 
@@ -93,8 +94,11 @@ def restricted_load(path: str | Path):
     with open(path, "rb") as f:
         try:
             return RestrictedUnpickler(f).load()
-        except (pickle.UnpicklingError, EOFError, ImportError, AttributeError, IndexError, TypeError, ValueError) as err:
-            raise ValueError(f"{path} is not a valid CIFAR-10 batch: {err}") from err
+        except (pickle.UnpicklingError, EOFError, ImportError, AttributeError, IndexError, TypeError, ValueError, KeyError,
+                OverflowError, MemoryError, RecursionError, struct.error) as err:
+            # truncated ("pickle data was truncated"), garbage ("invalid load key") or refused (a global)
+            message = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            raise ValueError(f"{path} is not a valid CIFAR-10 batch: {message}") from err
 
 
 def _str_keys(obj: dict) -> dict:
@@ -152,6 +156,26 @@ def read_cifar10(data_dir: str | Path) -> tuple[np.ndarray, np.ndarray, np.ndarr
     return np.concatenate([x for x, _ in train]), np.concatenate([y for _, y in train]), x_test, y_test
 
 
+def _default_data_dir(data_dir: str | Path | None) -> str | Path:
+    return os.environ.get("GEOMLAT_DATA_DIR", "data") if data_dir is None else data_dir
+
+
+def check_cifar10(data_dir: str | Path | None = None) -> Path:
+    """Read and check every batch file of the CIFAR-10 folder (as :func:`load_cifar10_splits` will), without
+    keeping them: lets a study stop before writing anything. Returns the folder.
+
+    Raises:
+        FileNotFoundError: folder or batch file missing. ValueError: a truncated, garbage or refused batch.
+    """
+    folder = find_cifar_folder(_default_data_dir(data_dir))
+    missing = [name for name in (*TRAIN_FILES, TEST_FILE) if not (folder / name).is_file()]
+    if missing:
+        raise FileNotFoundError(f"CIFAR-10 folder {folder} lacks batch file(s) {missing}")
+    for name in (*TRAIN_FILES, TEST_FILE):
+        read_batch(folder / name)
+    return folder
+
+
 def load_cifar10_splits(
     data_dir: str | Path | None = None,
     seed: int = 0,
@@ -172,8 +196,7 @@ def load_cifar10_splits(
         ValueError: malformed batch (not a dict, wrong keys/shapes/labels, or a pickle referencing
             anything but numpy array globals).
     """
-    if data_dir is None:
-        data_dir = os.environ.get("GEOMLAT_DATA_DIR", "data")
+    data_dir = _default_data_dir(data_dir)
     x_train, y_train, x_test, y_test = read_cifar10(data_dir)
     # subsets are taken on uint8 before converting, so that a small train_size stays cheap
     splits = make_splits(

@@ -1,29 +1,72 @@
-"""Atomic file writes and safe checkpoint loading for run records.
+"""Atomic file writes, safe checkpoint loading and output-folder locks for run records.
 
 Every writer puts the data in a temporary file in the destination folder, flushes it to disk and then
 ``os.replace``-s it onto the destination, so a reader (or a resumed run after a kill) sees either the
-old file or the new one, never a truncated one.
+old file or the new one, never a truncated one. A file damaged anyway (disk full, copied half, edited)
+is reported by :func:`load_checkpoint` as a :class:`CheckpointError` naming it.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
+import pickle
+import re
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import torch
 
-from .dist import writes_skipped
+from ..distributed import writes_skipped
 
-__all__ = ["atomic_write_text", "atomic_write_bytes", "atomic_save", "load_checkpoint", "write_json", "read_json", "to_jsonable"]
+__all__ = ["atomic_write_text", "atomic_write_bytes", "atomic_save", "load_checkpoint", "write_json", "read_json", "to_jsonable",
+           "CheckpointError", "CheckpointRefused", "FolderInUseError", "UnreadableFileError", "folder_lock"]
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint that cannot be read (truncated, corrupt, not a torch file); ``path`` names it."""
+
+    def __init__(self, path: str | Path, message: str):
+        self.path = Path(path)
+        super().__init__(message)
+
+    def __reduce__(self):  # picklable (raised in worker processes)
+        return type(self), (self.path, self.args[0])
+
+
+class CheckpointRefused(CheckpointError):
+    """A checkpoint that the weights-only loader refused: it references code (classes, functions) that a
+    file written by geomlat never holds. It was not loaded."""
+
+
+class UnreadableFileError(ValueError):
+    """A JSON run record that cannot be parsed (truncated, corrupt); ``path`` names it."""
+
+    def __init__(self, path: str | Path, message: str):
+        self.path = Path(path)
+        super().__init__(message)
+
+    def __reduce__(self):
+        return type(self), (self.path, self.args[0])
+
+
+class FolderInUseError(RuntimeError):
+    """Another live process holds the lock of an output folder; ``folder`` and ``pid`` (None if unknown)."""
+
+    def __init__(self, folder: str | Path, pid: int | None, message: str):
+        self.folder, self.pid = Path(folder), pid
+        super().__init__(message)
+
+    def __reduce__(self):
+        return type(self), (self.folder, self.pid, self.args[0])
 
 
 def _atomic_write(path: str | Path, write) -> Path:
     """Call ``write(fileobj)`` on a temporary binary file next to ``path``, then rename it onto ``path``.
 
-    Inside :func:`geomlat.engine.dist.main_process_writes` (the study runner under torchrun) only rank 0
+    Inside :func:`geomlat.distributed.main_process_writes` (the study runner under torchrun) only rank 0
     writes; the other ranks return ``path`` without writing.
     """
     path = Path(path)
@@ -66,11 +109,104 @@ def atomic_save(obj: Any, path: str | Path) -> Path:
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device | None = "cpu") -> Any:
-    """Load a file written by :func:`atomic_save` with ``torch.load(..., weights_only=True)`` (no arbitrary unpickling)."""
+    """Load a file written by :func:`atomic_save` with ``torch.load(..., weights_only=True)`` (no arbitrary unpickling).
+
+    Raises:
+        FileNotFoundError: no such file.
+        CheckpointRefused: the file references a global the weights-only loader does not allow (it is not
+            loaded; retrying with ``weights_only=False`` would run code from the file).
+        CheckpointError: the file is unreadable (truncated, corrupt, not written by ``torch.save``).
+    """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {path} does not exist")
-    return torch.load(path, map_location=map_location, weights_only=True)
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as err:
+        text = str(err)
+        if "weights only load failed" in text.lower() or "weights_only" in text:
+            found = re.search(r"(?:GLOBAL|global) ([\w.]+)", text)
+            what = f"it references {found.group(1)}, " if found else "it references "
+            raise CheckpointRefused(path, f"checkpoint {path} was refused and not loaded: {what}which a checkpoint written by "
+                                    "geomlat never holds (only tensors, numbers, strings, lists and dicts); delete it if you "
+                                    "did not write it") from None
+        raise CheckpointError(path, f"checkpoint {path} is unreadable (corrupt): {_first_line(err)}") from err
+    except (RuntimeError, OSError, EOFError, ValueError, KeyError, IndexError, TypeError, AttributeError) as err:
+        # a truncated zip: "PytorchStreamReader failed reading zip archive", "[Errno 22] Invalid argument", ...
+        raise CheckpointError(path, f"checkpoint {path} is unreadable (truncated or corrupt, {path.stat().st_size} bytes): "
+                              f"{type(err).__name__}: {_first_line(err)}") from err
+
+
+def _first_line(err: BaseException) -> str:
+    lines = str(err).strip().splitlines()
+    return lines[0] if lines else type(err).__name__
+
+
+@contextlib.contextmanager
+def folder_lock(folder: str | Path, name: str = ".lock", what: str | None = None) -> Iterator[Path]:
+    """Hold an exclusive lock on ``folder`` (created) while inside; yields the lock file ``folder/name``.
+
+    The lock is an OS lock on the open lock file (``fcntl.flock`` on POSIX, ``msvcrt.locking`` on Windows),
+    so the OS releases it when the holder ends, also on SIGKILL or a crash: a dead run never leaves the
+    folder locked. The holder's PID is written in the file, for the message of the next process.
+
+    Raises:
+        FolderInUseError: another process holds the lock (the message names ``what`` or the folder, and the PID).
+    """
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / name
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        _lock_fd(fd)
+    except OSError:
+        pid = _read_pid(fd)
+        os.close(fd)
+        holder = f"process {pid}" if pid is not None else "another process"
+        raise FolderInUseError(folder, pid, f"{what or f'folder {folder}'} is in use by {holder} (lock file {path}); "
+                               "wait for it to end, or stop it, or choose another output folder") from None
+    try:
+        os.ftruncate(fd, _PID_OFFSET)
+        os.lseek(fd, _PID_OFFSET, os.SEEK_SET)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        yield path
+    finally:
+        with contextlib.suppress(OSError):
+            _unlock_fd(fd)
+        os.close(fd)
+
+
+if os.name == "nt":  # pragma: no cover - Windows: lock byte 0, the PID is written after it (readable while locked)
+    import msvcrt
+
+    _PID_OFFSET = 1
+
+    def _lock_fd(fd: int) -> None:
+        os.lseek(fd, 0, os.SEEK_SET)
+        msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)
+
+    def _unlock_fd(fd: int) -> None:
+        os.lseek(fd, 0, os.SEEK_SET)
+        msvcrt.locking(fd, msvcrt.LK_UNLCK, 1)
+else:
+    import fcntl
+
+    _PID_OFFSET = 0
+
+    def _lock_fd(fd: int) -> None:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+
+    def _unlock_fd(fd: int) -> None:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+
+
+def _read_pid(fd: int) -> int | None:
+    try:
+        os.lseek(fd, _PID_OFFSET, os.SEEK_SET)
+        text = os.read(fd, 64).decode("ascii", "replace").strip()
+        return int(text) if text.isdigit() else None
+    except OSError:
+        return None
 
 
 def to_jsonable(obj: Any) -> Any:
@@ -99,9 +235,13 @@ def write_json(path: str | Path, obj: Any, indent: int | None = 2) -> Path:
 
 
 def read_json(path: str | Path) -> Any:
-    """Read a JSON file; a missing file raises FileNotFoundError naming it."""
+    """Read a JSON file; a missing file raises FileNotFoundError, an unparsable one UnreadableFileError
+    (a ValueError), both naming it."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"JSON file {path} does not exist")
     with open(path, encoding="utf-8") as f:
-        return json.load(f)
+        try:
+            return json.load(f)
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
+            raise UnreadableFileError(path, f"JSON file {path} is unreadable (truncated or corrupt): {err}") from err

@@ -21,7 +21,8 @@ from torch import Tensor, nn
 
 from ..graphs import latent_adjacency, norms_out_of_range, row_scales
 from .._checks import check_features, check_features_min, check_k, check_labels, full_precision
-from ._common import as_feature_list, check_gather, gather_global
+from ._common import as_feature_list
+from .registry import register_loss
 
 
 def _one_hot(y: Tensor, b: int, like: Tensor) -> Tensor:
@@ -49,11 +50,11 @@ def _normalizer(total: Tensor, m: int) -> Tensor:
     return torch.where(total != 0, safe**m, torch.ones_like(total))
 
 
-#: Splits of the feature axis that turn the skinny CPU product of :func:`_mt_x` into a batched product.
+#: Splits of the feature axis that turn the skinny CPU product of :func:`mt_x` into a batched product.
 _SPLITS = 16
 
 
-def _mt_x(m: Tensor, x: Tensor) -> Tensor:
+def mt_x(m: Tensor, x: Tensor) -> Tensor:
     """``m^T x`` (C, d) for m (B, C), x (B, d), C small.
 
     MKL runs this (C, B) x (B, d) shape several times below memory speed on CPU; as a batch of
@@ -96,7 +97,7 @@ class _CosineAdjacencyTimes(torch.autograd.Function):
         inv = torch.where(nonzero, 1.0 / norm.clamp_min(torch.finfo(norm.dtype).tiny), torch.zeros_like(norm))
         self_sim = (norm * inv) ** 2
         n = inv * m
-        p = _mt_x(n, x)
+        p = mt_x(n, x)
         h = x @ p.T  # (B, C)
         ctx.save_for_backward(x, m, inv, self_sim, nonzero, p, h)
         return inv * h - self_sim * m
@@ -105,7 +106,7 @@ class _CosineAdjacencyTimes(torch.autograd.Function):
     def backward(ctx, grad: Tensor):
         x, m, inv, self_sim, above_eps, p, h = ctx.saved_tensors
         rg, n = inv * grad, inv * m
-        dp = _mt_x(rg, x)
+        dp = mt_x(rg, x)
         dn = x @ dp.T
         dx = dm = None
         if ctx.needs_input_grad[0]:
@@ -230,6 +231,7 @@ def label_variation_power_dense(
     return sigma
 
 
+@register_loss("smoothness")
 class SmoothnessRegularizer(nn.Module):
     """Label-variation smoothness regularizer (Lassance, Gripon & Ortega, "Laplacian networks", 2021).
 
@@ -246,13 +248,13 @@ class SmoothnessRegularizer(nn.Module):
             the vertex itself, i.e. geomlat's ``k - 1`` (see :func:`label_variation_power`).
         normalized: normalize each sigma by the total edge weight to the power m (see
             :func:`label_variation_power`).
-        gather: ``"local"`` (graphs over this process's batch) or ``"global"`` (graphs over the features
-            and labels gathered from every distributed process: loss and gradients of one process on the
-            whole batch, see :mod:`geomlat.distributed`).
 
-    Forward: ``features`` list of L >= 2 non-negative (B, ...) tensors (consecutive layers, any widths),
-    ``y`` (B,) labels -> scalar.
+    Forward (``consumes = "layers"``): ``features`` list of L >= 2 non-negative (B, ...) tensors
+    (consecutive layers, any widths), ``y`` (B,) labels -> scalar. Under torch.distributed,
+    :class:`geomlat.distributed.GlobalBatch` gives the graphs of the whole batch.
     """
+
+    consumes = "layers"
 
     def __init__(
         self,
@@ -260,7 +262,6 @@ class SmoothnessRegularizer(nn.Module):
         gamma: float = 0.01,
         k: int | None = None,
         normalized: bool = False,
-        gather: str = "local",
         k_counts_self: bool = False,
     ):
         super().__init__()
@@ -274,14 +275,11 @@ class SmoothnessRegularizer(nn.Module):
             raise ValueError(f"gamma must be >= 0, got {gamma}")
         self.power, self.gamma, self.k, self.normalized = power, float(gamma), k, bool(normalized)
         self.k_counts_self = k_counts_self
-        self.gather = check_gather(gather)
 
     @full_precision  # float32 geometry also under autocast (half features are upcast by the checks)
     def variations(self, features: Sequence[Tensor], y: Tensor) -> Tensor:
-        """(L,) label variation of each layer (over the gathered batch when ``gather="global"``)."""
+        """(L,) label variation of each layer."""
         feats = as_feature_list(features, "features")
-        if self.gather == "global":
-            feats, y = gather_global(feats, y)
         sigmas, v = [], None
         for i, f in enumerate(feats):
             flat = _check_layer(f, self.k, self.k_counts_self)

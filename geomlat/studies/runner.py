@@ -22,21 +22,29 @@ wait for rank 0 at the end.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import importlib
 import multiprocessing
+import os
+import signal
+import sys
+import threading
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping, Sequence
 
-import torch
-
-from ..engine.dist import barrier, get_rank, get_world_size, is_main_process, main_process_writes
-from ..engine.io import write_json
+# torch and the engine are imported inside the functions that need them: `geomlat --help` and the spec
+# errors found before the study kind is loaded answer without importing torch
 from .spec import Fields, SpecError, apply_profile, deep_merge, find_spec_file, read_spec_file
 
-__all__ = ["StudyKind", "StudyContext", "STUDY_KINDS", "register_study_kind", "load_study_kind", "load_spec", "run_study", "run_in_processes"]
+__all__ = ["StudyKind", "StudyContext", "STUDY_KINDS", "InputError", "register_study_kind", "load_study_kind", "load_spec",
+           "run_study", "run_in_processes", "check_device"]
+
+
+class InputError(ValueError):
+    """A study input that cannot be used (a malformed data file); raised before anything is written."""
 
 
 @dataclass
@@ -174,12 +182,136 @@ def load_spec(
     fields.raw("tune", None)  # the validation grid of `geomlat study NAME --tune` (geomlat.studies.tuning)
     out.update(load_study_kind(out["kind"]).validate(spec, fields))
     fields.finish()
+    _check_devices(out)
     return out
 
 
-def _init_worker(threads: int | None) -> None:
+def check_device(value: str, path: str = "device") -> None:
+    """Raise :class:`SpecError` at ``path`` unless ``value`` names a device this machine has: ``"auto"``,
+    ``"cpu"``, ``"cuda"``/``"cuda:N"`` with CUDA (and GPU N) available, ``"mps"`` with MPS available."""
+    import torch
+
+    if value == "auto":
+        return
+    try:
+        device = torch.device(value)
+    except (RuntimeError, ValueError):
+        raise SpecError(path, f"unknown device {value!r}; expected \"cpu\", \"cuda\", \"cuda:N\", \"mps\" or \"auto\"") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise SpecError(path, f"device {value!r} requested but CUDA is not available on this machine; use \"cpu\" or \"auto\"")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise SpecError(path, f"device {value!r} requested but this machine has {torch.cuda.device_count()} GPU(s)")
+    elif device.type == "mps":
+        if not torch.backends.mps.is_available():
+            raise SpecError(path, f"device {value!r} requested but MPS is not available on this machine; use \"cpu\" or \"auto\"")
+    elif device.type != "cpu":
+        raise SpecError(path, f"device {value!r} is not supported; expected \"cpu\", \"cuda\", \"cuda:N\", \"mps\" or \"auto\"")
+
+
+def _check_devices(table: Mapping[str, Any], path: str = "") -> None:
+    """:func:`check_device` on every string field named ``device`` of the (normalized) spec, at any depth."""
+    for key, value in table.items():
+        sub = f"{path}.{key}" if path else str(key)
+        if isinstance(value, Mapping):
+            _check_devices(value, sub)
+        elif key == "device" and isinstance(value, str):
+            check_device(value, sub)
+
+
+def check_data(spec: Mapping[str, Any], data_dir: str | None) -> None:
+    """Read and check the data files the spec needs (CIFAR-10 batches) before anything is written.
+
+    Raises:
+        FileNotFoundError: missing folder or file. InputError: a truncated, garbage or refused batch file.
+    """
+    data = spec.get("data")
+    if not (isinstance(data, Mapping) and data.get("name") == "cifar10"):
+        return  # the other data sets are generated or shipped, nothing to check
+    from ..data.cifar import check_cifar10
+
+    try:
+        check_cifar10(data_dir)
+    except ValueError as err:
+        raise InputError(str(err)) from err
+
+
+_PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+
+
+def _die_with_parent(parent_pid: int) -> None:
+    """Make this worker end when the process that started it dies, however it dies (SIGKILL included).
+
+    Linux: ``prctl(PR_SET_PDEATHSIG, SIGKILL)``. Everywhere (also as a fallback): a daemon thread waits
+    on multiprocessing's parent sentinel (closed by the OS when the parent dies) and checks that the
+    parent pid did not change (re-parenting), then ends the process at once.
+    """
+    if sys.platform.startswith("linux"):
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
+        except (OSError, AttributeError):  # pragma: no cover - no libc prctl: the watchdog below still works
+            pass
+    if os.getppid() != parent_pid:  # the parent died before prctl took effect
+        os._exit(1)
+    threading.Thread(target=_watch_parent, args=(parent_pid,), name="geomlat-parent-watchdog", daemon=True).start()
+
+
+def _watch_parent(parent_pid: int, interval: float = 0.5) -> None:
+    parent = multiprocessing.parent_process()
+    while True:
+        if parent is not None:
+            parent.join(interval)  # returns at once when the parent's sentinel closes (parent gone)
+            if not parent.is_alive():
+                os._exit(1)
+        else:  # pragma: no cover - not started by multiprocessing
+            time.sleep(interval)
+        if os.name == "posix" and os.getppid() != parent_pid:
+            os._exit(1)
+
+
+def _init_worker(threads: int | None, parent_pid: int) -> None:
+    _die_with_parent(parent_pid)
     if threads is not None:
+        import torch
+
         torch.set_num_threads(threads)
+
+
+_ACTIVE_POOLS: set[ProcessPoolExecutor] = set()
+
+
+def _kill_workers(pool: ProcessPoolExecutor) -> None:
+    """Terminate the worker processes of ``pool`` now (their running jobs are lost; finished runs are on disk)."""
+    for process in list((getattr(pool, "_processes", None) or {}).values()):
+        with contextlib.suppress(Exception):
+            if process.is_alive():
+                process.terminate()
+    pool.shutdown(wait=False, cancel_futures=True)
+
+
+@contextlib.contextmanager
+def _workers_end_on_signals() -> Iterator[None]:
+    """While inside (main thread only): SIGINT and SIGTERM first terminate the workers of every active pool,
+    then raise KeyboardInterrupt (SIGINT) or SystemExit(143) (SIGTERM) here, so that no worker outlives an
+    interrupted study (without this, the pool's exit would wait for the running jobs)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum, frame):
+        for pool in list(_ACTIVE_POOLS):
+            _kill_workers(pool)
+        if signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        raise SystemExit(128 + signum)
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
 
 
 def run_in_processes(fn: Callable[..., Any], jobs: Sequence[tuple], workers: int = 1, threads: int | None = None) -> Iterator[tuple[tuple, Any]]:
@@ -189,6 +321,9 @@ def run_in_processes(fn: Callable[..., Any], jobs: Sequence[tuple], workers: int
     processes (``spawn``: no state inherited from this process, so results do not depend on ``workers``),
     each using ``threads`` torch threads. ``fn`` and its arguments must be picklable (a module-level
     function). An exception in a job is re-raised here after the other running jobs are cancelled.
+
+    The workers never outlive this process: they end when it dies, even by SIGKILL (see
+    :func:`_die_with_parent`), and SIGINT/SIGTERM of this process or an exception here terminate them.
     """
     jobs = list(jobs)
     if workers <= 1 or len(jobs) <= 1:
@@ -196,16 +331,21 @@ def run_in_processes(fn: Callable[..., Any], jobs: Sequence[tuple], workers: int
             yield args, fn(*args)
         return
     ctx = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=min(workers, len(jobs)), mp_context=ctx, initializer=_init_worker,
-                             initargs=(threads,)) as pool:
-        futures = {pool.submit(fn, *args): args for args in jobs}
-        try:
+    pool = ProcessPoolExecutor(max_workers=min(workers, len(jobs)), mp_context=ctx, initializer=_init_worker,
+                               initargs=(threads, os.getpid()))
+    _ACTIVE_POOLS.add(pool)
+    try:
+        with _workers_end_on_signals():
+            futures = {pool.submit(fn, *args): args for args in jobs}
             for future in as_completed(futures):
                 yield futures[future], future.result()
-        except BaseException:
-            for future in futures:
-                future.cancel()
-            raise
+    except BaseException:
+        # an error, an interrupt, or the caller stopped iterating (GeneratorExit): no worker keeps training
+        _kill_workers(pool)
+        raise
+    finally:
+        _ACTIVE_POOLS.discard(pool)
+        pool.shutdown(wait=True)
 
 
 @contextlib.contextmanager
@@ -213,6 +353,8 @@ def _threads(n: int | None):
     if n is None:
         yield
         return
+    import torch
+
     before = torch.get_num_threads()
     torch.set_num_threads(n)
     try:
@@ -234,8 +376,22 @@ def run_study(
 ) -> dict[str, Any]:
     """Validate the spec, then run the study: ``runs/NAME/PROFILE/``, ``results/NAME/``, ``figures/NAME/``
     under ``out_root``. Finished runs are skipped, interrupted ones resume. Returns the kind's summary
-    (paths of the tables and figures, rows of the table, wall-clock seconds)."""
+    (paths of the tables and figures, rows of the table, wall-clock seconds).
+
+    Nothing is written before the spec, its devices and its data files are checked. While it runs, the study
+    holds a lock on ``out_root/runs/NAME/.lock`` (released by the OS if the process dies).
+
+    Raises:
+        SpecError: malformed spec or unavailable device. FileNotFoundError: no such study, data folder or
+        file. InputError: a malformed data file. FolderInUseError: another process runs this study into
+        ``out_root``. CheckpointError: a refused checkpoint (an unreadable one is retrained instead).
+    """
+    # everything is checked (spec, devices, data files) before the first file is written
     spec = load_spec(name, profile, overrides=overrides, seeds=seeds)
+    check_data(spec, data_dir)
+    from ..engine.dist import barrier, get_rank, get_world_size, is_main_process, main_process_writes
+    from ..engine.io import folder_lock, write_json
+
     out_root = Path(out_root)
     world, main = get_world_size(), is_main_process()
     if not main:
@@ -257,9 +413,10 @@ def run_study(
         world_size=world,
     )
     start = time.perf_counter()
-    with _threads(spec["threads"]), main_process_writes():
-        if main:
-            ctx.runs_dir.mkdir(parents=True, exist_ok=True)
+    # one run of a study per output folder at a time (rank 0 holds the lock for every rank); a second one
+    # stops here with FolderInUseError naming the folder and the PID of the holder
+    lock = folder_lock(out_root / "runs" / spec["name"], what=f"study {spec['name']!r} in {out_root}") if main else contextlib.nullcontext()
+    with lock, _threads(spec["threads"]), main_process_writes():
         write_json(ctx.runs_dir / "spec.json", spec)
         summary = STUDY_KINDS[spec["kind"]].run(spec, ctx)
     barrier()  # every rank returns once rank 0 has written the tables and figures
