@@ -162,7 +162,8 @@ def test_end_to_end_tables_equal_recomputation_from_records(tiny_run):
     results = root / "results" / "tinyselection"
     kendall = {r["key"]: r for r in _read_csv(results / "kendall.csv")}
     assert list(_read_csv(results / "kendall.csv")[0]) == ["measure", "key", "family", "sign", "tau_test", "tau_test_lo",
-                                                        "tau_test_hi", "tau_gap", "tau_gap_lo", "tau_gap_hi", "psi"]
+                                                        "tau_test_hi", "tau_vs_train", "tau_vs_train_lo", "tau_vs_train_hi",
+                                                        "tau_gap", "tau_gap_lo", "tau_gap_hi", "psi"]
     regret = {r["key"]: r for r in _read_csv(results / "regret.csv")}
     gran = {r["key"]: r for r in _read_csv(results / "granulated.csv")}
     test = np.array([r["snapshots"][-1]["test_error"] for r in records])
@@ -171,6 +172,8 @@ def test_end_to_end_tables_equal_recomputation_from_records(tiny_run):
         m = sign * np.array([r["snapshots"][-1][key] for r in records])
         assert float(kendall[key]["tau_test"]) == pytest.approx(_tau(m, test))
         assert float(kendall[key]["tau_gap"]) == pytest.approx(_tau(m, gap))
+        train = np.array([r["snapshots"][-1]["train_error"] for r in records])
+        assert float(kendall[key]["tau_vs_train"]) == pytest.approx(_tau(m, test) - _tau(train, test))
         lo, hi = float(kendall[key]["tau_test_lo"]), float(kendall[key]["tau_test_hi"])
         assert -1 <= lo <= hi <= 1
         best = np.flatnonzero(m == m.min())

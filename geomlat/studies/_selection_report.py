@@ -87,6 +87,7 @@ def statistics(records: list[dict], patience: int, n_boot: int) -> list[dict]:
     (resampling the groups), Psi, selection regret with CI, mean early-stopping regret with CI."""
     test, gap = targets(records)
     axes = axis_values(records)
+    train = oriented(records, "train_error", 1)
     rows = []
     for key, label, sign, family in MEASURES:
         m = oriented(records, key, sign)
@@ -94,6 +95,9 @@ def statistics(records: list[dict], patience: int, n_boot: int) -> list[dict]:
                "tau_test": kendall_tau(m, test), "tau_gap": kendall_tau(m, gap)}
         row["tau_test_lo"], row["tau_test_hi"] = _ci(kendall_tau, m, test, n_boot=n_boot)
         row["tau_gap_lo"], row["tau_gap_hi"] = _ci(kendall_tau, m, gap, n_boot=n_boot)
+        row["tau_vs_train"] = row["tau_test"] - kendall_tau(train, test)  # paired bootstrap: same resampled models
+        row["tau_vs_train_lo"], row["tau_vs_train_hi"] = _ci(lambda a, t, b: kendall_tau(a, b) - kendall_tau(t, b), m, train, test,
+                                                             n_boot=n_boot)
         gran = granulated_kendall(m, test, axes)
         row["psi"] = gran["psi"]
         for axis in GRAN_AXES:
@@ -122,28 +126,40 @@ def _ci_text(row: dict, key: str, scale: float = 1.0, fmt: str = "+.2f") -> str:
 def write_tables(records: list[dict], rows: list[dict], results_dir: Path, spec: dict) -> list[Path]:
     """``kendall``, ``granulated``, ``regret`` (Markdown + CSV) and ``models.csv`` (every model and snapshot)."""
     m, an = len(records), spec["analysis"]
-    best_geo = max((r for r in rows if r["family"] == "geometry"), key=lambda r: r["tau_test"])
+    geo = [r for r in rows if r["family"] == "geometry"]
     train = next(r for r in rows if r["key"] == "train_error")
-    verdict = (f"Over these {m} models the training error (tau {train['tau_test']:+.2f}) "
-               + ("beats every geometric measure" if train["tau_test"] > best_geo["tau_test"] else "is beaten by")
-               + f" (best geometric measure: {best_geo['measure']}, tau {best_geo['tau_test']:+.2f}).")
+    verdict = []
+    for key, name in (("tau_test", "tau with the test error"), ("psi", "granulated Psi")):
+        best = max(geo, key=lambda r: r[key])
+        verdict.append(f"{name}: the training error ({train[key]:+.2f}) "
+                       + ("beats every geometric measure" if train[key] > best[key] else "is matched or beaten by a geometric measure")
+                       + f" (best geometric: {best['measure']}, {best[key]:+.2f})")
+    best = max(geo, key=lambda r: r["tau_test"])
+    verdict = (f"Over these {m} models, " + "; ".join(verdict) + f". Difference of tau, {best['measure']} minus training error: "
+               f"{best['tau_vs_train']:+.2f} [{best['tau_vs_train_lo']:+.2f}, {best['tau_vs_train_hi']:+.2f}]"
+               + (" (the interval contains 0: no measurable difference)." if best["tau_vs_train_lo"] <= 0 <= best["tau_vs_train_hi"] else "."))
     common = (f"{m} models (the population of studies/selection.toml), final snapshot (epoch {an['snapshots'][-1]}). Measures on "
               f"training data only ({an['samples']} class-balanced training samples with the labels the model was trained on; "
               "training error, loss and margin on the whole training set), oriented a priori so that larger = predicts larger "
               "error (margin and stability negated). Brackets: 95% percentile bootstrap over models "
               f"({an['n_boot']} resamples). The validation error uses {spec['data']['options']['val_size']} held-out samples "
-              "(extra data the other measures do not see): a reference, not a candidate.")
+              "(extra data the other measures do not see): a reference, not a candidate. The stability is one value per "
+              "configuration (shared by its seeds), so its tau on the seed axis is 0 by construction.")
     for r in rows:
-        for k in ("tau_test", "tau_gap", "sel_regret", "es_regret", *[f"gk_{a}" for a in GRAN_AXES]):
+        for k in ("tau_test", "tau_gap", "tau_vs_train", "sel_regret", "es_regret", *[f"gk_{a}" for a in GRAN_AXES]):
             r[f"{k}_text"] = _ci_text(r, k, 100, ".1f") if "regret" in k else _ci_text(r, k)
     cand = [r for r in rows if r["key"] != "last"]
     out = []
     cols = [Column("measure", "measure"), Column("family", "family"), Column("tau_test_text", "tau with test error [95% CI]"),
+            Column("tau_vs_train_text", "tau minus the training error's tau [95% CI]"),
             Column("tau_gap_text", "tau with gap [95% CI]"), Column("psi", "Psi (granulated, mean over axes)", "+.2f")]
-    keys = ["measure", "key", "family", "sign", "tau_test", "tau_test_lo", "tau_test_hi", "tau_gap", "tau_gap_lo", "tau_gap_hi", "psi"]
+    keys = ["measure", "key", "family", "sign", "tau_test", "tau_test_lo", "tau_test_hi", "tau_vs_train", "tau_vs_train_lo",
+            "tau_vs_train_hi", "tau_gap", "tau_gap_lo", "tau_gap_hi", "psi"]
     for name, c, k, title, note in (
         ("kendall", cols, keys, "Kendall's tau of each measure with the test error and the generalization gap",
-         "Gap = test error - training error. tau as Jiang et al. (2020, Eq. 3), tied pairs count 0."),
+         "Gap = test error - training error. tau as Jiang et al. (2020, Eq. 3), tied pairs count 0. 'tau minus the training "
+         "error's tau': paired bootstrap (the same resampled models for both); an interval containing 0 means this population "
+         "cannot tell the measure from the training error."),
         ("granulated", [Column("measure", "measure"), *[Column(f"gk_{a}_text", f"{a} [CI]") for a in GRAN_AXES]],
          ["measure", "key", *[f"{p}_{a}{s}" for a in GRAN_AXES for p, s in (("gk", ""), ("gk", "_lo"), ("gk", "_hi"), ("groups", ""))]],
          "Granulated Kendall coefficient per hyperparameter axis (tau with the test error)",
