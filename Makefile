@@ -9,7 +9,7 @@ STAMP  := $(VENV)/.geomlat-installed
 TORCH_SPEC ?= $(shell command -v nvidia-smi >/dev/null 2>&1 && echo torch || echo torch==2.13.0)
 NPROC ?= 1
 
-.PHONY: install install-cluster test demo study-gkd study-embed study-robust study-toy study-manifold bench clean
+.PHONY: install install-cluster test demo study-gkd study-embed study-robust study-toy study-manifold study-selection tune-robust tune-embed bench gpu-check clean
 
 install: $(STAMP)
 
@@ -45,13 +45,25 @@ demo: $(STAMP)
 #   .venv/bin/geomlat study gkd --profile paper --data-dir /path/to/cifar-10-batches-py
 STUDY_ARGS = --profile $(or $(PROFILE),quick) $(if $(filter-out 1,$(NPROC)),--nproc $(NPROC))
 
-study-gkd study-embed study-robust study-toy study-manifold: study-%: $(STAMP)
+study-gkd study-embed study-robust study-toy study-manifold study-selection: study-%: $(STAMP)
 	$(VENV)/bin/geomlat study $* $(STUDY_ARGS)
+
+# Validation grids of the robust and embed quick profiles (geomlat.studies.tuning): results/tune-NAME/ and
+# figures/tune-NAME/; the chosen values are copied into studies/NAME.toml's quick profile by hand.
+tune-robust tune-embed: tune-%: $(STAMP)
+	$(VENV)/bin/geomlat study $* --tune $(STUDY_ARGS)
+	$(if $(filter embed,$*),$(PY) -m geomlat.studies.lv_diagnosis)
 
 # Benchmarks (about 10 minutes on 2 cores): installs the optional faiss-cpu baseline (the `bench` extra) first.
 bench: $(STAMP)
 	$(PY) -c "import faiss" 2>/dev/null || $(PY) -m pip install -e ".[bench]"
 	$(PY) -m benchmarks
+
+# The GPU path (under 10 minutes on one GPU): every method of the gkd, embed and robust paper profiles with
+# bf16-mixed on a synthetic CIFAR-10 folder: images/s, step ratios, no host sync in a step, analyses on the
+# device. Writes benchmarks/gpu_check.{json,md}. On a CPU it runs at tiny sizes (a smoke test).
+gpu-check: $(STAMP)
+	$(PY) -m benchmarks.gpu_check
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from . import bench_gkd, bench_knn, bench_lgg, bench_nnk, bench_nnk_knn, bench_regularizer
+from . import bench_amp, bench_gkd, bench_knn, bench_lgg, bench_nnk, bench_nnk_knn, bench_regularizer
 from .common import Result
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -38,6 +38,7 @@ PROFILES = {
         "lgg_scaling": ((64, 128, 256, 512, 1024, 2048), 4096),
         "nnk_scaling": ((250, 500, 1000, 2000, 5000), 64, 30),
         "scaling_reps": 3,
+        "amp_batch": 32, "amp_reps": 3, "amp_preact_width": 64,
     },
     "smoke": {
         "preact_batches": {12: {"reps": 1, "warmup": 0, "authors_in_step": True, "alone_reps": 1}},
@@ -50,6 +51,7 @@ PROFILES = {
         "lgg_scaling": ((16, 32), 64),
         "nnk_scaling": ((40, 80), 16, 10),
         "scaling_reps": 1,
+        "amp_batch": 8, "amp_reps": 1, "amp_preact_width": 4,
     },
 }
 
@@ -60,6 +62,7 @@ BENCHES = {
     "nnk": bench_nnk.run,
     "knn": bench_knn.run,
     "nnk_knn": bench_nnk_knn.run,
+    "amp": bench_amp.run,
 }
 
 

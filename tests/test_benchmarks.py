@@ -15,7 +15,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks import bench_gkd, bench_knn, bench_lgg, bench_nnk, bench_nnk_knn, bench_regularizer, run  # noqa: E402
+from benchmarks import bench_amp, bench_gkd, bench_knn, bench_lgg, bench_nnk, bench_nnk_knn, bench_regularizer, run  # noqa: E402
 from benchmarks.common import Result, interleaved  # noqa: E402
 from benchmarks.reference import (  # noqa: E402
     authors_label_variation,
@@ -174,10 +174,10 @@ def test_benchmarks_run_at_tiny_sizes(tmp_path):
     cfg = dict(run.PROFILES["smoke"], threads=1)
     batches = {12: {"reps": 1, "warmup": 0}, 16: {"reps": 1, "warmup": 0, "authors_in_step": False}}
     results = bench_regularizer.bench_model("tiny", "small_cnn", (1, 8, 8), batches, {"width": 4})
-    results += bench_gkd.run(cfg) + bench_lgg.run(cfg) + bench_nnk.run(cfg) + bench_knn.run(cfg)
+    results += bench_gkd.run(cfg) + bench_lgg.run(cfg) + bench_nnk.run(cfg) + bench_knn.run(cfg) + bench_amp.run(cfg)
     names = {r.name for r in results}
     for name in ("gkd_overhead", "lgg_build", "nnk_speedup", "knn_vs_faiss", "regularizer_overhead_full_tiny_b12",
-                 "regularizer_overhead_knn_tiny_b16"):
+                 "regularizer_overhead_knn_tiny_b16", "amp_gkd_step", "amp_regularizer_step"):
         assert name in names
     for r in results:
         if r.name != "knn_cluster_vs_chunked" and not (r.name == "knn_vs_faiss" and "skipped" in r.detail):

@@ -77,7 +77,7 @@ def test_no_study_kind_imports_another_and_shared_modules_import_no_kind():
         own = kind_of(name)
         top = name[len(PACKAGE) + 1 :].split(".")[0]
         if own is None and top not in SHARED_MODULES:
-            continue  # the package itself (registers its built-in kind) and tools over kinds (tuning)
+            continue  # the package itself (registers its built-in kind) and tools over kinds (tuning, lv_diagnosis)
         for line, target in imported_modules(path):
             other = kind_of(target)
             if other is not None and other != own:

@@ -16,8 +16,15 @@ Run folder layout (``run_dir``)::
 
     config.json     resolved TrainConfig + caller's record (written before the first epoch)
     metrics.jsonl   one JSON object per finished epoch (rewritten atomically from the checkpoint's history)
-    checkpoint.pt   {"objective", "optimizer", "scheduler", "epoch", "history"} (torch.load weights_only=True)
+    checkpoint.pt   {"objective", "optimizer", "scheduler", "epoch", "history"[, "scaler"]} (torch.load weights_only=True)
     final.json      final metrics; its presence marks the run as finished (a rerun returns it)
+
+Mixed precision (``TrainConfig.precision``, the names of PyTorch Lightning): ``"bf16-mixed"`` / ``"16-mixed"``
+run the objective's forward under ``torch.autocast`` on the training device (weights, gradients and the
+optimizer in float32); ``"16-mixed"`` adds a ``torch.amp.GradScaler`` (its state is in the checkpoint, so
+resume stays exact; skipped steps are counted in ``skipped_steps``). The loop never waits for the device
+inside a step for ``"32"`` and ``"bf16-mixed"``: the losses are checked for NaN/Inf every
+:data:`FINITE_CHECK_EVERY` steps (see :func:`train_step`).
 
 Distributed data parallel (``torchrun``, see :mod:`geomlat.distributed`): with an initialized process group of
 W processes, :func:`train` wraps the objective in ``DistributedDataParallel``. Every rank draws the same
@@ -52,8 +59,8 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from ..capture import OutputKey, select_logits
-from ..objectives import Supervised
 from ..distributed import all_reduce_sum, barrier, broadcast_object, get_world_size, is_distributed, is_main_process, shard
+from ..objectives import Supervised
 from .io import CheckpointError, CheckpointRefused, atomic_save, atomic_write_text, load_checkpoint, read_json, to_jsonable, write_json
 
 __all__ = [
@@ -66,10 +73,20 @@ __all__ = [
     "resolve_device",
     "derive_seed",
     "load_trained_model",
+    "PRECISIONS",
+    "autocast_dtype",
+    "train_step",
 ]
 
 # fields of TrainConfig that may change between a run and its resume without invalidating it
 _RESUMABLE_CHANGES = ("device", "eval_batch_size")
+
+#: ``TrainConfig.precision`` values -> autocast dtype (None: no autocast, float32 throughout).
+PRECISIONS: dict[str, torch.dtype | None] = {"32": None, "bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}
+
+#: the loss values are checked for NaN/Inf every this many steps (and at the end of each epoch): one host
+#: synchronization per interval instead of one per step.
+FINITE_CHECK_EVERY = 20
 
 
 @dataclass
@@ -85,6 +102,11 @@ class TrainConfig:
         limit_batches: if set, train on only this many batches per epoch (smoke tests).
         drop_last: drop the last incomplete batch. A last batch of a single sample is always dropped
             (no graph over one sample, and BatchNorm cannot train on it).
+        precision: ``"32"`` (float32), ``"bf16-mixed"`` (the objective's forward under
+            ``torch.autocast(dtype=torch.bfloat16)`` on the training device) or ``"16-mixed"`` (autocast
+            float16 with a ``torch.amp.GradScaler``: a step whose gradients overflow is skipped, counted in
+            the ``skipped_steps`` of the epoch's record, and the scale is lowered). Weights, optimizer
+            state and the backward pass stay float32 (Lightning's names and meaning).
     """
 
     epochs: int = 200
@@ -101,9 +123,12 @@ class TrainConfig:
     eval_batch_size: int = 512
     limit_batches: int | None = None
     drop_last: bool = False
+    precision: str = "32"
 
     def __post_init__(self):
         self.milestones = tuple(float(m) for m in self.milestones)
+        if not isinstance(self.precision, str) or self.precision not in PRECISIONS:
+            raise ValueError(f"TrainConfig.precision must be one of {list(PRECISIONS)}, got {self.precision!r}")
         for name in ("epochs", "batch_size", "eval_every", "eval_batch_size"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -230,8 +255,90 @@ def _epoch_batches(n: int, config: TrainConfig, epoch: int, world: int = 1) -> l
     return batches
 
 
+def autocast_dtype(precision: str) -> torch.dtype | None:
+    """The autocast dtype of a :attr:`TrainConfig.precision` value: None for ``"32"``, else bf16 / fp16."""
+    if not isinstance(precision, str) or precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {list(PRECISIONS)}, got {precision!r}")
+    return PRECISIONS[precision]
+
+
+def make_grad_scaler(precision: str, device: torch.device) -> torch.amp.GradScaler | None:
+    """A ``torch.amp.GradScaler`` on ``device`` for ``"16-mixed"``, None for the other precisions."""
+    return torch.amp.GradScaler(torch.device(device).type) if autocast_dtype(precision) == torch.float16 else None
+
+
+def _at_least_float32(t: Tensor) -> Tensor:
+    """float16/bfloat16 -> float32; float32 and float64 unchanged."""
+    return t.float() if t.dtype in (torch.float16, torch.bfloat16) else t
+
+
+def train_step(module: nn.Module, x: Tensor, y: Tensor, optimizer: torch.optim.Optimizer, *, precision: str = "32",
+               scaler: torch.amp.GradScaler | None = None, loss_factor: float = 1.0
+               ) -> tuple[Tensor, dict[str, Tensor], Tensor, bool]:
+    """One optimization step of an objective, as :func:`train` runs it.
+
+    The objective's forward runs under ``torch.autocast(x.device.type, dtype)`` for the mixed precisions
+    (the backward pass and the optimizer step outside it, on float32 weights); the losses are summed in
+    float32. ``"16-mixed"`` scales the loss with ``scaler`` and lets it skip a step whose gradients are
+    not finite (``GradScaler.step`` reads that flag on the host: one synchronization per step, unlike
+    ``"32"`` and ``"bf16-mixed"``, which never wait for the device here). Non-finite losses are *not*
+    checked here (that would synchronize): :func:`train` checks the returned values every
+    :data:`FINITE_CHECK_EVERY` steps.
+
+    Args:
+        module: the objective (or its DistributedDataParallel wrapper): ``forward(x, y) -> (out, {name: loss})``.
+        x: (B, ...) inputs and y: (B,) labels, on the objective's device.
+        optimizer: over the objective's trainable parameters.
+        precision: ``"32"``, ``"bf16-mixed"`` or ``"16-mixed"``.
+        scaler: a ``torch.amp.GradScaler`` (required for ``"16-mixed"``, see :func:`make_grad_scaler`).
+        loss_factor: the summed loss is multiplied by this before backward (the DDP weight of :func:`train`).
+
+    Returns:
+        ``(out (B, ...) detached, {name: detached scalar}, total (detached scalar), skipped)``, the losses in
+        float32 at least (half values cast up, float64 kept),
+        ``skipped`` True when the scaler skipped the optimizer step (always False without a scaler).
+    """
+    dtype = autocast_dtype(precision)
+    if dtype == torch.float16 and scaler is None:
+        raise ValueError('precision "16-mixed" needs a torch.amp.GradScaler (make_grad_scaler)')
+    with torch.autocast(x.device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
+        out, losses = module(x, y)
+    if not isinstance(losses, Mapping) or not losses:
+        raise ValueError(f"{type(module).__name__} returned no loss terms")
+    total = torch.stack([_at_least_float32(loss.reshape(())) for loss in losses.values()]).sum()
+    optimizer.zero_grad(set_to_none=True)
+    scaled = total * loss_factor if loss_factor != 1.0 else total
+    skipped = False
+    if scaler is not None:
+        scaler.scale(scaled).backward()
+        before = scaler.get_scale()
+        scaler.step(optimizer)  # skipped when a gradient is inf/NaN; the scale is then lowered by update()
+        scaler.update()
+        skipped = scaler.get_scale() < before
+    else:
+        scaled.backward()
+        optimizer.step()
+    detached = {name: _at_least_float32(loss.detach().reshape(())) for name, loss in losses.items()}
+    return out.detach(), detached, total.detach(), skipped
+
+
+def _check_finite(pending: list[tuple[int, dict[str, Tensor]]], epoch: int) -> None:
+    """Raise FloatingPointError naming the first step of ``pending`` ((step, {name: loss}) pairs) whose
+    loss terms are not all finite (one host synchronization for the whole list)."""
+    if not pending:
+        return
+    finite = torch.stack([torch.isfinite(torch.stack(list(losses.values()))).all() for _, losses in pending]).cpu()
+    if bool(finite.all()):
+        return
+    step, losses = pending[int((~finite).nonzero()[0])]
+    terms = {k: float(v) for k, v in losses.items()}
+    raise FloatingPointError(f"non-finite loss at epoch {epoch + 1}, step {step + 1}: {terms} "
+                             f"(losses are checked every {FINITE_CHECK_EVERY} steps; the run folder keeps the last epoch)")
+
+
 def _train_epoch(objective, splits, config: TrainConfig, optimizer, epoch: int, device: torch.device,
-                 after_step: AfterStepFn | None, progress: bool, desc: str, module: nn.Module | None = None) -> dict[str, Any]:
+                 after_step: AfterStepFn | None, progress: bool, desc: str, module: nn.Module | None = None,
+                 scaler: torch.amp.GradScaler | None = None) -> dict[str, Any]:
     """One epoch. ``module`` is what runs forward: the objective, or its DistributedDataParallel wrapper."""
     module = objective if module is None else module
     world = get_world_size()
@@ -242,7 +349,8 @@ def _train_epoch(objective, splits, config: TrainConfig, optimizer, epoch: int, 
     num_classes = getattr(splits, "num_classes", None)
     sums: dict[str, Tensor] = {}
     correct = torch.zeros((), dtype=torch.long, device=device)
-    seen = 0
+    seen = skipped = 0
+    pending: list[tuple[int, dict[str, Tensor]]] = []  # (step, losses) not yet checked for NaN/Inf
     track_acc = True
     module.train()
     rng_devices = [device.index if device.index is not None else torch.cuda.current_device()] if device.type == "cuda" else []
@@ -258,37 +366,40 @@ def _train_epoch(objective, splits, config: TrainConfig, optimizer, epoch: int, 
             if world > 1:
                 x, y = shard(x), shard(y)
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-            out, losses = module(x, y)
-            if not losses:
-                raise ValueError(f"{type(objective).__name__} returned no loss terms")
-            total = torch.stack([loss.reshape(()) for loss in losses.values()]).sum()
-            if not torch.isfinite(total):
-                terms = {k: float(v.detach()) for k, v in losses.items()}
-                raise FloatingPointError(f"non-finite loss at epoch {epoch + 1}, step {step + 1}: {terms}")
-            optimizer.zero_grad(set_to_none=True)
-            if world > 1:
+            try:
                 # DDP averages over ranks: weight W * b_r / B makes it the one-process gradient (module docstring)
-                (total * (world * len(y) / len(idx))).backward()
-            else:
-                total.backward()
-            optimizer.step()
-            if after_step is not None:
-                after_step(objective.model)
+                out, losses, total, was_skipped = train_step(
+                    module, x, y, optimizer, precision=config.precision, scaler=scaler,
+                    loss_factor=world * len(y) / len(idx) if world > 1 else 1.0)
+                pending.append((step, {**losses, "loss": total}))
+                skipped += int(was_skipped)
+                if after_step is not None:
+                    after_step(objective.model)
+            except Exception as err:
+                # a NaN loss of an unchecked earlier step (weights now NaN) is the cause to report
+                try:
+                    _check_finite(pending, epoch)
+                except FloatingPointError as nan_err:
+                    raise nan_err from err
+                raise
             bs = len(y)
             seen += bs
             for name, loss in losses.items():
-                sums[name] = sums.get(name, 0.0) + loss.detach() * bs
-            sums["loss"] = sums.get("loss", 0.0) + total.detach() * bs
+                sums[name] = sums.get(name, 0.0) + loss * bs
+            sums["loss"] = sums.get("loss", 0.0) + total * bs
             # train accuracy only when the output is class scores (not an embedding)
             track_acc = track_acc and out.dim() == 2 and out.shape[1] == num_classes
             if track_acc:
-                correct += (out.detach().argmax(dim=1) == y).sum()
+                correct += (out.argmax(dim=1) == y).sum()
             bar.update(1)
-            if progress and (step % 10 == 0 or step == len(batches) - 1):
-                postfix = {"loss": f"{float(sums['loss']) / seen:.4f}"}
-                if track_acc:
-                    postfix["acc"] = f"{int(correct) / seen:.3f}"
-                bar.set_postfix(postfix, refresh=step == len(batches) - 1)
+            if (step + 1) % FINITE_CHECK_EVERY == 0 or step == len(batches) - 1:
+                _check_finite(pending, epoch)  # the only host synchronization of the loop (with the bar's)
+                pending = []
+                if progress:
+                    postfix = {"loss": f"{float(sums['loss']) / seen:.4f}"}
+                    if track_acc:
+                        postfix["acc"] = f"{int(correct) / seen:.3f}"
+                    bar.set_postfix(postfix, refresh=step == len(batches) - 1)
     bar.close()
     if world > 1:  # sums over the ranks: the one-process values of the epoch
         names = sorted(sums)
@@ -300,6 +411,8 @@ def _train_epoch(objective, splits, config: TrainConfig, optimizer, epoch: int, 
     metrics: dict[str, Any] = {name: float(value) / seen for name, value in sums.items()}
     metrics["train_acc"] = int(correct) / seen if track_acc else None
     metrics["steps"] = len(batches)
+    if scaler is not None:
+        metrics["skipped_steps"] = skipped
     metrics["seconds"] = time.perf_counter() - start
     return metrics
 
@@ -309,7 +422,9 @@ def _check_config_matches(path: Path, record: dict[str, Any]) -> None:
     old = read_json(path)
     new = json.loads(json.dumps(record))
     ignore = set(_RESUMABLE_CHANGES)
-    old_train = {k: v for k, v in old.get("train", {}).items() if k not in ignore}
+    # a field added to TrainConfig after the run was recorded takes its default there (e.g. precision "32")
+    defaults = {f.name: f.default for f in dataclasses.fields(TrainConfig) if f.default is not dataclasses.MISSING}
+    old_train = {k: v for k, v in {**to_jsonable(defaults), **old.get("train", {})}.items() if k not in ignore}
     new_train = {k: v for k, v in new.get("train", {}).items() if k not in ignore}
     diffs = [f"train.{k}: {old_train.get(k)!r} -> {new_train.get(k)!r}" for k in sorted(set(old_train) | set(new_train)) if old_train.get(k) != new_train.get(k)]
     diffs += [f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in sorted(set(old) | set(new)) if k != "train" and old.get(k) != new.get(k)]
@@ -379,7 +494,9 @@ def train(
     Raises:
         ValueError: the folder holds a run made with another configuration, or nothing to train.
         CheckpointRefused: ``checkpoint.pt`` holds code (refused by the weights-only loader, not run).
-        FloatingPointError: a loss became NaN/Inf (named step and terms).
+        FloatingPointError: a loss became NaN/Inf (named step and terms; checked every
+            :data:`FINITE_CHECK_EVERY` steps, at the end of each epoch and when a step raises, before
+            any checkpoint of that epoch is written).
     """
     if not isinstance(objective, nn.Module) or not isinstance(getattr(objective, "model", None), nn.Module):
         raise TypeError("objective must be an nn.Module with an nn.Module attribute .model (e.g. Supervised(model))")
@@ -417,6 +534,7 @@ def train(
     optimizer = torch.optim.SGD(params, lr=config.lr, momentum=config.momentum,
                                 weight_decay=config.weight_decay, nesterov=config.nesterov)
     scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=config.milestone_epochs(), gamma=config.lr_gamma)
+    scaler = make_grad_scaler(config.precision, device)  # "16-mixed" only; its state is checkpointed
     main = is_main_process()
     if main:
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -432,6 +550,8 @@ def train(
         objective.load_state_dict(state["objective"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
+        if scaler is not None:
+            scaler.load_state_dict(state["scaler"])
         start_epoch, history = int(state["epoch"]), list(state["history"])
         if main:  # a kill between the checkpoint and the metrics write loses nothing
             _write_metrics(metrics_path, history)
@@ -445,7 +565,7 @@ def train(
         lr = optimizer.param_groups[0]["lr"]
         line: dict[str, Any] = {"epoch": epoch + 1, "lr": lr}
         line.update(_train_epoch(objective, splits, config, optimizer, epoch, device, after_step, progress and main,
-                                 desc=f"{run_dir.name} {epoch + 1}/{config.epochs}", module=module))
+                                 desc=f"{run_dir.name} {epoch + 1}/{config.epochs}", module=module, scaler=scaler))
         scheduler.step()
         evaluate_now = (epoch + 1) % config.eval_every == 0 or epoch + 1 == config.epochs
 
@@ -462,14 +582,16 @@ def train(
         history.append(_on_main(finish_line))  # rank 0 evaluates; every rank records rank 0's line
         if main:
             atomic_save({"objective": objective.state_dict(), "optimizer": optimizer.state_dict(),
-                         "scheduler": scheduler.state_dict(), "epoch": epoch + 1, "history": history}, ckpt_path)
+                         "scheduler": scheduler.state_dict(), "epoch": epoch + 1, "history": history,
+                         **({"scaler": scaler.state_dict()} if scaler is not None else {})}, ckpt_path)
             _write_metrics(metrics_path, history)
 
     last = history[-1]
-    final = {k: v for k, v in last.items() if k not in ("epoch", "lr", "seconds", "eval_seconds", "steps")}
+    final = {k: v for k, v in last.items() if k not in ("epoch", "lr", "seconds", "eval_seconds", "steps", "skipped_steps")}
     final.update(
         epochs=config.epochs,
         steps=sum(h["steps"] for h in history),
+        **({"skipped_steps": sum(h["skipped_steps"] for h in history)} if scaler is not None else {}),
         seconds=sum(h["seconds"] + h.get("eval_seconds", 0.0) for h in history),
         params=sum(p.numel() for p in objective.model.parameters() if p.requires_grad),
     )

@@ -16,7 +16,7 @@ from ..capture import LatentCapture
 from ..data import DATASETS, balanced_order, load_dataset
 from ..engine import Supervised, TrainConfig, train
 from ..engine.io import atomic_save, load_checkpoint
-from ..engine.train import load_trained_model
+from ..engine.train import PRECISIONS, load_trained_model
 from ..models import MODELS, build_model, count_parameters
 from ..robustness import APPROXIMATIONS, CORRUPTION_NAMES, NON_MONOTONE, SEVERITIES, corrupt, corruption_errors, to_uint8
 from .runner import StudyContext
@@ -57,6 +57,7 @@ _TRAIN_FIELDS = {
     "weight_decay": ("number", 0.0), "nesterov": ("bool", None), "milestones": ("numbers", None),
     "lr_gamma": ("number", 0.0), "device": ("str", None), "eval_every": ("int", 1),
     "eval_batch_size": ("int", 1), "limit_batches": ("int", 1), "drop_last": ("bool", None),
+    "precision": ("choice", tuple(PRECISIONS)),
 }
 
 
@@ -78,6 +79,8 @@ def train_config_from_fields(table: dict[str, Any], path: str, seed: int = 0) ->
             values[key] = f.bool(key)
         elif kind == "str":
             values[key] = f.str(key)
+        elif kind == "choice":
+            values[key] = f.str(key, choices=minimum)
         else:
             values[key] = tuple(float(v) for v in f.list(key, item=(int, float)))
     f.finish()

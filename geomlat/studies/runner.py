@@ -112,9 +112,9 @@ def register_study_kind(name: str):
 
 #: the shared modules of this package (they import no study kind)
 SHARED_MODULES = frozenset({"runner", "spec", "tables", "figures", "common"})
-#: modules that are no study kind: the shared ones and tools over kinds (``tuning``, issue 16); every other
-#: module or subpackage may define study kinds
-NOT_KINDS = SHARED_MODULES | {"tuning"}
+#: modules that are no study kind: the shared ones and tools over kinds (``tuning``, ``lv_diagnosis``: issue
+#: 16's validation grids); every other module or subpackage may define study kinds
+NOT_KINDS = SHARED_MODULES | {"tuning", "lv_diagnosis"}
 
 
 def _study_modules() -> list[str]:
@@ -186,6 +186,7 @@ def load_spec(
     out["workers"] = fields.int("workers", 1, minimum=1)
     if not out["name"].replace("_", "").replace("-", "").isalnum():
         raise SpecError("name", f"must be letters, digits, '-' or '_' (it names folders), got {out['name']!r}")
+    fields.raw("tune", None)  # the validation grid of `geomlat study NAME --tune` (geomlat.studies.tuning)
     out.update(load_study_kind(out["kind"]).validate(spec, fields))
     fields.finish()
     _check_devices(out)
@@ -225,7 +226,7 @@ def _check_devices(table: Mapping[str, Any], path: str = "") -> None:
             check_device(value, sub)
 
 
-def _check_data(spec: Mapping[str, Any], data_dir: str | None) -> None:
+def check_data(spec: Mapping[str, Any], data_dir: str | None) -> None:
     """Read and check the data files the spec needs (CIFAR-10 batches) before anything is written.
 
     Raises:
@@ -394,7 +395,7 @@ def run_study(
     """
     # everything is checked (spec, devices, data files) before the first file is written
     spec = load_spec(name, profile, overrides=overrides, seeds=seeds)
-    _check_data(spec, data_dir)
+    check_data(spec, data_dir)
     from ..engine.dist import barrier, get_rank, get_world_size, is_main_process, main_process_writes
     from ..engine.io import folder_lock, write_json
 

@@ -5,7 +5,7 @@ from typing import Any
 
 from torch import nn
 
-from ...nnk import NNK_KERNELS
+from ...kernels import kernel_names
 from ..common import INPUT, built_model_fields, check_layer, data_fields, train_config_from_fields
 from ..spec import Fields, SpecError
 
@@ -36,7 +36,7 @@ def validate(spec: dict[str, Any], fields: Fields) -> dict[str, Any]:
 
     af = fields.fields("analysis", {})
     analysis = {"samples": af.int("samples", 500, minimum=10), "nnk_k": af.int("nnk_k", 15, minimum=1),
-                "graph_k": af.int("graph_k", 10, minimum=1), "kernel": af.str("kernel", "cosine", choices=NNK_KERNELS),
+                "graph_k": af.int("graph_k", 10, minimum=1), "kernel": af.str("kernel", "cosine", choices=kernel_names()),
                 "every": af.int("every", 1, minimum=1)}
     analysis["spectrum_epochs"] = af.list("spectrum_epochs", [1, config.epochs], item=int, nonempty=True)
     af.finish()
