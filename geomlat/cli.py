@@ -128,7 +128,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             _check_data(spec, args.data_dir)
             return _launch_torchrun(argv, args.nproc)
         if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-            from .engine.dist import init_from_env
+            from .distributed import init_from_env
 
             initialized = init_from_env()  # under torchrun/srun: join the process group
         run_study(args.name, profile=args.profile, data_dir=args.data_dir, out_root=args.out, seeds=args.seeds,

@@ -74,8 +74,9 @@ def run(argv: list[str] | None = None) -> dict:
     args = parser.parse_args(argv)
 
     from .data import load_dataset
-    from .engine import Supervised, TrainConfig, train
+    from .engine import TrainConfig, train
     from .models import build_model, count_parameters
+    from .objectives import Supervised
 
     torch.manual_seed(args.seed)
     splits = load_dataset("digits", seed=args.seed)

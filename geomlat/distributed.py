@@ -1,9 +1,18 @@
-"""Graph losses across processes: a differentiable all-gather, and a launcher for tests.
+"""Everything distributed in one place: process-group helpers, a differentiable all-gather, the
+:class:`GlobalBatch` wrapper that makes any loss see the global batch, and a launcher for tests.
+
+Process-group helpers (:func:`get_rank`, :func:`get_world_size`, :func:`init_from_env`, :func:`barrier`,
+:func:`broadcast_object`, :func:`all_reduce_sum`, :func:`shard`, :func:`main_process_writes`): trivial on
+one process (rank 0 of 1). Under ``torchrun`` (or ``geomlat study NAME --nproc N``, or :func:`launch`)
+with an initialized ``torch.distributed`` process group only rank 0 writes files (config, metrics,
+checkpoints, tables, figures); every rank computes. Files are shared through the file system: with several
+nodes, the output folder must be on a file system every node sees. (``geomlat.engine.dist`` re-exports
+these names for compatibility.)
 
 A latent geometry graph couples every pair of samples of a batch. Under data parallelism each process
-(rank) holds only its shard of the batch; ``gather="global"`` in the graph losses gathers the shards of
-every rank with :func:`all_gather_with_grad` and builds the graph over the whole batch, so that the loss
-*is* the loss of one process on the concatenated batch (rank order: rank 0's rows first).
+(rank) holds only its shard of the batch; :class:`GlobalBatch` (``global_batch(loss)``) gathers the
+batch-shaped inputs of any loss from every rank with :func:`all_gather_with_grad` before calling it, so
+that the loss *is* the loss of one process on the concatenated batch (rank order: rank 0's rows first).
 
 Gradient convention (default ``grad_reduce="sum"``, made for DistributedDataParallel)
 -----------------------------------------------------------------------------------
@@ -30,10 +39,11 @@ graph loss there trains exactly as on one process (tests/test_distributed_engine
 
 Every rank must call the same gathers in the same order, forward and backward (they are collectives).
 Without an initialized process group (or with one process) the gathers return their input unchanged,
-so ``gather="global"`` on one process is ``gather="local"``.
+so a wrapped loss on one process is the loss itself.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import tempfile
@@ -41,19 +51,33 @@ import time
 import traceback
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import torch
 import torch.distributed as dist
-from torch import Tensor
+from torch import Tensor, nn
 
 __all__ = [
     "GRAD_REDUCES",
+    "GlobalBatch",
     "all_gather_with_grad",
+    "all_reduce_sum",
+    "barrier",
+    "broadcast_object",
     "find_free_port",
     "gather_batch",
     "gather_shapes",
+    "get_local_rank",
+    "get_rank",
+    "get_world_size",
+    "global_batch",
+    "init_from_env",
+    "is_distributed",
+    "is_main_process",
     "launch",
+    "main_process_writes",
+    "shard",
+    "writes_skipped",
 ]
 
 GRAD_REDUCES = ("sum", "mean")
@@ -164,6 +188,211 @@ def gather_batch(x: Tensor, y: Tensor | None = None, *, grad_reduce: str = "sum"
         raise ValueError(f"labels of shape {tuple(y.shape)} do not match the batch of shape {tuple(x.shape)}")
     return x_all, all_gather_with_grad(y.detach(), group=group)
 
+
+# ----------------------------------------------------------------------------------------------------
+# process group: rank, world size, collectives of the engine, writes on rank 0 only
+# ----------------------------------------------------------------------------------------------------
+
+def _active() -> bool:
+    return dist.is_available() and dist.is_initialized()
+
+
+def get_rank() -> int:
+    """Rank of this process (0 without an initialized process group)."""
+    return dist.get_rank() if _active() else 0
+
+
+def get_world_size() -> int:
+    """Number of processes (1 without an initialized process group)."""
+    return dist.get_world_size() if _active() else 1
+
+
+def get_local_rank() -> int:
+    """Rank of this process on its node (``LOCAL_RANK`` set by torchrun; 0 otherwise)."""
+    return int(os.environ.get("LOCAL_RANK", "0"))
+
+
+def is_main_process() -> bool:
+    """True on the process that writes files (rank 0)."""
+    return get_rank() == 0
+
+
+def is_distributed() -> bool:
+    """True when an initialized process group has more than one process."""
+    return get_world_size() > 1
+
+
+def default_backend() -> str:
+    """``"cpu:gloo,cuda:nccl"`` when CUDA is available (CPU tensors through gloo, GPU tensors through
+    NCCL), else ``"gloo"``; ``GEOMLAT_DIST_BACKEND`` overrides."""
+    env = os.environ.get("GEOMLAT_DIST_BACKEND")
+    if env:
+        return env
+    return "cpu:gloo,cuda:nccl" if torch.cuda.is_available() else "gloo"
+
+
+def init_from_env(backend: str | None = None, timeout_s: float = 1800.0) -> bool:
+    """Join the process group described by torchrun's environment (``RANK``, ``WORLD_SIZE``,
+    ``MASTER_ADDR``, ``MASTER_PORT``, ``LOCAL_RANK``) when ``WORLD_SIZE > 1``.
+
+    With CUDA, rank ``LOCAL_RANK`` uses GPU ``LOCAL_RANK`` (``torch.cuda.set_device``), so that ``"cuda"``
+    and ``"auto"`` devices mean this process's GPU. Returns True if a process group was initialized here
+    (False: single process, or already initialized).
+    """
+    if _active():
+        return False
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return False
+    missing = [k for k in ("RANK", "MASTER_ADDR", "MASTER_PORT") if k not in os.environ]
+    if missing:
+        raise RuntimeError(f"WORLD_SIZE={world} but {missing} are not set: start the processes with torchrun "
+                           "(or `geomlat study NAME --nproc N`)")
+    if torch.cuda.is_available():
+        torch.cuda.set_device(get_local_rank() % torch.cuda.device_count())
+    dist.init_process_group(backend or default_backend(), init_method="env://", timeout=timedelta(seconds=timeout_s))
+    return True
+
+
+def barrier() -> None:
+    """Wait for every process (no-op on one process).
+
+    Through gloo with a CPU tensor whenever gloo is available: ``dist.barrier()`` would go through NCCL on
+    a machine with GPUs, also for a CPU-only run whose processes share a GPU (which NCCL refuses)."""
+    if not is_distributed():
+        return
+    if "gloo" in str(dist.get_backend()):
+        dist.all_reduce(torch.zeros(1))
+    else:
+        dist.barrier()
+
+
+def broadcast_object(obj: Any = None, src: int = 0) -> Any:
+    """Rank ``src``'s ``obj`` on every rank (pickled: use for small Python values only)."""
+    if not is_distributed():
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=src)
+    return box[0]
+
+
+def all_reduce_sum(tensor: Tensor) -> Tensor:
+    """Sum of ``tensor`` over the processes (a new tensor; the input is left untouched)."""
+    out = tensor.clone()
+    if is_distributed():
+        dist.all_reduce(out, op=dist.ReduceOp.SUM)
+    return out
+
+
+def shard(batch: Tensor, rank: int | None = None, world: int | None = None) -> Tensor:
+    """This rank's contiguous part of a batch (of indices or samples) along dim 0, in rank order.
+
+    ``torch.tensor_split``: sizes differ by at most one, rank 0's rows first, so that gathering the shards
+    in rank order (:func:`all_gather_with_grad`) gives back the batch itself.
+    """
+    rank = get_rank() if rank is None else rank
+    world = get_world_size() if world is None else world
+    return batch.tensor_split(world)[rank]
+
+
+_SKIP_WRITES = False
+
+
+@contextlib.contextmanager
+def main_process_writes() -> Iterator[None]:
+    """Within this block, the atomic writers of :mod:`geomlat.engine.io` write on rank 0 only (the other
+    ranks skip the write and return the path). The study runner wraps every study in it, so that code
+    written for one process (tables, figures, caches) writes each file once under torchrun."""
+    global _SKIP_WRITES
+    before = _SKIP_WRITES
+    _SKIP_WRITES = not is_main_process()
+    try:
+        yield
+    finally:
+        _SKIP_WRITES = before
+
+
+def writes_skipped() -> bool:
+    """True inside :func:`main_process_writes` on a rank other than 0."""
+    return _SKIP_WRITES
+
+
+# ----------------------------------------------------------------------------------------------------
+# any loss over the global batch
+# ----------------------------------------------------------------------------------------------------
+
+def _gather_arg(value: Any, grad_reduce: str, group) -> Any:
+    """A tensor with a batch dimension gathered over ranks (integer and boolean tensors, i.e. labels,
+    without gradient); a list or tuple of them element-wise; anything else (None, numbers) unchanged."""
+    if isinstance(value, Tensor):
+        if value.dim() == 0:
+            return value
+        if value.is_floating_point() or value.is_complex():
+            return all_gather_with_grad(value, grad_reduce=grad_reduce, group=group)
+        return all_gather_with_grad(value.detach(), group=group)
+    if isinstance(value, (list, tuple)):
+        return type(value)(_gather_arg(v, grad_reduce, group) for v in value)
+    return value
+
+
+class GlobalBatch(nn.Module):
+    """Wrap a loss so that it sees the batch of every rank: ``GlobalBatch(loss)(*args) = loss(*gathered)``.
+
+    Before calling ``loss``, every tensor argument with a batch dimension (B_r, ...), also inside a list
+    or tuple (the per-layer features of the distillation losses), is gathered from all ranks with
+    :func:`all_gather_with_grad` (rank order, shards of different sizes allowed); integer and boolean
+    tensors (labels) are gathered without gradient; 0-d tensors and other arguments pass unchanged. The
+    value on every rank is then the value of one process on the concatenated batch, and the gradients
+    follow the convention of the module docstring (``param.grad`` after DDP's average, and the gradient of
+    the loss's own parameters such as FitNet's projections, equal the one-process values; an input
+    shard's gradient is ``W`` times the one-process one with ``grad_reduce="sum"``, exactly it with
+    ``"mean"``). Every batch-size-dependent setting of the loss (``k``, an RBF bandwidth estimated from the
+    batch, a mean reduction) then refers to the global batch.
+
+    Works for any loss of :mod:`geomlat.losses` and any user loss whose batch-shaped arguments have the
+    samples along dim 0 (the protocol of :func:`geomlat.losses.register_loss`). Without an initialized
+    process group (or with one process) the wrapper is the loss itself. Collective: every rank must call
+    it with the same structure of arguments.
+
+    The wrapped loss is ``.loss`` (its parameters are the wrapper's, under the prefix ``loss.``); the
+    wrapper forwards its ``consumes`` attribute, so a :class:`geomlat.losses.Distiller` routes it as the
+    loss itself.
+
+    Args:
+        loss: any ``nn.Module`` (or a module built by :func:`geomlat.losses.build_loss`).
+        grad_reduce: ``"sum"`` (default, for DDP) or ``"mean"``, see :func:`all_gather_with_grad`.
+        group: process group (default: the world).
+    """
+
+    def __init__(self, loss: nn.Module, grad_reduce: str = "sum", group=None):
+        super().__init__()
+        if not isinstance(loss, nn.Module):
+            raise TypeError(f"GlobalBatch wraps an nn.Module loss, got {type(loss).__name__}")
+        if isinstance(loss, GlobalBatch):
+            raise ValueError("this loss already sees the global batch (GlobalBatch inside GlobalBatch)")
+        if grad_reduce not in GRAD_REDUCES:
+            raise ValueError(f"unknown grad_reduce {grad_reduce!r}; expected one of {list(GRAD_REDUCES)}")
+        self.loss, self.grad_reduce, self.group = loss, grad_reduce, group
+
+    @property
+    def consumes(self) -> str | None:
+        """What the wrapped loss consumes (``"features"`` or ``"logits"``; see :mod:`geomlat.losses`)."""
+        return getattr(self.loss, "consumes", None)
+
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        if _world(self.group) == 1:
+            return self.loss(*args, **kwargs)
+        args = tuple(_gather_arg(a, self.grad_reduce, self.group) for a in args)
+        kwargs = {k: _gather_arg(v, self.grad_reduce, self.group) for k, v in kwargs.items()}
+        return self.loss(*args, **kwargs)
+
+    def extra_repr(self) -> str:
+        return f"grad_reduce={self.grad_reduce!r}"
+
+
+def global_batch(loss: nn.Module, grad_reduce: str = "sum", group=None) -> GlobalBatch:
+    """``GlobalBatch(loss, grad_reduce, group)``: ``loss`` computed over the batch of every rank."""
+    return GlobalBatch(loss, grad_reduce=grad_reduce, group=group)
 
 # ----------------------------------------------------------------------------------------------------
 # launcher (tests, notebooks): fresh processes with an initialized process group on this host

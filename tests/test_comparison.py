@@ -81,7 +81,7 @@ def test_analysis_figures_written_by_the_main_process_only(tmp_path, monkeypatch
     import matplotlib.pyplot as plt
 
     from geomlat.analysis.layerwise import plot_layer_curves
-    from geomlat.engine import dist
+    from geomlat import distributed as dist
 
     values = {"model": {"l1": 0.5, "l2": 0.25}}
     res = {"lgg": {"matrix": torch.eye(2, dtype=torch.float64), "layers_a": ["a", "b"], "layers_b": ["c", "d"]}}

@@ -3,10 +3,12 @@
 One :func:`geomlat.distributed.launch` runs every distributed check (process start-up dominates the cost);
 the references are computed here, in the test process, without any process group, in float64.
 
-Convention checked (see geomlat/distributed.py): with ``gather="global"`` the loss on every rank equals
+Convention checked (see geomlat/distributed.py): wrapped in ``GlobalBatch`` the loss on every rank equals
 the single-process loss on the concatenated batch, an input shard's gradient is ``W`` times the
 single-process gradient (``grad_reduce="sum"``, the DDP convention; exactly the single-process gradient
-with ``grad_reduce="mean"``), and parameter gradients after DDP's averaging equal the single-process ones.
+with ``grad_reduce="mean"``), the gradients of the loss's own parameters (FitNet's projections) equal the
+single-process ones on every rank, and parameter gradients after DDP's averaging equal the single-process ones.
+Every loss goes through the same wrapper: GKD, label variation, smoothness, RKD-D, RKD-A, SP, FitNet, HintonKD.
 """
 from __future__ import annotations
 
@@ -16,8 +18,18 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
-from geomlat.distributed import all_gather_with_grad, gather_batch, launch
-from geomlat.losses import GKD, LabelVariationLoss, SmoothnessRegularizer
+from geomlat.distributed import GlobalBatch, all_gather_with_grad, gather_batch, global_batch, launch
+from geomlat.losses import (
+    GKD,
+    FitNet,
+    HintonKD,
+    LabelVariationLoss,
+    RKDAngle,
+    RKDDistance,
+    SimilarityPreserving,
+    SmoothnessRegularizer,
+    build_loss,
+)
 
 WORLD = 2
 UNEVEN = (4, 6)  # shard sizes of rank 0 and rank 1 (the last batch of an epoch may be uneven)
@@ -42,20 +54,40 @@ def batch(n=10, seed=0):
     }
 
 
+def wrap(loss, gather):
+    """``"global"``: the loss over the batch of every rank (GlobalBatch); ``"local"``: the loss itself."""
+    return GlobalBatch(loss) if gather == "global" else loss
+
+
+def fitnet():
+    """FitNet with seeded float64 projections (4 -> 5 and 6 -> 5), the same on every rank and here."""
+    torch.manual_seed(3)
+    return FitNet([4, 6], [5, 5]).double()
+
+
 # name -> (module factory given gather, inputs that get gradients, loss given (module, tensors))
 CASES = {
-    "gkd": (lambda g: GKD(gather=g), ("s1", "s2"), lambda m, d: m([d["t1"], d["t2"]], [d["s1"], d["s2"]], d["y"])),
-    "gkd_knn_inter": (lambda g: GKD(k=2, mask="inter", gather=g), ("s1", "s2"),
+    "gkd": (lambda g: wrap(GKD(), g), ("s1", "s2"), lambda m, d: m([d["t1"], d["t2"]], [d["s1"], d["s2"]], d["y"])),
+    "gkd_knn_inter": (lambda g: wrap(GKD(k=2, mask="inter"), g), ("s1", "s2"),
                       lambda m, d: m([d["t1"], d["t2"]], [d["s1"], d["s2"]], d["y"])),
-    "gkd_paper_intra": (lambda g: GKD(k=2, mask="intra", order="paper", power=2, gather=g), ("s1",),
+    "gkd_paper_intra": (lambda g: wrap(GKD(k=2, mask="intra", order="paper", power=2), g), ("s1",),
                         lambda m, d: m(d["t1"], d["s1"], d["y"])),
-    "label_variation": (lambda g: LabelVariationLoss(gather=g), ("out",), lambda m, d: m(d["out"], d["y"])),
-    "label_variation_knn_norm": (lambda g: LabelVariationLoss(k=2, normalized=True, gather=g), ("out",),
+    "label_variation": (lambda g: wrap(LabelVariationLoss(), g), ("out",), lambda m, d: m(d["out"], d["y"])),
+    "label_variation_knn_norm": (lambda g: wrap(LabelVariationLoss(k=2, normalized=True), g), ("out",),
                                  lambda m, d: m(d["out"], d["y"])),
-    "smoothness": (lambda g: SmoothnessRegularizer(gamma=1.0, gather=g), ("s1", "s2", "s3"),
+    "smoothness": (lambda g: wrap(SmoothnessRegularizer(gamma=1.0), g), ("s1", "s2", "s3"),
                    lambda m, d: m([d["s1"], d["s2"], d["s3"]], d["y"])),
-    "smoothness_knn_norm": (lambda g: SmoothnessRegularizer(power=1, k=3, normalized=True, gather=g), ("s1", "s2"),
+    "smoothness_knn_norm": (lambda g: wrap(SmoothnessRegularizer(power=1, k=3, normalized=True), g), ("s1", "s2"),
                             lambda m, d: m([d["s1"], d["s2"]], d["y"])),
+    # the losses that had no gather= of their own: the same wrapper makes them global
+    "rkd_d": (lambda g: wrap(RKDDistance(), g), ("s1", "s2"), lambda m, d: m([d["t1"], d["t2"]], [d["s1"], d["s2"]], d["y"])),
+    "rkd_a": (lambda g: wrap(RKDAngle(), g), ("s1",), lambda m, d: m([d["t1"]], [d["s1"]], d["y"])),
+    "sp": (lambda g: wrap(SimilarityPreserving(), g), ("s1", "s2"), lambda m, d: m([d["t1"], d["t2"]], [d["s1"], d["s2"]], d["y"])),
+    "fitnet": (lambda g: wrap(fitnet(), g), ("s1", "s2"), lambda m, d: m([d["t1"], d["t1"]], [d["s1"], d["s2"]], d["y"])),
+    # built through the registry, keyword global_batch
+    "gkd_registry": (lambda g: build_loss("gkd", mask="inter", global_batch=g == "global"), ("s2",),
+                        lambda m, d: m(d["t1"], d["s2"], d["y"])),
+    "hinton": (lambda g: wrap(HintonKD(T=2.0), g), ("out",), lambda m, d: m(d["s3"], d["out"][:, [0, 1, 1]] * 3, d["y"])),
 }
 
 
@@ -63,9 +95,13 @@ def loss_and_grads(case, gather, data):
     """Loss value and the gradients of the case's inputs, on ``data`` (a shard or the whole batch)."""
     factory, grad_names, call = CASES[case]
     data = {k: (v.clone().requires_grad_() if k in grad_names else v.clone()) for k, v in data.items()}
-    loss = call(factory(gather), data)
+    module = factory(gather)
+    loss = call(module, data)
     loss.backward()
-    return loss.detach(), {k: data[k].grad for k in grad_names}
+    grads = {k: data[k].grad for k in grad_names}
+    # the loss's own parameters (FitNet's projections): the gradient of the loss itself on every rank
+    grads.update({f"param{i}": p.grad for i, p in enumerate(module.parameters())})
+    return loss.detach(), grads
 
 
 class Tiny(nn.Module):
@@ -88,13 +124,14 @@ def tiny_model():
 
 # objective of the model given (gather, outputs (h1, h2, logits), teacher features, labels)
 MODEL_CASES = {
-    "gkd": lambda g, o, t, y: GKD(gather=g)(t, [o[0], o[1]], y),
-    "label_variation": lambda g, o, t, y: LabelVariationLoss(normalized=True, gather=g)(o[2], y),
-    "smoothness": lambda g, o, t, y: SmoothnessRegularizer(gamma=1.0, gather=g)([o[0], o[1]], y),
+    "gkd": lambda g, o, t, y: wrap(GKD(), g)(t, [o[0], o[1]], y),
+    "label_variation": lambda g, o, t, y: wrap(LabelVariationLoss(normalized=True), g)(o[2], y),
+    "smoothness": lambda g, o, t, y: wrap(SmoothnessRegularizer(gamma=1.0), g)([o[0], o[1]], y),
+    "rkd_d_sp": lambda g, o, t, y: wrap(RKDDistance(), g)(t, [o[0], o[1]], y) + wrap(SimilarityPreserving(), g)(t, [o[0], o[1]], y),
     # cross-entropy is per rank (mean over the shard) beside global graph terms: equal shards needed
     "ce_plus_all": lambda g, o, t, y: (
-        F.cross_entropy(o[2], y) + 25 * GKD(gather=g)(t, [o[0], o[1]], y)
-        + LabelVariationLoss(normalized=True, gather=g)(o[2], y) + SmoothnessRegularizer(gamma=1.0, gather=g)([o[0], o[1]], y)
+        F.cross_entropy(o[2], y) + 25 * wrap(GKD(), g)(t, [o[0], o[1]], y)
+        + wrap(LabelVariationLoss(normalized=True), g)(o[2], y) + wrap(SmoothnessRegularizer(gamma=1.0), g)([o[0], o[1]], y)
     ),
 }
 
@@ -148,6 +185,11 @@ def _worker(rank, world):
         call(factory("local"), gathered).backward()
         for k in grad_names:
             res[f"{case}/mean/grad/{k}"] = leaves[k].grad
+    # a user loss written for one process, registered nowhere, made global by the wrapper
+    xs = shard["s1"].clone().requires_grad_()
+    value = GlobalBatch(CenteredScatter())(xs, shard["y"])
+    value.backward()
+    res["user/value"], res["user/grad"] = value.detach(), xs.grad
     # --- a tiny model under DDP: parameter gradients after DDP's averaging
     xb, tb, yb = model_batch()
     ddp = nn.parallel.DistributedDataParallel(tiny_model(), find_unused_parameters=True)
@@ -191,6 +233,10 @@ def test_global_matches_one_process_on_concatenated_batch(results, case):
     for r, res in enumerate(results):
         torch.testing.assert_close(res[f"{case}/global/value"], want_value, **TOL)
         for k, g in want_grads.items():
+            if k.startswith("param"):  # the loss's own parameters: the gradient of L on every rank
+                torch.testing.assert_close(res[f"{case}/global/grad/{k}"], g, **TOL)
+                assert g.abs().max() > 1e-6
+                continue
             # DDP convention: the shard's gradient is the gradient of sum_q L_q = W * L
             torch.testing.assert_close(res[f"{case}/global/grad/{k}"], WORLD * g[rows(UNEVEN, r)], **TOL)
             # grad_reduce="mean": exactly the single-process gradient of this rank's rows
@@ -249,6 +295,42 @@ def test_errors():
         launch(_worker, 0)
     with pytest.raises(ValueError, match="backend"):
         launch(_worker, 2, backend="mpi")
+    # the per-loss flag is gone: one wrapper for every loss
     for module in (GKD, LabelVariationLoss, SmoothnessRegularizer):
-        with pytest.raises(ValueError, match="gather"):
-            module(gather="all")
+        with pytest.raises(TypeError, match="gather"):
+            module(gather="global")
+    with pytest.raises(TypeError, match="global_batch"):
+        build_loss("gkd", gather="global")
+    with pytest.raises(TypeError, match="nn.Module"):
+        GlobalBatch(lambda t, s: 0)
+    with pytest.raises(ValueError, match="already"):
+        GlobalBatch(GlobalBatch(GKD()))
+    with pytest.raises(ValueError, match="grad_reduce"):
+        global_batch(GKD(), grad_reduce="max")
+
+
+class CenteredScatter(nn.Module):
+    """A user's loss: mean squared distance of the rows to the batch mean, weighted by label parity."""
+
+    consumes = "output"
+
+    def forward(self, x, y):
+        w = (y % 2 + 1).to(x.dtype)[:, None]
+        return (w * (x - x.mean(dim=0)) ** 2).sum() / x.shape[0]
+
+
+def test_user_loss_sees_the_global_batch(results):
+    full = batch()
+    x = full["s1"].clone().requires_grad_()
+    want = CenteredScatter()(x, full["y"])
+    want.backward()
+    for r, res in enumerate(results):
+        torch.testing.assert_close(res["user/value"], want.detach(), **TOL)
+        torch.testing.assert_close(res["user/grad"], WORLD * x.grad[rows(UNEVEN, r)], **TOL)
+
+
+def test_wrapper_routes_as_the_loss():
+    assert GlobalBatch(FitNet(2, 3)).consumes == "features" and GlobalBatch(HintonKD()).consumes == "logits"
+    wrapped = build_loss("rkd_d", global_batch=True)
+    assert isinstance(wrapped, GlobalBatch) and isinstance(wrapped.loss, RKDDistance)
+    assert not isinstance(build_loss("rkd_d"), GlobalBatch)

@@ -1,6 +1,6 @@
 """geomlat.engine.train under DistributedDataParallel on 2 CPU processes (gloo, loopback).
 
-A student distilled with CE + GKD(gather="global") from a fixed teacher, in float64, on a batch that
+A student distilled with CE + GlobalBatch(GKD()) from a fixed teacher, in float64, on a batch that
 splits unevenly across the ranks in the last step of each epoch, with a random augmentation: the 2-process
 run must end with the weights and records of the one-process run (computed here, without a process
 group), an interrupted 2-process run must resume to the same end, and only rank 0 writes.
@@ -15,9 +15,9 @@ import pytest
 import torch
 from torch.utils.data import TensorDataset
 
-from geomlat.distributed import launch
+from geomlat.distributed import GlobalBatch, launch
 from geomlat.engine import TrainConfig, evaluate_accuracy, load_checkpoint, train
-from geomlat.engine.dist import get_world_size, main_process_writes
+from geomlat.distributed import get_world_size, main_process_writes
 from geomlat.engine.io import atomic_write_text
 from geomlat.engine.train import _epoch_batches
 from geomlat.losses import GKD, Distiller
@@ -43,7 +43,7 @@ def objective():
     torch.manual_seed(1)
     teacher = build_model("mlp", in_features=6, hidden=(10, 10), num_classes=3).double()
     student = build_model("mlp", in_features=6, hidden=(8, 8), num_classes=3).double()
-    return Distiller(student, teacher, {"gkd": (GKD(gather="global"), 5.0)}, pairs=[("stage1", "stage1"), ("stage2", "stage2")])
+    return Distiller(student, teacher, {"gkd": (GlobalBatch(GKD()), 5.0)}, pairs=[("stage1", "stage1"), ("stage2", "stage2")])
 
 
 class Stop(Exception):

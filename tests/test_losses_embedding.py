@@ -105,10 +105,9 @@ def test_gradcheck(kwargs):
 
 def test_errors():
     x, y = data()
-    # gather="global" is implemented (checked across processes in tests/test_distributed.py)
-    assert LabelVariationLoss(gather="global").gather == "global"
-    with pytest.raises(ValueError, match="gather"):
-        LabelVariationLoss(gather="nodes")
+    # the global batch is the GlobalBatch wrapper's (tests/test_distributed.py), no per-loss flag
+    with pytest.raises(TypeError, match="gather"):
+        LabelVariationLoss(gather="global")
     with pytest.raises(ValueError, match="kernel"):
         LabelVariationLoss(kernel="laplace")
     with pytest.raises(ValueError, match="vertices"):

@@ -134,10 +134,9 @@ def test_errors():
         SmoothnessRegularizer()([feats[0], feats[1] * float("nan")], y)
     with pytest.raises(ValueError, match="power"):
         SmoothnessRegularizer(power=0)
-    # gather="global" is implemented (checked across processes in tests/test_distributed.py)
-    assert SmoothnessRegularizer(gather="global").gather == "global"
-    with pytest.raises(ValueError, match="gather"):
-        SmoothnessRegularizer(gather="x")
+    # the global batch is the GlobalBatch wrapper's (tests/test_distributed.py), no per-loss flag
+    with pytest.raises(TypeError, match="gather"):
+        SmoothnessRegularizer(gather="global")
 
 
 def test_split_products_equal_plain_products():

@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from geomlat.losses.embedding import LabelVariationLoss
-from geomlat.losses.objectives import BottleneckCrossEntropy, LabelVariationObjective, SmoothnessObjective
+from geomlat.objectives import BottleneckCrossEntropy, LabelVariationObjective, SmoothnessObjective
 from geomlat.losses.regularizers import SmoothnessRegularizer
 from geomlat.models import build_model
 
@@ -126,3 +126,20 @@ def test_smoothness_objective_errors():
         SmoothnessObjective(model, layers=["relu1", "nope"])
     with pytest.raises(ValueError, match="task_weight"):
         SmoothnessObjective(model, task_weight=float("nan"))
+
+
+def test_objectives_live_in_one_module_and_stay_importable_from_the_old_places():
+    import geomlat.objectives as home
+    from geomlat.engine import Supervised
+    from geomlat.engine.train import Supervised as Supervised2
+    from geomlat.losses import Distiller
+    from geomlat.losses.distill import Distiller as Distiller2
+    from geomlat.losses.objectives import SmoothnessObjective as Smooth2
+    from geomlat.robustness import PGDTraining, adversarial_objective
+    from geomlat.robustness.attacks import PGDTraining as PGD2
+
+    assert Supervised is Supervised2 is home.Supervised and Distiller is Distiller2 is home.Distiller
+    assert PGDTraining is PGD2 is home.PGDTraining and adversarial_objective is home.adversarial_objective
+    assert Smooth2 is home.SmoothnessObjective
+    for name in home.__all__:
+        assert getattr(home, name).__module__ == "geomlat.objectives"

@@ -10,7 +10,7 @@ from torch import nn
 from geomlat import LatentCapture, pool_sequence, select_logits, select_output
 from geomlat.engine.train import Supervised, model_outputs
 from geomlat.losses import GKD, Distiller, HintonKD
-from geomlat.losses.objectives import BottleneckCrossEntropy, LabelVariationObjective, SmoothnessObjective
+from geomlat.objectives import BottleneckCrossEntropy, LabelVariationObjective, SmoothnessObjective
 
 
 class Wrapped(nn.Module):

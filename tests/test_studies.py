@@ -141,10 +141,10 @@ def test_gkd_spec_profiles():
     expected = {"baseline", "hinton", "fitnet", "rkd_d", "rkd_a", "sp", "gkd", "gkd_inter", "gkd_intra"}
     assert set(quick["methods"]) == set(paper["methods"]) == expected
     # METHOD.md weights and variants
-    # (gather="global": under torchrun the graph of the whole batch; a no-op on one process)
-    assert paper["methods"]["gkd"]["terms"]["gkd"] == {"loss": "gkd", "weight": 25.0, "kwargs": {"gather": "global"}}
-    assert paper["methods"]["gkd_inter"]["terms"]["gkd"]["kwargs"] == {"mask": "inter", "gather": "global"}
-    assert paper["methods"]["gkd_intra"]["terms"]["gkd"]["kwargs"] == {"mask": "intra", "gather": "global"}
+    # (global_batch: under torchrun the graph of the whole batch (GlobalBatch); a no-op on one process)
+    assert paper["methods"]["gkd"]["terms"]["gkd"] == {"loss": "gkd", "weight": 25.0, "kwargs": {"global_batch": True}}
+    assert paper["methods"]["gkd_inter"]["terms"]["gkd"]["kwargs"] == {"mask": "inter", "global_batch": True}
+    assert paper["methods"]["gkd_intra"]["terms"]["gkd"]["kwargs"] == {"mask": "intra", "global_batch": True}
     assert paper["methods"]["rkd_d"]["terms"]["rkd_d"]["weight"] == 25.0
     assert paper["methods"]["rkd_a"]["terms"]["rkd_a"]["weight"] == 50.0
     assert paper["methods"]["gkd"]["pairs"] == [("stage1", "stage1"), ("stage2", "stage2"), ("stage3", "stage3")]

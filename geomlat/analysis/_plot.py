@@ -1,5 +1,5 @@
 """Saving analysis figures: atomically (:mod:`geomlat.engine.io`), on the main process only under
-:func:`geomlat.engine.dist.main_process_writes` (the other ranks close the figure and write nothing)."""
+:func:`geomlat.distributed.main_process_writes` (the other ranks close the figure and write nothing)."""
 from __future__ import annotations
 
 import io
@@ -12,7 +12,7 @@ def save_pyplot_figure(fig, path: str | Path) -> Path:
     """Write a pyplot ``fig`` to ``path`` (format from the suffix), then close it; returns the path.
 
     The figure is rendered in memory and written with :func:`geomlat.engine.io.atomic_write_bytes`, so
-    inside :func:`geomlat.engine.dist.main_process_writes` only rank 0 writes the file.
+    inside :func:`geomlat.distributed.main_process_writes` only rank 0 writes the file.
     """
     import matplotlib.pyplot as plt
 

@@ -1,6 +1,6 @@
 """Training engine: objectives, the SGD training loop with run records and exact resume, evaluation,
 atomic IO. See :func:`geomlat.engine.train.train`."""
-from .dist import get_rank, get_world_size, is_main_process
+from ..distributed import get_rank, get_world_size, is_main_process
 from .io import atomic_save, atomic_write_bytes, atomic_write_text, load_checkpoint, read_json, to_jsonable, write_json
 from .train import (
     Supervised,

@@ -19,7 +19,7 @@ from typing import Any, Iterator
 
 import torch
 
-from .dist import writes_skipped
+from ..distributed import writes_skipped
 
 __all__ = ["atomic_write_text", "atomic_write_bytes", "atomic_save", "load_checkpoint", "write_json", "read_json", "to_jsonable",
            "CheckpointError", "CheckpointRefused", "FolderInUseError", "UnreadableFileError", "folder_lock"]
@@ -66,7 +66,7 @@ class FolderInUseError(RuntimeError):
 def _atomic_write(path: str | Path, write) -> Path:
     """Call ``write(fileobj)`` on a temporary binary file next to ``path``, then rename it onto ``path``.
 
-    Inside :func:`geomlat.engine.dist.main_process_writes` (the study runner under torchrun) only rank 0
+    Inside :func:`geomlat.distributed.main_process_writes` (the study runner under torchrun) only rank 0
     writes; the other ranks return ``path`` without writing.
     """
     path = Path(path)

@@ -3,7 +3,7 @@
 An *objective* is an ``nn.Module`` with an attribute ``.model`` (the network being trained and evaluated)
 and ``forward(x, y) -> (output (B, C), {name: scalar loss})``; :func:`train` minimizes the sum of the
 losses over the objective's parameters that require grad (a frozen teacher has ``requires_grad=False``).
-:class:`Supervised` is plain cross-entropy; ``geomlat.losses.Distiller`` is another objective.
+Objectives (:class:`Supervised`, ``Distiller``, ...) and their protocol: :mod:`geomlat.objectives`.
 
 Reproducibility: the shuffling of epoch ``e`` comes from a ``torch.Generator`` seeded by ``(seed, e)``,
 the augmentation from another one seeded by ``(seed, e)``, and the global RNG (dropout, ...) is re-seeded
@@ -26,11 +26,11 @@ resume stays exact; skipped steps are counted in ``skipped_steps``). The loop ne
 inside a step for ``"32"`` and ``"bf16-mixed"``: the losses are checked for NaN/Inf every
 :data:`FINITE_CHECK_EVERY` steps (see :func:`train_step`).
 
-Distributed data parallel (``torchrun``, see :mod:`geomlat.engine.dist`): with an initialized process group of
+Distributed data parallel (``torchrun``, see :mod:`geomlat.distributed`): with an initialized process group of
 W processes, :func:`train` wraps the objective in ``DistributedDataParallel``. Every rank draws the same
 per-epoch permutation and augmentation of the *global* batch (``batch_size`` samples, as on one process)
-and trains on its contiguous shard (:func:`geomlat.engine.dist.shard`, rank order), so that graph losses
-with ``gather="global"`` see exactly the one-process batch. Each rank's loss is multiplied by
+and trains on its contiguous shard (:func:`geomlat.distributed.shard`, rank order), so that losses wrapped
+in :class:`geomlat.distributed.GlobalBatch` see exactly the one-process batch. Each rank's loss is multiplied by
 ``W * b_r / B`` (``b_r`` its shard size, ``B`` the batch size) before backward: after DDP's average
 over ranks the gradient is that of one process on the whole batch, for per-sample mean losses
 (cross-entropy) and for global graph losses alike, also when the last batch splits unevenly. Logged
@@ -59,7 +59,8 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from ..capture import OutputKey, select_logits
-from .dist import all_reduce_sum, barrier, broadcast_object, get_world_size, is_distributed, is_main_process, shard
+from ..objectives import Supervised
+from ..distributed import all_reduce_sum, barrier, broadcast_object, get_world_size, is_distributed, is_main_process, shard
 from .io import CheckpointError, CheckpointRefused, atomic_save, atomic_write_text, load_checkpoint, read_json, to_jsonable, write_json
 
 __all__ = [
@@ -86,27 +87,6 @@ PRECISIONS: dict[str, torch.dtype | None] = {"32": None, "bf16-mixed": torch.bfl
 #: the loss values are checked for NaN/Inf every this many steps (and at the end of each epoch): one host
 #: synchronization per interval instead of one per step.
 FINITE_CHECK_EVERY = 20
-
-
-class Supervised(nn.Module):
-    """Cross-entropy objective: ``forward(x, y) -> (model(x) (B, C), {"task": CE})``.
-
-    Args:
-        model: a classifier returning logits (B, C).
-        label_smoothing: passed to :func:`torch.nn.functional.cross_entropy`.
-        output_key: the logits of a model returning a tuple, dict or ``ModelOutput`` (see
-            :func:`geomlat.select_logits`; default ``.logits`` / ``["logits"]`` / first Tensor).
-    """
-
-    def __init__(self, model: nn.Module, label_smoothing: float = 0.0, output_key: OutputKey = None):
-        super().__init__()
-        self.model = model
-        self.output_key = output_key
-        self.label_smoothing = float(label_smoothing)
-
-    def forward(self, x: Tensor, y: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
-        out = select_logits(self.model(x), self.output_key)
-        return out, {"task": F.cross_entropy(out, y, label_smoothing=self.label_smoothing)}
 
 
 @dataclass

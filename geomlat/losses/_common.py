@@ -3,37 +3,7 @@ from __future__ import annotations
 
 from typing import Sequence
 
-import torch
 from torch import Tensor
-
-from ..distributed import all_gather_with_grad
-
-GATHERS = ("local", "global")
-
-
-def check_gather(gather: str) -> str:
-    """``gather`` selects which samples a graph is built over.
-
-    ``"local"``: this process's batch (on several processes: the batch-local geometry of the paper, per
-    rank). ``"global"``: the batch gathered from every distributed process with a differentiable
-    all-gather (:func:`geomlat.distributed.all_gather_with_grad`), so that the loss and its gradients are
-    those of one process on the whole batch (gradient convention: see :mod:`geomlat.distributed`).
-    Without an initialized process group both are the same.
-    """
-    if gather not in GATHERS:
-        raise ValueError(f"unknown gather {gather!r}; expected 'local' or 'global'")
-    return gather
-
-
-def gather_global(tensors: Sequence[Tensor], labels: Tensor | None = None) -> tuple[list[Tensor], Tensor | None]:
-    """Gather each (B_r, ...) tensor (with gradients) and the (B_r,) labels over all ranks, rank order.
-
-    Collectives: every rank must call this with the same number of tensors, labels on all ranks or none.
-    """
-    out = [all_gather_with_grad(t) for t in tensors]
-    if labels is not None:
-        labels = all_gather_with_grad(torch.as_tensor(labels).detach())
-    return out, labels
 
 
 def as_feature_list(feats: Tensor | Sequence[Tensor], name: str) -> list[Tensor]:

@@ -1,27 +1,34 @@
-"""Knowledge-distillation losses and the :class:`Distiller` training objective.
+"""Knowledge-distillation losses (the :class:`geomlat.objectives.Distiller` objective combines them).
 
 ``L = L_task + sum_terms weight * L_term`` (LGG paper, Section 4.1; see ``shared/METHOD.md``).
-Every loss takes ``(teacher, student)`` in this order; the teacher side is always detached.
-Feature-based terms take lists of (B, ...) features, one per (teacher layer, student layer) pair;
-depths and widths may differ between teacher and student.
+Every loss is registered (:func:`geomlat.losses.register_loss`) and says what it consumes:
+``consumes = "features"`` (:class:`GKD`, :class:`RKDDistance`, :class:`RKDAngle`,
+:class:`SimilarityPreserving`, :class:`FitNet`): ``forward(teacher_feats, student_feats, y)``, lists of
+(B, ...) features, one per (teacher layer, student layer) pair, depths and widths free;
+``consumes = "logits"`` (:class:`HintonKD`): ``forward(teacher_logits, student_logits, y)``.
+
+Argument order: teacher first, then student, the teacher side always detached. torchdistill's losses
+take ``(student, teacher)``, the reverse; geomlat keeps the teacher-first order of the authors' GKD code
+and of the paper's ``L(A_T, A_S)`` (swap the arguments when porting from torchdistill).
 """
 from __future__ import annotations
 
-import math
-from typing import Mapping, Sequence
+from typing import Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..capture import LatentCapture, OutputKey, select_logits
+from ..capture import LatentCapture
 from ..graphs import batch_scale, class_mask, knn_mask, latent_adjacency, normalize_adjacency, similarity, squared_distances
 from .._checks import check_choice, check_features, check_k, check_labels, full_precision, upcast_half
-from ._common import check_gather, check_pairs, gather_global
+from ._common import check_pairs
+from .registry import register_loss
 
 GKD_ORDERS = ("authors", "paper")
 
 
+@register_loss("gkd")
 class GKD(nn.Module):
     """Graph knowledge distillation (Lassance et al., "Deep geometric knowledge distillation with graphs",
     ICASSP 2020; LGG paper Section 4.1).
@@ -54,14 +61,15 @@ class GKD(nn.Module):
         reuse_teacher_knn: ``order="paper"`` with ``k``: the student graph keeps the teacher's k-NN edges
             instead of its own. (``"authors"`` always uses the teacher's k-NN mask.)
         order: ``"authors"`` (default) or ``"paper"``, see above.
-        gather: ``"local"`` (graphs over this process's batch) or ``"global"`` (graphs over the batch
-            gathered from every distributed process, teacher, student and labels; the loss and gradients
-            are those of one process on the whole batch, see :mod:`geomlat.distributed`). ``k`` then
-            refers to the global batch.
+
+    Under torch.distributed, wrap it in :class:`geomlat.distributed.GlobalBatch` for the graphs of the
+    whole batch (``k`` then refers to the global batch).
 
     Forward: ``teacher_feats``, ``student_feats``: lists (or single tensors) of (B, ...) features;
     ``labels`` (B,) for the class masks. Returns a scalar.
     """
+
+    consumes = "features"
 
     def __init__(
         self,
@@ -72,7 +80,6 @@ class GKD(nn.Module):
         normalize: str | None = "sym",
         reuse_teacher_knn: bool = True,
         order: str = "authors",
-        gather: str = "local",
     ):
         super().__init__()
         check_choice(order, "order", GKD_ORDERS)
@@ -84,7 +91,6 @@ class GKD(nn.Module):
             raise ValueError(f"power must be an integer >= 1, got {power!r}")
         self.k, self.kernel, self.mask, self.power = k, kernel, mask, power
         self.normalize, self.reuse_teacher_knn, self.order = normalize, reuse_teacher_knn, order
-        self.gather = check_gather(gather)
 
     def graphs(self, teacher: Tensor, student: Tensor, labels: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """The two (B, B) matrices compared by the loss for one layer pair, ``(A_T^p, A_S^p)`` (teacher detached)."""
@@ -137,10 +143,6 @@ class GKD(nn.Module):
     @full_precision  # float32 geometry also under autocast (half features are upcast by check_features)
     def forward(self, teacher_feats, student_feats, labels: Tensor | None = None) -> Tensor:
         pairs = check_pairs(teacher_feats, student_feats)
-        if self.gather == "global":
-            teachers, labels = gather_global([t.detach() for t, _ in pairs], labels)
-            students, _ = gather_global([s for _, s in pairs])
-            pairs = list(zip(teachers, students))
         total = 0.0
         for t, s in pairs:
             a_t, a_s = self.graphs(t, s, labels)
@@ -179,6 +181,8 @@ class _RelationalKD(nn.Module):
     below the epsilons, and the geometry is in float32 for half features.
     """
 
+    consumes = "features"
+
     def pair_loss(self, t: Tensor, s: Tensor) -> Tensor:
         raise NotImplementedError
 
@@ -193,6 +197,7 @@ class _RelationalKD(nn.Module):
         return total / len(pairs)
 
 
+@register_loss("rkd_d")
 class RKDDistance(_RelationalKD):
     """Distance-wise relational KD, RKD-D (Park et al., "Relational knowledge distillation", CVPR 2019).
 
@@ -216,6 +221,7 @@ def _angles(x: Tensor) -> Tensor:
     return unit @ unit.transpose(1, 2)
 
 
+@register_loss("rkd_a")
 class RKDAngle(_RelationalKD):
     """Angle-wise relational KD, RKD-A (Park et al., "Relational knowledge distillation", CVPR 2019).
 
@@ -228,12 +234,15 @@ class RKDAngle(_RelationalKD):
         return F.smooth_l1_loss(_angles(s), _angles(t), reduction="mean")
 
 
+@register_loss("hinton")
 class HintonKD(nn.Module):
     """Soft-target distillation (Hinton, Vinyals & Dean, "Distilling the knowledge in a neural network", 2015).
 
     ``L = T^2 * KL(softmax(z_T / T) || softmax(z_S / T))``, summed over classes and averaged over the
     batch (``batchmean``). Logit-based: forward(teacher_logits (B, C), student_logits (B, C)).
     """
+
+    consumes = "logits"
 
     def __init__(self, T: float = 4.0):
         super().__init__()
@@ -256,6 +265,7 @@ class HintonKD(nn.Module):
         return F.kl_div(log_s, log_t, reduction="batchmean", log_target=True) * self.T**2
 
 
+@register_loss("fitnet")
 class FitNet(nn.Module):
     """Hint regression (Romero et al., "FitNets: hints for thin deep nets", ICLR 2015).
 
@@ -270,7 +280,26 @@ class FitNet(nn.Module):
 
     Args:
         student_channels, teacher_channels: channel counts of each pair (int for one pair, or sequences).
+
+    :meth:`from_models` infers them from the models (what :func:`geomlat.losses.build_loss` calls).
     """
+
+    consumes = "features"
+
+    @classmethod
+    def from_models(cls, teacher: nn.Module, student: nn.Module, pairs: Sequence[tuple[str, str]], *,
+                    example: Tensor | None = None) -> "FitNet":
+        """FitNet for the layer ``pairs`` ``[(teacher_layer, student_layer), ...]``, the channel counts (dim 1)
+        read from the outputs of those layers on ``example`` (a small (b, ...) batch of inputs), in eval mode
+        without gradients; each model's train/eval mode is restored afterwards."""
+        pairs = [tuple(p) for p in pairs]
+        if not pairs:
+            raise ValueError("FitNet needs at least one (teacher_layer, student_layer) pair")
+        if not isinstance(example, Tensor):
+            raise TypeError(f"FitNet.from_models needs example=, a small batch of inputs (Tensor), got {type(example).__name__}")
+        t_ch = _feature_channels(teacher, [t for t, _ in pairs], example)
+        s_ch = _feature_channels(student, [s for _, s in pairs], example)
+        return cls(s_ch, t_ch)
 
     def __init__(self, student_channels: int | Sequence[int], teacher_channels: int | Sequence[int]):
         super().__init__()
@@ -308,6 +337,19 @@ class FitNet(nn.Module):
         return total / len(pairs)
 
 
+def _feature_channels(model: nn.Module, layers: list[str], x: Tensor) -> list[int]:
+    """Channel count (dim 1) of each named layer's output on the batch ``x`` (eval mode, no gradient; the
+    model's mode is restored)."""
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad(), LatentCapture(model, list(dict.fromkeys(layers)), detach=True) as out:
+            model(x)
+    finally:
+        model.train(was_training)
+    return [int(out[name].shape[1]) for name in layers]
+
+
 def _unit_rows(g: Tensor) -> Tensor:
     """Rows of ``g`` (B, B) divided by their L2 norm; a zero row stays zero, its gradient passed unscaled (``F.normalize``'s
     eps gives it a gradient of 1e12, inf in float16)."""
@@ -315,6 +357,7 @@ def _unit_rows(g: Tensor) -> Tensor:
     return g / torch.where(norm > 0, norm, torch.ones_like(norm))
 
 
+@register_loss("sp")
 class SimilarityPreserving(_RelationalKD):
     """Similarity-preserving KD (Tung & Mori, "Similarity-preserving knowledge distillation", ICCV 2019).
 
@@ -328,142 +371,10 @@ class SimilarityPreserving(_RelationalKD):
         return ((g_t - g_s) ** 2).sum() / t.shape[0] ** 2
 
 
-FEATURE_TERMS = (GKD, RKDDistance, RKDAngle, SimilarityPreserving, FitNet)
-LOGIT_TERMS = (HintonKD,)
+def __getattr__(name: str):
+    """``Distiller`` moved to :mod:`geomlat.objectives` (kept importable from here)."""
+    if name == "Distiller":
+        from ..objectives import Distiller
 
-
-def _check_weight(weight, name: str) -> float:
-    """A term weight must be a finite number >= 0 (as the study spec requires); returns it as a float."""
-    try:
-        value = float(weight)
-    except (TypeError, ValueError):
-        raise TypeError(f"term {name!r}: the weight must be a number, got {weight!r}") from None
-    if not math.isfinite(value) or value < 0:
-        raise ValueError(f"term {name!r}: the weight must be a finite number >= 0, got {value}")
-    return value
-
-
-class Distiller(nn.Module):
-    """Knowledge-distillation objective: ``forward(x, y) -> (student_logits, {"task": CE, name: w * L})``.
-
-    Args:
-        student: network being trained (``.model``).
-        teacher: trained network; frozen (``requires_grad=False``) and kept in eval mode, also after
-            ``.train()``; run under ``torch.no_grad()``.
-        terms: ``{name: (loss_module, weight)}``. Feature-based terms (:class:`GKD`, :class:`RKDDistance`,
-            :class:`RKDAngle`, :class:`SimilarityPreserving`, :class:`FitNet`) receive the lists of teacher
-            and student features of ``pairs`` (and the labels); logit-based terms (:class:`HintonKD`)
-            receive the logits. Loss modules with parameters (FitNet projections) are trained with the
-            student through this objective's parameters.
-        pairs: ``[(teacher_layer, student_layer), ...]`` module names (see ``named_modules()``), captured
-            with :class:`geomlat.LatentCapture`; depths may differ.
-        task_weight: weight of the cross-entropy term ``"task"``.
-        output_key: which part of the student's forward output is the logits when it is not a Tensor
-            (Hugging Face ``ModelOutput``, dict, tuple; see :func:`geomlat.select_logits`): ``None`` =
-            ``.logits`` / ``["logits"]`` / the first Tensor of a tuple; or a field name or an index.
-        teacher_output_key: the same for the teacher (default: ``output_key``).
-
-    Every weight must be a finite number >= 0 (NaN, Inf or a negative weight raise ``ValueError`` naming
-    the term).
-
-    Each returned loss is a scalar, already multiplied by its weight; the engine sums them.
-    """
-
-    def __init__(
-        self,
-        student: nn.Module,
-        teacher: nn.Module,
-        terms: Mapping[str, tuple[nn.Module, float]],
-        pairs: Sequence[tuple[str, str]] = (),
-        task_weight: float = 1.0,
-        output_key: OutputKey = None,
-        teacher_output_key: OutputKey = None,
-    ):
-        super().__init__()
-        self.output_key = output_key
-        self.teacher_output_key = output_key if teacher_output_key is None else teacher_output_key
-        self.model = student
-        self.teacher = teacher
-        for p in self.teacher.parameters():
-            p.requires_grad_(False)
-        self.teacher.eval()
-        self.task_weight = _check_weight(task_weight, "task")
-        self.pairs = [tuple(p) for p in pairs]
-        for p in self.pairs:
-            if len(p) != 2 or not all(isinstance(n, str) for n in p):
-                raise ValueError(f"pairs must be (teacher_layer, student_layer) name pairs, got {p!r}")
-        modules, self.weights, self.kinds = {}, {}, {}
-        for name, spec in terms.items():
-            if name == "task":
-                raise ValueError("the term name 'task' is reserved for the cross-entropy loss")
-            if not isinstance(spec, (tuple, list)) or len(spec) != 2:
-                raise ValueError(f"term {name!r} must be (loss_module, weight), got {spec!r}")
-            module, weight = spec
-            if isinstance(module, FEATURE_TERMS):
-                self.kinds[name] = "features"
-            elif isinstance(module, LOGIT_TERMS):
-                self.kinds[name] = "logits"
-            else:
-                known = [c.__name__ for c in FEATURE_TERMS + LOGIT_TERMS]
-                raise TypeError(f"term {name!r}: unknown loss kind {type(module).__name__}; expected one of {known}")
-            modules[name] = module
-            self.weights[name] = _check_weight(weight, name)
-        self.terms = nn.ModuleDict(modules)
-        if "features" in self.kinds.values() and not self.pairs:
-            raise ValueError("feature-based terms need layer pairs: pairs=[(teacher_layer, student_layer), ...]")
-        # validate the layer names now (LatentCapture raises KeyError listing the valid names)
-        if self.pairs:
-            with LatentCapture(self.teacher, dict.fromkeys(t for t, _ in self.pairs)):
-                pass
-            with LatentCapture(self.model, dict.fromkeys(s for _, s in self.pairs)):
-                pass
-
-    def train(self, mode: bool = True) -> "Distiller":
-        super().train(mode)
-        self.teacher.eval()  # the teacher's batch-norm statistics and dropout stay frozen
-        return self
-
-    def forward(self, x: Tensor, y: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
-        """``x`` (B, ...) inputs, ``y`` (B,) integer class labels -> ``(student logits (B, C), {name: loss})``.
-
-        Raises:
-            TypeError, ValueError: ``y`` is not an integer tensor of shape (B,), B the batch size of ``x``
-            (checked before any forward pass).
-        """
-        if not isinstance(y, Tensor):
-            raise TypeError(f"Distiller: labels y must be a torch.Tensor of shape (B,), got {type(y).__name__}")
-        if isinstance(x, Tensor) and x.dim() >= 1 and (y.dim() != 1 or y.shape[0] != x.shape[0]):
-            raise ValueError(
-                f"Distiller: labels y have shape {tuple(y.shape)} but the batch x has {x.shape[0]} samples "
-                f"(x shape {tuple(x.shape)}); expected y of shape ({x.shape[0]},)"
-            )
-        if y.is_floating_point() or y.is_complex() or y.dtype == torch.bool:
-            raise TypeError(f"Distiller: labels y must hold integer class indices, got dtype {y.dtype}")
-        t_names = list(dict.fromkeys(t for t, _ in self.pairs))
-        s_names = list(dict.fromkeys(s for _, s in self.pairs))
-        with torch.no_grad():
-            if t_names:
-                with LatentCapture(self.teacher, t_names, detach=True) as t_out:
-                    t_logits = self.teacher(x)
-            else:
-                t_out, t_logits = {}, self.teacher(x)
-            t_logits = select_logits(t_logits, self.teacher_output_key)
-        if s_names:
-            with LatentCapture(self.model, s_names) as s_out:
-                s_logits = self.model(x)
-        else:
-            s_out, s_logits = {}, self.model(x)
-        s_logits = select_logits(s_logits, self.output_key)
-        missing = [n for n in t_names if n not in t_out] + [n for n in s_names if n not in s_out]
-        if missing:
-            raise RuntimeError(f"layers {missing} produced no output during the forward pass")
-        t_feats = [t_out[t] for t, _ in self.pairs]
-        s_feats = [s_out[s] for _, s in self.pairs]
-        losses = {"task": self.task_weight * F.cross_entropy(s_logits, y)}
-        for name, module in self.terms.items():
-            if self.kinds[name] == "logits":
-                value = module(t_logits, s_logits)
-            else:
-                value = module(t_feats, s_feats, y)
-            losses[name] = self.weights[name] * value
-        return s_logits, losses
+        return Distiller
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -6,9 +6,10 @@ from torch import Tensor, nn
 from ..graphs import KERNELS, latent_graph
 from ..signals import label_variation
 from .._checks import check_choice, check_features, check_k, check_labels, full_precision
-from ._common import check_gather, gather_global
+from .registry import register_loss
 
 
+@register_loss("label_variation")
 class LabelVariationLoss(nn.Module):
     """Label variation ``tr(V^T L V)`` of the LGG of a network's output, as a loss.
 
@@ -36,13 +37,13 @@ class LabelVariationLoss(nn.Module):
         kernel: any kernel of :func:`geomlat.similarity` (``"cosine"`` only for non-negative outputs).
         normalized: divide by the total edge weight.
         sigma: fixed RBF bandwidth instead of the estimate.
-        gather: ``"local"`` (graph over this process's batch) or ``"global"`` (graph over the outputs and
-            labels gathered from every distributed process: loss and gradients of one process on the
-            whole batch, see :mod:`geomlat.distributed`; ``k`` and the RBF bandwidth then refer to the
-            global batch).
 
-    Forward: ``output`` (B, D) (or (B, ...), flattened), ``y`` (B,) int labels -> scalar.
+    Forward (``consumes = "output"``): ``output`` (B, D) (or (B, ...), flattened), ``y`` (B,) int labels
+    -> scalar. Under torch.distributed, :class:`geomlat.distributed.GlobalBatch` gives the graph of the
+    whole batch (``k`` and the RBF bandwidth then refer to the global batch).
     """
+
+    consumes = "output"
 
     def __init__(
         self,
@@ -50,7 +51,6 @@ class LabelVariationLoss(nn.Module):
         kernel: str = "rbf",
         normalized: bool = False,
         sigma: float | None = None,
-        gather: str = "local",
     ):
         super().__init__()
         check_choice(kernel, "kernel", KERNELS)
@@ -59,12 +59,9 @@ class LabelVariationLoss(nn.Module):
         if sigma is not None and not sigma > 0:
             raise ValueError(f"sigma must be > 0, got {sigma}")
         self.k, self.kernel, self.normalized, self.sigma = k, kernel, bool(normalized), sigma
-        self.gather = check_gather(gather)
 
     @full_precision  # float32 geometry also under autocast (half outputs are upcast by check_features)
     def forward(self, output: Tensor, y: Tensor) -> Tensor:
-        if self.gather == "global":
-            (output,), y = gather_global([output], y)
         flat = check_features(output, "output")
         labels = check_labels(y, flat.shape[0], "y").to(flat.device)
         g = latent_graph(flat, k=self.k, kernel=self.kernel, sigma=self.sigma, labels=labels)

@@ -21,7 +21,8 @@ from torch import Tensor, nn
 
 from ..graphs import latent_adjacency, norms_out_of_range, row_scales
 from .._checks import check_features, check_features_min, check_k, check_labels, full_precision
-from ._common import as_feature_list, check_gather, gather_global
+from ._common import as_feature_list
+from .registry import register_loss
 
 
 def _one_hot(y: Tensor, b: int, like: Tensor) -> Tensor:
@@ -230,6 +231,7 @@ def label_variation_power_dense(
     return sigma
 
 
+@register_loss("smoothness")
 class SmoothnessRegularizer(nn.Module):
     """Label-variation smoothness regularizer (Lassance, Gripon & Ortega, "Laplacian networks", 2021).
 
@@ -246,13 +248,13 @@ class SmoothnessRegularizer(nn.Module):
             the vertex itself, i.e. geomlat's ``k - 1`` (see :func:`label_variation_power`).
         normalized: normalize each sigma by the total edge weight to the power m (see
             :func:`label_variation_power`).
-        gather: ``"local"`` (graphs over this process's batch) or ``"global"`` (graphs over the features
-            and labels gathered from every distributed process: loss and gradients of one process on the
-            whole batch, see :mod:`geomlat.distributed`).
 
-    Forward: ``features`` list of L >= 2 non-negative (B, ...) tensors (consecutive layers, any widths),
-    ``y`` (B,) labels -> scalar.
+    Forward (``consumes = "layers"``): ``features`` list of L >= 2 non-negative (B, ...) tensors
+    (consecutive layers, any widths), ``y`` (B,) labels -> scalar. Under torch.distributed,
+    :class:`geomlat.distributed.GlobalBatch` gives the graphs of the whole batch.
     """
+
+    consumes = "layers"
 
     def __init__(
         self,
@@ -260,7 +262,6 @@ class SmoothnessRegularizer(nn.Module):
         gamma: float = 0.01,
         k: int | None = None,
         normalized: bool = False,
-        gather: str = "local",
         k_counts_self: bool = False,
     ):
         super().__init__()
@@ -274,14 +275,11 @@ class SmoothnessRegularizer(nn.Module):
             raise ValueError(f"gamma must be >= 0, got {gamma}")
         self.power, self.gamma, self.k, self.normalized = power, float(gamma), k, bool(normalized)
         self.k_counts_self = k_counts_self
-        self.gather = check_gather(gather)
 
     @full_precision  # float32 geometry also under autocast (half features are upcast by the checks)
     def variations(self, features: Sequence[Tensor], y: Tensor) -> Tensor:
-        """(L,) label variation of each layer (over the gathered batch when ``gather="global"``)."""
+        """(L,) label variation of each layer."""
         feats = as_feature_list(features, "features")
-        if self.gather == "global":
-            feats, y = gather_global(feats, y)
         sigmas, v = [], None
         for i, f in enumerate(feats):
             flat = _check_layer(f, self.k, self.k_counts_self)

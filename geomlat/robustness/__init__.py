@@ -5,7 +5,7 @@
 - :mod:`.mce`: corruption errors, mCE and relative mCE.
 - :mod:`.parseval`: Parseval retraction (Cisse et al. 2017) and simplex projection.
 """
-from .attacks import PGDTraining, adversarial_objective, cross_entropy_sum, fgsm, pgd, snr_to_eps
+from .attacks import cross_entropy_sum, fgsm, pgd, snr_to_eps
 from .corruptions import (
     APPROXIMATIONS,
     CIFAR10C_PARAMS,
@@ -51,3 +51,13 @@ __all__ = [
     "snr_to_eps",
     "to_uint8",
 ]
+
+
+def __getattr__(name: str):
+    """``PGDTraining`` and ``adversarial_objective`` live in :mod:`geomlat.objectives` (imported lazily:
+    that module imports the attacks)."""
+    if name in ("PGDTraining", "adversarial_objective"):
+        from .. import objectives
+
+        return getattr(objectives, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

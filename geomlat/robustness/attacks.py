@@ -1,4 +1,4 @@
-"""Adversarial attacks (FGSM, PGD) and PGD adversarial training as an engine objective.
+"""Adversarial attacks (FGSM, PGD); the PGD adversarial-training objective is :class:`geomlat.objectives.PGDTraining`.
 
 - FGSM (Goodfellow et al. 2015, "Explaining and harnessing adversarial examples"):
   ``x' = clip_[0,1](x + eps * sign(grad_x L(f(x), y)))``, L-infinity.
@@ -205,60 +205,10 @@ def pgd(
     return x_adv.detach()
 
 
-class PGDTraining(nn.Module):
-    """PGD adversarial training objective (Madry et al. 2018) for ``geomlat.engine.train``.
+def __getattr__(name: str):
+    """The PGD training objective moved to :mod:`geomlat.objectives` (kept importable from here)."""
+    if name in ("PGDTraining", "adversarial_objective"):
+        from .. import objectives
 
-    ``forward(x, y)`` crafts PGD examples (eps, alpha, steps; Madry's CIFAR setting 8/255, 2/255, 7) and
-    returns ``(model(x_adv), {"adv_ce": cross_entropy(model(x_adv), y)})``: the engine minimizes the
-    cross-entropy on the adversarial batch only (no clean term), as in Madry et al.
-
-    Mode: the attack is generated with the model in eval mode (batch-norm running statistics are not
-    updated by the attack's forward passes and dropout is off, as in TRADES' reference code); the model's
-    mode is then restored, so the training forward pass on ``x_adv`` runs in whatever mode the engine set
-    (train mode during training). When the objective itself is in eval mode (``objective.eval()``),
-    forward returns the clean logits and the clean cross-entropy (no attack), so evaluation is cheap.
-
-    The random starts come from the objective's own ``torch.Generator`` seeded with ``seed`` (its state is
-    not part of a checkpoint: a resumed run draws different starts).
-
-    Attributes:
-        model: the trained network (its parameters are this objective's parameters).
-    """
-
-    def __init__(
-        self,
-        model: nn.Module,
-        eps: float = 8 / 255,
-        alpha: float = 2 / 255,
-        steps: int = 7,
-        random_start: bool = True,
-        seed: int = 0,
-        loss_fn: LossFn = cross_entropy_sum,
-    ):
-        super().__init__()
-        if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not (eps >= 0 and math.isfinite(eps)):
-            raise ValueError(f"eps must be a finite number >= 0, got {eps!r}")
-        if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not (alpha > 0 and math.isfinite(alpha)):
-            raise ValueError(f"alpha must be a finite number > 0, got {alpha!r}")
-        if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-            raise ValueError(f"steps must be an int >= 1, got {steps!r}")
-        self.model = model
-        self.eps, self.alpha, self.steps, self.random_start = float(eps), float(alpha), steps, random_start
-        self.loss_fn = loss_fn
-        self.generator = torch.Generator().manual_seed(seed)
-
-    def forward(self, x: Tensor, y: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
-        if self.training:
-            # the CPU generator draws the random start, moved to x's device by pgd
-            x = pgd(self.model, x, y, self.eps, self.alpha, self.steps, self.random_start, self.generator,
-                    self.loss_fn, eval_mode=True)
-        logits = self.model(x)
-        return logits, {"adv_ce": F.cross_entropy(logits, y)}
-
-    def extra_repr(self) -> str:
-        return f"eps={self.eps:.5g}, alpha={self.alpha:.5g}, steps={self.steps}, random_start={self.random_start}"
-
-
-def adversarial_objective(model: nn.Module, **kwargs) -> PGDTraining:
-    """PGD adversarial-training objective for ``model``; keyword arguments as in :class:`PGDTraining`."""
-    return PGDTraining(model, **kwargs)
+        return getattr(objectives, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

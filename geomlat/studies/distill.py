@@ -15,8 +15,8 @@ Spec fields (see ``studies/gkd.toml`` for a commented example):
 - ``baseline``: name of the method without distillation terms (default ``"baseline"``), the reference
   of the "gain" column.
 - ``methods.NAME``: ``label``, ``task_weight`` (cross-entropy weight, default 1), ``pairs`` (overrides the
-  default), ``terms.TERM`` = ``{loss, weight, kwargs}`` with ``loss`` one of :data:`DISTILL_LOSSES`.
-  FitNet's projection widths are inferred from the models.
+  default), ``terms.TERM`` = ``{loss, weight, kwargs}`` with ``loss`` one of :func:`distill_losses`
+  (the registry :data:`geomlat.losses.LOSSES`). FitNet's projection widths are inferred from the models.
 - ``analysis``: ``samples`` (test samples used, default 1000), ``k`` (LGG neighbours, default 10),
   ``blocks`` (teacher/student layer pairs compared, default ``pairs``), ``consistency``, ``variation``,
   ``graph_variants``: method names shown in figures (a), (b), (c).
@@ -41,7 +41,8 @@ from ..data import balanced_order, load_dataset
 from ..engine import Supervised, TrainConfig, predict, resolve_device, train
 from ..engine.io import atomic_write_text
 from ..engine.train import PRECISIONS, load_trained_model
-from ..losses import GKD, Distiller, FitNet, HintonKD, RKDAngle, RKDDistance, SimilarityPreserving
+from ..losses import LOSSES, Distiller, build_loss
+from ..losses.registry import DISTILL_CONSUMES
 from ..models import MODELS, build_model
 from .common import data_fields
 from .figures import PALETTE, new_figure, save_figure, series_styles
@@ -49,17 +50,12 @@ from .runner import StudyContext, StudyKind, register_study_kind, run_in_process
 from .spec import Fields, SpecError
 from .tables import Column, csv_text, median_std, write_table
 
-__all__ = ["DISTILL_LOSSES", "DistillStudy", "train_config_from_fields"]
+__all__ = ["DistillStudy", "distill_losses", "train_config_from_fields"]
 
-# loss names usable in `terms.*.loss`
-DISTILL_LOSSES: dict[str, type[nn.Module]] = {
-    "gkd": GKD,
-    "rkd_d": RKDDistance,
-    "rkd_a": RKDAngle,
-    "hinton": HintonKD,
-    "fitnet": FitNet,
-    "sp": SimilarityPreserving,
-}
+
+def distill_losses() -> dict[str, type[nn.Module]]:
+    """Loss names usable in `terms.*.loss`: the registered losses a Distiller takes (``consumes``)."""
+    return {name: cls for name, cls in LOSSES.items() if cls.consumes in DISTILL_CONSUMES}
 
 # sample shapes of the built-in data sets, for the dry-run forward pass of the validation
 INPUT_SHAPES = {"digits": (1, 8, 8), "mnist1d": (1, 40), "cifar10": (3, 32, 32)}
@@ -144,14 +140,6 @@ def _check_layers(pairs, teacher: nn.Module, student: nn.Module, path: str) -> N
                 )
 
 
-def _feature_channels(model: nn.Module, layers: list[str], x: torch.Tensor) -> list[int]:
-    """Channel count (dim 1) of each layer's output on a dummy batch."""
-    model.eval()
-    with torch.no_grad(), LatentCapture(model, list(dict.fromkeys(layers)), detach=True) as out:
-        model(x)
-    return [int(out[name].shape[1]) for name in layers]
-
-
 def make_objective(method: dict[str, Any], student: nn.Module, teacher: nn.Module, x_example: torch.Tensor) -> nn.Module:
     """The training objective of a method: :class:`Supervised` without terms, else a :class:`Distiller`.
 
@@ -160,14 +148,8 @@ def make_objective(method: dict[str, Any], student: nn.Module, teacher: nn.Modul
         return Supervised(student)
     terms = {}
     for name, term in method["terms"].items():
-        cls = DISTILL_LOSSES[term["loss"]]
-        if cls is FitNet:
-            t_ch = _feature_channels(teacher, [t for t, _ in method["pairs"]], x_example)
-            s_ch = _feature_channels(student, [s for _, s in method["pairs"]], x_example)
-            student.train()
-            module = FitNet(s_ch, t_ch)
-        else:
-            module = cls(**term["kwargs"])
+        module = build_loss(term["loss"], teacher=teacher, student=student, pairs=method["pairs"], example=x_example,
+                            **term["kwargs"])
         terms[name] = (module, term["weight"])
     return Distiller(student, teacher, terms, pairs=method["pairs"], task_weight=method["task_weight"])
 
@@ -265,23 +247,25 @@ class DistillStudy(StudyKind):
             method["pairs"] = _pairs(mf, "pairs", [list(p) for p in pairs])
             terms_f = mf.fields("terms", {})
             method["terms"] = {}
+            losses = distill_losses()
             for term_name in terms_f.table:
                 tf = terms_f.fields(term_name)
-                term = {"loss": tf.str("loss", choices=DISTILL_LOSSES), "weight": tf.number("weight", minimum=0.0),
+                term = {"loss": tf.str("loss", choices=losses), "weight": tf.number("weight", minimum=0.0),
                         "kwargs": tf.table_("kwargs", {})}
                 if term_name == "task":
                     raise SpecError(tf.path, "the term name 'task' is reserved for the cross-entropy loss")
-                if DISTILL_LOSSES[term["loss"]] is FitNet and term["kwargs"]:
-                    raise SpecError(tf.sub("kwargs"), "FitNet's projection widths are inferred from the models: no kwargs")
-                if DISTILL_LOSSES[term["loss"]] is not FitNet:
+                from_models = hasattr(losses[term["loss"]], "from_models")
+                if from_models and set(term["kwargs"]) - {"global_batch"}:
+                    raise SpecError(tf.sub("kwargs"), "FitNet's projection widths are inferred from the models: no kwargs but global_batch")
+                if not from_models:
                     try:
-                        DISTILL_LOSSES[term["loss"]](**term["kwargs"])
+                        build_loss(term["loss"], **term["kwargs"])
                     except (TypeError, ValueError) as err:
                         raise SpecError(tf.sub("kwargs"), str(err)) from err
                 tf.finish()
                 method["terms"][term_name] = term
             mf.finish()
-            if not any(DISTILL_LOSSES[t["loss"]] is not HintonKD for t in method["terms"].values()):
+            if not any(losses[t["loss"]].consumes != "logits" for t in method["terms"].values()):
                 method["pairs"] = []  # cross-entropy / logit terms only: no features to capture
             else:
                 if not method["pairs"]:

@@ -1,0 +1,392 @@
+"""Training objectives, all in one place.
+
+The objective protocol (what :func:`geomlat.engine.train` and a user's own loop consume): an
+``nn.Module`` with
+
+- an attribute ``.model``, the network being trained and evaluated (checkpointed with the objective);
+- ``forward(x, y) -> (output, {name: loss})``: ``x`` (B, ...) inputs, ``y`` (B,) integer labels; ``output``
+  is what ``.model`` returns for the batch (logits (B, C), or an embedding (B, D)), ``{name: loss}``
+  scalar tensors, each already weighted, whose sum is minimized over the objective's parameters that
+  require grad (a frozen teacher has ``requires_grad=False``; FitNet's projections or a bottleneck head
+  are parameters of the objective, trained with the model).
+
+A plain loop::
+
+    objective = Supervised(model)
+    for x, y in loader:
+        output, losses = objective(x, y)
+        sum(losses.values()).backward()
+        optimizer.step(); optimizer.zero_grad()
+
+Objectives here:
+
+- :class:`Supervised`: cross-entropy.
+- :class:`Distiller`: knowledge distillation, ``CE + sum_terms weight * L_term`` (LGG paper 4.1); its
+  terms are any losses following the protocol of :mod:`geomlat.losses.registry` (``consumes``).
+- :class:`LabelVariationObjective`: label variation of the output LGG as the training objective (LGG
+  paper Section 4.2, Appendix E; Bontonou et al. 2019), optionally beside cross-entropy. ``.model(x)`` is
+  the embedding (any width, 2-D included).
+- :class:`BottleneckCrossEntropy`: cross-entropy through a linear head on a low-dimensional embedding (the
+  bottleneck the paper adds to train 2-D embeddings with cross-entropy, Appendix E). ``.model(x)`` is the
+  embedding; the head is part of the objective (trained and checkpointed with it).
+- :class:`SmoothnessObjective`: cross-entropy plus the label-variation smoothness regularizer over
+  captured layers (LGG paper Section 4.3; Lassance, Gripon & Ortega, "Laplacian networks", 2021).
+- :class:`PGDTraining` (:func:`adversarial_objective`): PGD adversarial training (Madry et al. 2018).
+
+(Formerly in ``engine/train.py``, ``losses/objectives.py``, ``losses/distill.py`` and
+``robustness/attacks.py``; those names stay importable from there.)
+"""
+from __future__ import annotations
+
+import math
+from typing import Mapping, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .capture import LatentCapture, OutputKey, select_logits
+from .losses.embedding import LabelVariationLoss
+from .losses.registry import DISTILL_CONSUMES, check_consumes
+from .losses.regularizers import SmoothnessRegularizer
+from .robustness.attacks import LossFn, cross_entropy_sum, pgd
+
+__all__ = [
+    "BottleneckCrossEntropy",
+    "Distiller",
+    "LabelVariationObjective",
+    "PGDTraining",
+    "SmoothnessObjective",
+    "Supervised",
+    "adversarial_objective",
+]
+
+
+class Supervised(nn.Module):
+    """Cross-entropy objective: ``forward(x, y) -> (model(x) (B, C), {"task": CE})``.
+
+    Args:
+        model: a classifier returning logits (B, C).
+        label_smoothing: passed to :func:`torch.nn.functional.cross_entropy`.
+        output_key: the logits of a model returning a tuple, dict or ``ModelOutput`` (see
+            :func:`geomlat.select_logits`; default ``.logits`` / ``["logits"]`` / first Tensor).
+    """
+
+    def __init__(self, model: nn.Module, label_smoothing: float = 0.0, output_key: OutputKey = None):
+        super().__init__()
+        self.model = model
+        self.output_key = output_key
+        self.label_smoothing = float(label_smoothing)
+
+    def forward(self, x: Tensor, y: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+        out = select_logits(self.model(x), self.output_key)
+        return out, {"task": F.cross_entropy(out, y, label_smoothing=self.label_smoothing)}
+
+
+def _check_model(model: nn.Module) -> nn.Module:
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
+    return model
+
+
+def _check_weight(value: float, name: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0 or value == float("inf"):
+        raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
+    return float(value)
+
+
+class LabelVariationObjective(nn.Module):
+    """Train ``model`` by minimizing the label variation of the LGG of its output (LGG paper 4.2).
+
+    Args:
+        model: network whose output (B, D) is the embedding (D free: 2 works).
+        loss: the label-variation loss (default ``LabelVariationLoss()``: full RBF graph, bandwidth from the
+            batch, so the loss is invariant to a rescaling of the output).
+        ce_weight: weight of a cross-entropy term on the same output (then D must equal the number of
+            classes); 0 (default) trains with label variation alone.
+
+    Forward: ``x`` (B, ...), ``y`` (B,) -> ``(model(x) (B, D), {"label_variation": loss[, "task": w * CE]})``.
+    """
+
+    def __init__(self, model: nn.Module, loss: nn.Module | None = None, ce_weight: float = 0.0,
+                 output_key: OutputKey = None):
+        super().__init__()
+        self.model = _check_model(model)
+        self.output_key = output_key
+        self.loss = LabelVariationLoss() if loss is None else loss
+        self.ce_weight = _check_weight(ce_weight, "ce_weight")
+
+    def forward(self, x: Tensor, y: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+        out = select_logits(self.model(x), self.output_key)
+        losses = {"label_variation": self.loss(out, y)}
+        if self.ce_weight > 0:
+            if out.dim() != 2 or int(y.max()) >= out.shape[1]:
+                raise ValueError(f"ce_weight > 0 needs class scores (B, C > max label); got output shape {tuple(out.shape)}")
+            losses["task"] = self.ce_weight * F.cross_entropy(out, y)
+        return out, losses
+
+
+class BottleneckCrossEntropy(nn.Module):
+    """Cross-entropy through a linear head on the (low-dimensional) output of ``model``.
+
+    ``logits = head(model(x))`` with ``head = nn.Linear(embed_dim, num_classes)``. The engine evaluates
+    ``.model``, i.e. the embedding; classify it with ``geomlat.classifiers`` or with :meth:`logits`.
+
+    Args:
+        model: embedding network (B, ...) -> (B, embed_dim).
+        num_classes: number of classes C.
+        embed_dim: width of the embedding (default ``model.output_dim``).
+
+    Forward: ``x``, ``y`` -> ``(logits (B, C), {"task": CE})``.
+    """
+
+    def __init__(self, model: nn.Module, num_classes: int, embed_dim: int | None = None, output_key: OutputKey = None):
+        super().__init__()
+        self.model = _check_model(model)
+        self.output_key = output_key
+        dim = embed_dim if embed_dim is not None else getattr(model, "output_dim", None)
+        for value, name in ((dim, "embed_dim"), (num_classes, "num_classes")):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive int (give embed_dim when the model has no output_dim), got {value!r}")
+        self.head = nn.Linear(dim, num_classes)
+
+    def logits(self, x: Tensor) -> Tensor:
+        return self.head(select_logits(self.model(x), self.output_key))
+
+    def forward(self, x: Tensor, y: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+        logits = self.logits(x)
+        return logits, {"task": F.cross_entropy(logits, y)}
+
+
+class SmoothnessObjective(nn.Module):
+    """Cross-entropy plus the smoothness regularizer on captured layers (LGG paper 4.3, eq. 9).
+
+    ``task_weight * CE(model(x), y) + regularizer([f_1(x), ..., f_L(x)], y)`` where f_l are the outputs of
+    the named modules ``layers`` in forward order (authors: every ReLU of a PreActResNet18, i.e.
+    ``model.relu_names``). The regularizer carries its own weight (``gamma ** power``).
+
+    Args:
+        model: classifier returning logits (B, C).
+        layers: names of non-negative (post-ReLU) modules, >= 2 (default ``model.relu_names``).
+        regularizer: default ``SmoothnessRegularizer()`` (m = 2, gamma = 0.01, full cosine graphs).
+        task_weight: weight of the cross-entropy term.
+
+    Forward: ``x``, ``y`` -> ``(logits, {"task": CE, "smoothness": L_reg})``.
+    """
+
+    def __init__(self, model: nn.Module, layers: Sequence[str] | None = None, regularizer: nn.Module | None = None,
+                 task_weight: float = 1.0, output_key: OutputKey = None):
+        super().__init__()
+        self.model = _check_model(model)
+        self.output_key = output_key
+        names = list(getattr(model, "relu_names", []) if layers is None else layers)
+        if len(names) < 2:
+            raise ValueError(f"the smoothness regularizer needs >= 2 layers, got {names} (give layers= or a model with relu_names)")
+        modules = dict(model.named_modules())
+        missing = [n for n in names if n not in modules]
+        if missing:
+            raise KeyError(f"layers {missing} are not modules of {type(model).__name__}")
+        self.layers = names
+        self.regularizer = SmoothnessRegularizer() if regularizer is None else regularizer
+        self.task_weight = _check_weight(task_weight, "task_weight")
+
+    def forward(self, x: Tensor, y: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+        with LatentCapture(self.model, self.layers) as feats:
+            logits = select_logits(self.model(x), self.output_key)
+        reg = self.regularizer([feats[n] for n in self.layers], y)
+        return logits, {"task": self.task_weight * F.cross_entropy(logits, y), "smoothness": reg}
+
+
+def _check_term_weight(weight, name: str) -> float:
+    """A term weight must be a finite number >= 0 (as the study spec requires); returns it as a float."""
+    try:
+        value = float(weight)
+    except (TypeError, ValueError):
+        raise TypeError(f"term {name!r}: the weight must be a number, got {weight!r}") from None
+    if not math.isfinite(value) or value < 0:
+        raise ValueError(f"term {name!r}: the weight must be a finite number >= 0, got {value}")
+    return value
+
+
+class Distiller(nn.Module):
+    """Knowledge-distillation objective: ``forward(x, y) -> (student_logits, {"task": CE, name: w * L})``.
+
+    Args:
+        student: network being trained (``.model``).
+        teacher: trained network; frozen (``requires_grad=False``) and kept in eval mode, also after
+            ``.train()``; run under ``torch.no_grad()``.
+        terms: ``{name: (loss_module, weight)}``, any ``nn.Module`` following the protocol of
+            :mod:`geomlat.losses.registry` (registered or not), routed on its ``consumes`` attribute:
+            ``"features"`` terms (GKD, RKD-D, RKD-A, SP, FitNet, ...) are called
+            ``loss(teacher_feats, student_feats, y)`` with the lists of features of ``pairs``;
+            ``"logits"`` terms (HintonKD, ...) ``loss(teacher_logits, student_logits, y)``. A loss wrapped
+            in :class:`geomlat.distributed.GlobalBatch` is routed as the loss itself. Loss modules with
+            parameters (FitNet projections) are trained with the student through this objective's
+            parameters.
+        pairs: ``[(teacher_layer, student_layer), ...]`` module names (see ``named_modules()``), captured
+            with :class:`geomlat.LatentCapture`; depths may differ.
+        task_weight: weight of the cross-entropy term ``"task"``.
+        output_key: which part of the student's forward output is the logits when it is not a Tensor
+            (Hugging Face ``ModelOutput``, dict, tuple; see :func:`geomlat.select_logits`): ``None`` =
+            ``.logits`` / ``["logits"]`` / the first Tensor of a tuple; or a field name or an index.
+        teacher_output_key: the same for the teacher (default: ``output_key``).
+
+    Every weight must be a finite number >= 0 (NaN, Inf or a negative weight raise ``ValueError`` naming
+    the term).
+
+    Each returned loss is a scalar, already multiplied by its weight; the engine sums them.
+    """
+
+    def __init__(
+        self,
+        student: nn.Module,
+        teacher: nn.Module,
+        terms: Mapping[str, tuple[nn.Module, float]],
+        pairs: Sequence[tuple[str, str]] = (),
+        task_weight: float = 1.0,
+        output_key: OutputKey = None,
+        teacher_output_key: OutputKey = None,
+    ):
+        super().__init__()
+        self.output_key = output_key
+        self.teacher_output_key = output_key if teacher_output_key is None else teacher_output_key
+        self.model = student
+        self.teacher = teacher
+        for p in self.teacher.parameters():
+            p.requires_grad_(False)
+        self.teacher.eval()
+        self.task_weight = _check_term_weight(task_weight, "task")
+        self.pairs = [tuple(p) for p in pairs]
+        for p in self.pairs:
+            if len(p) != 2 or not all(isinstance(n, str) for n in p):
+                raise ValueError(f"pairs must be (teacher_layer, student_layer) name pairs, got {p!r}")
+        modules, self.weights, self.kinds = {}, {}, {}
+        for name, spec in terms.items():
+            if name == "task":
+                raise ValueError("the term name 'task' is reserved for the cross-entropy loss")
+            if not isinstance(spec, (tuple, list)) or len(spec) != 2:
+                raise ValueError(f"term {name!r} must be (loss_module, weight), got {spec!r}")
+            module, weight = spec
+            if not isinstance(module, nn.Module):
+                raise TypeError(f"term {name!r}: the loss must be an nn.Module, got {type(module).__name__}")
+            self.kinds[name] = check_consumes(module, f"term {name!r}", DISTILL_CONSUMES)
+            modules[name] = module
+            self.weights[name] = _check_term_weight(weight, name)
+        self.terms = nn.ModuleDict(modules)
+        if "features" in self.kinds.values() and not self.pairs:
+            raise ValueError("feature-based terms need layer pairs: pairs=[(teacher_layer, student_layer), ...]")
+        # validate the layer names now (LatentCapture raises KeyError listing the valid names)
+        if self.pairs:
+            with LatentCapture(self.teacher, dict.fromkeys(t for t, _ in self.pairs)):
+                pass
+            with LatentCapture(self.model, dict.fromkeys(s for _, s in self.pairs)):
+                pass
+
+    def train(self, mode: bool = True) -> "Distiller":
+        super().train(mode)
+        self.teacher.eval()  # the teacher's batch-norm statistics and dropout stay frozen
+        return self
+
+    def forward(self, x: Tensor, y: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+        """``x`` (B, ...) inputs, ``y`` (B,) integer class labels -> ``(student logits (B, C), {name: loss})``.
+
+        Raises:
+            TypeError, ValueError: ``y`` is not an integer tensor of shape (B,), B the batch size of ``x``
+            (checked before any forward pass).
+        """
+        if not isinstance(y, Tensor):
+            raise TypeError(f"Distiller: labels y must be a torch.Tensor of shape (B,), got {type(y).__name__}")
+        if isinstance(x, Tensor) and x.dim() >= 1 and (y.dim() != 1 or y.shape[0] != x.shape[0]):
+            raise ValueError(
+                f"Distiller: labels y have shape {tuple(y.shape)} but the batch x has {x.shape[0]} samples "
+                f"(x shape {tuple(x.shape)}); expected y of shape ({x.shape[0]},)"
+            )
+        if y.is_floating_point() or y.is_complex() or y.dtype == torch.bool:
+            raise TypeError(f"Distiller: labels y must hold integer class indices, got dtype {y.dtype}")
+        t_names = list(dict.fromkeys(t for t, _ in self.pairs))
+        s_names = list(dict.fromkeys(s for _, s in self.pairs))
+        with torch.no_grad():
+            if t_names:
+                with LatentCapture(self.teacher, t_names, detach=True) as t_out:
+                    t_logits = self.teacher(x)
+            else:
+                t_out, t_logits = {}, self.teacher(x)
+            t_logits = select_logits(t_logits, self.teacher_output_key)
+        if s_names:
+            with LatentCapture(self.model, s_names) as s_out:
+                s_logits = self.model(x)
+        else:
+            s_out, s_logits = {}, self.model(x)
+        s_logits = select_logits(s_logits, self.output_key)
+        missing = [n for n in t_names if n not in t_out] + [n for n in s_names if n not in s_out]
+        if missing:
+            raise RuntimeError(f"layers {missing} produced no output during the forward pass")
+        t_feats = [t_out[t] for t, _ in self.pairs]
+        s_feats = [s_out[s] for _, s in self.pairs]
+        losses = {"task": self.task_weight * F.cross_entropy(s_logits, y)}
+        for name, module in self.terms.items():
+            if self.kinds[name] == "logits":
+                value = module(t_logits, s_logits, y)
+            else:
+                value = module(t_feats, s_feats, y)
+            losses[name] = self.weights[name] * value
+        return s_logits, losses
+
+
+class PGDTraining(nn.Module):
+    """PGD adversarial training objective (Madry et al. 2018) for ``geomlat.engine.train``.
+
+    ``forward(x, y)`` crafts PGD examples (eps, alpha, steps; Madry's CIFAR setting 8/255, 2/255, 7) and
+    returns ``(model(x_adv), {"adv_ce": cross_entropy(model(x_adv), y)})``: the engine minimizes the
+    cross-entropy on the adversarial batch only (no clean term), as in Madry et al.
+
+    Mode: the attack is generated with the model in eval mode (batch-norm running statistics are not
+    updated by the attack's forward passes and dropout is off, as in TRADES' reference code); the model's
+    mode is then restored, so the training forward pass on ``x_adv`` runs in whatever mode the engine set
+    (train mode during training). When the objective itself is in eval mode (``objective.eval()``),
+    forward returns the clean logits and the clean cross-entropy (no attack), so evaluation is cheap.
+
+    The random starts come from the objective's own ``torch.Generator`` seeded with ``seed`` (its state is
+    not part of a checkpoint: a resumed run draws different starts).
+
+    Attributes:
+        model: the trained network (its parameters are this objective's parameters).
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        eps: float = 8 / 255,
+        alpha: float = 2 / 255,
+        steps: int = 7,
+        random_start: bool = True,
+        seed: int = 0,
+        loss_fn: LossFn = cross_entropy_sum,
+    ):
+        super().__init__()
+        if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not (eps >= 0 and math.isfinite(eps)):
+            raise ValueError(f"eps must be a finite number >= 0, got {eps!r}")
+        if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not (alpha > 0 and math.isfinite(alpha)):
+            raise ValueError(f"alpha must be a finite number > 0, got {alpha!r}")
+        if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+            raise ValueError(f"steps must be an int >= 1, got {steps!r}")
+        self.model = model
+        self.eps, self.alpha, self.steps, self.random_start = float(eps), float(alpha), steps, random_start
+        self.loss_fn = loss_fn
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def forward(self, x: Tensor, y: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+        if self.training:
+            # the CPU generator draws the random start, moved to x's device by pgd
+            x = pgd(self.model, x, y, self.eps, self.alpha, self.steps, self.random_start, self.generator,
+                    self.loss_fn, eval_mode=True)
+        logits = self.model(x)
+        return logits, {"adv_ce": F.cross_entropy(logits, y)}
+
+    def extra_repr(self) -> str:
+        return f"eps={self.eps:.5g}, alpha={self.alpha:.5g}, steps={self.steps}, random_start={self.random_start}"
+
+
+def adversarial_objective(model: nn.Module, **kwargs) -> PGDTraining:
+    """PGD adversarial-training objective for ``model``; keyword arguments as in :class:`PGDTraining`."""
+    return PGDTraining(model, **kwargs)
