@@ -19,7 +19,8 @@ import numpy as np
 import torch
 
 from geomlat import knn
-from geomlat.nnk import _augmented_kernel, _block_size, _prepare_points, nnk_weights
+from geomlat.kernels import get_kernel
+from geomlat.nnk import augmented_kernel, nnk_weights, solve_block_size
 
 from .common import Result, interleaved
 from .reference import authors_nnk_weights, scipy_nnk_weights
@@ -69,15 +70,15 @@ def objective(x: np.ndarray, neighbors: np.ndarray, theta: np.ndarray) -> np.nda
 def gram_stage(x: np.ndarray, neighbors: np.ndarray):
     """The kernel stage of ``nnk_weights`` alone (same blocks and buffer): the (k+1, k+1) Gram matrix of every node."""
     n, k = neighbors.shape
-    unit = _prepare_points(torch.from_numpy(x), "cosine")
+    unit = get_kernel("cosine").prepare(torch.from_numpy(x))
     nbrs = torch.from_numpy(neighbors)
-    step = _block_size(n, k)
+    step = solve_block_size(n, k)
 
     def gram():
         out = unit.new_empty(step, k + 1, k + 1)
         for start in range(0, n, step):
             centres = torch.arange(start, min(n, start + step))
-            _augmented_kernel(unit, centres, nbrs[centres], "cosine", None, out=out[: centres.shape[0]])
+            augmented_kernel(unit, centres, nbrs[centres], "cosine", None, out=out[: centres.shape[0]])
 
     return gram
 

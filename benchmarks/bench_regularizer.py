@@ -18,7 +18,7 @@ import torch.nn.functional as F
 
 from geomlat import LatentCapture
 from geomlat.losses import SmoothnessRegularizer
-from geomlat.losses.regularizers import _mt_x
+from geomlat.losses.regularizers import mt_x
 from geomlat.models import build_model
 
 from .common import Result, interleaved
@@ -56,9 +56,9 @@ def _products(feats, labels_one_hot):
     """The four (C, B) x (B, d) / (B, d) x (d, C) products of the full-graph regularizer, alone."""
     for f in feats:
         flat = f.detach().flatten(1)
-        p = _mt_x(labels_one_hot, flat)
+        p = mt_x(labels_one_hot, flat)
         flat @ p.T
-        p = _mt_x(labels_one_hot, flat)
+        p = mt_x(labels_one_hot, flat)
         flat @ p.T
 
 

@@ -114,7 +114,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
 
     # imported here, and torch only when needed: `--help` and early spec errors answer without torch
-    from .studies.runner import InputError, _check_data, load_spec, run_study
+    from .studies.runner import InputError, check_data, load_spec, run_study
 
     overrides: dict[str, Any] = {}
     for item in args.overrides:
@@ -125,7 +125,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if launched:
             # a malformed spec or data file stops here, before any process is started
             spec = load_spec(args.name, args.profile, overrides=overrides or None, seeds=args.seeds)
-            _check_data(spec, args.data_dir)
+            check_data(spec, args.data_dir)
             return _launch_torchrun(argv, args.nproc)
         if int(os.environ.get("WORLD_SIZE", "1")) > 1:
             from .distributed import init_from_env

@@ -3,7 +3,8 @@
 A batch of B intermediate representations ``x`` of shape (B, ...) is flattened to (B, d) and turned
 into a B-vertex graph:
 
-1. similarity between samples (``kernel``): cosine, RBF, or 0.5 + 0.5 cosine;
+1. similarity between samples (``kernel``): cosine, RBF, 0.5 + 0.5 cosine, or any kernel registered with
+   :func:`geomlat.kernels.register_kernel` (the registry NNK graphs share);
 2. each vertex keeps its ``k`` most similar other vertices (``k=None``: full graph), no self-loops;
 3. symmetrization: ``"max"`` joins i and j when either is a k-NN of the other, ``"mutual"`` when both are;
    the weight is their similarity;
@@ -21,7 +22,8 @@ float32 weights. Any finite input gives a finite graph: cosine is invariant to t
 the RBF with the estimated bandwidth to a global scale, so when squared norms would overflow or fall
 below ``sqrt(finfo.tiny)`` the rows (cosine) or the whole batch (RBF; a fixed ``sigma`` is divided by
 the same factor) are first divided by a power of 2 (:func:`row_scales`, :func:`batch_scale`). Ordinary
-inputs never take that path, so their values are unchanged.
+inputs never take that path, so their values are unchanged. These numerics live in :mod:`geomlat.kernels`
+and are re-exported here.
 """
 from __future__ import annotations
 
@@ -33,123 +35,39 @@ from torch_geometric.data import Data
 from torch_geometric.utils import to_dense_adj
 
 from ._checks import check_choice, check_features, check_features_min, check_k, check_labels, full_precision
+from .kernels import (  # noqa: F401  (re-exported: the numerics of the built-in kernels live in geomlat.kernels)
+    SIGMA_NEIGHBORS,
+    SIGMA_NEIGHBOURS,
+    batch_scale,
+    cosine_gram,
+    distances_from_gram,
+    estimate_sigma,
+    get_kernel,
+    gram,
+    kernel_names,
+    norms_out_of_range,
+    row_scales,
+    squared_distances,
+)
 
-KERNELS = ("auto", "cosine", "rbf", "cosine_shifted")
 SYMMETRIZATIONS = ("max", "mutual")
 NORMALIZATIONS = (None, "sym")
 MASKS = (None, "inter", "intra")
 
-#: Default number of neighbours used to estimate the RBF bandwidth when the graph is full (``k=None``).
-SIGMA_NEIGHBOURS = 10
-
 
 def resolve_kernel(x: Tensor, kernel: str = "auto") -> str:
-    """Return the concrete kernel name: ``"auto"`` is ``"cosine"`` for non-negative ``x``, else ``"rbf"``."""
-    check_choice(kernel, "kernel", KERNELS)
+    """Return the concrete kernel name: ``"auto"`` is ``"cosine"`` for non-negative ``x``, else ``"rbf"``;
+    any other name must be registered (:func:`geomlat.kernels.register_kernel`)."""
     if kernel == "auto":
         return "cosine" if bool((x >= 0).all()) else "rbf"
+    check_kernel(kernel)
     return kernel
 
 
-class _Gram(torch.autograd.Function):
-    """``x x^T`` (B, d) -> (B, B) whose backward is one matrix product, ``dx = (dG + dG^T) x``.
-
-    Autograd's ``x @ x.T`` differentiates the two factors separately: two (B, B) x (B, d) products.
-    """
-
-    @staticmethod
-    def forward(ctx, x: Tensor) -> Tensor:
-        ctx.save_for_backward(x)
-        return x @ x.T
-
-    @staticmethod
-    def backward(ctx, grad: Tensor) -> Tensor:
-        (x,) = ctx.saved_tensors
-        return (grad + grad.T) @ x
-
-
-def gram(x: Tensor) -> Tensor:
-    """Gram matrix ``x x^T`` of the rows of ``x`` (B, d) -> (B, B), with a one-product backward."""
-    return _Gram.apply(x) if x.requires_grad else x @ x.T
-
-
-def _power_of_two(scale: Tensor) -> Tensor:
-    """The power of 2 ``2^(e-1)`` with ``scale = m 2^e``, m in [0.5, 1) (0 -> 1): dividing by it is exact."""
-    scale = torch.where(scale > 0, scale, torch.ones_like(scale))
-    _, exponent = torch.frexp(scale)
-    return torch.ldexp(torch.ones_like(scale), exponent - 1)
-
-
-def row_scales(x: Tensor) -> Tensor:
-    """(B, 1) power-of-2 scale of each row of ``x`` (B, d), detached: ``x / row_scales(x)`` has max-abs in [1, 2)."""
-    return _power_of_two(x.detach().abs().amax(dim=1, keepdim=True))
-
-
-def batch_scale(x: Tensor) -> Tensor:
-    """Power-of-2 scale (scalar, detached) of the whole batch ``x``: ``x / batch_scale(x)`` has max-abs in [1, 2)."""
-    return _power_of_two(x.detach().abs().amax())
-
-
-def norms_out_of_range(sq_norms: Tensor, x: Tensor, per_row: bool) -> bool:
-    """Whether the (B,) squared row norms of ``x`` overflowed or lost precision to underflow.
-
-    Safe: every squared norm finite and at most ``finfo.max / 8`` (so sums of a few of them stay finite),
-    and (``per_row``) every non-zero one at least ``sqrt(finfo.tiny)`` (products of the significant entries
-    stay normal numbers) or (batch) the largest one so; a zero squared norm of a non-zero row is underflow.
-    """
-    if sq_norms.device.type == "meta":  # shapes only: no value to test
-        return False
-    sq_norms = sq_norms.detach()
-    info = torch.finfo(sq_norms.dtype)
-    top = sq_norms.max()
-    if not bool(torch.isfinite(top)) or float(top) > info.max / 8:
-        return True
-    floor = info.tiny**0.5
-    if not per_row:
-        return 0.0 < float(top) < floor or (float(top) == 0.0 and bool((x != 0).any()))
-    nonzero = sq_norms > 0
-    if bool((sq_norms[nonzero] < floor).any()):
-        return True
-    return not bool(nonzero.all()) and bool((x[~nonzero] != 0).any())
-
-
-@full_precision
-def squared_distances(x: Tensor) -> Tensor:
-    """Pairwise squared Euclidean distances of the rows of ``x`` (B, d) -> (B, B), from one Gram matrix.
-
-    Computed as is: inputs whose squared norms overflow give inf (see :func:`batch_scale`).
-    """
-    return _distances_from_gram(gram(x))
-
-
-def _distances_from_gram(g: Tensor) -> Tensor:
-    """(B, B) squared distances ``G_ii + G_jj - 2 G_ij`` (clamped at 0) of a (B, B) Gram matrix."""
-    sq = g.diagonal()
-    return (sq[:, None] + sq[None, :] - 2.0 * g).clamp_min(0.0)
-
-
-def estimate_sigma(sq_dist: Tensor, k: int | None = None) -> Tensor:
-    """RBF bandwidth rule of the authors' code: mean distance to the k-th nearest neighbour, divided by 3.
-
-    ``k=None`` uses ``min(SIGMA_NEIGHBOURS, B - 1)`` neighbours. If every sample coincides (the estimate is
-    0) the bandwidth is 1: all weights are then exp(0) = 1 whatever the bandwidth. The estimate is a
-    differentiable function of the distances; a zero distance contributes 0 and no gradient (the
-    derivative of the square root at 0 is not taken).
-
-    Args:
-        sq_dist: (B, B) squared distances.
-    Returns:
-        scalar tensor.
-    """
-    b = sq_dist.shape[0]
-    kk = min(SIGMA_NEIGHBOURS, b - 1) if k is None else k
-    off_diag = sq_dist.masked_fill(torch.eye(b, dtype=torch.bool, device=sq_dist.device), float("inf"))
-    kth = off_diag.topk(kk, dim=1, largest=False).values[:, -1]
-    apart = kth > 0
-    # sqrt only of positive distances: the clamp never moves one, it only keeps the unused branch finite
-    root = torch.where(apart, kth.clamp_min(torch.finfo(kth.dtype).tiny).sqrt(), torch.zeros_like(kth))
-    sigma = root.mean() / 3.0
-    return torch.where(sigma > 0, sigma, torch.ones_like(sigma))
+def check_kernel(kernel: str) -> None:
+    """``ValueError`` unless ``kernel`` is ``"auto"`` or a registered kernel (the message lists them)."""
+    if kernel != "auto" and (not isinstance(kernel, str) or kernel not in kernel_names()):
+        raise ValueError(f"unknown kernel {kernel!r}; expected 'auto' or a registered kernel: {list(kernel_names())}")
 
 
 @full_precision
@@ -159,8 +77,10 @@ def similarity(x: Tensor, kernel: str = "auto", sigma: float | Tensor | None = N
     Args:
         x: (B, ...) representations (flattened to (B, d)).
         kernel: ``"cosine"`` (non-negative data only), ``"rbf"`` ``exp(-|x_i - x_j|^2 / (2 sigma^2))``,
-            ``"cosine_shifted"`` ``0.5 + 0.5 cos`` (any sign, in [0, 1]), or ``"auto"``.
-        sigma: RBF bandwidth; ``None`` estimates it with :func:`estimate_sigma` (using ``k``).
+            ``"cosine_shifted"`` ``0.5 + 0.5 cos`` (any sign, in [0, 1]), ``"auto"``, or any kernel
+            registered with :func:`geomlat.kernels.register_kernel`.
+        sigma: bandwidth of a kernel that has one (RBF); ``None`` estimates it (RBF: :func:`estimate_sigma`,
+            using ``k``).
         k: only used to estimate ``sigma``.
 
     Returns:
@@ -169,66 +89,20 @@ def similarity(x: Tensor, kernel: str = "auto", sigma: float | Tensor | None = N
     return _similarity(check_features(x), kernel, sigma, k)
 
 
-@full_precision
-def cosine_gram(flat: Tensor) -> Tensor:
-    """(B, B) cosine similarities of the rows of ``flat`` (B, d) from one Gram matrix.
-
-    ``G = x x^T`` then ``G_ij / (n_i n_j)`` with the norms ``n_i = sqrt(G_ii)`` read off its diagonal, so
-    the (B, d) input is read once by the matrix product and never copied (normalizing the rows first, as
-    ``F.normalize(x) @ F.normalize(x).T``, costs two more passes over it and a (B, d) copy). A zero row
-    has cosine 0 with everything, never NaN, and gets a zero gradient (the cosine has no derivative
-    there; ``F.normalize``'s eps would give it a gradient of ~1e12, inf once cast back to float16).
-
-    When a squared norm overflows or underflows (rows of scale ~1e19 or ~1e-19 in float32) the rows are
-    first divided by their power-of-2 :func:`row_scales` (exact; cosine does not depend on them) and the
-    Gram recomputed: every non-zero row then has a squared norm >= 1.
-    """
-    g = gram(flat)
-    if norms_out_of_range(g.diagonal(), flat, per_row=True):
-        flat = flat / row_scales(flat)
-        g = gram(flat)
-    sq = g.diagonal()
-    # 1 / n_i, and 0 for a zero row (after the check above every other squared norm is a normal number)
-    inv = torch.where(sq > 0, sq.clamp_min(torch.finfo(sq.dtype).tiny).rsqrt(), torch.zeros_like(sq))
-    return g * inv[:, None] * inv[None, :]
-
-
 def _similarity(x: Tensor, kernel: str, sigma: float | Tensor | None, k: int | None, lo: float | None = None) -> Tensor:
     """:func:`similarity` of an already checked (B, d) tensor; ``lo`` its minimum if known (skips a pass)."""
-    if lo is None:
-        kernel = resolve_kernel(x, kernel)
-        negative = kernel == "cosine" and bool((x < 0).any())
-    else:
-        check_choice(kernel, "kernel", KERNELS)
-        if kernel == "auto":
-            kernel = "cosine" if lo >= 0 else "rbf"
-        negative = kernel == "cosine" and lo < 0
-    if negative:
+    check_kernel(kernel)
+    if kernel == "auto":
+        kernel = resolve_kernel(x, kernel) if lo is None else ("cosine" if lo >= 0 else "rbf")
+    kern = get_kernel(kernel)
+    if kern.needs_nonnegative and (bool((x < 0).any()) if lo is None else lo < 0):
         raise ValueError(
-            "kernel='cosine' needs non-negative data (e.g. post-ReLU), but x has negative entries: "
+            f"kernel={kernel!r} needs non-negative data (e.g. post-ReLU), but x has negative entries: "
             "use kernel='rbf', 'cosine_shifted' or 'auto'"
         )
-    if kernel in ("cosine", "cosine_shifted"):
-        cos = cosine_gram(x)
-        return cos if kernel == "cosine" else 0.5 + 0.5 * cos
-    if sigma is not None and not torch.is_tensor(sigma) and not sigma > 0:
+    if kern.uses_sigma and sigma is not None and not torch.is_tensor(sigma) and not sigma > 0:
         raise ValueError(f"sigma must be > 0, got {sigma}")
-    g = gram(x)
-    if norms_out_of_range(g.diagonal(), x, per_row=False):
-        # |x_i - x_j|^2 / sigma^2 is unchanged when x and sigma are divided by the same factor, and the
-        # estimated sigma scales with x: compute in units of the batch's scale
-        scale = batch_scale(x)
-        x = x / scale
-        if sigma is not None:
-            sigma = sigma / scale
-        g = gram(x)
-    sq_dist = _distances_from_gram(g)
-    if sigma is None:
-        sigma = estimate_sigma(sq_dist, k)
-    # a (rescaled) sigma^2 below the smallest normal float would give 0 / 0 on the diagonal
-    two_var = 2.0 * sigma**2
-    two_var = two_var.clamp_min(torch.finfo(sq_dist.dtype).tiny) if torch.is_tensor(two_var) else max(two_var, torch.finfo(sq_dist.dtype).tiny)
-    return torch.exp(-sq_dist / two_var)
+    return kern.similarity(x, sigma, k)
 
 
 def knn_mask(sim: Tensor, k: int | None, symmetrize: str = "max") -> Tensor:
@@ -368,8 +242,9 @@ def latent_graph(
         x: (B, ...) representations of one layer; flattened to (B, d) (all dimensions but the batch one,
             e.g. (B, C, H, W) -> (B, C * H * W)). NaN/Inf are rejected.
         k: neighbours kept per vertex, ``1 <= k < B``; ``None`` keeps the full graph.
-        kernel: ``"auto"`` (cosine if ``x >= 0`` everywhere, else RBF), ``"cosine"``, ``"rbf"`` or
-            ``"cosine_shifted"`` (0.5 + 0.5 cos).
+        kernel: ``"auto"`` (cosine if ``x >= 0`` everywhere, else RBF), ``"cosine"``, ``"rbf"``,
+            ``"cosine_shifted"`` (0.5 + 0.5 cos), or a kernel registered with
+            :func:`geomlat.kernels.register_kernel`.
         sigma: RBF bandwidth. ``None``: mean distance to the k-th nearest neighbour / 3 (the authors'
             rule; ``k=None`` uses the 10th neighbour, or B - 1 if fewer), see :func:`estimate_sigma`.
         symmetrize: ``"max"`` (either is a k-NN of the other, the paper's rule) or ``"mutual"``.

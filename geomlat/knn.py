@@ -161,8 +161,28 @@ def _knn_cluster(x: Tensor, k: int, metric: str) -> Tensor:
     return neighbours.gather(1, score.argsort(dim=1, descending=True))
 
 
-def knn_graph(x: Tensor, k: int, metric: str = "cosine", backend: str = "dense", chunk_size: int | None = None) -> Tensor:
-    """Directed k-NN edge list ``(2, N * k)``: row 0 the centre i, row 1 its neighbour j."""
-    neighbours = knn(x, k, metric, backend, chunk_size)
-    centres = torch.arange(neighbours.shape[0], device=neighbours.device).repeat_interleave(k)
-    return torch.stack([centres, neighbours.reshape(-1)])
+FLOWS = ("source_to_target", "target_to_source")
+
+
+def knn_graph(
+    x: Tensor,
+    k: int,
+    metric: str = "cosine",
+    backend: str = "dense",
+    chunk_size: int | None = None,
+    flow: str = "source_to_target",
+) -> Tensor:
+    """Directed k-NN edge list ``(2, N * k)`` in PyG's convention (``torch_geometric.nn.knn_graph``).
+
+    ``flow="source_to_target"`` (default, as PyG): ``edge_index[0]`` is the neighbor j (source) and
+    ``edge_index[1]`` the centre i (target), so in message passing every node receives from its k nearest
+    neighbors (it is the target of exactly k edges). ``"target_to_source"``: ``[centre, neighbor]``.
+    Edges are grouped by centre (0, 0, ..., 1, ...), each centre's neighbors nearest first; no self-loops.
+
+    Args: ``x``, ``k``, ``metric``, ``backend``, ``chunk_size`` as :func:`knn`; ``flow`` as above.
+    """
+    check_choice(flow, "flow", FLOWS)
+    neighbors = knn(x, k, metric, backend, chunk_size)
+    centres = torch.arange(neighbors.shape[0], device=neighbors.device).repeat_interleave(k)
+    pair = (neighbors.reshape(-1), centres)
+    return torch.stack(pair if flow == "source_to_target" else pair[::-1])

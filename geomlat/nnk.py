@@ -44,9 +44,9 @@ from torch import Tensor
 from torch_geometric.data import Data
 
 from ._checks import check_choice, check_features, check_k, check_labels, full_precision
+from .kernels import Kernel, get_kernel
 from .knn import BACKENDS, knn
 
-NNK_KERNELS = ("cosine", "rbf", "cosine_shifted")
 SOLVERS = ("exact", "approx")
 EDGE_RULES = ("max", "reference")
 
@@ -69,7 +69,7 @@ class NNKResult:
         neighbors: (N, k) long, the k-NN candidates of each node (nearest first).
         weights: (N, k) NNK weights theta (0 where pruned), dtype of the input.
         residual: (N,) ``e_i``, float64.
-        kernel: the kernel used; ``sigma``: RBF bandwidth (None for the cosine kernels).
+        kernel: the name of the kernel used; ``sigma``: its bandwidth (None for kernels without one, e.g. cosine).
     """
 
     neighbors: Tensor
@@ -310,19 +310,23 @@ def solve_nnk_approx(K: Tensor, b: Tensor, steps: int = 100) -> Tensor:
 
 
 # --------------------------------------------------------------------------------------- kernels
-def _prepare_points(x: Tensor, kernel: str) -> Tensor:
-    return F.normalize(x, dim=1, eps=1e-12) if kernel in ("cosine", "cosine_shifted") else x
-
-
-def _augmented_kernel(
-    points: Tensor, centres: Tensor, cand: Tensor, kernel: str, sigma: float | None, out: Tensor | None = None
+def augmented_kernel(
+    points: Tensor, centres: Tensor, cand: Tensor, kernel: str | Kernel, sigma: float | None, out: Tensor | None = None
 ) -> Tensor:
     """``[[K_SS, -K_Si], [-K_Si^T, K_ii]]`` (c, k+1, k+1) float64 for centres (c,) with candidates ``cand`` (c, k).
 
-    Batched Gram matrices of the gathered ``[x_S; x_i]`` (k+1, d), :data:`GRAM_CHUNK` nodes at a time; for the
-    cosine kernel the centre is gathered as ``-x_i``, which gives the signs directly. ``points`` (N, d) float64
-    (already normalized for the cosine kernels); ``out``: optional (c, k+1, k+1) buffer to fill.
+    Batched Gram matrices of the gathered ``[x_S; x_i]`` (k+1, d), :data:`GRAM_CHUNK` nodes at a time, turned
+    into kernel values in place by the kernel's ``from_gram_`` (:mod:`geomlat.kernels`), then the last row and
+    column negated. This is the augmented matrix that :func:`solve_nnk_exact` builds from ``K`` and ``b``.
+
+    Args:
+        points: (N, d) float64 points already prepared by the kernel (``get_kernel(kernel).prepare(x)``:
+            unit rows for the cosine kernels).
+        centres: (c,) long node indices; cand: (c, k) long candidate indices of each centre.
+        kernel: a registered kernel name or :class:`geomlat.kernels.Kernel`; sigma: its bandwidth, if any.
+        out: optional (c, k+1, k+1) buffer to fill.
     """
+    kern = get_kernel(kernel) if isinstance(kernel, str) else kernel
     c, k = cand.shape
     index = torch.cat([cand, centres[:, None]], 1)  # (c, k+1): candidates, then the centre
     G = points.new_empty(c, k + 1, k + 1) if out is None else out
@@ -330,52 +334,43 @@ def _augmented_kernel(
     for start in range(0, c, GRAM_CHUNK):
         rows = index[start : start + GRAM_CHUNK]
         xs = torch.index_select(points, 0, rows.reshape(-1), out=buf[: rows.numel()]).view(rows.shape[0], k + 1, -1)
-        if kernel == "cosine":
-            xs[:, -1].neg_()
         torch.bmm(xs, xs.transpose(1, 2), out=G[start : start + GRAM_CHUNK])
-    if kernel == "cosine":
-        return G
-    if kernel == "cosine_shifted":
-        G.mul_(0.5).add_(0.5)
-    else:
-        sq = G.diagonal(dim1=1, dim2=2).clone()
-        G.mul_(-2.0).add_(sq[:, :, None]).add_(sq[:, None, :]).clamp_(min=0.0).div_(-2.0 * sigma**2).exp_()
+    result = kern.from_gram_(G, sigma)
+    if result is not G:
+        raise TypeError(f"kernel {kern.name!r}: from_gram_ must write into its argument and return it")
     G[:, -1].neg_()
     G[:, :, -1].neg_()
     return G
 
 
-def _kernel_blocks(points: Tensor, centres: Tensor, cand: Tensor, kernel: str, sigma: float | None):
-    """K_SS (c, k, k), K_Si (c, k), K_ii (c,) in float64 for a block of centres with candidates ``cand`` (c, k)."""
-    G = _augmented_kernel(points, centres, cand, kernel, sigma)
+def kernel_blocks(points: Tensor, centres: Tensor, cand: Tensor, kernel: str | Kernel, sigma: float | None):
+    """``(K_SS (c, k, k), K_Si (c, k), K_ii (c,))`` float64 for centres (c,) with candidates ``cand`` (c, k);
+    arguments as :func:`augmented_kernel` (``points`` prepared by the kernel)."""
+    G = augmented_kernel(points, centres, cand, kernel, sigma)
     k = cand.shape[1]
     return G[:, :k, :k], -G[:, :k, k], G[:, k, k]
 
 
-def _block_size(n: int, k: int) -> int:
+def solve_block_size(n: int, k: int) -> int:
     """Nodes per solve block: three (block, k+1, k+1) float64 arrays within :data:`SOLVE_BYTES`, blocks of equal
     size (a small last block would cost as many pivoting iterations as a full one)."""
     step = max(1, min(n, SOLVE_BYTES // (3 * (k + 1) ** 2 * 8)))
     return -(-n // -(-n // step))
 
 
-def _rbf_sigma(x: Tensor, neighbors: Tensor) -> float:
-    """Authors' bandwidth rule (as :func:`geomlat.graphs.estimate_sigma`): mean distance to the k-th neighbour / 3."""
-    kth = (x - x[neighbors[:, -1]]).double().norm(dim=1)
-    sigma = float(kth.mean()) / 3.0
-    return sigma if sigma > 0 else 1.0
-
-
-def rbf_sigma(x: Tensor, neighbors: Tensor) -> float:
-    """RBF bandwidth that :func:`nnk_weights` uses when ``sigma`` is None: mean distance to the k-th neighbour / 3.
+def rbf_sigma(x: Tensor, neighbors: Tensor, kernel: str | Kernel = "rbf") -> float:
+    """Bandwidth that :func:`nnk_weights` uses when ``sigma`` is None: the kernel's ``bandwidth`` rule on the
+    distances to the k-th neighbor (RBF: their mean / 3, as :func:`geomlat.graphs.estimate_sigma`).
 
     Args:
-        x: (N, d) points; neighbors: (N, k) candidate indices, nearest first (as from :func:`geomlat.knn`).
+        x: (N, d) points (prepared by the kernel); neighbors: (N, k) candidate indices, nearest first (as from
+            :func:`geomlat.knn`).
 
     Returns:
-        sigma > 0 (1.0 when every k-th neighbour is at distance 0).
+        sigma > 0 (1.0 when every k-th neighbor is at distance 0).
     """
-    return _rbf_sigma(x, neighbors)
+    kern = get_kernel(kernel) if isinstance(kernel, str) else kernel
+    return float(kern.bandwidth((x - x[neighbors[:, -1]]).double().norm(dim=1)))
 
 
 def _check_tol(tol: float) -> None:
@@ -407,12 +402,14 @@ def nnk_weights(
         x: (N, ...) points, flattened to (N, d).
         k: size of the initial k-NN set, ``1 <= k < N``.
         kernel: ``"cosine"`` (<u_i, u_j> of unit vectors; PSD for any sign), ``"cosine_shifted"``
-            (0.5 + 0.5 cos, the authors' NNK code) or ``"rbf"`` ``exp(-|x_i - x_j|^2 / (2 sigma^2))``.
-        sigma: RBF bandwidth; None: mean distance to the k-th neighbour / 3.
+            (0.5 + 0.5 cos, the authors' NNK code), ``"rbf"`` ``exp(-|x_i - x_j|^2 / (2 sigma^2))``, or any
+            kernel registered with :func:`geomlat.kernels.register_kernel` (it must be positive semi-definite).
+        sigma: bandwidth of a kernel that has one; None: the kernel's rule (RBF: mean distance to the k-th
+            neighbor / 3, :func:`rbf_sigma`).
         tol: weights below ``tol`` become 0; must be in [0, 1).
         solver: ``"exact"`` or ``"approx"`` (see module docstring).
-        knn_backend, chunk_size: passed to :func:`geomlat.knn` (cosine metric for the cosine kernels,
-            euclidean for RBF).
+        knn_backend, chunk_size: passed to :func:`geomlat.knn` with the kernel's ``knn_metric`` (cosine for
+            the cosine kernels, euclidean for RBF).
         approx_steps: projected-gradient iterations of the approximate solver.
         node_chunk: nodes per solve block (default: blocks of about :data:`SOLVE_BYTES`).
         neighbors: optional precomputed (N, k) candidate indices (self excluded).
@@ -420,7 +417,7 @@ def nnk_weights(
     Returns:
         :class:`NNKResult`.
     """
-    check_choice(kernel, "kernel", NNK_KERNELS)
+    kern = get_kernel(kernel)
     check_choice(solver, "solver", SOLVERS)
     check_choice(knn_backend, "knn_backend", BACKENDS)
     _check_tol(tol)
@@ -431,21 +428,21 @@ def nnk_weights(
         raise ValueError(f"sigma must be > 0, got {sigma}")
     with torch.no_grad():
         if neighbors is None:
-            metric = "euclidean" if kernel == "rbf" else "cosine"
-            neighbors = knn(flat, k, metric=metric, backend=knn_backend, chunk_size=chunk_size)
+            neighbors = knn(flat, k, metric=kern.knn_metric, backend=knn_backend, chunk_size=chunk_size)
         elif neighbors.shape != (n, k):
             raise ValueError(f"neighbors must have shape ({n}, {k}), got {tuple(neighbors.shape)}")
-        if kernel == "rbf" and sigma is None:
-            sigma = _rbf_sigma(flat, neighbors)
-        points = _prepare_points(flat, kernel).double()
-        step = node_chunk or _block_size(n, k)
+        prepared = kern.prepare(flat)
+        if kern.uses_sigma and sigma is None:
+            sigma = rbf_sigma(prepared, neighbors, kern)
+        points = prepared.double()
+        step = node_chunk or solve_block_size(n, k)
         weights = torch.empty(n, k, dtype=torch.float64, device=flat.device)
         residual = torch.empty(n, dtype=torch.float64, device=flat.device)
         buffers = points.new_empty(3, step, k + 1, k + 1)  # kernel matrices, 2 for the tableau: reused by every block
         for start in range(0, n, step):
             centres = torch.arange(start, min(n, start + step), device=flat.device)
             c = centres.shape[0]
-            G = _augmented_kernel(points, centres, neighbors[centres], kernel, sigma, out=buffers[0, :c])
+            G = augmented_kernel(points, centres, neighbors[centres], kern, sigma, out=buffers[0, :c])
             K, b = G[:, :k, :k], -G[:, :k, k]
             if solver == "exact":
                 theta, y, _ = _solve_augmented(G, 1e-10, 5 * k + 10, work=buffers[1:, :c])
@@ -459,7 +456,7 @@ def nnk_weights(
             # e_i = K_ii - 2 theta^T b + theta^T K theta = K_ii - theta^T b + theta^T y, with y = K theta - b
             residual[centres] = (G[:, k, k] - (theta * (b - y)).sum(1)).clamp_min(0.0)
             weights[centres] = theta
-    return NNKResult(neighbors, weights.to(flat.dtype), residual, kernel, sigma if kernel == "rbf" else None)
+    return NNKResult(neighbors, weights.to(flat.dtype), residual, kernel, sigma if kern.uses_sigma else None)
 
 
 def _symmetrize(result: NNKResult, n: int, edge_rule: str) -> Data:

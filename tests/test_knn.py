@@ -53,11 +53,26 @@ def test_self_is_never_a_neighbour_even_with_duplicates():
     assert not bool((idx == torch.arange(6)[:, None]).any())
 
 
-def test_knn_graph_layout():
+def test_knn_graph_follows_pyg_flow_convention():
+    """PyG's knn_graph (flow="source_to_target"): edge_index[0] = neighbor (source), edge_index[1] = centre
+    (target), so sum-aggregating messages gives every node the sum of its k nearest neighbors' features."""
+    from torch_geometric.utils import scatter
+
     x = _points(n=30)
     edge_index = knn_graph(x, 4)
     assert edge_index.shape == (2, 120)
-    np.testing.assert_array_equal(edge_index[0].numpy(), np.repeat(np.arange(30), 4))
+    np.testing.assert_array_equal(edge_index[1].numpy(), np.repeat(np.arange(30), 4))  # every target has k edges
+    # message passing x_j -> i (source -> target) sums the features of the k nearest neighbors
+    unit = x / x.norm(dim=1, keepdim=True)
+    cos = unit @ unit.T
+    cos.fill_diagonal_(-2.0)
+    nearest = cos.argsort(dim=1, descending=True)[:, :4]  # independent dense k-NN
+    aggregated = scatter(x[edge_index[0]], edge_index[1], dim=0, dim_size=30, reduce="sum")
+    torch.testing.assert_close(aggregated, x[nearest].sum(1))
+    flipped = knn_graph(x, 4, flow="target_to_source")
+    assert torch.equal(flipped, edge_index.flip(0))
+    with pytest.raises(ValueError, match="flow"):
+        knn_graph(x, 4, flow="both")
 
 
 def test_bad_arguments():

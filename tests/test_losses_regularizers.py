@@ -141,14 +141,14 @@ def test_errors():
 
 def test_split_products_equal_plain_products():
     """The CPU kernel behind the fast path (batched over slices of the feature axis) computes the same sums."""
-    from geomlat.losses.regularizers import _SPLITS, _mt_x
+    from geomlat.losses.regularizers import _SPLITS, mt_x
 
     gen = torch.Generator().manual_seed(11)
     d = 256 * _SPLITS  # the smallest feature size that takes the split path
     x, m = (torch.randn(*s, generator=gen, dtype=torch.float64) for s in ((9, d), (9, 4)))
-    torch.testing.assert_close(_mt_x(m, x), m.T @ x, rtol=1e-12, atol=1e-10)
+    torch.testing.assert_close(mt_x(m, x), m.T @ x, rtol=1e-12, atol=1e-10)
     odd = x[:, : d - 1]  # not divisible: plain product
-    torch.testing.assert_close(_mt_x(m, odd), m.T @ odd, rtol=0, atol=0)
+    torch.testing.assert_close(mt_x(m, odd), m.T @ odd, rtol=0, atol=0)
 
 
 @pytest.mark.parametrize("m,normalized", [(1, True), (2, False), (3, False)])

@@ -27,7 +27,8 @@ from torch_geometric.data import Data
 
 from .._checks import check_choice, check_features, check_k, check_labels
 from ..knn import BACKENDS, knn
-from ..nnk import NNK_KERNELS, NNKResult, nnk_loo_predictions, nnk_symmetrize, nnk_weights, rbf_sigma
+from ..kernels import get_kernel
+from ..nnk import NNKResult, nnk_loo_predictions, nnk_symmetrize, nnk_weights, rbf_sigma
 
 #: Default number of stacked nodes (channels x samples) per solver call of :func:`channelwise_loo_errors`.
 MAX_NODES = 200_000
@@ -123,14 +124,16 @@ def channelwise_nnk(
     Memory: the C * N * S values in float64 (the kernel is computed in float64), C * N * k candidates and
     weights, and the solver's blocks (:data:`geomlat.nnk.SOLVE_BYTES`); the k-NN search runs one channel at a time.
     """
-    check_choice(kernel, "kernel", NNK_KERNELS)
+    kern = get_kernel(kernel)
+    if kern.uses_sigma and kernel != "rbf":
+        raise ValueError(f"channelwise NNK supports the bandwidth of kernel='rbf' only (per-channel scaling), got {kernel!r}")
     check_choice(knn_backend, "knn_backend", BACKENDS)
     maps = channel_maps(x)
     c, n, s = maps.shape
     check_k(k, n)
     if sigma is not None and not sigma > 0:
         raise ValueError(f"sigma must be > 0, got {sigma}")
-    metric = "euclidean" if kernel == "rbf" else "cosine"
+    metric = kern.knn_metric
     with torch.no_grad():
         neighbors = torch.stack([knn(maps[i], k, metric=metric, backend=knn_backend, chunk_size=chunk_size) for i in range(c)])
         sigmas = None

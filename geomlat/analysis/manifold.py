@@ -22,7 +22,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .._checks import check_features
-from ..nnk import NNKResult, _kernel_blocks, _prepare_points, nnk_weights, solve_nnk_exact
+from ..kernels import get_kernel
+from ..nnk import NNKResult, kernel_blocks, nnk_weights, solve_nnk_exact
 
 
 class ManifoldGraphMetrics:
@@ -54,7 +55,7 @@ class ManifoldGraphMetrics:
         flat = check_features(x).detach()
         res = nnk_weights(flat, self.k, self.kernel, self.sigma, self.tol, self.solver, self.knn_backend, self.chunk_size)
         self.nnk_ = res
-        points = _prepare_points(flat.double(), self.kernel)
+        points = get_kernel(self.kernel).prepare(flat.double())
         unit = F.normalize(flat.double(), dim=1, eps=1e-12)
         mask = res.weights > 0
         n = flat.shape[0]
@@ -184,10 +185,11 @@ def augmentation_invariance(
             module.train(was_training)
     n = base.shape[0]
     # all points of one system: [base_i, aug_i1..aug_in]; centre index 0, candidates 1..n_aug
-    pts = _prepare_points(torch.cat([base[:, None], augs], 1).reshape(n * (n_aug + 1), -1).double(), kernel)
+    kern = get_kernel(kernel)
+    pts = kern.prepare(torch.cat([base[:, None], augs], 1).reshape(n * (n_aug + 1), -1).double())
     offsets = torch.arange(n, device=pts.device) * (n_aug + 1)
     cand = offsets[:, None] + torch.arange(1, n_aug + 1, device=pts.device)[None, :]
-    K, b, _ = _kernel_blocks(pts, offsets, cand, kernel, 1.0 if kernel == "rbf" else None)
+    K, b, _ = kernel_blocks(pts, offsets, cand, kern, 1.0 if kern.uses_sigma else None)
     theta, _ = solve_nnk_exact(K, b)
     mask = theta > 1e-10
     unit = F.normalize(augs.double(), dim=2, eps=1e-12)

@@ -32,7 +32,8 @@ from torch.utils.data import DataLoader, Dataset, Subset
 
 from .._checks import check_choice, check_labels
 from ..capture import LatentCapture
-from ..nnk import NNK_KERNELS, nnk_loo_predictions, nnk_weights
+from ..kernels import get_kernel
+from ..nnk import nnk_loo_predictions, nnk_weights
 from .channelwise import MAX_NODES, channelwise_loo_errors
 
 STORAGE_DTYPES = (torch.float32, torch.float16, torch.float64)
@@ -157,7 +158,7 @@ def streaming_nnk_metrics(
     """
     if not features:
         raise ValueError("features is empty: pass a dict {layer name: (N, ...) tensor}")
-    check_choice(kernel, "kernel", NNK_KERNELS)
+    get_kernel(kernel)  # ValueError listing the registered kernels
     out: dict[str, dict] = {}
     for name, feat in features.items():
         x = feat.float() if feat.dtype == torch.float16 else feat

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from ..graphs import KERNELS, latent_graph
+from ..graphs import check_kernel, latent_graph
 from ..signals import label_variation
 from .._checks import check_choice, check_features, check_k, check_labels, full_precision
 from .registry import register_loss
@@ -53,7 +53,7 @@ class LabelVariationLoss(nn.Module):
         sigma: float | None = None,
     ):
         super().__init__()
-        check_choice(kernel, "kernel", KERNELS)
+        check_kernel(kernel)
         if k is not None:
             check_k(k, k + 1)
         if sigma is not None and not sigma > 0:

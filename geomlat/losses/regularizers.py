@@ -50,11 +50,11 @@ def _normalizer(total: Tensor, m: int) -> Tensor:
     return torch.where(total != 0, safe**m, torch.ones_like(total))
 
 
-#: Splits of the feature axis that turn the skinny CPU product of :func:`_mt_x` into a batched product.
+#: Splits of the feature axis that turn the skinny CPU product of :func:`mt_x` into a batched product.
 _SPLITS = 16
 
 
-def _mt_x(m: Tensor, x: Tensor) -> Tensor:
+def mt_x(m: Tensor, x: Tensor) -> Tensor:
     """``m^T x`` (C, d) for m (B, C), x (B, d), C small.
 
     MKL runs this (C, B) x (B, d) shape several times below memory speed on CPU; as a batch of
@@ -97,7 +97,7 @@ class _CosineAdjacencyTimes(torch.autograd.Function):
         inv = torch.where(nonzero, 1.0 / norm.clamp_min(torch.finfo(norm.dtype).tiny), torch.zeros_like(norm))
         self_sim = (norm * inv) ** 2
         n = inv * m
-        p = _mt_x(n, x)
+        p = mt_x(n, x)
         h = x @ p.T  # (B, C)
         ctx.save_for_backward(x, m, inv, self_sim, nonzero, p, h)
         return inv * h - self_sim * m
@@ -106,7 +106,7 @@ class _CosineAdjacencyTimes(torch.autograd.Function):
     def backward(ctx, grad: Tensor):
         x, m, inv, self_sim, above_eps, p, h = ctx.saved_tensors
         rg, n = inv * grad, inv * m
-        dp = _mt_x(rg, x)
+        dp = mt_x(rg, x)
         dn = x @ dp.T
         dx = dm = None
         if ctx.needs_input_grad[0]:

@@ -52,7 +52,8 @@ from ..engine import evaluate_accuracy, predict
 from ..engine.io import atomic_save, atomic_write_text, load_checkpoint
 from ..graphs import latent_graph
 from ..models import count_parameters
-from ..nnk import NNK_KERNELS, nnk_interpolation
+from ..kernels import kernel_names
+from ..nnk import nnk_interpolation
 from ..signals import label_variation
 from .distill import train_config_from_fields
 from .figures import PALETTE, new_figure, save_figure, series_styles
@@ -179,7 +180,7 @@ class ManifoldStudy(StudyKind):
 
         af = fields.fields("analysis", {})
         analysis = {"samples": af.int("samples", 500, minimum=10), "nnk_k": af.int("nnk_k", 15, minimum=1),
-                    "graph_k": af.int("graph_k", 10, minimum=1), "kernel": af.str("kernel", "cosine", choices=NNK_KERNELS),
+                    "graph_k": af.int("graph_k", 10, minimum=1), "kernel": af.str("kernel", "cosine", choices=kernel_names()),
                     "every": af.int("every", 1, minimum=1)}
         analysis["spectrum_epochs"] = af.list("spectrum_epochs", [1, config.epochs], item=int, nonempty=True)
         af.finish()

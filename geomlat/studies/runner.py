@@ -218,7 +218,7 @@ def _check_devices(table: Mapping[str, Any], path: str = "") -> None:
             check_device(value, sub)
 
 
-def _check_data(spec: Mapping[str, Any], data_dir: str | None) -> None:
+def check_data(spec: Mapping[str, Any], data_dir: str | None) -> None:
     """Read and check the data files the spec needs (CIFAR-10 batches) before anything is written.
 
     Raises:
@@ -387,7 +387,7 @@ def run_study(
     """
     # everything is checked (spec, devices, data files) before the first file is written
     spec = load_spec(name, profile, overrides=overrides, seeds=seeds)
-    _check_data(spec, data_dir)
+    check_data(spec, data_dir)
     from ..engine.dist import barrier, get_rank, get_world_size, is_main_process, main_process_writes
     from ..engine.io import folder_lock, write_json
 
