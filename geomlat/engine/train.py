@@ -64,8 +64,8 @@ from tqdm.auto import tqdm
 
 from .._checks import DeferredChecks, deferred_value_checks
 from ..capture import OutputKey, select_logits
-from ..objectives import Supervised
 from ..distributed import all_reduce_sum, barrier, broadcast_object, get_world_size, is_distributed, is_main_process, shard
+from ..objectives import Supervised
 from .io import CheckpointError, CheckpointRefused, atomic_save, atomic_write_text, load_checkpoint, read_json, to_jsonable, write_json
 
 __all__ = [

@@ -12,8 +12,9 @@ Protocol of a registered loss: an ``nn.Module`` class with a class attribute ``c
 
 Argument order: teacher first, student second, for every distillation loss of geomlat (as in the
 authors' GKD code and as the paper writes ``L(A_T, A_S)``). torchdistill's losses take
-``(student_output, teacher_output)``, the reverse: when porting a torchdistill configuration, swap the two
-arguments (tests/test_torchdistill.py checks the values against torchdistill's losses).
+``(student_output, teacher_output)``, the reverse: when porting a torchdistill loss or configuration,
+swap the two arguments (geomlat's own torchdistill adapter, :mod:`geomlat.integrations.torchdistill`,
+does this for you).
 
 A loss that needs the models to be built (FitNet's projections need the channel counts of the paired
 layers) has a classmethod ``from_models(teacher, student, pairs, *, example, **kwargs)``; :func:`build_loss` calls it
