@@ -62,6 +62,16 @@ class DeferredChecks:
             raise err
 
 
+def value_check(ok: Tensor | bool, message: str) -> None:
+    """Raise ``ValueError(message)`` unless ``ok``; inside :func:`deferred_value_checks` a tensor ``ok`` (0-dim
+    bool, on any device) is recorded instead of read on the host."""
+    deferred = _DEFERRED.get()
+    if deferred is not None and isinstance(ok, Tensor):
+        deferred.record(ok, message.replace("{", "{{").replace("}", "}}"))
+    elif not bool(ok):
+        raise ValueError(message)
+
+
 _DEFERRED: contextvars.ContextVar[DeferredChecks | None] = contextvars.ContextVar("geomlat_deferred_checks", default=None)
 
 

@@ -20,7 +20,7 @@ from geomlat._checks import check_features, check_labels
 from geomlat.checks import deferred_value_checks
 from geomlat.engine import Supervised, TrainConfig, load_checkpoint, load_trained_model, lr_factor, train
 from geomlat.engine.train import FINITE_CHECK_EVERY, train_step
-from geomlat.losses import GKD
+from geomlat.losses import GKD, HintonKD, RKDAngle, SimilarityPreserving
 from geomlat.objectives import Distiller
 from geomlat.studies.distill import train_config_from_fields
 from geomlat.studies.spec import SpecError
@@ -337,8 +337,12 @@ def test_deferred_checks_raise_the_immediate_message():
 
 
 def test_a_step_under_deferred_checks_reads_nothing_on_the_host():
+    """SP, RKD-angle and KD terms (their inputs checked for NaN/Inf and labels for range each step): the
+    immediate checks read values on the host, the deferred ones none. (GKD's cosine Gram still tests the
+    range of its squared norms on the host: a numerical fallback of geomlat.kernels, not an input check.)"""
     torch.manual_seed(0)
-    objective = _distiller()
+    objective = Distiller(make_model(0), make_model(7), pairs=[("2", "2")],
+                          terms={"sp": (SimilarityPreserving(), 1.0), "angle": (RKDAngle(), 1.0), "kd": (HintonKD(), 0.5)})
     x, y = torch.randn(16, 6), torch.arange(16) % 3
     opt = torch.optim.SGD([p for p in objective.parameters() if p.requires_grad], lr=0.01)
     with HostReads() as immediate:
