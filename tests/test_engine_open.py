@@ -389,3 +389,16 @@ def test_engine_reports_a_nan_feature_with_the_immediate_message(tmp_path):
     assert str(info.value) == str(immediate.value)
     assert f"epoch 1, step {at + 1}" in " ".join(getattr(info.value, "__notes__", []))
     assert not (tmp_path / "r" / "checkpoint.pt").exists()
+
+
+# ---------------------------------------------------------------- a user's own loop (examples/plain_loop.py)
+def test_plain_loop_example_distills():
+    """The example's plain AdamW loop trains a teacher then a GKD student far above chance (10 classes),
+    and both loss terms fall."""
+    example = runpy.run_path(str(REPO / "examples" / "plain_loop.py"), run_name="plain_loop")
+    torch.manual_seed(1)
+    result = example["main"](epochs=8, seed=1)
+    first, last = result["history"][0], result["history"][-1]
+    assert set(first) == {"task", "gkd"}
+    assert last["gkd"] < first["gkd"] / 3 and last["task"] < first["task"] / 3
+    assert result["teacher_acc"] > 0.85 and result["student_acc"] > 0.8
