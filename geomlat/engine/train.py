@@ -1,4 +1,5 @@
-"""Training loop with the paper's SGD schedule, run records, atomic checkpoints and exact resume.
+"""Training loop with run records, atomic checkpoints and exact resume; the optimizer (SGD, AdamW) and the lr
+schedule (the paper's multi-step by default, cosine, constant; linear warm-up) come from :class:`TrainConfig`.
 
 An *objective* is an ``nn.Module`` with an attribute ``.model`` (the network being trained and evaluated)
 and ``forward(x, y) -> (output (B, C), {name: scalar loss})``; :func:`train` minimizes the sum of the
@@ -10,7 +11,8 @@ the augmentation from another one seeded by ``(seed, e)``, and the global RNG (d
 from ``(seed, e)`` at the start of the epoch inside ``torch.random.fork_rng``. A checkpoint written at the
 end of each epoch therefore holds everything a resumed run needs (weights, optimizer, scheduler, epoch,
 metric history): on CPU a run killed at any point and restarted ends with bitwise the same weights and
-numbers as an uninterrupted one.
+numbers as an uninterrupted one. A training set that is not a TensorDataset is read through a
+``DataLoader`` at the same seeded index batches (its workers seeded from ``(seed, e)`` too).
 
 Run folder layout (``run_dir``)::
 
@@ -98,8 +100,9 @@ SCHEDULERS = ("multistep", "cosine", "constant")
 #: ``TrainConfig.precision`` values -> autocast dtype (None: no autocast, float32 throughout).
 PRECISIONS: dict[str, torch.dtype | None] = {"32": None, "bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}
 
-#: the loss values are checked for NaN/Inf every this many steps (and at the end of each epoch): one host
-#: synchronization per interval instead of one per step.
+#: the loss values, and the input value checks of the losses (deferred: :func:`geomlat.checks.deferred_value_checks`),
+#: are checked every this many steps (and at the end of each epoch): one host synchronization per interval
+#: instead of several per step.
 FINITE_CHECK_EVERY = 20
 
 
