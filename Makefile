@@ -9,7 +9,7 @@ STAMP  := $(VENV)/.geomlat-installed
 TORCH_SPEC ?= $(shell command -v nvidia-smi >/dev/null 2>&1 && echo torch || echo torch==2.13.0)
 NPROC ?= 1
 
-.PHONY: install install-cluster test demo study-gkd study-embed study-robust study-toy study-manifold bench gpu-check clean
+.PHONY: install install-cluster test demo study-gkd study-embed study-robust study-toy study-manifold study-selection bench gpu-check clean
 
 install: $(STAMP)
 
@@ -45,7 +45,7 @@ demo: $(STAMP)
 #   .venv/bin/geomlat study gkd --profile paper --data-dir /path/to/cifar-10-batches-py
 STUDY_ARGS = --profile $(or $(PROFILE),quick) $(if $(filter-out 1,$(NPROC)),--nproc $(NPROC))
 
-study-gkd study-embed study-robust study-toy study-manifold: study-%: $(STAMP)
+study-gkd study-embed study-robust study-toy study-manifold study-selection: study-%: $(STAMP)
 	$(VENV)/bin/geomlat study $* $(STUDY_ARGS)
 
 # Benchmarks (about 10 minutes on 2 cores): installs the optional faiss-cpu baseline (the `bench` extra) first.

@@ -22,7 +22,7 @@ from geomlat.engine import Supervised, TrainConfig, load_checkpoint, load_traine
 from geomlat.engine.train import FINITE_CHECK_EVERY, train_step
 from geomlat.losses import GKD, HintonKD, RKDAngle, SimilarityPreserving
 from geomlat.objectives import Distiller
-from geomlat.studies.distill import train_config_from_fields
+from geomlat.studies.common import train_config_from_fields
 from geomlat.studies.spec import SpecError
 
 from test_engine import _Boom, make_model, make_splits, numbers, small_config, state_equal

@@ -54,31 +54,37 @@ class Conv1dNet(nn.Module):
 
     ``stage1``: conv5(in, w) - BN - ReLU at length 40; ``stage2``: conv3(w, 2w, stride 2) - BN - ReLU at 20;
     ``stage3``: conv3(2w, 4w, stride 2) - BN - ReLU at 10; ``pool`` (global average) -> ``fc``.
+    ``depth`` (default 3, the network above) sets the number of stages: ``depth = 1`` or ``2`` keeps the
+    first stages only; each stage beyond the third is conv3(4w, 4w, stride 1) - BN - ReLU at length 10.
 
-    Shapes: (B, in_channels, L) -> (B, output_dim); ``pool`` gives (B, 4w) >= 0.
+    Shapes: (B, in_channels, L) -> (B, output_dim); ``pool`` gives (B, channels of the last stage) >= 0.
     """
 
-    def __init__(self, width: int = 16, num_classes: int = 10, in_channels: int = 1, out_dim: int | None = None):
+    def __init__(self, width: int = 16, num_classes: int = 10, in_channels: int = 1, out_dim: int | None = None,
+                 depth: int = 3):
         super().__init__()
         check_positive_int(width, "width")
         check_positive_int(in_channels, "in_channels")
-        self.width = width
+        check_positive_int(depth, "depth")
+        self.width, self.depth = width, depth
         self.output_dim = output_size(num_classes, out_dim)
-        channels = [in_channels, width, 2 * width, 4 * width]
-        kernels = [5, 3, 3]
-        for s in range(3):
-            conv = nn.Conv1d(channels[s], channels[s + 1], kernels[s], stride=1 if s == 0 else 2, padding=kernels[s] // 2, bias=False)
+        channels = [in_channels] + [min(2**s, 4) * width for s in range(depth)]
+        for s in range(depth):
+            kernel, stride = (5, 1) if s == 0 else (3, 2 if s < 3 else 1)
+            conv = nn.Conv1d(channels[s], channels[s + 1], kernel, stride=stride, padding=kernel // 2, bias=False)
             self.add_module(f"stage{s + 1}", conv_bn_relu(conv, nn.BatchNorm1d(channels[s + 1])))
         self.pool = pooled_features(1)
-        self.fc = nn.Linear(channels[3], self.output_dim)
-        self.stage_names = ["stage1", "stage2", "stage3"]
+        self.fc = nn.Linear(channels[-1], self.output_dim)
+        self.stage_names = [f"stage{s + 1}" for s in range(depth)]
         self.feature_name = "pool"
         self.relu_names = find_relu_names(self)
 
     def forward(self, x: Tensor) -> Tensor:
         if x.dim() != 3:
             raise ValueError(f"Conv1dNet expects signals (B, C, L), got shape {tuple(x.shape)}")
-        return self.fc(self.pool(self.stage3(self.stage2(self.stage1(x)))))
+        for name in self.stage_names:
+            x = getattr(self, name)(x)
+        return self.fc(self.pool(x))
 
 
 class MLP(nn.Module):

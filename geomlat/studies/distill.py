@@ -40,11 +40,11 @@ from ..capture import LatentCapture
 from ..data import balanced_order, load_dataset
 from ..engine import Supervised, TrainConfig, predict, resolve_device, train
 from ..engine.io import atomic_write_text
-from ..engine.train import OPTIMIZERS, PRECISIONS, SCHEDULERS, load_trained_model
+from ..engine.train import load_trained_model
 from ..losses import LOSSES, Distiller, build_loss
 from ..losses.registry import DISTILL_CONSUMES
 from ..models import MODELS, build_model
-from .common import data_fields
+from .common import data_fields, train_config_from_fields
 from .figures import PALETTE, new_figure, save_figure, series_styles
 from .runner import StudyContext, StudyKind, register_study_kind, run_in_processes
 from .spec import Fields, SpecError
@@ -59,46 +59,6 @@ def distill_losses() -> dict[str, type[nn.Module]]:
 
 # sample shapes of the built-in data sets, for the dry-run forward pass of the validation
 INPUT_SHAPES = {"digits": (1, 8, 8), "mnist1d": (1, 40), "cifar10": (3, 32, 32)}
-
-_TRAIN_FIELDS = {
-    "epochs": ("int", 1), "batch_size": ("int", 2), "lr": ("number", 0.0), "momentum": ("number", 0.0),
-    "weight_decay": ("number", 0.0), "nesterov": ("bool", None), "milestones": ("numbers", None),
-    "lr_gamma": ("number", 0.0), "device": ("str", None), "eval_every": ("int", 1),
-    "eval_batch_size": ("int", 1), "limit_batches": ("int", 1), "drop_last": ("bool", None),
-    "precision": ("choice", tuple(PRECISIONS)), "optimizer": ("choice", OPTIMIZERS),
-    "betas": ("numbers", None), "scheduler": ("choice", SCHEDULERS), "warmup_epochs": ("int", 0),
-    "clip_grad_norm": ("number", 0.0), "num_workers": ("int", 0), "pin_memory": ("bool", None),
-}
-
-
-def train_config_from_fields(table: dict[str, Any], path: str, seed: int = 0) -> TrainConfig:
-    """A :class:`TrainConfig` from a spec table, every field type-checked with its path in errors."""
-    f = Fields(table, path)
-    if f.has("seed"):
-        raise SpecError(f.sub("seed"), "the seed of a run comes from the study's `seeds`; remove it here")
-    values: dict[str, Any] = {}
-    for key in list(table):
-        if key not in _TRAIN_FIELDS:
-            continue
-        kind, minimum = _TRAIN_FIELDS[key]
-        if kind == "int":
-            values[key] = f.int(key, minimum=minimum)
-        elif kind == "number":
-            values[key] = f.number(key, minimum=minimum)
-        elif kind == "bool":
-            values[key] = f.bool(key)
-        elif kind == "str":
-            values[key] = f.str(key)
-        elif kind == "choice":
-            values[key] = f.str(key, choices=minimum)
-        else:
-            values[key] = tuple(float(v) for v in f.list(key, item=(int, float)))
-    f.finish()
-    try:
-        return TrainConfig(**values, seed=seed)
-    except ValueError as err:
-        raise SpecError(path, str(err)) from err
-
 
 def _num_params(model: nn.Module) -> int:
     """All parameters of a network (a frozen teacher's too, unlike ``count_parameters``)."""

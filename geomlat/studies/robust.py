@@ -101,7 +101,7 @@ def build(entry: dict[str, Any], path: str = "model", **extra) -> nn.Module:
 
 def train_config(table: dict[str, Any], path: str, seed: int = 0) -> TrainConfig:
     """A TrainConfig from a spec table (type-checked; errors name the field)."""
-    from .distill import train_config_from_fields  # the runner's shared parser
+    from .common import train_config_from_fields  # the runner's shared parser
 
     return train_config_from_fields(table, path, seed)
 

@@ -28,7 +28,6 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..capture import LatentCapture
 from ..data import load_dataset
 from ..engine import Supervised, TrainConfig, train
 from ..engine.train import load_trained_model
@@ -36,9 +35,8 @@ from ..graphs import latent_graph, resolve_kernel
 from ..interop import to_scipy
 from ..models import MODELS, build_model, count_parameters
 from ..signals import label_variation
-from .common import data_fields
-from .distill import train_config_from_fields
-from .figures import new_figure, save_figure, series_styles
+from .common import INPUT, blas_threads, data_fields, layer_features, train_config_from_fields
+from .figures import PALETTE, new_figure, save_figure, series_styles
 from .runner import StudyContext, StudyKind, register_study_kind
 from .spec import Fields, SpecError
 from .tables import Column, write_table
@@ -46,8 +44,6 @@ from .tables import Column, write_table
 __all__ = ["ToyStudy", "eigenmap_layout", "draw_class_samples", "INPUT", "data_fields", "model_fields",
            "check_layer", "train_model", "layer_features", "blas_threads"]
 
-#: module name that stands for the raw inputs in ``layers``
-INPUT = "input"
 
 
 # ------------------------------------------------------------------------ shared spec/run helpers
@@ -86,29 +82,6 @@ def train_model(entry: dict[str, Any], config: TrainConfig, splits, ctx: StudyCo
     load_trained_model(ctx.runs_dir / run, model)  # the final weights (also when the run was skipped)
     ctx.log(f"  {run}: {count_parameters(model):,} parameters, test error {100 * final['test_error']:.2f}%")
     return model.eval(), final
-
-
-@torch.no_grad()
-def layer_features(model: nn.Module, x: torch.Tensor, layers: list[str], batch_size: int = 512) -> dict[str, torch.Tensor]:
-    """``{layer: (N, ...) features}`` of ``model`` (eval mode) on inputs ``x`` (N, ...); ``"input"`` is ``x``."""
-    modules = [n for n in dict.fromkeys(layers) if n != INPUT]
-    parts: dict[str, list[torch.Tensor]] = {n: [] for n in modules}
-    model.eval()
-    for start in range(0, len(x), batch_size):
-        with LatentCapture(model, modules, detach=True) as captured:
-            model(x[start : start + batch_size])
-        for n in modules:
-            parts[n].append(captured[n].cpu())
-    out = {n: torch.cat(v) for n, v in parts.items()}
-    return {n: (x if n == INPUT else out[n]) for n in layers}
-
-
-def blas_threads(n: int | None):
-    """Context manager limiting NumPy/SciPy BLAS threads (PyGSP's eigendecompositions) to ``n``: on a
-    loaded machine an oversubscribed OpenBLAS makes a 500 x 500 ``eigh`` 10-50x slower."""
-    from threadpoolctl import threadpool_limits
-
-    return threadpool_limits(limits=n or 1)
 
 
 # ------------------------------------------------------------------------ toy-specific pieces
