@@ -9,7 +9,7 @@ STAMP  := $(VENV)/.geomlat-installed
 TORCH_SPEC ?= $(shell command -v nvidia-smi >/dev/null 2>&1 && echo torch || echo torch==2.13.0)
 NPROC ?= 1
 
-.PHONY: install install-cluster test demo study-gkd study-embed study-robust study-toy study-manifold study-selection bench gpu-check clean
+.PHONY: install install-cluster test demo study-gkd study-embed study-robust study-toy study-manifold study-selection tune-robust tune-embed bench gpu-check clean
 
 install: $(STAMP)
 
@@ -47,6 +47,12 @@ STUDY_ARGS = --profile $(or $(PROFILE),quick) $(if $(filter-out 1,$(NPROC)),--np
 
 study-gkd study-embed study-robust study-toy study-manifold study-selection: study-%: $(STAMP)
 	$(VENV)/bin/geomlat study $* $(STUDY_ARGS)
+
+# Validation grids of the robust and embed quick profiles (geomlat.studies.tuning): results/tune-NAME/ and
+# figures/tune-NAME/; the chosen values are copied into studies/NAME.toml's quick profile by hand.
+tune-robust tune-embed: tune-%: $(STAMP)
+	$(VENV)/bin/geomlat study $* --tune $(STUDY_ARGS)
+	$(if $(filter embed,$*),$(PY) -m geomlat.studies.lv_diagnosis)
 
 # Benchmarks (about 10 minutes on 2 cores): installs the optional faiss-cpu baseline (the `bench` extra) first.
 bench: $(STAMP)

@@ -10,6 +10,9 @@ field after the profile, with a dotted path and a TOML value, e.g. ``--set train
 missing or malformed data file, or an output folder in use by another run of the study stop before
 anything is written, with exit status 2 and a one-line message naming the field, file or folder (and PID).
 
+``--tune`` runs the spec's validation grid (its ``[tune]`` table, :mod:`geomlat.studies.tuning`) instead
+of the study: ``results/tune-NAME/grid.csv`` and the chosen values (``make tune-robust``, ``make tune-embed``).
+
 ``--nproc N`` (N > 1) runs the study data parallel on N processes of this machine: the command starts
 ``python -m torch.distributed.run --standalone --nproc_per_node N -m geomlat.cli study ...`` (gloo on CPU,
 NCCL for GPU tensors, one GPU per process). Started by ``torchrun``/``srun`` yourself (``WORLD_SIZE`` set,
@@ -94,6 +97,8 @@ def _parser() -> argparse.ArgumentParser:
     study.add_argument("--out", default=".", help="root of runs/, results/ and figures/ (default: current folder)")
     study.add_argument("--set", dest="overrides", type=parse_set, action="append", default=[], metavar="FIELD=VALUE",
                        help="override a spec field (dotted path, TOML value); repeatable")
+    study.add_argument("--tune", action="store_true",
+                       help="run the spec's validation grid ([tune] table, geomlat.studies.tuning) instead of the study")
     study.add_argument("--no-progress", action="store_true", help="no progress bars")
     study.add_argument("--nproc", type=_positive_int, default=1, metavar="N",
                        help="data-parallel processes on this machine (torchrun --standalone); default 1")
@@ -131,6 +136,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             from .distributed import init_from_env
 
             initialized = init_from_env()  # under torchrun/srun: join the process group
+        if args.tune:
+            from .studies.tuning import run_tuning
+
+            run_tuning(args.name, profile=args.profile, out_root=args.out, progress=not args.no_progress)
+            return 0
         run_study(args.name, profile=args.profile, data_dir=args.data_dir, out_root=args.out, seeds=args.seeds,
                   overrides=overrides or None, progress=not args.no_progress)
     except SpecError as err:

@@ -58,7 +58,8 @@ def test_spec_errors_name_the_field(override, path):
 def test_quick_profile_validates_with_defaults():
     spec = load_spec("robust", "quick")
     assert spec["kind"] == "robust" and set(spec["methods"]) == {"baseline", "regularizer", "parseval", "parseval_reg", "pgd"}
-    assert spec["attacks"]["fgsm_snr_db"] == 33.0 and spec["methods"]["parseval"]["parseval"] == {"beta": 0.01}
+    assert spec["attacks"]["fgsm_snr_db"] == 33.0 and spec["methods"]["parseval"]["parseval"] == {"beta": 0.001}  # validation-chosen
+    assert load_spec("robust", "paper")["methods"]["parseval"]["parseval"] == {"beta": 0.01}  # the paper's value
 
 
 def test_tiny_quick_run(tmp_path):

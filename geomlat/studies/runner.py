@@ -179,6 +179,7 @@ def load_spec(
     out["workers"] = fields.int("workers", 1, minimum=1)
     if not out["name"].replace("_", "").replace("-", "").isalnum():
         raise SpecError("name", f"must be letters, digits, '-' or '_' (it names folders), got {out['name']!r}")
+    fields.raw("tune", None)  # the validation grid of `geomlat study NAME --tune` (geomlat.studies.tuning)
     out.update(load_study_kind(out["kind"]).validate(spec, fields))
     fields.finish()
     _check_devices(out)
