@@ -2,8 +2,10 @@
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import functools
 import math
+from collections.abc import Iterator
 
 import torch
 from torch import Tensor
@@ -11,6 +13,98 @@ from torch import Tensor
 #: Dtypes whose geometry is computed in float32 (their eps and range cannot hold squared norms).
 HALF_DTYPES = (torch.float16, torch.bfloat16)
 _AUTOCAST_DEVICES = ("cpu", "cuda", "xpu", "mps")
+
+
+class DeferredChecks:
+    """The value checks recorded inside :func:`deferred_value_checks`: (flag, message) pairs whose flag is a
+    0-dim bool tensor on the device of the checked tensor (True: the check passed), read all at once by
+    :meth:`verify` (one host synchronization instead of one per check).
+
+    Attributes:
+        step: a label the caller may set (e.g. the training step) that :meth:`verify` names in its error.
+    """
+
+    def __init__(self) -> None:
+        self._records: list[tuple[Tensor, str, tuple[Tensor, ...], object]] = []
+        self.step: object = None
+
+    def __len__(self) -> int:
+        return len(self._records)
+
+    def record(self, ok: Tensor, template: str, *values: Tensor) -> None:
+        """Record a check: ``ok`` a 0-dim bool tensor; on failure the error message is
+        ``template.format(*values)`` (values read on the host only then)."""
+        self._records.append((ok.detach().reshape(()), template, tuple(v.detach() for v in values), self.step))
+
+    def failure(self) -> tuple[object, ValueError] | None:
+        """Read every recorded flag (one synchronization per device) and forget them: ``(step, error)`` of the
+        first failed check (``error`` the ValueError of the immediate check), or None when all passed."""
+        records, self._records = self._records, []
+        failed = []
+        by_device: dict[torch.device, list[int]] = {}
+        for i, (ok, _, _, _) in enumerate(records):
+            by_device.setdefault(ok.device, []).append(i)
+        for indices in by_device.values():
+            oks = torch.stack([records[i][0] for i in indices]).cpu()
+            failed += [indices[j] for j in (~oks).nonzero().flatten().tolist()]
+        if not failed:
+            return None
+        _, template, values, step = records[min(failed)]
+        return step, ValueError(template.format(*(v.item() for v in values)))
+
+    def verify(self) -> None:
+        """Raise the ValueError of the first failed check recorded since the last call (the message of the
+        immediate check, with a note naming ``step`` when set); see :meth:`failure`."""
+        found = self.failure()
+        if found is not None:
+            step, err = found
+            err.add_note(f"(found by a deferred value check{'' if step is None else f' of step {step}'})")
+            raise err
+
+
+def value_check(ok: Tensor | bool, message: str) -> None:
+    """Raise ``ValueError(message)`` unless ``ok``; inside :func:`deferred_value_checks` a tensor ``ok`` (0-dim
+    bool, on any device) is recorded instead of read on the host."""
+    deferred = _DEFERRED.get()
+    if deferred is not None and isinstance(ok, Tensor):
+        deferred.record(ok, message.replace("{", "{{").replace("}", "}}"))
+    elif not bool(ok):
+        raise ValueError(message)
+
+
+_DEFERRED: contextvars.ContextVar[DeferredChecks | None] = contextvars.ContextVar("geomlat_deferred_checks", default=None)
+
+
+@contextlib.contextmanager
+def deferred_value_checks(verify_on_exit: bool = True) -> Iterator[DeferredChecks]:
+    """Inside this context the value checks of inputs (NaN/Inf features of :func:`check_features`, negative
+    labels of :func:`check_labels`) record a device-side flag instead of reading the values on the host
+    (which would wait for the GPU at every loss call); call :meth:`DeferredChecks.verify` at intervals to
+    raise the same ``ValueError`` as the immediate check. Shape, dtype and argument checks stay immediate.
+    The training engine runs every step inside it and verifies every ``FINITE_CHECK_EVERY`` steps.
+
+    Args:
+        verify_on_exit: verify what is still recorded when the block ends without an error.
+
+    Yields:
+        the :class:`DeferredChecks` recorder (nesting: the inner block records into its own).
+
+    Example::
+
+        with deferred_value_checks() as checks:
+            for step, (x, y) in enumerate(loader):
+                ...  # losses calling check_features / check_labels
+                if step % 20 == 19:
+                    checks.verify()
+    """
+    checks = DeferredChecks()
+    token = _DEFERRED.set(checks)
+    try:
+        yield checks
+    finally:
+        _DEFERRED.reset(token)
+    if verify_on_exit:
+        checks.verify()
 
 
 def upcast_half(x: Tensor) -> Tensor:
@@ -67,8 +161,9 @@ def check_features(x: Tensor, name: str = "x") -> Tensor:
     return check_features_min(x, name)[0]
 
 
-def check_features_min(x: Tensor, name: str = "x") -> tuple[Tensor, float]:
-    """:func:`check_features` that also returns the minimum of ``x``.
+def check_features_min(x: Tensor, name: str = "x") -> tuple[Tensor, float | Tensor]:
+    """:func:`check_features` that also returns the minimum of ``x`` (a 0-dim tensor on ``x``'s device
+    inside :func:`deferred_value_checks`, where the NaN/Inf test is recorded instead of read on the host).
 
     The finiteness test is one ``aminmax`` reading pass (NaN propagates to both, +-Inf shows in max/min)
     instead of ``isfinite(x).all()``, which fills (B, d) temporaries; the minimum also answers the sign test
@@ -85,6 +180,13 @@ def check_features_min(x: Tensor, name: str = "x") -> tuple[Tensor, float]:
     flat = x.reshape(x.shape[0], -1)
     if flat.shape[1] == 0:
         raise ValueError(f"{name} has zero-width features (shape {tuple(x.shape)}): a sample needs at least one value")
+    deferred = _DEFERRED.get()
+    if deferred is not None:  # no host read: a device-side flag, read by DeferredChecks.verify()
+        detached = flat.detach()
+        counts = torch.stack([torch.isnan(detached).sum(), torch.isinf(detached).sum()])
+        deferred.record(counts.sum() == 0, name + " contains non-finite values ({} NaN, {} Inf): cannot build a graph",
+                        counts[0], counts[1])
+        return upcast_half(flat), detached.amin()
     lo, hi = (v.item() for v in torch.aminmax(flat.detach()))
     if not (math.isfinite(lo) and math.isfinite(hi)):
         n_nan = int(torch.isnan(x).sum())
@@ -116,7 +218,11 @@ def check_labels(labels: Tensor, num_nodes: int, name: str = "labels") -> Tensor
         raise ValueError(f"{name} has shape {tuple(labels.shape)} but the graph has {num_nodes} vertices; expected ({num_nodes},)")
     if labels.is_floating_point() or labels.dtype == torch.bool:
         raise TypeError(f"{name} must hold integer class indices, got dtype {labels.dtype}")
-    if labels.numel() and int(labels.min()) < 0:
+    deferred = _DEFERRED.get()
+    if labels.numel() and deferred is not None:
+        low = labels.min()
+        deferred.record(low >= 0, name + " must be non-negative class indices, got min {}", low)
+    elif labels.numel() and int(labels.min()) < 0:
         raise ValueError(f"{name} must be non-negative class indices, got min {int(labels.min())}")
     return labels.long()
 

@@ -34,7 +34,7 @@ from torch import Tensor
 from torch_geometric.data import Data
 from torch_geometric.utils import to_dense_adj
 
-from ._checks import check_choice, check_features, check_features_min, check_k, check_labels, full_precision
+from ._checks import check_choice, check_features, check_features_min, check_k, check_labels, full_precision, value_check
 from .kernels import (  # noqa: F401  (re-exported: the numerics of the built-in kernels live in geomlat.kernels)
     SIGMA_NEIGHBORS,
     SIGMA_NEIGHBOURS,
@@ -95,11 +95,10 @@ def _similarity(x: Tensor, kernel: str, sigma: float | Tensor | None, k: int | N
     if kernel == "auto":
         kernel = resolve_kernel(x, kernel) if lo is None else ("cosine" if lo >= 0 else "rbf")
     kern = get_kernel(kernel)
-    if kern.needs_nonnegative and (bool((x < 0).any()) if lo is None else lo < 0):
-        raise ValueError(
-            f"kernel={kernel!r} needs non-negative data (e.g. post-ReLU), but x has negative entries: "
-            "use kernel='rbf', 'cosine_shifted' or 'auto'"
-        )
+    if kern.needs_nonnegative:  # a tensor `lo` (deferred value checks): recorded, not read on the host
+        value_check(~(x < 0).any() if lo is None else lo >= 0,
+                    f"kernel={kernel!r} needs non-negative data (e.g. post-ReLU), but x has negative entries: "
+                    "use kernel='rbf', 'cosine_shifted' or 'auto'")
     if kern.uses_sigma and sigma is not None and not torch.is_tensor(sigma) and not sigma > 0:
         raise ValueError(f"sigma must be > 0, got {sigma}")
     return kern.similarity(x, sigma, k)

@@ -235,7 +235,11 @@ class Distiller(nn.Module):
     the term).
 
     Each returned loss is a scalar, already multiplied by its weight; the engine sums them.
+    The engine's checkpoints leave out the frozen teacher (``checkpoint_exclude``): the caller rebuilds it.
     """
+
+    #: submodules :func:`geomlat.engine.train` does not store in checkpoints (frozen, rebuilt by the caller)
+    checkpoint_exclude = ("teacher",)
 
     def __init__(
         self,

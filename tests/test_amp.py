@@ -184,8 +184,8 @@ class _NaNAt(nn.Module):
 @pytest.mark.parametrize("at", [3, FINITE_CHECK_EVERY + 2])
 def test_nan_loss_reported_with_its_step(tmp_path, at):
     """No host sync per step, but a NaN loss still stops the run with its epoch, step and terms, before the
-    epoch's checkpoint: here the NaN weights it leaves make the next step's label-variation input check
-    raise first, and the engine reports the NaN loss as the cause."""
+    epoch's checkpoint: the NaN weights it leaves make the next steps' label-variation input checks fail too
+    (deferred, recorded on the device), and the engine reports the earliest failure: the NaN loss."""
     from geomlat.losses.objectives import LabelVariationObjective
 
     splits = _tiny_splits(n_train=2048)
@@ -193,7 +193,6 @@ def test_nan_loss_reported_with_its_step(tmp_path, at):
     objective = _NaNAt(LabelVariationObjective(_mlp()), at=64 + at)  # 64 steps per epoch: epoch 2, step `at`
     with pytest.raises(FloatingPointError, match=rf"non-finite loss at epoch 2, step {at}: .*label_variation.*nan") as info:
         train(objective, splits, config, tmp_path / "run", progress=False)
-    assert isinstance(info.value.__cause__, ValueError) and "non-finite" in str(info.value.__cause__)
     assert load_checkpoint(tmp_path / "run" / "checkpoint.pt")["epoch"] == 1  # epoch 2 never saved
     # a NaN that breaks nothing else is caught at the next check (Supervised: CE of NaN logits is NaN)
     objective = _NaNAt(Supervised(_mlp()), at=at)

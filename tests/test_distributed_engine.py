@@ -39,6 +39,29 @@ def splits():
                            num_classes=3, augment=augment)
 
 
+class _Samples(torch.utils.data.Dataset):
+    """The training set as a map-style Dataset that is not a TensorDataset: the engine's DataLoader path."""
+
+    def __init__(self, tds):
+        self.x, self.y = tds.tensors
+
+    def __len__(self):
+        return len(self.y)
+
+    def __getitem__(self, i):
+        return self.x[i], self.y[i]
+
+
+def loader_splits():
+    s = splits()
+    s.train = _Samples(s.train)
+    return s
+
+
+# AdamW, cosine after a linear warm-up, gradient clipping (active: the norm is above 0.5 at first)
+OPEN_CONFIG = dict(CONFIG, optimizer="adamw", lr=0.01, scheduler="cosine", warmup_epochs=1, clip_grad_norm=0.5)
+
+
 def objective():
     torch.manual_seed(1)
     teacher = build_model("mlp", in_features=6, hidden=(10, 10), num_classes=3).double()
@@ -72,6 +95,8 @@ def _worker(rank, world, root):
     except Exception as err:  # Stop on rank 0, a RuntimeError naming it on rank 1
         out["stop"] = f"{type(err).__name__}: {err}"
     out["resumed"] = train(objective(), splits(), TrainConfig(**CONFIG), root / "resumed", progress=False)
+    # the DataLoader path (any map-style Dataset) with AdamW + warm-up + cosine + clipping
+    out["loader"] = train(objective(), loader_splits(), TrainConfig(**OPEN_CONFIG), root / "ddp_loader", progress=False)
     # a finished run is skipped on every rank alike
     out["skipped"] = train(objective(), splits(), TrainConfig(**CONFIG), root / "ddp", progress=False)
     with main_process_writes():
@@ -85,6 +110,7 @@ def runs(tmp_path_factory):
     root = tmp_path_factory.mktemp("ddp")
     results = launch(_worker, 2, args=(str(root),), timeout=240)
     single = train(objective(), splits(), TrainConfig(**CONFIG), root / "single", progress=False)
+    train(objective(), splits(), TrainConfig(**OPEN_CONFIG), root / "single_open", progress=False)  # in-memory path
     return root, results, single
 
 
@@ -150,3 +176,18 @@ def test_epoch_batches_keep_two_samples_per_rank():
     assert [len(b) for b in two] == [16, 16, 16]  # 3 samples cannot give 2 to each of 2 ranks
     assert all(torch.equal(a, b) for a, b in zip(one, two))  # the same permutation on any number of ranks
     assert [len(b) for b in _epoch_batches(52, config, 0, world=2)] == [16, 16, 16, 4]
+
+
+def test_two_processes_dataloader_adamw_cosine_clip_train_like_one(runs):
+    """2 ranks reading a map-style Dataset through DataLoaders, with AdamW, warm-up + cosine and gradient
+    clipping, end with the weights and records of one process reading the TensorDataset in memory."""
+    root, results, _ = runs
+    want, got = _weights(root / "single_open"), _weights(root / "ddp_loader")
+    assert want.keys() == got.keys() and not any(k.startswith("teacher.") for k in got)
+    for key in want:
+        torch.testing.assert_close(got[key], want[key], rtol=1e-6, atol=1e-9)
+    h_single, h_ddp = _history(root / "single_open"), _history(root / "ddp_loader")
+    assert [h["lr"] for h in h_ddp] == pytest.approx([h["lr"] for h in h_single]) and h_ddp[0]["lr"] == pytest.approx(0.005)
+    for a, b in zip(h_single, h_ddp):
+        for key in ("task", "gkd", "loss", "train_acc", "test_error"):
+            assert b[key] == pytest.approx(a[key], rel=1e-9, abs=1e-12), key

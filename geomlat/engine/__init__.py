@@ -1,13 +1,17 @@
-"""Training engine: objectives, the SGD training loop with run records and exact resume, evaluation,
+"""Training engine: objectives, the training loop (optimizers and lr schedules of TrainConfig) with run records and exact resume, evaluation,
 atomic IO. See :func:`geomlat.engine.train.train`."""
 from ..distributed import get_rank, get_world_size, is_main_process
 from .io import atomic_save, atomic_write_bytes, atomic_write_text, load_checkpoint, read_json, to_jsonable, write_json
 from .train import (
     Supervised,
     TrainConfig,
+    checkpoint_state,
     derive_seed,
     evaluate_accuracy,
     load_trained_model,
+    lr_factor,
+    make_optimizer,
+    make_scheduler,
     model_outputs,
     predict,
     resolve_device,
@@ -20,6 +24,7 @@ __all__ = [
     "atomic_save",
     "atomic_write_bytes",
     "atomic_write_text",
+    "checkpoint_state",
     "derive_seed",
     "evaluate_accuracy",
     "get_rank",
@@ -27,6 +32,9 @@ __all__ = [
     "is_main_process",
     "load_checkpoint",
     "load_trained_model",
+    "lr_factor",
+    "make_optimizer",
+    "make_scheduler",
     "model_outputs",
     "predict",
     "read_json",

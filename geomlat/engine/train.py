@@ -1,4 +1,5 @@
-"""Training loop with the paper's SGD schedule, run records, atomic checkpoints and exact resume.
+"""Training loop with run records, atomic checkpoints and exact resume; the optimizer (SGD, AdamW) and the lr
+schedule (the paper's multi-step by default, cosine, constant; linear warm-up) come from :class:`TrainConfig`.
 
 An *objective* is an ``nn.Module`` with an attribute ``.model`` (the network being trained and evaluated)
 and ``forward(x, y) -> (output (B, C), {name: scalar loss})``; :func:`train` minimizes the sum of the
@@ -10,13 +11,16 @@ the augmentation from another one seeded by ``(seed, e)``, and the global RNG (d
 from ``(seed, e)`` at the start of the epoch inside ``torch.random.fork_rng``. A checkpoint written at the
 end of each epoch therefore holds everything a resumed run needs (weights, optimizer, scheduler, epoch,
 metric history): on CPU a run killed at any point and restarted ends with bitwise the same weights and
-numbers as an uninterrupted one.
+numbers as an uninterrupted one. A training set that is not a TensorDataset is read through a
+``DataLoader`` at the same seeded index batches (its workers seeded from ``(seed, e)`` too).
 
 Run folder layout (``run_dir``)::
 
     config.json     resolved TrainConfig + caller's record (written before the first epoch)
     metrics.jsonl   one JSON object per finished epoch (rewritten atomically from the checkpoint's history)
-    checkpoint.pt   {"objective", "optimizer", "scheduler", "epoch", "history"[, "scaler"]} (torch.load weights_only=True)
+    checkpoint.pt   {"objective", "optimizer", "scheduler", "epoch", "history"[, "scaler"]} (torch.load weights_only=True;
+                    "objective" without the submodules named in the objective's ``checkpoint_exclude``, e.g.
+                    a Distiller's frozen teacher: see :func:`checkpoint_state`)
     final.json      final metrics; its presence marks the run as finished (a rerun returns it)
 
 Mixed precision (``TrainConfig.precision``, the names of PyTorch Lightning): ``"bf16-mixed"`` / ``"16-mixed"``
@@ -43,6 +47,8 @@ rank needs two samples), which on one process is the usual rule of dropping a ba
 from __future__ import annotations
 
 import dataclasses
+import functools
+import inspect
 import json
 import math
 import sys
@@ -58,6 +64,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
+from .._checks import DeferredChecks, deferred_value_checks
 from ..capture import OutputKey, select_logits
 from ..distributed import all_reduce_sum, barrier, broadcast_object, get_world_size, is_distributed, is_main_process, shard
 from ..objectives import Supervised
@@ -71,6 +78,10 @@ __all__ = [
     "predict",
     "model_outputs",
     "resolve_device",
+    "make_optimizer",
+    "make_scheduler",
+    "lr_factor",
+    "checkpoint_state",
     "derive_seed",
     "load_trained_model",
     "PRECISIONS",
@@ -79,13 +90,19 @@ __all__ = [
 ]
 
 # fields of TrainConfig that may change between a run and its resume without invalidating it
-_RESUMABLE_CHANGES = ("device", "eval_batch_size")
+_RESUMABLE_CHANGES = ("device", "eval_batch_size", "num_workers", "pin_memory")
+
+#: ``TrainConfig.optimizer`` values.
+OPTIMIZERS = ("sgd", "adamw")
+#: ``TrainConfig.scheduler`` values (the lr per epoch; see :func:`lr_factor`).
+SCHEDULERS = ("multistep", "cosine", "constant")
 
 #: ``TrainConfig.precision`` values -> autocast dtype (None: no autocast, float32 throughout).
 PRECISIONS: dict[str, torch.dtype | None] = {"32": None, "bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}
 
-#: the loss values are checked for NaN/Inf every this many steps (and at the end of each epoch): one host
-#: synchronization per interval instead of one per step.
+#: the loss values, and the input value checks of the losses (deferred: :func:`geomlat.checks.deferred_value_checks`),
+#: are checked every this many steps (and at the end of each epoch): one host synchronization per interval
+#: instead of several per step.
 FINITE_CHECK_EVERY = 20
 
 
@@ -102,6 +119,19 @@ class TrainConfig:
         limit_batches: if set, train on only this many batches per epoch (smoke tests).
         drop_last: drop the last incomplete batch. A last batch of a single sample is always dropped
             (no graph over one sample, and BatchNorm cannot train on it).
+        optimizer: ``"sgd"`` (``lr``, ``momentum``, ``nesterov``, ``weight_decay``) or ``"adamw"``
+            (``lr``, ``betas``, ``weight_decay``, decoupled; ``momentum`` is not used).
+        betas: AdamW's ``(beta1, beta2)``, each in [0, 1).
+        scheduler: the lr per epoch: ``"multistep"`` (x ``lr_gamma`` after each of ``milestones``),
+            ``"cosine"`` (cosine from ``lr`` towards 0 over the epochs after the warm-up) or ``"constant"``;
+            see :func:`lr_factor`.
+        warmup_epochs: linear warm-up: epoch ``e < warmup_epochs`` (0-based) runs at
+            ``lr * (e + 1) / (warmup_epochs + 1)`` times the scheduler's factor (``multistep``: milestones
+            keep their absolute epochs; ``cosine``: starts after the warm-up). 0: none.
+        clip_grad_norm: if set, the gradients' total 2-norm is clipped to this value before each optimizer
+            step (:func:`torch.nn.utils.clip_grad_norm_`; with ``"16-mixed"`` on the unscaled gradients).
+        num_workers, pin_memory: the ``DataLoader`` of a training set that is not a ``TensorDataset``
+            (ignored for TensorDatasets, sliced in memory); they do not change the numbers (resume may change them).
         precision: ``"32"`` (float32), ``"bf16-mixed"`` (the objective's forward under
             ``torch.autocast(dtype=torch.bfloat16)`` on the training device) or ``"16-mixed"`` (autocast
             float16 with a ``torch.amp.GradScaler``: a step whose gradients overflow is skipped, counted in
@@ -124,6 +154,13 @@ class TrainConfig:
     limit_batches: int | None = None
     drop_last: bool = False
     precision: str = "32"
+    optimizer: str = "sgd"
+    betas: tuple[float, float] = (0.9, 0.999)
+    scheduler: str = "multistep"
+    warmup_epochs: int = 0
+    clip_grad_norm: float | None = None
+    num_workers: int = 0
+    pin_memory: bool = False
 
     def __post_init__(self):
         self.milestones = tuple(float(m) for m in self.milestones)
@@ -149,6 +186,26 @@ class TrainConfig:
             raise ValueError(f"TrainConfig.milestones are fractions of the epochs in (0, 1), got {self.milestones}")
         if list(self.milestones) != sorted(self.milestones):
             raise ValueError(f"TrainConfig.milestones must be increasing, got {self.milestones}")
+        for name, choices in (("optimizer", OPTIMIZERS), ("scheduler", SCHEDULERS)):
+            if getattr(self, name) not in choices:
+                raise ValueError(f"TrainConfig.{name} must be one of {list(choices)}, got {getattr(self, name)!r}")
+        if self.optimizer != "sgd" and self.nesterov:
+            raise ValueError(f"TrainConfig.nesterov is an SGD option; optimizer is {self.optimizer!r}")
+        self.betas = tuple(self.betas)
+        if len(self.betas) != 2 or any(isinstance(b, bool) or not isinstance(b, (int, float)) or not 0 <= b < 1 for b in self.betas):
+            raise ValueError(f"TrainConfig.betas must be two numbers in [0, 1), got {self.betas!r}")
+        self.betas = tuple(float(b) for b in self.betas)
+        for name in ("warmup_epochs", "num_workers"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ValueError(f"TrainConfig.{name} must be an int >= 0, got {value!r}")
+        if self.warmup_epochs >= self.epochs:
+            raise ValueError(f"TrainConfig.warmup_epochs ({self.warmup_epochs}) must be smaller than epochs ({self.epochs})")
+        clip = self.clip_grad_norm
+        if clip is not None and (isinstance(clip, bool) or not isinstance(clip, (int, float)) or not math.isfinite(clip) or clip <= 0):
+            raise ValueError(f"TrainConfig.clip_grad_norm must be None or a finite number > 0, got {clip!r}")
+        if not isinstance(self.pin_memory, bool):
+            raise ValueError(f"TrainConfig.pin_memory must be a bool, got {self.pin_memory!r}")
 
     def milestone_epochs(self) -> list[int]:
         """Epoch counts after which the lr drops: ``round(f * epochs)`` for each fraction, kept in
@@ -166,6 +223,40 @@ class TrainConfig:
         if unknown:
             raise ValueError(f"unknown TrainConfig field(s) {unknown}; valid fields: {sorted(names)}")
         return cls(**dict(values))
+
+
+def make_optimizer(params, config: TrainConfig) -> torch.optim.Optimizer:
+    """The optimizer of ``config.optimizer`` over ``params`` (an iterable of parameters or param groups)."""
+    if config.optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=config.lr, betas=config.betas, weight_decay=config.weight_decay)
+    return torch.optim.SGD(params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay,
+                           nesterov=config.nesterov)
+
+
+def lr_factor(config: TrainConfig, epoch: int) -> float:
+    """The lr of epoch ``epoch`` (0-based) divided by ``config.lr``: warm-up factor x scheduler factor.
+
+    warm-up (``w = warmup_epochs``): ``(epoch + 1) / (w + 1)`` for ``epoch < w``, else 1;
+    ``multistep``: ``lr_gamma ** (number of milestone epochs <= epoch)``;
+    ``cosine``: ``(1 + cos(pi * t / (epochs - w))) / 2`` with ``t = max(epoch - w, 0)``; ``constant``: 1.
+    """
+    w = config.warmup_epochs
+    warm = (epoch + 1) / (w + 1) if epoch < w else 1.0
+    if config.scheduler == "multistep":
+        return warm * config.lr_gamma ** sum(m <= epoch for m in config.milestone_epochs())
+    if config.scheduler == "cosine":
+        return warm * 0.5 * (1.0 + math.cos(math.pi * max(epoch - w, 0) / (config.epochs - w)))
+    return warm
+
+
+def make_scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig) -> torch.optim.lr_scheduler.LRScheduler:
+    """The per-epoch lr scheduler of ``config`` (stepped once after each epoch).
+
+    ``multistep`` without warm-up is ``MultiStepLR`` (the numbers and checkpoints of earlier versions);
+    every other choice is a ``LambdaLR`` of :func:`lr_factor` (a function of the epoch alone: exact resume)."""
+    if config.scheduler == "multistep" and config.warmup_epochs == 0:
+        return torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=config.milestone_epochs(), gamma=config.lr_gamma)
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, functools.partial(lr_factor, config))
 
 
 def derive_seed(*parts: int) -> int:
@@ -273,8 +364,8 @@ def _at_least_float32(t: Tensor) -> Tensor:
 
 
 def train_step(module: nn.Module, x: Tensor, y: Tensor, optimizer: torch.optim.Optimizer, *, precision: str = "32",
-               scaler: torch.amp.GradScaler | None = None, loss_factor: float = 1.0
-               ) -> tuple[Tensor, dict[str, Tensor], Tensor, bool]:
+               scaler: torch.amp.GradScaler | None = None, loss_factor: float = 1.0,
+               clip_grad_norm: float | None = None) -> tuple[Tensor, dict[str, Tensor], Tensor, bool]:
     """One optimization step of an objective, as :func:`train` runs it.
 
     The objective's forward runs under ``torch.autocast(x.device.type, dtype)`` for the mixed precisions
@@ -292,6 +383,8 @@ def train_step(module: nn.Module, x: Tensor, y: Tensor, optimizer: torch.optim.O
         precision: ``"32"``, ``"bf16-mixed"`` or ``"16-mixed"``.
         scaler: a ``torch.amp.GradScaler`` (required for ``"16-mixed"``, see :func:`make_grad_scaler`).
         loss_factor: the summed loss is multiplied by this before backward (the DDP weight of :func:`train`).
+        clip_grad_norm: if set, clip the total 2-norm of the optimizer's gradients to it before the step
+            (after ``scaler.unscale_``: the true gradients; no host read).
 
     Returns:
         ``(out (B, ...) detached, {name: detached scalar}, total (detached scalar), skipped)``, the losses in
@@ -311,26 +404,101 @@ def train_step(module: nn.Module, x: Tensor, y: Tensor, optimizer: torch.optim.O
     skipped = False
     if scaler is not None:
         scaler.scale(scaled).backward()
+        if clip_grad_norm is not None:
+            scaler.unscale_(optimizer)  # clip the true gradients; step() does not unscale twice
+            _clip(optimizer, clip_grad_norm)
         before = scaler.get_scale()
         scaler.step(optimizer)  # skipped when a gradient is inf/NaN; the scale is then lowered by update()
         scaler.update()
         skipped = scaler.get_scale() < before
     else:
         scaled.backward()
+        if clip_grad_norm is not None:
+            _clip(optimizer, clip_grad_norm)
         optimizer.step()
     detached = {name: _at_least_float32(loss.detach().reshape(())) for name, loss in losses.items()}
     return out.detach(), detached, total.detach(), skipped
 
 
+def _clip(optimizer: torch.optim.Optimizer, max_norm: float) -> None:
+    """Clip the gradients of every parameter of ``optimizer`` to total 2-norm ``max_norm`` (no host read:
+    non-finite norms are left to the GradScaler / the finite-loss check)."""
+    params = [p for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
+    torch.nn.utils.clip_grad_norm_(params, max_norm)
+
+
+def _seed_worker(worker_id: int) -> None:
+    """DataLoader ``worker_init_fn``: NumPy's and ``random``'s seeds from the worker's torch seed (itself drawn
+    from the epoch's seeded generator), so that transforms using them are reproducible."""
+    import random
+
+    seed = torch.initial_seed() % 2**32
+    np.random.seed(seed)
+    random.seed(seed)
+
+
+def _loader_batches(dataset: Dataset, batches: list[Tensor], config: TrainConfig, epoch: int, device: torch.device):
+    """(x, y) batches of a map-style ``dataset`` at the index batches ``batches`` through a ``DataLoader``
+    (``num_workers``, ``pin_memory``; workers seeded from ``(seed, epoch)``: reproducible and resumable)."""
+    generator = torch.Generator().manual_seed(derive_seed(config.seed, epoch, 3))
+    loader = DataLoader(dataset, batch_sampler=[idx.tolist() for idx in batches], num_workers=config.num_workers,
+                        pin_memory=config.pin_memory and device.type == "cuda", generator=generator,
+                        worker_init_fn=_seed_worker if config.num_workers > 0 else None)
+    for item in loader:
+        if not isinstance(item, (tuple, list)) or len(item) < 2:
+            raise ValueError(f"the training set must yield (x, y) samples, got a batch of type {type(item).__name__}")
+        x, y = item[0], torch.as_tensor(item[1])
+        yield x, y
+
+
+def _verify(checks: DeferredChecks, pending: list[tuple[int, dict[str, Tensor]]], epoch: int) -> None:
+    """Raise the first failure, in step order, of the deferred input checks (ValueError, the message of the
+    immediate check) and of the losses (FloatingPointError, see :func:`_check_finite`); in one step the input
+    check comes first (a NaN feature makes the loss NaN)."""
+    found = checks.failure()
+    if found is not None:
+        step, err = found
+        first_nan = _first_nonfinite(pending)
+        if first_nan is None or first_nan[0] >= step:
+            err.add_note(f"(input value check deferred by the training engine: epoch {epoch + 1}, step {step + 1})")
+            raise err
+    _check_finite(pending, epoch)
+
+
+def _accepts_epoch(fn: Callable) -> bool:
+    try:
+        params = inspect.signature(fn).parameters.values()
+    except (TypeError, ValueError):  # a builtin without a signature
+        return False
+    return any(p.name == "epoch" and p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD) or p.kind == p.VAR_KEYWORD
+               for p in params)
+
+
+def _with_epoch(fn: Callable | None, epoch: int) -> Callable | None:
+    """``fn`` called with ``epoch=epoch + 1`` (1-based, as in metrics.jsonl) when it takes an ``epoch`` keyword
+    (or ``**kwargs``), else ``fn`` itself (hooks written without it keep working)."""
+    if fn is None or not _accepts_epoch(fn):
+        return fn
+    return functools.partial(fn, epoch=epoch + 1)
+
+
+def _first_nonfinite(pending: list[tuple[int, dict[str, Tensor]]]) -> tuple[int, dict[str, Tensor]] | None:
+    """The first (step, losses) pair of ``pending`` with a NaN/Inf loss, or None (one host synchronization)."""
+    if not pending:
+        return None
+    finite = torch.stack([torch.isfinite(torch.stack(list(losses.values()))).all() for _, losses in pending]).cpu()
+    if bool(finite.all()):
+        return None
+    return pending[int((~finite).nonzero()[0])]
+
+
 def _check_finite(pending: list[tuple[int, dict[str, Tensor]]], epoch: int) -> None:
     """Raise FloatingPointError naming the first step of ``pending`` ((step, {name: loss}) pairs) whose
     loss terms are not all finite (one host synchronization for the whole list)."""
-    if not pending:
+    found = _first_nonfinite(pending)
+    if found is None:
         return
-    finite = torch.stack([torch.isfinite(torch.stack(list(losses.values()))).all() for _, losses in pending]).cpu()
-    if bool(finite.all()):
-        return
-    step, losses = pending[int((~finite).nonzero()[0])]
+    step, losses = found
     terms = {k: float(v) for k, v in losses.items()}
     raise FloatingPointError(f"non-finite loss at epoch {epoch + 1}, step {step + 1}: {terms} "
                              f"(losses are checked every {FINITE_CHECK_EVERY} steps; the run folder keeps the last epoch)")
@@ -339,11 +507,22 @@ def _check_finite(pending: list[tuple[int, dict[str, Tensor]]], epoch: int) -> N
 def _train_epoch(objective, splits, config: TrainConfig, optimizer, epoch: int, device: torch.device,
                  after_step: AfterStepFn | None, progress: bool, desc: str, module: nn.Module | None = None,
                  scaler: torch.amp.GradScaler | None = None) -> dict[str, Any]:
-    """One epoch. ``module`` is what runs forward: the objective, or its DistributedDataParallel wrapper."""
+    """One epoch. ``module`` is what runs forward: the objective, or its DistributedDataParallel wrapper.
+
+    A training set with ``.tensors`` (TensorDataset) is sliced in memory; any other map-style dataset of
+    (x, y) samples goes through a DataLoader at the same index batches (the same numbers, see
+    :func:`_loader_batches`). The input value checks of the losses are deferred
+    (:func:`geomlat.checks.deferred_value_checks`) and verified with the losses every
+    :data:`FINITE_CHECK_EVERY` steps."""
     module = objective if module is None else module
     world = get_world_size()
-    x_all, y_all = splits.train.tensors[0], splits.train.tensors[1]
-    batches = _epoch_batches(len(y_all), config, epoch, world)
+    tensors = getattr(splits.train, "tensors", None)
+    batches = _epoch_batches(len(tensors[1]) if tensors is not None else len(splits.train), config, epoch, world)
+    if tensors is not None:  # the in-memory fast path
+        source = ((tensors[0][idx], tensors[1][idx]) for idx in batches)
+    else:
+        source = _loader_batches(splits.train, batches, config, epoch, device)
+    step_hook = _with_epoch(after_step, epoch)
     aug_generator = torch.Generator().manual_seed(derive_seed(config.seed, epoch, 1))
     augment = getattr(splits, "augment", None)
     num_classes = getattr(splits, "num_classes", None)
@@ -357,10 +536,10 @@ def _train_epoch(objective, splits, config: TrainConfig, optimizer, epoch: int, 
     start = time.perf_counter()
     # updated by hand: an iterated tqdm syncs its count lazily, so a bar refreshed from set_postfix showed 0/N
     bar = tqdm(total=len(batches), desc=desc, disable=not progress, file=sys.stderr, leave=False, dynamic_ncols=True)
-    with torch.random.fork_rng(devices=rng_devices):
+    with torch.random.fork_rng(devices=rng_devices), deferred_value_checks(verify_on_exit=False) as checks:
         torch.manual_seed(derive_seed(config.seed, epoch, 2))  # dropout & co: reproducible per epoch
-        for step, idx in enumerate(batches):
-            x, y = x_all[idx], y_all[idx]
+        for step, (idx, (x, y)) in enumerate(zip(batches, source)):
+            checks.step = step
             if augment is not None:
                 x = augment(x, aug_generator)  # the whole batch: the same random draws as on one process
             if world > 1:
@@ -370,17 +549,17 @@ def _train_epoch(objective, splits, config: TrainConfig, optimizer, epoch: int, 
                 # DDP averages over ranks: weight W * b_r / B makes it the one-process gradient (module docstring)
                 out, losses, total, was_skipped = train_step(
                     module, x, y, optimizer, precision=config.precision, scaler=scaler,
-                    loss_factor=world * len(y) / len(idx) if world > 1 else 1.0)
+                    loss_factor=world * len(y) / len(idx) if world > 1 else 1.0, clip_grad_norm=config.clip_grad_norm)
                 pending.append((step, {**losses, "loss": total}))
                 skipped += int(was_skipped)
-                if after_step is not None:
-                    after_step(objective.model)
+                if step_hook is not None:
+                    step_hook(objective.model)
             except Exception as err:
-                # a NaN loss of an unchecked earlier step (weights now NaN) is the cause to report
+                # a bad input or NaN loss of an unchecked earlier step (weights now NaN) is the cause to report
                 try:
-                    _check_finite(pending, epoch)
-                except FloatingPointError as nan_err:
-                    raise nan_err from err
+                    _verify(checks, pending, epoch)
+                except (ValueError, FloatingPointError) as cause:
+                    raise cause from err
                 raise
             bs = len(y)
             seen += bs
@@ -393,7 +572,7 @@ def _train_epoch(objective, splits, config: TrainConfig, optimizer, epoch: int, 
                 correct += (out.argmax(dim=1) == y).sum()
             bar.update(1)
             if (step + 1) % FINITE_CHECK_EVERY == 0 or step == len(batches) - 1:
-                _check_finite(pending, epoch)  # the only host synchronization of the loop (with the bar's)
+                _verify(checks, pending, epoch)  # the only host synchronization of the loop (with the bar's)
                 pending = []
                 if progress:
                     postfix = {"loss": f"{float(sums['loss']) / seen:.4f}"}
@@ -471,8 +650,10 @@ def train(
 
     Args:
         objective: module with ``.model`` and ``forward(x, y) -> (output (B, C), {name: scalar loss})``.
-        splits: a ``geomlat.data.DatasetSplits`` (``train``/``test`` TensorDatasets, ``num_classes``,
-            ``augment(x (B, ...), generator) -> x`` applied to training batches, or None).
+        splits: a ``geomlat.data.DatasetSplits`` or any object with ``train`` (a TensorDataset, sliced in
+            memory, or any map-style ``Dataset`` of ``(x, y)`` samples, read through a ``DataLoader`` with
+            ``config.num_workers`` / ``pin_memory`` at the same seeded index batches), ``test``,
+            ``num_classes`` and ``augment(x (B, ...), generator) -> x`` applied to training batches (or None).
         config: :class:`TrainConfig`.
         run_dir: folder of this run (created). If ``final.json`` exists the run is skipped and its
             metrics returned; if ``checkpoint.pt`` exists training resumes after its epoch. An unreadable
@@ -480,8 +661,10 @@ def train(
             message naming it (also for a finished run, whose weights would be lost otherwise).
         evaluate: ``evaluate(model, splits) -> {"test_error": float, ...}`` replacing the default
             (error of ``argmax model(x)`` on ``splits.test``), for objectives whose output is not logits.
-            Extra keys are recorded too.
-        after_step: ``after_step(model)`` called after each optimizer step (e.g. a Parseval projection).
+            Extra keys are recorded too. A hook with an ``epoch`` keyword (or ``**kwargs``) is called with
+            ``epoch=`` the number of epochs done (1-based, the ``epoch`` of metrics.jsonl).
+        after_step: ``after_step(model)`` called after each optimizer step (e.g. a Parseval projection);
+            ``epoch=`` is passed as to ``evaluate``.
         progress: show a tqdm bar on stderr with the running loss and accuracy.
         record: extra JSON-serializable information stored in ``config.json`` (model names, method, ...);
             it must match on resume.
@@ -531,9 +714,8 @@ def train(
     params = [p for p in objective.parameters() if p.requires_grad]
     if not params:
         raise ValueError("the objective has no trainable parameter (requires_grad=True)")
-    optimizer = torch.optim.SGD(params, lr=config.lr, momentum=config.momentum,
-                                weight_decay=config.weight_decay, nesterov=config.nesterov)
-    scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=config.milestone_epochs(), gamma=config.lr_gamma)
+    optimizer = make_optimizer(params, config)
+    scheduler = make_scheduler(optimizer, config)
     scaler = make_grad_scaler(config.precision, device)  # "16-mixed" only; its state is checkpointed
     main = is_main_process()
     if main:
@@ -547,7 +729,7 @@ def train(
             raise FileNotFoundError(f"rank 0 resumes from {ckpt_path} but this rank does not see it: the run folder "
                                     "must be on a file system shared by every rank")
         state = load_checkpoint(ckpt_path, map_location=device)
-        objective.load_state_dict(state["objective"])
+        _load_objective_state(objective, state["objective"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         if scaler is not None:
@@ -572,7 +754,7 @@ def train(
         def finish_line(line: dict[str, Any] = line) -> dict[str, Any]:
             if evaluate_now:
                 start = time.perf_counter()
-                evaluated = dict(evaluate_fn(objective.model, splits))
+                evaluated = dict(_with_epoch(evaluate_fn, epoch)(objective.model, splits))
                 if "test_error" not in evaluated:
                     raise KeyError(f"evaluate() must return a dict with 'test_error', got keys {sorted(evaluated)}")
                 line.update({k: float(v) for k, v in evaluated.items()})
@@ -581,7 +763,7 @@ def train(
 
         history.append(_on_main(finish_line))  # rank 0 evaluates; every rank records rank 0's line
         if main:
-            atomic_save({"objective": objective.state_dict(), "optimizer": optimizer.state_dict(),
+            atomic_save({"objective": checkpoint_state(objective), "optimizer": optimizer.state_dict(),
                          "scheduler": scheduler.state_dict(), "epoch": epoch + 1, "history": history,
                          **({"scaler": scaler.state_dict()} if scaler is not None else {})}, ckpt_path)
             _write_metrics(metrics_path, history)
@@ -599,6 +781,36 @@ def train(
         write_json(final_path, final)
     barrier()  # the other ranks return once the run folder is complete
     return final
+
+
+def _excluded(objective: nn.Module) -> tuple[str, ...]:
+    names = getattr(objective, "checkpoint_exclude", ())
+    names = (names,) if isinstance(names, str) else tuple(names)
+    for name in names:
+        if not isinstance(getattr(objective, name, None), nn.Module):
+            raise TypeError(f"{type(objective).__name__}.checkpoint_exclude names {name!r}, which is not a submodule")
+    return tuple(name + "." for name in names)
+
+
+def checkpoint_state(objective: nn.Module) -> dict[str, Tensor]:
+    """The objective's state dict without the submodules named in its ``checkpoint_exclude`` attribute
+    (a Distiller's frozen teacher: rebuilt by the caller, not stored in every checkpoint)."""
+    prefixes = _excluded(objective)
+    return {k: v for k, v in objective.state_dict().items() if not k.startswith(prefixes)}
+
+
+def _load_objective_state(objective: nn.Module, state: Mapping[str, Tensor]) -> None:
+    """Load a :func:`checkpoint_state` (entries of excluded submodules, present in older checkpoints, ignored);
+    any other missing or unexpected key raises as ``load_state_dict(strict=True)`` would."""
+    prefixes = _excluded(objective)
+    if not prefixes:
+        objective.load_state_dict(state)
+        return
+    result = objective.load_state_dict({k: v for k, v in state.items() if not k.startswith(prefixes)}, strict=False)
+    missing = [k for k in result.missing_keys if not k.startswith(prefixes)]
+    if missing or result.unexpected_keys:
+        raise RuntimeError(f"checkpoint does not match {type(objective).__name__}: missing keys {missing}, "
+                           f"unexpected keys {list(result.unexpected_keys)}")
 
 
 def _on_main(fn: Callable[[], Any]) -> Any:

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..graphs import latent_adjacency, norms_out_of_range, row_scales
-from .._checks import check_features, check_features_min, check_k, check_labels, full_precision
+from .._checks import check_features, check_features_min, check_k, check_labels, full_precision, value_check
 from ._common import as_feature_list
 from .registry import register_loss
 
@@ -37,11 +37,9 @@ def _check_power(m: int) -> None:
 
 def _check_cosine(flat: Tensor, lo: float | None = None) -> None:
     """Reject negative features; ``lo`` (the minimum, if already known) saves a pass over them."""
-    if bool((flat < 0).any()) if lo is None else lo < 0:
-        raise ValueError(
-            "the smoothness regularizer uses cosine LGGs, which need non-negative features (capture "
-            "post-ReLU outputs); got negative entries"
-        )
+    value_check(~(flat < 0).any() if lo is None else lo >= 0,  # deferred inside deferred_value_checks
+                "the smoothness regularizer uses cosine LGGs, which need non-negative features (capture "
+                "post-ReLU outputs); got negative entries")
 
 
 def _normalizer(total: Tensor, m: int) -> Tensor:

@@ -16,7 +16,7 @@ from ..capture import LatentCapture
 from ..data import DATASETS, balanced_order, load_dataset
 from ..engine import Supervised, TrainConfig, train
 from ..engine.io import atomic_save, load_checkpoint
-from ..engine.train import PRECISIONS, load_trained_model
+from ..engine.train import OPTIMIZERS, PRECISIONS, SCHEDULERS, load_trained_model
 from ..models import MODELS, build_model, count_parameters
 from ..robustness import APPROXIMATIONS, CORRUPTION_NAMES, NON_MONOTONE, SEVERITIES, corrupt, corruption_errors, to_uint8
 from .runner import StudyContext
@@ -57,7 +57,9 @@ _TRAIN_FIELDS = {
     "weight_decay": ("number", 0.0), "nesterov": ("bool", None), "milestones": ("numbers", None),
     "lr_gamma": ("number", 0.0), "device": ("str", None), "eval_every": ("int", 1),
     "eval_batch_size": ("int", 1), "limit_batches": ("int", 1), "drop_last": ("bool", None),
-    "precision": ("choice", tuple(PRECISIONS)),
+    "precision": ("choice", tuple(PRECISIONS)), "optimizer": ("choice", OPTIMIZERS),
+    "betas": ("numbers", None), "scheduler": ("choice", SCHEDULERS), "warmup_epochs": ("int", 0),
+    "clip_grad_norm": ("number", 0.0), "num_workers": ("int", 0), "pin_memory": ("bool", None),
 }
 
 

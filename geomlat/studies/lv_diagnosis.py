@@ -40,7 +40,7 @@ from .common import subset
 from .runner import load_spec
 from .spec import find_spec_file, read_spec_file
 from .tables import Column, write_table
-from .tuning import _val_splits, tune_fields
+from .tuning import val_splits, tune_fields
 
 __all__ = ["batch_diagnostics", "run_diagnosis"]
 
@@ -70,7 +70,7 @@ def run_diagnosis(out_root: str | Path = ".", seed: int = 0, samples: int = 640,
 
     tune = tune_fields(read_spec_file(find_spec_file("embed")), "quick")
     spec = tune["spec"]
-    splits = _val_splits(spec)
+    splits = val_splits(spec)
     # shuffled once (class-balanced prefix, then a fixed permutation): batches of 64 mix the classes as training does
     x_s, y_s = subset(splits.train, samples, 3)
     perm = torch.from_numpy(np.random.default_rng(5).permutation(len(y_s)))

@@ -356,7 +356,8 @@ def run_in_processes(fn: Callable[..., Any], jobs: Sequence[tuple], workers: int
 
 
 @contextlib.contextmanager
-def _threads(n: int | None):
+def torch_threads(n: int | None):
+    """Context manager running its body with ``torch.set_num_threads(n)`` (``None``: unchanged)."""
     if n is None:
         yield
         return
@@ -423,7 +424,7 @@ def run_study(
     # one run of a study per output folder at a time (rank 0 holds the lock for every rank); a second one
     # stops here with FolderInUseError naming the folder and the PID of the holder
     lock = folder_lock(out_root / "runs" / spec["name"], what=f"study {spec['name']!r} in {out_root}") if main else contextlib.nullcontext()
-    with lock, _threads(spec["threads"]), main_process_writes():
+    with lock, torch_threads(spec["threads"]), main_process_writes():
         write_json(ctx.runs_dir / "spec.json", spec)
         summary = STUDY_KINDS[spec["kind"]].run(spec, ctx)
     barrier()  # every rank returns once rank 0 has written the tables and figures

@@ -49,7 +49,7 @@ from torch import Tensor
 from ..engine import TrainConfig, read_json, train, write_json
 from ..engine.io import atomic_write_text, load_checkpoint
 from .figures import new_figure, save_figure, series_styles
-from .runner import _threads, load_spec
+from .runner import load_spec, torch_threads
 from .spec import Fields, SpecError, apply_profile, deep_merge, find_spec_file, read_spec_file
 from .tables import Column, csv_text, write_table
 
@@ -228,7 +228,9 @@ def select_setting(rows: Sequence[Mapping[str, Any]], select: str, tolerance: fl
 
 
 # -------------------------------------------------------------------------------------------- runs
-def _val_splits(spec):
+def val_splits(spec):
+    """The tuning splits of a spec: train minus the held-out validation images, and that validation split
+    in the ``test`` slot (the engine's per-epoch error is then the validation error; the test set is unused)."""
     from ..data import load_dataset
 
     d = spec["data"]
@@ -320,11 +322,11 @@ def run_tuning(name: str | Path, profile: str = "quick", out_root: str | Path = 
     run_one = _robust_run if kind == "robust" else _embed_run
     metrics = METRICS[kind] + (("loss",) if kind == "embed" else ())
     start, cpu_start = time.perf_counter(), time.process_time()
-    splits = _val_splits(spec)
+    splits = val_splits(spec)
     n_runs = sum(len(v) for v in tune["grid"].values()) * len(tune["seeds"])
     log(f"[{study}/{profile}] {n_runs} runs on {len(splits.train)} training / {len(splits.test)} validation samples under {runs_dir}")
     rows: list[dict[str, Any]] = []
-    with _threads(spec["threads"]):
+    with torch_threads(spec["threads"]):
         for method_name, entries in tune["grid"].items():
             method_rows = []
             for i, e in enumerate(entries):

@@ -15,7 +15,8 @@ __all__ = ["figures"]
 
 
 def figures(spec, ctx, rows, spectra, selection, comparison, num_classes, width_rows) -> list[Path]:
-    milestones = train_config_from_fields(spec["train"], "train").milestone_epochs()
+    train_config = train_config_from_fields(spec["train"], "train")
+    milestones = train_config.milestone_epochs() if train_config.scheduler == "multistep" else []  # lr drops
     layers = spec["layers"]
     layer_styles = dict(zip(layers, series_styles(len(layers))))  # (colour, marker) per layer, in every figure
     colours = {n: c for n, (c, _) in layer_styles.items()}
