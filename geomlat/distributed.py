@@ -35,7 +35,7 @@ input gradient (use it without DDP, or when parameter gradients are *summed* ove
 
 The training engine (:func:`geomlat.engine.train` under torchrun) gives each rank a contiguous shard of
 the one-process batch in rank order and weights each rank's loss by ``W * b_r / B``, so that a global
-graph loss there trains exactly as on one process (tests/test_distributed_engine.py).
+graph loss there trains exactly as on one process (tests/engine/test_distributed_engine.py).
 
 Every rank must call the same gathers in the same order, forward and backward (they are collectives).
 Without an initialized process group (or with one process) the gathers return their input unchanged,

@@ -110,7 +110,7 @@ APPROXIMATIONS: dict[str, str] = {
 SEVERITIES = (1, 2, 3, 4, 5)
 
 #: Where the reference parameters are NOT monotone in the mean L2 distance to the clean image (measured on
-#: smooth synthetic images, sklearn digits at 8 x 8 and natural 32 x 32 crops; tests/test_corruptions.py
+#: smooth synthetic images, sklearn digits at 8 x 8 and natural 32 x 32 crops; tests/robustness/test_corruptions.py
 #: pins these cases). The causes were checked by separating the components of each corruption.
 NON_MONOTONE: dict[str, str] = {
     "glass_blur": (

@@ -21,7 +21,7 @@ from geomlat.studies.distill import run as distill_run
 from geomlat.studies.spec import read_spec_file
 from geomlat.studies.tables import csv_text, markdown_table
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tests/conftest.py

@@ -32,7 +32,7 @@ from geomlat.engine import (
 )
 from geomlat.engine.io import CheckpointError, CheckpointRefused, _atomic_write
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 # tiny models run much faster on one thread on a shared 2-core machine; the subprocesses use one too

@@ -27,7 +27,7 @@ from geomlat.studies.spec import SpecError
 
 from test_engine import _Boom, make_model, make_splits, numbers, small_config, state_equal
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 

@@ -15,7 +15,7 @@ import pytest
 from geomlat.cli import main as cli_main
 from geomlat.studies import run_study
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 # one seed, one epoch of two batches, a small MNIST-1D, a small analysis; every method of the gkd spec kept
 SETS = ["train.epochs=1", "train.limit_batches=2", "workers=1", "data.options={num_samples=600, test_size=100}",
         "analysis.samples=40", "analysis.k=4"]

@@ -17,7 +17,7 @@ from geomlat.integrations import torchdistill as td  # noqa: E402
 from geomlat.losses import GKD, LabelVariationLoss, SmoothnessRegularizer  # noqa: E402
 from geomlat.models import build_model  # noqa: E402
 
-EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "torchdistill_gkd.yaml"
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "torchdistill_gkd.yaml"
 
 
 def _models(config, seed=0):
