@@ -48,6 +48,7 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
+from geomlat.checks import deferred_value_checks
 from geomlat.data import load_dataset, write_cifar_folder
 from geomlat.engine.train import make_grad_scaler, resolve_device, train_step
 from geomlat.robustness import ParsevalRetraction
@@ -184,12 +185,16 @@ def time_method(objective, after, batches, device: torch.device, steps: int, war
     opt = torch.optim.SGD(params, lr=1e-3, momentum=0.9, weight_decay=5e-4)
     scaler = make_grad_scaler(PRECISION, device)
 
-    def run(n: int, offset: int = 0) -> None:
-        for i in range(n):
-            x, y = batches[(offset + i) % len(batches)]
-            train_step(objective, x, y, opt, precision=PRECISION, scaler=scaler)
-            if after is not None:
-                after(objective.model)
+    def run(n: int, offset: int = 0, verify: bool = True):
+        # as the engine runs its steps: input value checks deferred, verified after the steps (the engine
+        # verifies every FINITE_CHECK_EVERY steps)
+        with deferred_value_checks(verify_on_exit=verify) as checks:
+            for i in range(n):
+                x, y = batches[(offset + i) % len(batches)]
+                train_step(objective, x, y, opt, precision=PRECISION, scaler=scaler)
+                if after is not None:
+                    after(objective.model)
+        return checks
 
     run(warmup)
     _sync(device)
@@ -211,8 +216,9 @@ def time_method(objective, after, batches, device: torch.device, steps: int, war
     reads = None
     if device.type != "cuda":
         counter = HostReadCounter()
-        with counter:
-            run(1)
+        with counter:  # one step, without the interval verification (one read per FINITE_CHECK_EVERY steps)
+            checks = run(1, verify=False)
+        checks.verify()
         reads = counter.reads
     return {"step_ms": seconds * 1e3, "images_per_s": len(batches[0][1]) / seconds, "host_sync": host_sync,
             "host_reads": reads}

@@ -75,6 +75,11 @@ def value_check(ok: Tensor | bool, message: str) -> None:
 _DEFERRED: contextvars.ContextVar[DeferredChecks | None] = contextvars.ContextVar("geomlat_deferred_checks", default=None)
 
 
+def checks_deferred() -> bool:
+    """Whether the caller runs inside :func:`deferred_value_checks` (value checks must not read the host)."""
+    return _DEFERRED.get() is not None
+
+
 @contextlib.contextmanager
 def deferred_value_checks(verify_on_exit: bool = True) -> Iterator[DeferredChecks]:
     """Inside this context the value checks of inputs (NaN/Inf features of :func:`check_features`, negative

@@ -42,7 +42,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ._checks import full_precision
+from ._checks import checks_deferred, full_precision, value_check
 
 #: Default number of neighbors used to estimate a bandwidth when the LGG is full (``k=None``).
 SIGMA_NEIGHBORS = 10
@@ -89,27 +89,43 @@ def batch_scale(x: Tensor) -> Tensor:
     return _power_of_two(x.detach().abs().amax())
 
 
+def norms_in_range(sq_norms: Tensor, x: Tensor, per_row: bool) -> Tensor:
+    """0-dim bool tensor, read nowhere: the (B,) squared row norms of ``x`` (B, d) neither overflowed nor lost
+    precision to underflow (the test of :func:`norms_out_of_range`, on the device)."""
+    sq = sq_norms.detach()
+    info = torch.finfo(sq.dtype)
+    floor = info.tiny**0.5
+    top = sq.max()
+    ok = torch.isfinite(top) & (top <= info.max / 8)
+    if not per_row:
+        underflow = ((top > 0) & (top < floor)) | ((top == 0) & (x.detach() != 0).any())
+    else:
+        nonzero = sq > 0
+        # a squared norm of 0 for a row with non-zero entries is underflow too
+        underflow = ((sq < floor) & nonzero).any() | ((x.detach() != 0).any(dim=1) & ~nonzero).any()
+    return ok & ~underflow
+
+
 def norms_out_of_range(sq_norms: Tensor, x: Tensor, per_row: bool) -> bool:
     """Whether the (B,) squared row norms of ``x`` overflowed or lost precision to underflow.
 
     Safe: every squared norm finite and at most ``finfo.max / 8`` (so sums of a few of them stay finite),
     and (``per_row``) every non-zero one at least ``sqrt(finfo.tiny)`` (products of the significant entries
     stay normal numbers) or (batch) the largest one so; a zero squared norm of a non-zero row is underflow.
+
+    Inside :func:`geomlat.checks.deferred_value_checks` (the training engine) nothing is read on the host:
+    the test is recorded as a deferred check, which raises a ``ValueError`` naming the overflow when the
+    engine verifies its checks, and ``False`` is returned (no rescaling). Outside, the caller rescales.
     """
     if sq_norms.device.type == "meta":  # shapes only: no value to test
         return False
-    sq_norms = sq_norms.detach()
-    info = torch.finfo(sq_norms.dtype)
-    top = sq_norms.max()
-    if not bool(torch.isfinite(top)) or float(top) > info.max / 8:
-        return True
-    floor = info.tiny**0.5
-    if not per_row:
-        return 0.0 < float(top) < floor or (float(top) == 0.0 and bool((x != 0).any()))
-    nonzero = sq_norms > 0
-    if bool((sq_norms[nonzero] < floor).any()):
-        return True
-    return not bool(nonzero.all()) and bool((x[~nonzero] != 0).any())
+    ok = norms_in_range(sq_norms, x, per_row)
+    if checks_deferred():
+        value_check(ok, f"the squared norms of features of shape {tuple(x.shape)} overflow or underflow "
+                        f"{x.dtype} (outside [sqrt(tiny), max / 8]); geomlat rescales them exactly outside "
+                        "deferred_value_checks (the engine's mode): scale the features, or use float64")
+        return False
+    return not bool(ok)
 
 
 def distances_from_gram(g: Tensor, squared: bool = True) -> Tensor:

@@ -166,7 +166,9 @@ def _scaled_distances(x: Tensor) -> Tensor:
     d = _pairwise_distances(x)
     nonzero = d > 0
     # all samples coincide: nothing to scale, keep the zero matrix instead of 0/0
-    mean = d[nonzero].mean() if bool(nonzero.any()) else torch.ones((), dtype=d.dtype, device=d.device)
+    # (no host read: a masked sum over the count, and 1 when nothing is apart)
+    count = nonzero.sum()
+    mean = torch.where(count > 0, (d * nonzero).sum() / count.clamp_min(1), torch.ones((), dtype=d.dtype, device=d.device))
     return d / mean
 
 

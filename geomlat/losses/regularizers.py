@@ -25,8 +25,15 @@ from ._common import as_feature_list
 from .registry import register_loss
 
 
-def _one_hot(y: Tensor, b: int, like: Tensor) -> Tensor:
+def _one_hot(y: Tensor, b: int, like: Tensor, num_classes: int | None = None) -> Tensor:
+    """(B, C) one-hot labels; ``num_classes=None`` reads ``y.max()`` on the host (C = max + 1)."""
     y = check_labels(y, b, "y").to(like.device)
+    if num_classes is not None:
+        # a label >= num_classes would make one_hot fail on the device: a (deferrable) named check instead
+        value_check(y.max() < num_classes, f"y holds a label >= num_classes = {num_classes}")
+        # scatter, not F.one_hot, which reads the labels' range on the host to validate them
+        onehot = torch.zeros(y.shape[0], num_classes, dtype=like.dtype, device=like.device)
+        return onehot.scatter_(1, y.clamp(0, num_classes - 1)[:, None], 1.0)
     return F.one_hot(y).to(like.dtype)
 
 
@@ -246,6 +253,8 @@ class SmoothnessRegularizer(nn.Module):
             the vertex itself, i.e. geomlat's ``k - 1`` (see :func:`label_variation_power`).
         normalized: normalize each sigma by the total edge weight to the power m (see
             :func:`label_variation_power`).
+        num_classes: the number of classes C, when known: the one-hot labels then need no host read of
+            ``y.max()`` (a synchronization per step on a GPU); ``None`` reads it. Values do not depend on it.
 
     Forward (``consumes = "layers"``): ``features`` list of L >= 2 non-negative (B, ...) tensors
     (consecutive layers, any widths), ``y`` (B,) labels -> scalar. Under torch.distributed,
@@ -261,9 +270,13 @@ class SmoothnessRegularizer(nn.Module):
         k: int | None = None,
         normalized: bool = False,
         k_counts_self: bool = False,
+        num_classes: int | None = None,
     ):
         super().__init__()
         _check_power(power)
+        if num_classes is not None and (isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1):
+            raise ValueError(f"num_classes must be None or an integer >= 1, got {num_classes!r}")
+        self.num_classes = num_classes
         if not isinstance(k_counts_self, bool):
             raise TypeError(f"k_counts_self must be a bool, got {type(k_counts_self).__name__}")
         if k is not None:
@@ -282,7 +295,7 @@ class SmoothnessRegularizer(nn.Module):
         for i, f in enumerate(feats):
             flat = _check_layer(f, self.k, self.k_counts_self)
             if v is None:  # one-hot labels once per call, checked against the first layer
-                v = _one_hot(y, flat.shape[0], flat)
+                v = _one_hot(y, flat.shape[0], flat, self.num_classes)
             elif flat.shape[0] != v.shape[0]:
                 raise ValueError(f"features[{i}] has batch size {flat.shape[0]} but there are {v.shape[0]} labels")
             sigmas.append(_label_variation_power(flat, v.to(flat.dtype), self.power, self._others, self.normalized))

@@ -20,7 +20,8 @@ from geomlat._checks import check_features, check_labels
 from geomlat.checks import deferred_value_checks
 from geomlat.engine import Supervised, TrainConfig, load_checkpoint, load_trained_model, lr_factor, train
 from geomlat.engine.train import FINITE_CHECK_EVERY, train_step
-from geomlat.losses import GKD, HintonKD, RKDAngle, SimilarityPreserving
+from geomlat import latent_graph
+from geomlat.losses import GKD, HintonKD, RKDAngle, RKDDistance, SimilarityPreserving, SmoothnessRegularizer
 from geomlat.objectives import Distiller
 from geomlat.studies.common import train_config_from_fields
 from geomlat.studies.spec import SpecError
@@ -336,13 +337,17 @@ def test_deferred_checks_raise_the_immediate_message():
         check_features(x)
 
 
-def test_a_step_under_deferred_checks_reads_nothing_on_the_host():
-    """SP, RKD-angle and KD terms (their inputs checked for NaN/Inf and labels for range each step): the
-    immediate checks read values on the host, the deferred ones none. (GKD's cosine Gram still tests the
-    range of its squared norms on the host: a numerical fallback of geomlat.kernels, not an input check.)"""
+@pytest.mark.parametrize("terms", [
+    {"sp": (SimilarityPreserving(), 1.0), "angle": (RKDAngle(), 1.0), "kd": (HintonKD(), 0.5)},
+    {"gkd": (GKD(), 5.0), "gkd_inter_knn": (GKD(k=5, mask="inter", power=2), 1.0), "rkd_d": (RKDDistance(), 1.0)},
+    {"gkd_paper": (GKD(order="paper", kernel="rbf", k=5), 1.0)},
+], ids=["sp-angle-kd", "gkd-rkd_d", "gkd-paper-rbf"])
+def test_a_step_under_deferred_checks_reads_nothing_on_the_host(terms):
+    """SP, RKD-angle, RKD-distance, KD and GKD terms (inputs checked for NaN/Inf, labels for range, the Gram's
+    squared norms for overflow each step): the immediate checks read values on the host, the deferred ones
+    none."""
     torch.manual_seed(0)
-    objective = Distiller(make_model(0), make_model(7), pairs=[("2", "2")],
-                          terms={"sp": (SimilarityPreserving(), 1.0), "angle": (RKDAngle(), 1.0), "kd": (HintonKD(), 0.5)})
+    objective = Distiller(make_model(0), make_model(7), pairs=[("2", "2")], terms=terms)
     x, y = torch.randn(16, 6), torch.arange(16) % 3
     opt = torch.optim.SGD([p for p in objective.parameters() if p.requires_grad], lr=0.01)
     with HostReads() as immediate:
@@ -352,6 +357,42 @@ def test_a_step_under_deferred_checks_reads_nothing_on_the_host():
         train_step(objective, x, y, opt, clip_grad_norm=1.0)
         recorded = len(checks)
     assert deferred.count == 0 and recorded > 0
+
+
+def test_regularizer_under_deferred_checks_reads_nothing_on_the_host():
+    """The label-variation regularizer's full-graph fast path (its row norms tested for overflow): given
+    ``num_classes`` it reads nothing on the host (without it, the one-hot labels read ``y.max()`` once), and
+    its value does not depend on ``num_classes``."""
+    torch.manual_seed(0)
+    feats = [torch.relu(torch.randn(16, 6)) for _ in range(3)]
+    y = torch.arange(16) % 3
+    reg = SmoothnessRegularizer(num_classes=5)
+    with HostReads() as immediate:
+        value = reg(feats, y)
+    assert immediate.count > 0
+    assert torch.allclose(value, SmoothnessRegularizer()(feats, y), rtol=1e-6, atol=0)
+    with deferred_value_checks(), HostReads() as deferred:
+        reg(feats, y)
+    assert deferred.count == 0
+    with deferred_value_checks(), HostReads() as deferred:
+        SmoothnessRegularizer()(feats, y)
+    assert deferred.count > 0  # F.one_hot reads the range of y for the number of columns
+    with pytest.raises(ValueError, match="num_classes = 2"):
+        SmoothnessRegularizer(num_classes=2)(feats, y)
+
+
+def test_overflowing_features_under_deferred_checks_raise_a_named_error():
+    """Outside deferred checks, features whose squared norms overflow are rescaled exactly (same graph as at
+    scale 1); inside, nothing is read on the host and the verification names the overflow."""
+    x = torch.rand(20, 8)
+    big = x * 1e19  # squared norms ~1e38 * 8: beyond float32's max / 8
+    assert torch.allclose(latent_graph(big, k=5, kernel="cosine").edge_weight, latent_graph(x, k=5, kernel="cosine").edge_weight)
+    with deferred_value_checks(verify_on_exit=False) as checks:
+        latent_graph(x, k=5, kernel="cosine")
+        checks.verify()  # in range: nothing to report
+        latent_graph(big, k=5, kernel="cosine")
+        with pytest.raises(ValueError, match="overflow or underflow"):
+            checks.verify()
 
 
 class _NaNFeatureAt(nn.Module):
