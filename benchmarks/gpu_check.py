@@ -51,6 +51,7 @@ from torch.utils._pytree import tree_leaves
 from geomlat.checks import deferred_value_checks
 from geomlat.data import load_dataset, write_cifar_folder
 from geomlat.engine.train import make_grad_scaler, resolve_device, train_step
+from geomlat.models import build_model
 from geomlat.robustness import ParsevalRetraction
 from geomlat.studies import distill as distill_kind
 from geomlat.studies import embed as embed_kind
@@ -112,8 +113,8 @@ def _objectives(study: str, spec: dict[str, Any], num_classes: int, x_example: t
         torch.manual_seed(0)
         after = None
         if study == "gkd":
-            teacher = distill_kind.build_model(spec["teacher"]["model"], **spec["teacher"]["kwargs"]).eval()
-            student = distill_kind.build_model(spec["student"]["model"], **spec["student"]["kwargs"])
+            teacher = build_model(spec["teacher"]["model"], **spec["teacher"]["kwargs"]).eval()
+            student = build_model(spec["student"]["model"], **spec["student"]["kwargs"])
             objective = distill_kind.make_objective(method, student, teacher, x_example)
             batch = spec["student"]["train"]["batch_size"]
         elif study == "embed":
