@@ -193,7 +193,12 @@ class SmoothnessObjective(nn.Module):
     def forward(self, x: Tensor, y: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
         with LatentCapture(self.model, self.layers) as feats:
             logits = select_logits(self.model(x), self.output_key)
-        reg = self.regularizer([feats[n] for n in self.layers], y)
+        feats = [feats[n] for n in self.layers]
+        if isinstance(self.regularizer, SmoothnessRegularizer):
+            # the classes are the logits' columns: one-hot labels without reading y on the host
+            reg = self.regularizer(feats, y, num_classes=logits.shape[-1])
+        else:
+            reg = self.regularizer(feats, y)
         return logits, {"task": self.task_weight * F.cross_entropy(logits, y), "smoothness": reg}
 
 

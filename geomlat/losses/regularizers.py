@@ -288,22 +288,23 @@ class SmoothnessRegularizer(nn.Module):
         self.k_counts_self = k_counts_self
 
     @full_precision  # float32 geometry also under autocast (half features are upcast by the checks)
-    def variations(self, features: Sequence[Tensor], y: Tensor) -> Tensor:
-        """(L,) label variation of each layer."""
+    def variations(self, features: Sequence[Tensor], y: Tensor, num_classes: int | None = None) -> Tensor:
+        """(L,) label variation of each layer (``num_classes``: overrides the constructor's for this call)."""
+        num_classes = self.num_classes if num_classes is None else num_classes
         feats = as_feature_list(features, "features")
         sigmas, v = [], None
         for i, f in enumerate(feats):
             flat = _check_layer(f, self.k, self.k_counts_self)
             if v is None:  # one-hot labels once per call, checked against the first layer
-                v = _one_hot(y, flat.shape[0], flat, self.num_classes)
+                v = _one_hot(y, flat.shape[0], flat, num_classes)
             elif flat.shape[0] != v.shape[0]:
                 raise ValueError(f"features[{i}] has batch size {flat.shape[0]} but there are {v.shape[0]} labels")
             sigmas.append(_label_variation_power(flat, v.to(flat.dtype), self.power, self._others, self.normalized))
         return torch.stack(sigmas)
 
-    def forward(self, features: Sequence[Tensor], y: Tensor) -> Tensor:
+    def forward(self, features: Sequence[Tensor], y: Tensor, num_classes: int | None = None) -> Tensor:
         feats = as_feature_list(features, "features")
         if len(feats) < 2:
             raise ValueError(f"the smoothness regularizer compares consecutive layers: needs >= 2 feature tensors, got {len(feats)}")
-        sigma = self.variations(feats, y)
+        sigma = self.variations(feats, y, num_classes)
         return self.gamma**self.power * (sigma[1:] - sigma[:-1]).abs().sum() / (len(feats) - 1)

@@ -33,6 +33,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .._checks import checks_deferred, value_check
+
 LossFn = Callable[[Tensor, Tensor], Tensor]
 
 
@@ -48,6 +50,11 @@ def _check_images(x: Tensor) -> None:
         raise TypeError(f"x must be a floating-point tensor of images in [0, 1], got dtype {x.dtype}")
     if x.dim() < 2:
         raise ValueError(f"x must have shape (B, ...), got shape {tuple(x.shape)}")
+    if checks_deferred():  # inside the engine's deferred checks: device-side flags, no host read
+        lo, hi = x.detach().aminmax()
+        value_check(torch.isfinite(x).all(), "x contains NaN or Inf values")
+        value_check((lo >= 0.0) & (hi <= 1.0), "x must be images with values in [0, 1]")
+        return
     if not torch.isfinite(x).all():
         raise ValueError("x contains NaN or Inf values")
     lo, hi = float(x.min()), float(x.max())
@@ -66,6 +73,13 @@ def _eps_tensor(eps: float | Tensor, x: Tensor, name: str = "eps") -> Tensor:
         e = e.reshape(-1, *([1] * (x.dim() - 1)))
     elif e.dim() != 0:
         raise ValueError(f"{name} must be a scalar or a (B,) tensor, got shape {tuple(e.shape)}")
+    if not isinstance(eps, Tensor):  # a Python number: checked without reading the device
+        if not math.isfinite(eps) or eps < 0:
+            raise ValueError(f"{name} must be finite and >= 0, got {eps}")
+        return e
+    if checks_deferred():  # no host read inside the engine's deferred checks
+        value_check(torch.isfinite(e).all() & (e.min() >= 0), f"{name} must be finite and >= 0")
+        return e
     if not torch.isfinite(e).all():
         raise ValueError(f"{name} must be finite, got {eps}")
     if float(e.min()) < 0:
@@ -100,8 +114,7 @@ def _input_gradient(model: nn.Module, x: Tensor, y: Tensor, loss_fn: LossFn) -> 
         if loss.dim() != 0:  # a per-sample loss: sum (sign of the gradient is what matters)
             loss = loss.sum()
         (grad,) = torch.autograd.grad(loss, [x])
-    if not torch.isfinite(grad).all():
-        raise ValueError("the attack loss produced a non-finite input gradient")
+    value_check(torch.isfinite(grad).all(), "the attack loss produced a non-finite input gradient")
     return grad
 
 

@@ -381,6 +381,28 @@ def test_regularizer_under_deferred_checks_reads_nothing_on_the_host():
         SmoothnessRegularizer(num_classes=2)(feats, y)
 
 
+@pytest.mark.parametrize("kind", ["label_variation", "smoothness", "pgd"])
+def test_objective_steps_under_deferred_checks_read_nothing_on_the_host(kind):
+    """The embed (label-variation objective: dense LGG, no edge list) and robust (smoothness regularizer
+    with the logits' classes; PGD training with deferred image checks) objectives' engine steps."""
+    from geomlat.objectives import LabelVariationObjective, PGDTraining, SmoothnessObjective
+
+    torch.manual_seed(0)
+    model = make_model(0)
+    if kind == "label_variation":
+        objective = LabelVariationObjective(model)
+    elif kind == "smoothness":
+        objective = SmoothnessObjective(model, ["2", "3"])  # ReLU and dropout outputs (non-negative)
+    else:
+        objective = PGDTraining(model, eps=0.1, alpha=0.05, steps=2)
+    x, y = torch.rand(16, 6), torch.arange(16) % 3
+    opt = torch.optim.SGD([p for p in objective.parameters() if p.requires_grad], lr=0.01)
+    with deferred_value_checks() as checks, HostReads() as deferred:
+        train_step(objective, x, y, opt)
+        recorded = len(checks)
+    assert deferred.count == 0 and recorded > 0
+
+
 def test_overflowing_features_under_deferred_checks_raise_a_named_error():
     """Outside deferred checks, features whose squared norms overflow are rescaled exactly (same graph as at
     scale 1); inside, nothing is read on the host and the verification names the overflow."""
