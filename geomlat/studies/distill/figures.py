@@ -31,7 +31,8 @@ def figures(spec, ctx, per_run, analysis) -> list[Path]:
         fig, ax = new_figure(width=8.0, height=4.2)
         order = [labels[m] for m in a["consistency"]]
         sns.pointplot(data=cons, x="block", y="value", hue="model", hue_order=order, ax=ax, palette=colours,
-                      errorbar=("pi", 100), dodge=0.3, markers=[styles[m][1] for m in order], capsize=0.1, linewidth=1.5)
+                      estimator="median", errorbar=("pi", 100), dodge=0.3, markers=[styles[m][1] for m in order], capsize=0.1,
+                      linewidth=1.5)
         ax.set_xticks(range(len(block_names) + 1), block_names + ["output\n(predicted class)"])
         ax.set_xlabel("")
         ax.set_ylabel("agreement with the teacher")
@@ -48,7 +49,8 @@ def figures(spec, ctx, per_run, analysis) -> list[Path]:
         fig, ax = new_figure(width=8.0, height=4.2)
         order = ["Teacher"] + [labels[m] for m in a["variation"]]
         sns.pointplot(data=lv, x="block", y="value", hue="model", hue_order=order, ax=ax, palette=colours,
-                      errorbar=("pi", 100), dodge=0.3, markers=[styles[m][1] for m in order], capsize=0.1, linewidth=1.5)
+                      estimator="median", errorbar=("pi", 100), dodge=0.3, markers=[styles[m][1] for m in order], capsize=0.1,
+                      linewidth=1.5)
         ax.set_xticks(range(len(block_names)), block_names)
         ax.set_xlabel("")
         ax.set_ylabel("normalized label variation\n(fraction of edge weight between classes)")
