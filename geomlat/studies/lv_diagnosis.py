@@ -96,18 +96,18 @@ def run_diagnosis(out_root: str | Path = ".", seed: int = 0, samples: int = 640,
         model = embed_kind.build(spec["model"], out_dim=method["out_dim"])
         objective = embed_kind.make_objective(method, model, splits.num_classes)
         config = TrainConfig.from_dict({**method["train"], "seed": seed})
-        knn_k, epoch = spec["knn_k"], {"n": 0}
+        knn_k = spec["knn_k"]
         lossfn = objective.loss if method["loss"] == "label_variation" else reference_loss
         history: list[dict[str, Any]] = []
 
-        def record(model, splits_, entry=entry, history=history, epoch=epoch, lossfn=lossfn):
+        def record(model, splits_, epoch: int = 0, entry=entry, history=history, lossfn=lossfn):
+            """The engine's evaluate hook (it passes the 1-based epoch); epoch 0 is the initialization."""
             emb = embed(model, x_s)
             d = batch_diagnostics(emb, y_s, lossfn, knn_k=knn_k)
             knn = KNNClassifier(knn_k).fit(embed(model, splits_.train.tensors[0]), splits_.train.tensors[1])
             d["val_knn"] = knn.error(embed(model, splits_.test.tensors[0]), splits_.test.tensors[1])
-            d.update(setting=entry["id"], epoch=epoch["n"])
+            d.update(setting=entry["id"], epoch=epoch)
             history.append(d)
-            epoch["n"] += 1
             return {"test_error": d["val_knn"]}
 
         record(model, splits)  # epoch 0: the initialization
