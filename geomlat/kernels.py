@@ -91,18 +91,21 @@ def batch_scale(x: Tensor) -> Tensor:
 
 def norms_in_range(sq_norms: Tensor, x: Tensor, per_row: bool) -> Tensor:
     """0-dim bool tensor, read nowhere: the (B,) squared row norms of ``x`` (B, d) neither overflowed nor lost
-    precision to underflow (the test of :func:`norms_out_of_range`, on the device)."""
+    precision to underflow (the test of :func:`norms_out_of_range`, on the device; one extra reduction
+    pass over ``x`` for the rows whose squared norm underflowed to 0)."""
     sq = sq_norms.detach()
     info = torch.finfo(sq.dtype)
     floor = info.tiny**0.5
     top = sq.max()
     ok = torch.isfinite(top) & (top <= info.max / 8)
     if not per_row:
-        underflow = ((top > 0) & (top < floor)) | ((top == 0) & (x.detach() != 0).any())
+        largest = torch.linalg.vector_norm(x.detach(), ord=float("inf"))
+        underflow = ((top > 0) & (top < floor)) | ((top == 0) & (largest > 0))
     else:
         nonzero = sq > 0
+        row_max = torch.linalg.vector_norm(x.detach(), ord=float("inf"), dim=1)
         # a squared norm of 0 for a row with non-zero entries is underflow too
-        underflow = ((sq < floor) & nonzero).any() | ((x.detach() != 0).any(dim=1) & ~nonzero).any()
+        underflow = ((sq < floor) & nonzero).any() | ((row_max > 0) & ~nonzero).any()
     return ok & ~underflow
 
 
@@ -119,13 +122,25 @@ def norms_out_of_range(sq_norms: Tensor, x: Tensor, per_row: bool) -> bool:
     """
     if sq_norms.device.type == "meta":  # shapes only: no value to test
         return False
-    ok = norms_in_range(sq_norms, x, per_row)
     if checks_deferred():
-        value_check(ok, f"the squared norms of features of shape {tuple(x.shape)} overflow or underflow "
-                        f"{x.dtype} (outside [sqrt(tiny), max / 8]); geomlat rescales them exactly outside "
-                        "deferred_value_checks (the engine's mode): scale the features, or use float64")
+        value_check(norms_in_range(sq_norms, x, per_row),
+                    f"the squared norms of features of shape {tuple(x.shape)} overflow or underflow "
+                    f"{x.dtype} (outside [sqrt(tiny), max / 8]); geomlat rescales them exactly outside "
+                    "deferred_value_checks (the engine's mode): scale the features, or use float64")
         return False
-    return not bool(ok)
+    # immediate mode: host reads, but x itself is only looked at where a squared norm is 0
+    sq_norms = sq_norms.detach()
+    info = torch.finfo(sq_norms.dtype)
+    top = sq_norms.max()
+    if not bool(torch.isfinite(top)) or float(top) > info.max / 8:
+        return True
+    floor = info.tiny**0.5
+    if not per_row:
+        return 0.0 < float(top) < floor or (float(top) == 0.0 and bool((x != 0).any()))
+    nonzero = sq_norms > 0
+    if bool((sq_norms[nonzero] < floor).any()):
+        return True
+    return not bool(nonzero.all()) and bool((x[~nonzero] != 0).any())
 
 
 def distances_from_gram(g: Tensor, squared: bool = True) -> Tensor:
