@@ -7,6 +7,8 @@ The math is defined in ``shared/METHOD.md``; the API mirrors PyTorch Geometric (
 import sys
 import types
 
+from ._lazy import lazy_dir, lazy_getattr
+
 # The public names are imported on first use (PEP 562), so that `import geomlat.cli` (the console
 # script) answers `--help` and spec errors without importing torch.
 _LAZY = {
@@ -23,23 +25,8 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str):
-    import importlib
-
-    if name not in _LAZY:
-        try:  # a submodule (`geomlat.graphs` after `import geomlat`, as when every name was imported eagerly)
-            return importlib.import_module(f"{__name__}.{name}")
-        except ModuleNotFoundError as err:
-            if err.name != f"{__name__}.{name}":
-                raise
-            raise AttributeError(f"module {__name__!r} has no attribute {name!r}") from None
-    value = getattr(importlib.import_module(_LAZY[name], __name__), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_LAZY))
+__getattr__ = lazy_getattr(__name__, _LAZY, globals())
+__dir__ = lazy_dir(_LAZY, globals())
 
 
 class _Package(types.ModuleType):

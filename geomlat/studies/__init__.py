@@ -7,6 +7,8 @@ New kinds of studies register with :func:`register_study_kind` in a package ``ge
 ``geomlat/studies/<kind>.py``, imported on demand when a spec names the kind. Helpers shared by several
 kinds live in :mod:`geomlat.studies.common`; a kind never imports another kind.
 """
+from .._lazy import lazy_dir, lazy_getattr
+
 # Imported on first use of a public name (PEP 562): `geomlat.cli` reads specs through
 # `geomlat.studies.runner` / `.spec` without importing torch, the study kinds or plotting.
 _LAZY = {
@@ -18,26 +20,12 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str):
-    import importlib
-
-    if name not in _LAZY:
-        try:  # a submodule (`geomlat.studies.toy`), as when the package imported them eagerly
-            return importlib.import_module(f"{__name__}.{name}")
-        except ModuleNotFoundError as err:
-            if err.name != f"{__name__}.{name}":
-                raise
-            raise AttributeError(f"module {__name__!r} has no attribute {name!r}") from None
-
+def _register_distill() -> None:
     from . import distill  # noqa: F401  (registers the "distill" kind, as the eager import did)
 
-    value = getattr(importlib.import_module(_LAZY[name], __name__), name)
-    globals()[name] = value
-    return value
 
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_LAZY))
+__getattr__ = lazy_getattr(__name__, _LAZY, globals(), before=_register_distill)
+__dir__ = lazy_dir(_LAZY, globals())
 
 
 __all__ = [
