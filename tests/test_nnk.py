@@ -333,7 +333,7 @@ def merge_twins(w: np.ndarray) -> np.ndarray:
     return w
 
 
-def dense(result, n):
+def dense_result(result, n):
     w = np.zeros((n, n))
     rows = np.repeat(np.arange(n), result.neighbors.shape[1])
     np.add.at(w, (rows, result.neighbors.reshape(-1).numpy()), result.weights.reshape(-1).double().numpy())
@@ -348,7 +348,7 @@ def test_deepnnk_convention_matches_numpy_rewrite_of_the_authors_code(kernel):
     opts = {"kernel": kernel} if kernel == "rbf" else {}  # cosine_shifted is the convention's default
     res = nnk_weights(torch.from_numpy(x), k, convention="deepnnk", **opts)
     assert res.kernel == kernel and res.convention == "deepnnk"
-    w = dense(res, len(x))
+    w = dense_result(res, len(x))
     np.testing.assert_allclose(merge_twins(w / w.sum(1, keepdims=True)), merge_twins(W), atol=1e-7)
     soft, err = nnk_interpolation(torch.from_numpy(x), torch.from_numpy(y), k, convention="deepnnk", **opts)
     np.testing.assert_array_equal(soft.argmax(1).numpy(), pred)
@@ -375,7 +375,7 @@ def test_deepnnk_drops_exact_duplicates_where_the_default_copies_the_twin():
             if t in twins:
                 assert float(deep.weights[i, j]) == 0.0
         # default: the twin reconstructs the query exactly and takes all the weight
-        w = dense(default, len(x))[i]
+        w = dense_result(default, len(x))[i]
         assert w[list(twins)].sum() == pytest.approx(w.sum())
     assert int(deep.valid.sum()) == len(x) * k - 8  # 3 x 2 twins in the triplicate, 2 x 1 in the pair
     pred_default = nnk_interpolation(xt, torch.from_numpy(y), k, kernel="cosine_shifted")[0].argmax(1)
