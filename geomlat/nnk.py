@@ -29,6 +29,27 @@ Edge rules (both return a symmetric graph):
   ``e_i < e_j`` (strictly; so non-reciprocal k-NN pairs and exact residual ties disappear), then
   ``max(W, W^T)``. It is sparser but can isolate vertices, which is why it is not the default.
 
+Conventions (``convention=`` of :func:`nnk_weights`, :func:`nnk_loo_predictions`, :func:`nnk_interpolation`,
+:func:`nnk_layer_errors` and :func:`geomlat.analysis.channelwise_loo_errors`):
+
+- ``"default"``: candidates are the k nearest by the kernel's ``knn_metric`` (cosine for the cosine kernels),
+  self excluded; default kernel ``"cosine"``; one bandwidth for all nodes (:func:`rbf_sigma`).
+- ``"deepnnk"``: the authors' leave-one-out code (STAC-USC ``DeepNNK_polytope_interpolation``,
+  ``CW-DeepNNK_Early_Stopping``, ``utils/graph_utils.py::nnk_loo``): candidates are the k nearest by L2
+  distance on the raw features (their faiss ``IndexFlatL2``; here geomlat's exact :func:`geomlat.knn`), the
+  query and every candidate at distance 0 (exact duplicates of the query) dropped (their weight is 0 and
+  ``NNKResult.valid`` is False); default kernel ``"cosine_shifted"`` (0.5 + 0.5 cos); with the RBF kernel
+  and ``sigma=None`` a bandwidth per query, the distance to its farthest kept candidate / 3. The weights
+  are solved by geomlat's exact solver (not the authors' iterative pruning heuristic, whose Cholesky
+  factorization fails when k > d + 1 and the kernel matrix is singular: geomlat's exact solver has no such
+  limit), normalized to sum 1 and the prediction is the argmax of the weighted labels, as theirs. Where
+  their code is undefined, geomlat does: a query whose candidates are all duplicates keeps them (as theirs;
+  with the RBF kernel its bandwidth is then 1, theirs 0 / 0); a zero vector has cosine 0 with every point
+  (their normalization divides by 0 and the NaN prediction becomes class 0); a query whose weights are all
+  0 takes the label of its nearest kept candidate (theirs: 0 / 0, class 0). Distances are exact float64
+  (faiss computes float32 ``|x|^2 + |y|^2 - 2 x.y`` for batches of queries, so their "distance 0" can miss
+  a duplicate or catch a near-duplicate).
+
 Memory: the k-NN search uses ``knn_backend``/``chunk_size``; the solve runs over blocks of nodes whose
 (block, k+1, k+1) kernel matrices and tableaux stay under :data:`SOLVE_BYTES`, so tens of thousands of points fit.
 Weights are computed without autograd (``torch.no_grad``) in float64 and returned in ``x``'s dtype.
@@ -49,6 +70,10 @@ from .knn import BACKENDS, knn
 
 SOLVERS = ("exact", "approx")
 EDGE_RULES = ("max", "reference")
+#: NNK leave-one-out conventions (module docstring): geomlat's own and the authors' DeepNNK code.
+CONVENTIONS = ("default", "deepnnk")
+#: Default kernel of each convention.
+DEFAULT_KERNELS = {"default": "cosine", "deepnnk": "cosine_shifted"}
 
 #: Bytes of the three (block, k+1, k+1) float64 arrays of a solve block (kernel matrices, two tableau buffers).
 # 24 MiB is about 1,100 nodes at k = 30: large enough that the fixed cost of a pivoting iteration (about 20 small
@@ -69,14 +94,20 @@ class NNKResult:
         neighbors: (N, k) long, the k-NN candidates of each node (nearest first).
         weights: (N, k) NNK weights theta (0 where pruned), dtype of the input.
         residual: (N,) ``e_i``, float64.
-        kernel: the name of the kernel used; ``sigma``: its bandwidth (None for kernels without one, e.g. cosine).
+        kernel: the name of the kernel used; ``sigma``: its bandwidth (None for kernels without one, e.g. cosine;
+            an (N,) float64 tensor of per-query bandwidths with ``convention="deepnnk"`` and the RBF kernel).
+        valid: (N, k) bool, the candidates kept (``convention="deepnnk"`` drops exact duplicates of the query);
+            None: all of them.
+        convention: ``"default"`` or ``"deepnnk"`` (module docstring).
     """
 
     neighbors: Tensor
     weights: Tensor
     residual: Tensor
     kernel: str
-    sigma: float | None = None
+    sigma: float | Tensor | None = None
+    valid: Tensor | None = None
+    convention: str = "default"
 
     @property
     def mask(self) -> Tensor:
@@ -382,11 +413,47 @@ def _check_tol(tol: float) -> None:
         )
 
 
+def check_convention(convention: str) -> str:
+    """``convention`` if it is one of :data:`CONVENTIONS`, else ``ValueError`` naming them."""
+    check_choice(convention, "convention", CONVENTIONS)
+    return convention
+
+
+def deepnnk_candidates(flat: Tensor, neighbors: Tensor) -> Tensor:
+    """(N, k) bool: the candidates the authors' DeepNNK code keeps, those not at distance 0 from their query
+    (exact float64 comparison of the feature vectors). A query whose candidates are all at distance 0 keeps
+    them all (as their code does when nothing is left).
+
+    Args: flat (N, d) features; neighbors (N, k) candidate indices."""
+    valid = torch.stack([(flat[neighbors[:, j]] != flat).any(1) for j in range(neighbors.shape[1])], 1)
+    return valid | ~valid.any(1, keepdim=True)
+
+
+def deepnnk_sigma(flat: Tensor, neighbors: Tensor, valid: Tensor) -> Tensor:
+    """(N,) float64 per-query bandwidth of the authors' gaussian kernel: the distance from each query to its
+    farthest kept candidate (their k-th after the duplicates are dropped) / 3; 1 where it is 0 (all
+    candidates are duplicates: every kernel value is then 1 whatever the bandwidth; their code divides 0 by 0)."""
+    x = flat.double()
+    dist = torch.stack([(x[neighbors[:, j]] - x).norm(dim=1) for j in range(neighbors.shape[1])], 1)
+    far = torch.where(valid, dist, torch.zeros_like(dist)).amax(1) / 3
+    return torch.where(far > 0, far, torch.ones_like(far))
+
+
+def _drop_invalid_(G: Tensor, valid: Tensor) -> Tensor:
+    """Zero the rows/columns of the dropped candidates in an augmented matrix (c, k+1, k+1) and put 1 on their
+    diagonal: their ``b_j`` is 0 and they never enter the support (theta_j = 0)."""
+    k = valid.shape[1]
+    keep = torch.cat([valid, valid.new_ones(valid.shape[0], 1)], 1).to(G.dtype)
+    G.mul_(keep[:, :, None] * keep[:, None, :])
+    G[:, :k, :k].diagonal(dim1=1, dim2=2).add_(1.0 - keep[:, :k])
+    return G
+
+
 @full_precision  # half features are upcast by check_features; no bf16 products under autocast
 def nnk_weights(
     x: Tensor,
     k: int,
-    kernel: str = "cosine",
+    kernel: str | None = None,
     sigma: float | None = None,
     tol: float = 1e-10,
     solver: str = "exact",
@@ -395,6 +462,7 @@ def nnk_weights(
     approx_steps: int = 100,
     node_chunk: int | None = None,
     neighbors: Tensor | None = None,
+    convention: str = "default",
 ) -> NNKResult:
     """Directed NNK weights of every node (before any symmetrization).
 
@@ -404,19 +472,28 @@ def nnk_weights(
         kernel: ``"cosine"`` (<u_i, u_j> of unit vectors; PSD for any sign), ``"cosine_shifted"``
             (0.5 + 0.5 cos, the authors' NNK code), ``"rbf"`` ``exp(-|x_i - x_j|^2 / (2 sigma^2))``, or any
             kernel registered with :func:`geomlat.kernels.register_kernel` (it must be positive semi-definite).
+            None: the convention's default (:data:`DEFAULT_KERNELS`: ``"cosine"``, or ``"cosine_shifted"``
+            for ``"deepnnk"``).
         sigma: bandwidth of a kernel that has one; None: the kernel's rule (RBF: mean distance to the k-th
-            neighbor / 3, :func:`rbf_sigma`).
+            neighbor / 3, :func:`rbf_sigma`; with ``convention="deepnnk"`` one bandwidth per query,
+            :func:`deepnnk_sigma`, handed to the kernel's ``from_gram_`` as a (c, 1, 1) tensor).
         tol: weights below ``tol`` become 0; must be in [0, 1).
         solver: ``"exact"`` or ``"approx"`` (see module docstring).
         knn_backend, chunk_size: passed to :func:`geomlat.knn` with the kernel's ``knn_metric`` (cosine for
-            the cosine kernels, euclidean for RBF).
+            the cosine kernels, euclidean for RBF; always euclidean with ``convention="deepnnk"``).
         approx_steps: projected-gradient iterations of the approximate solver.
         node_chunk: nodes per solve block (default: blocks of about :data:`SOLVE_BYTES`).
         neighbors: optional precomputed (N, k) candidate indices (self excluded).
+        convention: ``"default"`` or ``"deepnnk"`` (the authors' LOO code: L2 candidates without the exact
+            duplicates of the query, shifted cosine; module docstring). The weights are geomlat's exact
+            solution either way, not the authors' pruning heuristic.
 
     Returns:
-        :class:`NNKResult`.
+        :class:`NNKResult` (with ``convention="deepnnk"``, ``neighbors`` are the authors' candidates and
+        ``valid`` says which were kept).
     """
+    check_convention(convention)
+    kernel = DEFAULT_KERNELS[convention] if kernel is None else kernel
     kern = get_kernel(kernel)
     check_choice(solver, "solver", SOLVERS)
     check_choice(knn_backend, "knn_backend", BACKENDS)
@@ -426,37 +503,53 @@ def nnk_weights(
     check_k(k, n)
     if sigma is not None and not sigma > 0:
         raise ValueError(f"sigma must be > 0, got {sigma}")
+    deep = convention == "deepnnk"
     with torch.no_grad():
         if neighbors is None:
-            neighbors = knn(flat, k, metric=kern.knn_metric, backend=knn_backend, chunk_size=chunk_size)
+            metric = "euclidean" if deep else kern.knn_metric
+            neighbors = knn(flat, k, metric=metric, backend=knn_backend, chunk_size=chunk_size)
         elif neighbors.shape != (n, k):
             raise ValueError(f"neighbors must have shape ({n}, {k}), got {tuple(neighbors.shape)}")
+        valid = deepnnk_candidates(flat, neighbors) if deep else None
         prepared = kern.prepare(flat)
         if kern.uses_sigma and sigma is None:
-            sigma = rbf_sigma(prepared, neighbors, kern)
-        points = prepared.double()
-        step = node_chunk or solve_block_size(n, k)
-        weights = torch.empty(n, k, dtype=torch.float64, device=flat.device)
-        residual = torch.empty(n, dtype=torch.float64, device=flat.device)
-        buffers = points.new_empty(3, step, k + 1, k + 1)  # kernel matrices, 2 for the tableau: reused by every block
-        for start in range(0, n, step):
-            centres = torch.arange(start, min(n, start + step), device=flat.device)
-            c = centres.shape[0]
-            G = augmented_kernel(points, centres, neighbors[centres], kern, sigma, out=buffers[0, :c])
-            K, b = G[:, :k, :k], -G[:, :k, k]
-            if solver == "exact":
-                theta, y, _ = _solve_augmented(G, 1e-10, 5 * k + 10, work=buffers[1:, :c])
-            else:
-                theta = solve_nnk_approx(K, b, approx_steps)
-                y = None
-            small = (theta > 0) & (theta < tol)
-            if y is None or bool(small.any()):
-                theta = torch.where(small, torch.zeros_like(theta), theta)
-                y = torch.einsum("cij,cj->ci", K, theta) - b
-            # e_i = K_ii - 2 theta^T b + theta^T K theta = K_ii - theta^T b + theta^T y, with y = K theta - b
-            residual[centres] = (G[:, k, k] - (theta * (b - y)).sum(1)).clamp_min(0.0)
-            weights[centres] = theta
-    return NNKResult(neighbors, weights.to(flat.dtype), residual, kernel, sigma if kern.uses_sigma else None)
+            sigma = deepnnk_sigma(flat, neighbors, valid) if deep else rbf_sigma(prepared, neighbors, kern)
+        weights, residual = _solve_nodes(prepared.double(), neighbors, kern, sigma, tol, solver, approx_steps,
+                                         node_chunk, valid)
+    return NNKResult(neighbors, weights.to(flat.dtype), residual, kernel, sigma if kern.uses_sigma else None,
+                     valid, convention)
+
+
+def _solve_nodes(points: Tensor, neighbors: Tensor, kern: Kernel, sigma, tol: float, solver: str, approx_steps: int,
+                 node_chunk: int | None, valid: Tensor | None) -> tuple[Tensor, Tensor]:
+    """NNK weights (N, k) and residuals (N,) float64 of every node, block by block (:func:`nnk_weights`).
+    ``sigma``: a float, or an (N,) tensor of per-node bandwidths; ``valid``: (N, k) kept candidates or None."""
+    n, k = neighbors.shape
+    step = node_chunk or solve_block_size(n, k)
+    weights = torch.empty(n, k, dtype=torch.float64, device=points.device)
+    residual = torch.empty(n, dtype=torch.float64, device=points.device)
+    buffers = points.new_empty(3, step, k + 1, k + 1)  # kernel matrices, 2 for the tableau: reused by every block
+    for start in range(0, n, step):
+        centres = torch.arange(start, min(n, start + step), device=points.device)
+        c = centres.shape[0]
+        s = sigma[centres].to(points)[:, None, None] if isinstance(sigma, Tensor) else sigma
+        G = augmented_kernel(points, centres, neighbors[centres], kern, s, out=buffers[0, :c])
+        if valid is not None:
+            _drop_invalid_(G, valid[centres])
+        K, b = G[:, :k, :k], -G[:, :k, k]
+        if solver == "exact":
+            theta, y, _ = _solve_augmented(G, 1e-10, 5 * k + 10, work=buffers[1:, :c])
+        else:
+            theta = solve_nnk_approx(K, b, approx_steps)
+            y = None
+        small = (theta > 0) & (theta < tol)
+        if y is None or bool(small.any()):
+            theta = torch.where(small, torch.zeros_like(theta), theta)
+            y = torch.einsum("cij,cj->ci", K, theta) - b
+        # e_i = K_ii - 2 theta^T b + theta^T K theta = K_ii - theta^T b + theta^T y, with y = K theta - b
+        residual[centres] = (G[:, k, k] - (theta * (b - y)).sum(1)).clamp_min(0.0)
+        weights[centres] = theta
+    return weights, residual
 
 
 def _symmetrize(result: NNKResult, n: int, edge_rule: str) -> Data:
@@ -540,10 +633,11 @@ def nnk_interpolation(x: Tensor, labels: Tensor, k: int, result: NNKResult | Non
 
     ``y_hat_i = sum_j theta_ij y_j / sum_j theta_ij`` over i's own NNK neighbours (i is never its own
     candidate, so this is leave-one-out). A node whose weights are all 0 takes the label of its nearest
-    neighbour.
+    (kept) candidate.
 
     Args:
-        x: (N, ...) features; labels: (N,) integer classes; ``nnk_options``: see :func:`nnk_weights`.
+        x: (N, ...) features; labels: (N,) integer classes; ``nnk_options``: see :func:`nnk_weights`
+            (``convention="deepnnk"``: the authors' LOO conventions, module docstring).
         result: the NNK solution of ``x`` already computed with these options (``nnk_weights(x, k, ...)``,
             e.g. ``ManifoldGraphMetrics(...).fit(x).nnk_``): reused instead of solving again.
 
@@ -558,33 +652,43 @@ def nnk_interpolation(x: Tensor, labels: Tensor, k: int, result: NNKResult | Non
     elif tuple(result.neighbors.shape) != (flat.shape[0], k):
         raise ValueError(f"result must be the NNK solution of x with k = {k}: neighbors of shape "
                          f"({flat.shape[0]}, {k}), got {tuple(result.neighbors.shape)}")
-    pred = nnk_loo_predictions(result, y)
+    pred = nnk_loo_predictions(result, y, convention=nnk_options.get("convention"))
     error = float((pred.argmax(1) != y).double().mean())
     return pred.to(flat.dtype), error
 
 
-def nnk_loo_predictions(result: NNKResult, labels: Tensor, num_classes: int | None = None) -> Tensor:
+def nnk_loo_predictions(result: NNKResult, labels: Tensor, num_classes: int | None = None,
+                        convention: str | None = None) -> Tensor:
     """Leave-one-out soft labels of a directed NNK solution (the interpolation of :func:`nnk_interpolation`).
 
-    ``y_hat_i = sum_j theta_ij onehot(y_j) / sum_j theta_ij`` over i's candidates; a node whose weights are
-    all 0 takes the label of its nearest candidate.
+    ``y_hat_i = sum_j theta_ij onehot(y_j) / sum_j theta_ij`` over i's candidates (the authors'
+    ``majority_vote_classifier``: weights normalized to sum 1, prediction = argmax); a node whose weights are
+    all 0 takes the label of its nearest kept candidate (the authors' code divides 0 by 0 there).
 
     Args:
         result: :class:`NNKResult` with neighbors and weights (N, k); its neighbours index ``labels``.
         labels: (M,) integer classes of the points the neighbours index (M = N for a graph of the points
             themselves).
         num_classes: number of columns (default ``labels.max() + 1``).
+        convention: None (the result's), or the convention the result must have been computed with
+            (``ValueError`` otherwise): the interpolation itself is the same for both.
 
     Returns:
         (N, num_classes) float64 soft labels, rows summing to 1.
     """
+    if convention is not None and check_convention(convention) != result.convention:
+        raise ValueError(f"result was computed with convention={result.convention!r}, not {convention!r}: "
+                         f"recompute it with nnk_weights(..., convention={convention!r})")
     y = labels.long().to(result.neighbors.device)
     num_classes = int(y.max()) + 1 if num_classes is None else num_classes
     k = result.neighbors.shape[1]
     onehot = F.one_hot(y, num_classes).double()
     w = result.weights.double()
     empty = w.sum(1) <= 0
-    nearest = F.one_hot(torch.zeros(w.shape[0], dtype=torch.long, device=w.device), k).double()
+    first = torch.zeros(w.shape[0], dtype=torch.long, device=w.device)
+    if result.valid is not None:  # nearest kept candidate (the valid mask has at least one True per row)
+        first = result.valid.to(torch.uint8).argmax(1)
+    nearest = F.one_hot(first, k).double()
     w = torch.where(empty[:, None], nearest, w)  # nearest neighbour
     return torch.einsum("nk,nkc->nc", w, onehot[result.neighbors]) / w.sum(1, keepdim=True)
 

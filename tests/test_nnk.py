@@ -268,3 +268,145 @@ def test_interpolation_matches_numpy_and_separated_clusters():
     pts = centres[labels] + 0.3 * torch.rand(60, 3)
     errors = nnk_layer_errors({"a": pts, "noise": torch.rand(60, 3)}, labels, 5)
     assert errors["a"] == 0.0 and errors["noise"] > 0.1
+
+
+# ------------------------------------------------------------------ the authors' LOO conventions (DeepNNK code)
+def np_deepnnk_loo(x: np.ndarray, labels: np.ndarray, k: int, kernel: str = "cosine_shifted"):
+    """NumPy rewrite of ``nnk_loo`` of STAC-USC/CW-DeepNNK_Early_Stopping (utils/graph_utils.py), with exact
+    distances instead of faiss and scipy's NNLS instead of their pruning solver.
+
+    Returns ``(W (N, N) normalized weights, predictions (N,), error)``."""
+    n = len(x)
+    d2 = ((x[:, None, :] - x[None, :, :]) ** 2).sum(-1)
+    num_classes = labels.max() + 1
+    W = np.zeros((n, n))
+    pred = np.zeros(n, dtype=int)
+    for i in range(n):
+        order = sorted(range(n), key=lambda j: (d2[i, j], j != i))[: k + 1]  # k + 1 nearest, self first
+        I, D = np.array(order[1:]), d2[i, order[1:]]  # "Remove self"
+        keep = np.nonzero(D)[0]
+        if len(keep) > 0:
+            I = I[keep]
+        pts = np.concatenate([x[i : i + 1], x[I]], 0)
+        if kernel == "cosine_shifted":
+            u = pts / np.linalg.norm(pts, axis=1)[:, None]
+            G = 0.5 + u @ u.T / 2.0
+        else:
+            Dm = np.sqrt(((pts[:, None] - pts[None]) ** 2).sum(-1))
+            sigma = Dm[0, -1] / 3
+            G = np.exp(-(Dm**2) / (2 * sigma**2))
+        t = np_nnls_psd(G[1:, 1:], G[1:, 0])
+        t[t < 1e-10] = 0
+        W[i, I] = t / t.sum()
+        pred[i] = np.argmax(W[i] @ np.eye(num_classes)[labels])
+    return W, pred, float(np.mean(pred != labels))
+
+
+def np_nnls_psd(K: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """argmin_{t>=0} 1/2 t'Kt - b't for a PSD (possibly singular: duplicate candidates) K with b in its range:
+    K = A^T A with A = Lambda^1/2 V^T on the positive eigenvalues, then min |A t - Lambda^-1/2 V^T b|^2 (NNLS)."""
+    lam, V = np.linalg.eigh(K)
+    pos = lam > 1e-12 * lam.max()
+    A = np.sqrt(lam[pos])[:, None] * V[:, pos].T
+    return so.nnls(A, (V[:, pos].T @ b) / np.sqrt(lam[pos]))[0]
+
+
+TWINS = {5: 3, 7: 3, 11: 10}
+
+
+def with_duplicates(n=60, d=12, seed=0):
+    """(n, d) points with a triplicate (3 = 5 = 7) and a pair (10 = 11); labels in 3 classes, twins alike."""
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, d))
+    y = rng.integers(0, 3, n)
+    for a, b in TWINS.items():
+        x[a], y[a] = x[b], y[b]
+    return x, y
+
+
+def merge_twins(w: np.ndarray) -> np.ndarray:
+    """Columns of duplicate points summed into one (their split of a weight is not unique)."""
+    w = w.copy()
+    for a, b in TWINS.items():
+        w[:, b] += w[:, a]
+        w[:, a] = 0
+    return w
+
+
+def dense_result(result, n):
+    w = np.zeros((n, n))
+    rows = np.repeat(np.arange(n), result.neighbors.shape[1])
+    np.add.at(w, (rows, result.neighbors.reshape(-1).numpy()), result.weights.reshape(-1).double().numpy())
+    return w
+
+
+@pytest.mark.parametrize("kernel", ["cosine_shifted", "rbf"])
+def test_deepnnk_convention_matches_numpy_rewrite_of_the_authors_code(kernel):
+    x, y = with_duplicates()
+    k = 8
+    W, pred, error = np_deepnnk_loo(x, y, k, kernel)
+    opts = {"kernel": kernel} if kernel == "rbf" else {}  # cosine_shifted is the convention's default
+    res = nnk_weights(torch.from_numpy(x), k, convention="deepnnk", **opts)
+    assert res.kernel == kernel and res.convention == "deepnnk"
+    w = dense_result(res, len(x))
+    np.testing.assert_allclose(merge_twins(w / w.sum(1, keepdims=True)), merge_twins(W), atol=1e-7)
+    soft, err = nnk_interpolation(torch.from_numpy(x), torch.from_numpy(y), k, convention="deepnnk", **opts)
+    np.testing.assert_array_equal(soft.argmax(1).numpy(), pred)
+    assert err == pytest.approx(error)
+    assert nnk_layer_errors({"a": torch.from_numpy(x)}, torch.from_numpy(y), k, convention="deepnnk", **opts)["a"] == pytest.approx(error)
+    # candidates: the k nearest by L2 (not by cosine), self excluded
+    d2 = ((x[:, None] - x[None]) ** 2).sum(-1)
+    np.fill_diagonal(d2, np.inf)
+    np.testing.assert_allclose(np.sort(d2, 1)[:, :k], np.take_along_axis(d2, res.neighbors.numpy(), 1))
+
+
+def test_deepnnk_drops_exact_duplicates_where_the_default_copies_the_twin():
+    x, y = with_duplicates()
+    y[3], y[5], y[7], y[10], y[11] = 0, 1, 1, 1, 2
+    xt = torch.from_numpy(x)
+    k = 8
+    deep = nnk_weights(xt, k, convention="deepnnk")
+    default = nnk_weights(xt, k, kernel="cosine_shifted")
+    assert default.valid is None and default.convention == "default"
+    for i, twins in ((3, {5, 7}), (5, {3, 7}), (7, {3, 5}), (10, {11}), (11, {10})):
+        nb = deep.neighbors[i].tolist()
+        for j, t in enumerate(nb):
+            assert bool(deep.valid[i, j]) == (t not in twins)
+            if t in twins:
+                assert float(deep.weights[i, j]) == 0.0
+        # default: the twin reconstructs the query exactly and takes all the weight
+        w = dense_result(default, len(x))[i]
+        assert w[list(twins)].sum() == pytest.approx(w.sum())
+    assert int(deep.valid.sum()) == len(x) * k - 8  # 3 x 2 twins in the triplicate, 2 x 1 in the pair
+    pred_default = nnk_interpolation(xt, torch.from_numpy(y), k, kernel="cosine_shifted")[0].argmax(1)
+    assert int(pred_default[11]) == y[10] and int(pred_default[10]) == y[11]  # the twin's label, copied
+
+
+def test_deepnnk_zero_vectors_and_more_candidates_than_dimensions():
+    """Where the authors' code gives NaN (zero vectors) or fails (Cholesky with k > d + 1): defined results,
+    at the NNK optimum (KKT conditions checked on the candidates that were kept)."""
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(40, 2))
+    x[0] = 0.0
+    y = torch.from_numpy(rng.integers(0, 2, 40))
+    k = 10
+    res = nnk_weights(torch.from_numpy(x), k, convention="deepnnk")
+    soft, err = nnk_interpolation(torch.from_numpy(x), y, k, convention="deepnnk")
+    assert torch.isfinite(soft).all() and 0 <= err <= 1
+    u = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+    G = 0.5 + 0.5 * u @ u.T
+    for i in range(len(x)):
+        S = res.neighbors[i].numpy()
+        t = res.weights[i].double().numpy()
+        grad = G[S, i] - G[np.ix_(S, S)] @ t
+        assert (t >= 0).all() and (grad <= 1e-8).all() and np.abs(grad[t > 0]).max(initial=0) <= 1e-8
+
+
+def test_convention_checks():
+    x = torch.randn(20, 4, dtype=torch.float64)
+    with pytest.raises(ValueError, match="convention"):
+        nnk_weights(x, 3, convention="faiss")
+    res = nnk_weights(x, 3)
+    assert res.kernel == "cosine" and res.valid is None
+    with pytest.raises(ValueError, match="convention='default'"):
+        nnk_module.nnk_loo_predictions(res, torch.arange(20) % 2, convention="deepnnk")

@@ -16,9 +16,19 @@ channels are stacked as C * N points of dimension S whose k-NN candidates (one :
 per channel) stay inside their own channel, so the batched solver sees C * N independent nodes. For the RBF
 kernel each channel gets its own bandwidth (the rule of :func:`geomlat.nnk.rbf_sigma` on that channel, as
 a per-channel call would), applied by scaling the channel's points by 1 / sigma_c.
+
+``convention="deepnnk"`` reproduces the authors' CW-DeepNNK code (``CW-DeepNNK_Early_Stopping``, ``main.py``
+and ``utils/graph_utils.py::nnk_loo``; see :mod:`geomlat.nnk`): each channel's (pooled) map flattened, its k
+nearest samples by L2 distance (the authors use k = 25) without the exact duplicates of the query, the shifted
+cosine kernel (per-query bandwidth for RBF), weights normalized to sum 1, argmax; no aggregate over channels.
+The weights are geomlat's exact NNK solution, not the authors' pruning heuristic.
+
+A constant channel (every sample the same map, e.g. an all-zero channel after a ReLU) has no geometry: its
+error only reflects how ties are broken, and a ``RuntimeWarning`` names it.
 """
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import torch
@@ -28,7 +38,7 @@ from torch_geometric.data import Data
 from .._checks import check_choice, check_features, check_k, check_labels
 from ..knn import BACKENDS, knn
 from ..kernels import get_kernel
-from ..nnk import NNKResult, nnk_loo_predictions, nnk_symmetrize, nnk_weights, rbf_sigma
+from ..nnk import DEFAULT_KERNELS, NNKResult, check_convention, nnk_loo_predictions, nnk_symmetrize, nnk_weights, rbf_sigma
 
 #: Default number of stacked nodes (channels x samples) per solver call of :func:`channelwise_loo_errors`.
 MAX_NODES = 200_000
@@ -57,7 +67,10 @@ class ChannelNNK:
             samples, nearest first).
         weights: (C, N, k) NNK weights (0 where pruned), dtype of the input.
         residual: (C, N) float64 NNK residuals.
-        kernel: the kernel; ``sigma``: (C,) float64 RBF bandwidths (None for the cosine kernels).
+        kernel: the kernel; ``sigma``: (C,) float64 RBF bandwidths ((C, N) per query with ``"deepnnk"``; None for
+            the cosine kernels).
+        valid: (C, N, k) bool kept candidates (``"deepnnk"`` drops exact duplicates) or None (all).
+        convention: ``"default"`` or ``"deepnnk"``.
     """
 
     neighbors: Tensor
@@ -65,6 +78,8 @@ class ChannelNNK:
     residual: Tensor
     kernel: str
     sigma: Tensor | None = None
+    valid: Tensor | None = None
+    convention: str = "default"
 
     @property
     def mask(self) -> Tensor:
@@ -77,8 +92,9 @@ class ChannelNNK:
 
     def channel(self, c: int) -> NNKResult:
         """The :class:`geomlat.nnk.NNKResult` of channel c ((N, k) neighbours and weights)."""
-        sigma = None if self.sigma is None else float(self.sigma[c])
-        return NNKResult(self.neighbors[c], self.weights[c], self.residual[c], self.kernel, sigma)
+        sigma = None if self.sigma is None else self.sigma[c] if self.sigma.dim() == 2 else float(self.sigma[c])
+        valid = None if self.valid is None else self.valid[c]
+        return NNKResult(self.neighbors[c], self.weights[c], self.residual[c], self.kernel, sigma, valid, self.convention)
 
     def graph(self, c: int, edge_rule: str = "max") -> Data:
         """Symmetric NNK graph of channel c, as :func:`geomlat.nnk.nnk_graph` returns it for that channel alone:
@@ -92,40 +108,58 @@ def _stacked(result: ChannelNNK) -> NNKResult:
     """The C graphs as one NNKResult over C * N nodes (channel c's node i is c * N + i)."""
     c, n, k = result.neighbors.shape
     offset = (torch.arange(c, device=result.neighbors.device) * n)[:, None, None]
+    valid = None if result.valid is None else result.valid.reshape(c * n, k)
     return NNKResult((result.neighbors + offset).reshape(c * n, k), result.weights.reshape(c * n, k),
-                     result.residual.reshape(c * n), result.kernel)
+                     result.residual.reshape(c * n), result.kernel, valid=valid, convention=result.convention)
+
+
+def _warn_constant(maps: Tensor, first: int = 0) -> None:
+    """RuntimeWarning naming the channels of ``maps`` (C, N, S) whose N samples all have the same map."""
+    const = (maps == maps[:, :1]).flatten(1).all(1)
+    if bool(const.any()):
+        names = (const.nonzero()[:, 0] + first).tolist()
+        warnings.warn(f"channels {names} are constant (every sample has the same map, e.g. all zero): they have no "
+                      "geometry and their NNK error only reflects how ties are broken", RuntimeWarning, stacklevel=3)
 
 
 def channelwise_nnk(
     x: Tensor,
     k: int,
-    kernel: str = "cosine",
+    kernel: str | None = None,
     sigma: float | None = None,
     tol: float = 1e-10,
     solver: str = "exact",
     knn_backend: str = "dense",
     chunk_size: int | None = None,
     approx_steps: int = 100,
+    node_chunk: int | None = None,
+    neighbors: Tensor | None = None,
+    convention: str = "default",
 ) -> ChannelNNK:
     """One NNK graph per channel of an activation, all solved in one batched call of the exact solver.
 
     Args:
         x: (N, C, ...) activation; channel c's feature vector of sample i is ``x[i, c].flatten()`` (S values).
-        k: k-NN candidates per sample and channel, ``1 <= k < N``.
-        kernel, sigma, tol, solver, approx_steps: as :func:`geomlat.nnk.nnk_weights` (``sigma=None`` with the
-            RBF kernel: each channel's own bandwidth, :func:`geomlat.nnk.rbf_sigma`).
+        k: k-NN candidates per sample and channel, ``1 <= k < N`` (the authors' CW-DeepNNK uses 25).
+        kernel, sigma, tol, solver, approx_steps, node_chunk, convention: as :func:`geomlat.nnk.nnk_weights`
+            (``kernel=None``: the convention's default; ``sigma=None`` with the RBF kernel: each channel's own
+            bandwidth, :func:`geomlat.nnk.rbf_sigma`, or with ``convention="deepnnk"`` each query's).
         knn_backend, chunk_size: the k-NN search of each channel (:func:`geomlat.knn`; ``"chunked"`` bounds
             its memory to one (chunk_size, chunk_size) tile).
+        neighbors: optional precomputed (C, N, k) candidate indices of every channel (self excluded).
 
     Returns:
         :class:`ChannelNNK` with (C, N, k) neighbours and weights, equal to C calls of
-        :func:`geomlat.nnk.nnk_weights` on ``x[:, c].reshape(N, -1)``.
+        :func:`geomlat.nnk.nnk_weights` on ``x[:, c].reshape(N, -1)``. Warns (RuntimeWarning) on constant channels.
 
     Memory: the C * N * S values in float64 (the kernel is computed in float64), C * N * k candidates and
     weights, and the solver's blocks (:data:`geomlat.nnk.SOLVE_BYTES`); the k-NN search runs one channel at a time.
     """
+    check_convention(convention)
+    kernel = DEFAULT_KERNELS[convention] if kernel is None else kernel
     kern = get_kernel(kernel)
-    if kern.uses_sigma and kernel != "rbf":
+    deep = convention == "deepnnk"
+    if kern.uses_sigma and kernel != "rbf" and not deep:
         raise ValueError(f"channelwise NNK supports the bandwidth of kernel='rbf' only (per-channel scaling), got {kernel!r}")
     check_choice(knn_backend, "knn_backend", BACKENDS)
     maps = channel_maps(x)
@@ -133,49 +167,67 @@ def channelwise_nnk(
     check_k(k, n)
     if sigma is not None and not sigma > 0:
         raise ValueError(f"sigma must be > 0, got {sigma}")
-    metric = kern.knn_metric
+    if neighbors is not None and tuple(neighbors.shape) != (c, n, k):
+        raise ValueError(f"neighbors must have shape ({c}, {n}, {k}) (channels, samples, k), got {tuple(neighbors.shape)}")
+    _warn_constant(maps)
+    metric = "euclidean" if deep else kern.knn_metric
     with torch.no_grad():
-        neighbors = torch.stack([knn(maps[i], k, metric=metric, backend=knn_backend, chunk_size=chunk_size) for i in range(c)])
-        sigmas = None
-        points = maps
-        if kernel == "rbf":  # exp(-|a - b|^2 / (2 sigma_c^2)) = exp(-|a / sigma_c - b / sigma_c|^2 / 2)
+        if neighbors is None:
+            neighbors = torch.stack([knn(maps[i], k, metric=metric, backend=knn_backend, chunk_size=chunk_size)
+                                     for i in range(c)])
+        neighbors = neighbors.to(maps.device)
+        sigmas, points, solve_sigma = None, maps, sigma
+        if kernel == "rbf" and not deep:  # exp(-|a - b|^2 / (2 sigma_c^2)) = exp(-|a / sigma_c - b / sigma_c|^2 / 2)
             sigmas = torch.tensor([sigma if sigma is not None else rbf_sigma(maps[i], neighbors[i]) for i in range(c)],
                                   dtype=torch.float64)
-            points = maps.double() / sigmas.to(maps.device)[:, None, None]
+            points, solve_sigma = maps.double() / sigmas.to(maps.device)[:, None, None], 1.0
         offset = (torch.arange(c, device=neighbors.device) * n)[:, None, None]
-        res = nnk_weights(points.reshape(c * n, s), k, kernel, 1.0 if kernel == "rbf" else None, tol, solver,
-                          approx_steps=approx_steps, neighbors=(neighbors + offset).reshape(c * n, k))
-    return ChannelNNK(neighbors, res.weights.view(c, n, k).to(x.dtype), res.residual.view(c, n), kernel, sigmas)
+        res = nnk_weights(points.reshape(c * n, s), k, kernel, solve_sigma, tol, solver, approx_steps=approx_steps,
+                          node_chunk=node_chunk, neighbors=(neighbors + offset).reshape(c * n, k), convention=convention)
+    if deep and isinstance(res.sigma, Tensor):
+        sigmas = res.sigma.view(c, n)
+    valid = None if res.valid is None else res.valid.view(c, n, k)
+    return ChannelNNK(neighbors, res.weights.view(c, n, k).to(x.dtype), res.residual.view(c, n), kernel, sigmas,
+                      valid, convention)
 
 
 def channelwise_loo_errors(
-    x: Tensor, labels: Tensor, k: int, max_nodes: int = MAX_NODES, **nnk_options
+    x: Tensor, labels: Tensor, k: int, max_nodes: int = MAX_NODES, neighbors: Tensor | None = None, **nnk_options
 ) -> Tensor:
     """Leave-one-out NNK label interpolation error of every channel (CW-DeepNNK, Bonet et al. 2021).
 
     For channel c, the error is that of :func:`geomlat.nnk.nnk_interpolation` on ``x[:, c].reshape(N, -1)``:
     each sample's label is predicted from its own NNK neighbours in that channel (weights theta, normalized),
     never from itself, and the error is the fraction of samples whose predicted class (argmax) is wrong.
+    ``convention="deepnnk"`` gives the authors' conventions (module docstring; the authors use k = 25), solved
+    by geomlat's exact solver instead of their pruning heuristic.
 
     Args:
         x: (N, C, ...) activation. labels: (N,) integer classes.
         k: k-NN candidates. max_nodes: channels are solved in groups of ``max(1, max_nodes // N)`` (bounds the
-            memory of the stacked weights to about max_nodes * k values). nnk_options: see :func:`channelwise_nnk`.
+            memory of the stacked weights to about max_nodes * k values). neighbors: optional (C, N, k)
+            candidates of every channel. nnk_options: see :func:`channelwise_nnk`.
 
     Returns:
-        (C,) float64 errors in [0, 1].
+        (C,) float64 errors in [0, 1]. Warns (RuntimeWarning) on constant channels, whose error is arbitrary.
     """
     maps = channel_maps(x)
     c, n, _ = maps.shape
     y = check_labels(labels, n).to(x.device)
     if max_nodes < 1:
         raise ValueError(f"max_nodes must be >= 1, got {max_nodes}")
+    if neighbors is not None and tuple(neighbors.shape) != (c, n, k):
+        raise ValueError(f"neighbors must have shape ({c}, {n}, {k}) (channels, samples, k), got {tuple(neighbors.shape)}")
+    _warn_constant(maps)
     num_classes = int(y.max()) + 1
     group = max(1, max_nodes // n)
     errors = torch.empty(c, dtype=torch.float64)
     for start in range(0, c, group):
         stop = min(c, start + group)
-        res = channelwise_nnk(x[:, start:stop], k, **nnk_options)
+        nb = None if neighbors is None else neighbors[start:stop]
+        with warnings.catch_warnings():  # warned once above, with the channels' indices in x
+            warnings.filterwarnings("ignore", message="channels .* are constant")
+            res = channelwise_nnk(x[:, start:stop], k, neighbors=nb, **nnk_options)
         pred = nnk_loo_predictions(_stacked(res), y.repeat(stop - start), num_classes)
         wrong = (pred.argmax(1) != y.repeat(stop - start)).view(stop - start, n)
         errors[start:stop] = wrong.double().mean(1).cpu()

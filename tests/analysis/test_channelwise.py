@@ -174,3 +174,41 @@ def test_early_stopping_online_and_bad_input():
         ChannelwiseEarlyStopping(2, patience=1).update([0.1, float("nan")])
     with pytest.raises(ValueError, match="history"):
         channelwise_early_stopping(torch.zeros(0, 3), 2)
+
+
+# ------------------------------------------------------------------ the authors' conventions, neighbour options
+def test_channelwise_deepnnk_equals_a_loop_of_the_numpy_rewrite_of_the_authors_code():
+    from tests.test_nnk import np_deepnnk_loo
+
+    x, y = activation(n=60)
+    x[4] = x[7]  # a duplicated sample: its twin is dropped in every channel
+    y[4] = y[7]
+    errors = channelwise_loo_errors(x, y, 8, convention="deepnnk", max_nodes=130)
+    expected = [np_deepnnk_loo(x[:, c].reshape(60, -1).numpy(), y.numpy(), 8)[2] for c in range(4)]
+    assert errors.tolist() == pytest.approx(expected)
+    res = channelwise_nnk(x, 8, convention="deepnnk")
+    assert res.kernel == "cosine_shifted" and res.convention == "deepnnk" and res.valid.shape == (4, 60, 8)
+    assert not bool(res.valid[:, 4][res.neighbors[:, 4] == 7].any())
+    assert res.channel(2).convention == "deepnnk"
+
+
+def test_channelwise_functions_take_the_neighbour_options_of_nnk_weights():
+    x, y = activation(n=60)
+    from geomlat import knn
+
+    nb = torch.stack([knn(x[:, c].reshape(60, -1), 6, metric="euclidean") for c in range(4)])
+    a = channelwise_loo_errors(x, y, 6, neighbors=nb, kernel="cosine", max_nodes=130)
+    loop = [nnk_interpolation(x[:, c].reshape(60, -1), y, 6, neighbors=nb[c])[1] for c in range(4)]
+    assert a.tolist() == pytest.approx(loop)
+    assert a.tolist() == pytest.approx(channelwise_loo_errors(x, y, 6, neighbors=nb, node_chunk=7))
+    with pytest.raises(ValueError, match=r"neighbors must have shape \(4, 60, 6\)"):
+        channelwise_loo_errors(x, y, 6, neighbors=nb[:2])
+
+
+def test_constant_channel_warns():
+    x, y = activation(n=30)
+    x[:, 2] = 0.0
+    with pytest.warns(RuntimeWarning, match=r"channels \[2\] are constant"):
+        channelwise_loo_errors(x, y, 5)
+    with pytest.warns(RuntimeWarning, match=r"channels \[2\] are constant"):
+        channelwise_nnk(x, 5, convention="deepnnk")
