@@ -47,7 +47,7 @@ from .kernels import (  # noqa: F401  (re-exported: the numerics of the built-in
     row_scales,
     squared_distances,
 )
-from .sequences import REDUCTIONS, sample_vectors
+from .sequences import REDUCTIONS, empty_sequences, sample_vectors  # noqa: F401  (REDUCTIONS re-exported)
 
 if TYPE_CHECKING:  # torch_geometric is imported only where a Data object is built (its import costs seconds)
     from torch_geometric.data import Data
@@ -55,6 +55,17 @@ if TYPE_CHECKING:  # torch_geometric is imported only where a Data object is bui
 SYMMETRIZATIONS = ("max", "mutual")
 NORMALIZATIONS = (None, "sym")
 MASKS = (None, "inter", "intra")
+
+
+def feature_vectors(x: Tensor, attention_mask: Tensor | None = None, reduce: str | None = None, what: str = "x") -> Tensor:
+    """(B, d) vectors of ``x`` by :func:`geomlat.sequences.sample_vectors` (the one rule for token features and
+    padding), and a ``ValueError`` (deferred inside :func:`geomlat.checks.deferred_value_checks`) when a row of
+    ``attention_mask`` has no real token: such a sample has no representation."""
+    vectors = sample_vectors(x, attention_mask, reduce, what=what)
+    if attention_mask is not None:
+        value_check(~empty_sequences(attention_mask).any(),
+                    f"{what}: a row of attention_mask has no real token (all zeros): that sample has no representation")
+    return vectors
 
 
 def resolve_kernel(x: Tensor, kernel: str = "auto", *others: Tensor) -> str:
@@ -170,7 +181,7 @@ def latent_adjacency(
     check_choice(mask, "mask", MASKS)
     if isinstance(power, bool) or not isinstance(power, int) or power < 1:
         raise ValueError(f"power must be an integer >= 1, got {power!r}")
-    x = sample_vectors(x, attention_mask, reduce, what="latent_adjacency: x")
+    x = feature_vectors(x, attention_mask, reduce, what="latent_adjacency: x")
     flat, lo = check_features_min(x)
     b = flat.shape[0]
     check_k(k, b)
@@ -249,7 +260,7 @@ def latent_graph(
     """
     from torch_geometric.data import Data
 
-    x = sample_vectors(x, attention_mask, reduce, what="latent_graph: x")
+    x = feature_vectors(x, attention_mask, reduce, what="latent_graph: x")
     adj, edges = latent_adjacency(x, k, kernel, sigma, symmetrize, normalize, self_loops, mask, labels, power)
     edge_index = edges.nonzero().T
     data = Data(edge_index=edge_index, edge_weight=adj[edge_index[0], edge_index[1]], num_nodes=adj.shape[0])
