@@ -198,3 +198,19 @@ def test_latent_graph_does_not_import_torch_geometric():
             "assert 'torch_geometric.data' in sys.modules\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
+
+
+def test_padding_changes_no_streaming_or_manifold_metric():
+    from geomlat.analysis.manifold import ManifoldGraphMetrics, geometric_stability
+    from geomlat.analysis.streaming import streaming_nnk_metrics
+
+    x, mask = tokens(11, b=30)
+    xp, mp = pad(x, mask, 2, float("nan"), 12)
+    y = torch.arange(30) % 3
+    a = streaming_nnk_metrics({"a": x}, y, k=5, attention_mask=mask)["a"]
+    b = streaming_nnk_metrics({"a": xp}, y, k=5, attention_mask=mp)["a"]
+    assert a == b
+    fa = ManifoldGraphMetrics(k=5, kernel="rbf").fit(x, attention_mask=mask).nnk_
+    fb = ManifoldGraphMetrics(k=5, kernel="rbf").fit(xp, attention_mask=mp).nnk_
+    assert torch.equal(fa.neighbors, fb.neighbors) and torch.allclose(fa.weights, fb.weights)
+    assert geometric_stability(x, xp[:, :, :], k=5, attention_mask=None, reduce="first")["jaccard"] == 1.0
