@@ -27,12 +27,10 @@ and are re-exported here.
 """
 from __future__ import annotations
 
-import warnings
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
-from torch_geometric.data import Data
-from torch_geometric.utils import to_dense_adj
 
 from ._checks import check_choice, check_features, check_features_min, check_k, check_labels, full_precision, value_check
 from .kernels import (  # noqa: F401  (re-exported: the numerics of the built-in kernels live in geomlat.kernels)
@@ -49,17 +47,39 @@ from .kernels import (  # noqa: F401  (re-exported: the numerics of the built-in
     row_scales,
     squared_distances,
 )
+from .sequences import REDUCTIONS, empty_sequences, sample_vectors  # noqa: F401  (REDUCTIONS re-exported)
+
+if TYPE_CHECKING:  # torch_geometric is imported only where a Data object is built (its import costs seconds)
+    from torch_geometric.data import Data
 
 SYMMETRIZATIONS = ("max", "mutual")
 NORMALIZATIONS = (None, "sym")
 MASKS = (None, "inter", "intra")
 
 
-def resolve_kernel(x: Tensor, kernel: str = "auto") -> str:
-    """Return the concrete kernel name: ``"auto"`` is ``"cosine"`` for non-negative ``x``, else ``"rbf"``;
-    any other name must be registered (:func:`geomlat.kernels.register_kernel`)."""
+def feature_vectors(x: Tensor, attention_mask: Tensor | None = None, reduce: str | None = None, what: str = "x") -> Tensor:
+    """(B, d) vectors of ``x`` by :func:`geomlat.sequences.sample_vectors` (the one rule for token features and
+    padding), and a ``ValueError`` (deferred inside :func:`geomlat.checks.deferred_value_checks`) when a row of
+    ``attention_mask`` has no real token: such a sample has no representation."""
+    vectors = sample_vectors(x, attention_mask, reduce, what=what)
+    if attention_mask is not None:
+        value_check(~empty_sequences(attention_mask).any(),
+                    f"{what}: a row of attention_mask has no real token (all zeros): that sample has no representation")
+    return vectors
+
+
+def resolve_kernel(x: Tensor, kernel: str = "auto", *others: Tensor) -> str:
+    """Return the concrete kernel name: ``"auto"`` is ``"cosine"`` when ``x`` (and every tensor of ``others``)
+    is non-negative, else ``"rbf"``; any other name must be registered (:func:`geomlat.kernels.register_kernel`).
+
+    The default-kernel rule of geomlat (LGGs, the feature losses, NNK): ``"auto"``. Non-negative data
+    (post-ReLU CNN features: the authors' setting) get the cosine kernel; signed data (transformer hidden
+    states, pre-activations, embeddings), on which cosine weights would be negative, get the RBF kernel with
+    the estimated bandwidth (:func:`estimate_sigma`). Graphs that are compared (GKD's teacher and student,
+    one layer pair) pass both tensors, so both get the same kernel.
+    """
     if kernel == "auto":
-        return "cosine" if bool((x >= 0).all()) else "rbf"
+        return "cosine" if all(bool((t >= 0).all()) for t in (x, *others)) else "rbf"
     check_kernel(kernel)
     return kernel
 
@@ -149,8 +169,10 @@ def latent_adjacency(
     mask: str | None = None,
     labels: Tensor | None = None,
     power: int = 1,
+    reduce: str | None = None,
+    attention_mask: Tensor | None = None,
 ) -> tuple[Tensor, Tensor]:
-    """Dense form of :func:`latent_graph`: returns ``(adjacency (B, B), edges (B, B) bool)``.
+    """Dense form of :func:`latent_graph` (same arguments): returns ``(adjacency (B, B), edges (B, B) bool)``.
 
     ``edges`` is the structural edge set (an edge can carry weight 0, e.g. two orthogonal samples);
     ``adjacency`` is zero outside it. Losses that need the dense matrix (GKD) use this directly.
@@ -159,6 +181,7 @@ def latent_adjacency(
     check_choice(mask, "mask", MASKS)
     if isinstance(power, bool) or not isinstance(power, int) or power < 1:
         raise ValueError(f"power must be an integer >= 1, got {power!r}")
+    x = feature_vectors(x, attention_mask, reduce, what="latent_adjacency: x")
     flat, lo = check_features_min(x)
     b = flat.shape[0]
     check_k(k, b)
@@ -183,45 +206,6 @@ def latent_adjacency(
     return adj, edges
 
 
-#: ``reduce=`` options of :func:`latent_graph` for (B, T, ..., H) inputs (sequence / token dimensions).
-REDUCTIONS = (None, "mean", "first")
-_warned_sequence_flatten = False  # the flattening warning of latent_graph is given once per process
-
-
-def reduce_tokens(x: Tensor, reduce: str | None = None) -> Tensor:
-    """Reduce the token dimensions of a (B, T, ..., H) batch before it is flattened to (B, d).
-
-    Args:
-        x: (B, ...) representations.
-        reduce: ``None`` returns ``x`` unchanged (flattened later to (B, T * ... * H)); ``"mean"`` averages
-            over dimensions 1..-2 (token mean) -> (B, H); ``"first"`` keeps the first token ``x[:, 0]``
-            (a CLS token) -> (B, ..., H). Both need at least 3 dimensions.
-
-    ``reduce=None`` with a 3-D input warns once per process that the sequence dimension is flattened.
-    """
-    global _warned_sequence_flatten
-    check_choice(reduce, "reduce", REDUCTIONS)
-    if reduce is None:
-        if isinstance(x, Tensor) and x.dim() == 3 and not _warned_sequence_flatten:
-            _warned_sequence_flatten = True
-            b, t, h = x.shape
-            warnings.warn(
-                f"latent_graph: the 3-D input of shape {tuple(x.shape)} is flattened to ({b}, {t * h}), one vector "
-                "per sample. If dimension 1 is a sequence of tokens (B, T, H), pass reduce='mean' (token mean, "
-                "(B, H)) or reduce='first' (first / CLS token, (B, H)); if flattening is what you want (e.g. "
-                "Conv1d maps (B, C, L)), pass x.flatten(1) to silence this warning (given once per process)",
-                UserWarning,
-                stacklevel=3,
-            )
-        return x
-    if not isinstance(x, Tensor) or x.dim() < 3:
-        shape = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
-        raise ValueError(f"reduce={reduce!r} needs a (B, T, ..., H) tensor with a token dimension, got {shape}")
-    if reduce == "mean":
-        return x.mean(dim=tuple(range(1, x.dim() - 1)))
-    return x[:, 0]
-
-
 def latent_graph(
     x: Tensor,
     k: int | None = None,
@@ -234,14 +218,17 @@ def latent_graph(
     labels: Tensor | None = None,
     power: int = 1,
     reduce: str | None = None,
+    attention_mask: Tensor | None = None,
 ) -> Data:
     """Latent geometry graph of a batch of representations.
 
     Args:
         x: (B, ...) representations of one layer; flattened to (B, d) (all dimensions but the batch one,
-            e.g. (B, C, H, W) -> (B, C * H * W)). NaN/Inf are rejected.
+            e.g. (B, C, H, W) -> (B, C * H * W)), or (B, T, H) token features with ``attention_mask``.
+            NaN/Inf are rejected (in padding positions they never matter).
         k: neighbours kept per vertex, ``1 <= k < B``; ``None`` keeps the full graph.
-        kernel: ``"auto"`` (cosine if ``x >= 0`` everywhere, else RBF), ``"cosine"``, ``"rbf"``,
+        kernel: ``"auto"`` (cosine if ``x >= 0`` everywhere, else RBF: geomlat's default-kernel rule, see
+            :func:`resolve_kernel`), ``"cosine"``, ``"rbf"``,
             ``"cosine_shifted"`` (0.5 + 0.5 cos), or a kernel registered with
             :func:`geomlat.kernels.register_kernel`.
         sigma: RBF bandwidth. ``None``: mean distance to the k-th nearest neighbour / 3 (the authors'
@@ -253,10 +240,13 @@ def latent_graph(
             needs ``labels``. Applied before normalization.
         labels: (B,) integer classes; stored as ``data.y``.
         power: smoothed graph ``A^p`` (after normalization).
-        reduce: token dimensions of a (B, T, ..., H) input, before flattening (see :func:`reduce_tokens`):
-            ``None`` (default) flattens them with the features, (B, T, H) -> (B, T * H), and warns once per
-            process for a 3-D input; ``"mean"`` averages the tokens -> (B, H); ``"first"`` keeps ``x[:, 0]``
-            (CLS token).
+        reduce: how (B, T, ..., H) token features become one vector per sample
+            (:func:`geomlat.sequences.sample_vectors`, the rule shared by every function of geomlat):
+            ``"mean"`` (real tokens only with a mask; the default when ``attention_mask`` is given),
+            ``"first"`` (CLS), ``"last"`` (last real token), ``"flatten"`` ((B, T * H), refused with a mask)
+            or ``None``: with a mask, the mean; without, the flattening, with a warning for a 3-D input.
+        attention_mask: (B, T), 1 on real tokens and 0 on padding (Hugging Face's convention): padding never
+            enters the graph, whatever its values.
 
     Returns:
         ``Data(edge_index (2, E), edge_weight (E,), num_nodes=B[, y=labels])``, both directions of every
@@ -268,7 +258,9 @@ def latent_graph(
         >>> g.num_nodes, g.edge_index.shape[0]
         (8, 2)
     """
-    x = reduce_tokens(x, reduce)
+    from torch_geometric.data import Data
+
+    x = feature_vectors(x, attention_mask, reduce, what="latent_graph: x")
     adj, edges = latent_adjacency(x, k, kernel, sigma, symmetrize, normalize, self_loops, mask, labels, power)
     edge_index = edges.nonzero().T
     data = Data(edge_index=edge_index, edge_weight=adj[edge_index[0], edge_index[1]], num_nodes=adj.shape[0])
@@ -280,7 +272,11 @@ def latent_graph(
 def to_dense(g: Data) -> Tensor:
     """(B, B) dense adjacency of one LGG (differentiable w.r.t. ``edge_weight``)."""
     weight = getattr(g, "edge_weight", None)
-    return to_dense_adj(g.edge_index, edge_attr=weight, max_num_nodes=g.num_nodes)[0]
+    index = g.edge_index
+    if weight is None:
+        weight = torch.ones(index.shape[1], device=index.device)
+    dense = torch.zeros(g.num_nodes, g.num_nodes, dtype=weight.dtype, device=weight.device)
+    return dense.index_put((index[0], index[1]), weight, accumulate=True)  # duplicate edges add up, as to_dense_adj
 
 
 def from_dense(adj: Tensor) -> Data:
@@ -289,5 +285,7 @@ def from_dense(adj: Tensor) -> Data:
         raise ValueError(f"adjacency must be a square (B, B) tensor, got {getattr(adj, 'shape', type(adj))}")
     if not torch.isfinite(adj).all():
         raise ValueError("adjacency contains NaN or Inf")
+    from torch_geometric.data import Data
+
     edge_index = (adj != 0).nonzero().T
     return Data(edge_index=edge_index, edge_weight=adj[edge_index[0], edge_index[1]], num_nodes=adj.shape[0])

@@ -469,7 +469,8 @@ def nnk_weights(
     Args:
         x: (N, ...) points, flattened to (N, d).
         k: size of the initial k-NN set, ``1 <= k < N``.
-        kernel: ``"cosine"`` (<u_i, u_j> of unit vectors; PSD for any sign), ``"cosine_shifted"``
+        kernel: ``"auto"`` (geomlat's default-kernel rule, :func:`geomlat.graphs.resolve_kernel`: cosine for
+            non-negative data, RBF for signed data), ``"cosine"`` (<u_i, u_j> of unit vectors; PSD for any sign), ``"cosine_shifted"``
             (0.5 + 0.5 cos, the authors' NNK code), ``"rbf"`` ``exp(-|x_i - x_j|^2 / (2 sigma^2))``, or any
             kernel registered with :func:`geomlat.kernels.register_kernel` (it must be positive semi-definite).
             None: the convention's default (:data:`DEFAULT_KERNELS`: ``"cosine"``, or ``"cosine_shifted"``
@@ -494,11 +495,15 @@ def nnk_weights(
     """
     check_convention(convention)
     kernel = DEFAULT_KERNELS[convention] if kernel is None else kernel
-    kern = get_kernel(kernel)
     check_choice(solver, "solver", SOLVERS)
     check_choice(knn_backend, "knn_backend", BACKENDS)
     _check_tol(tol)
     flat = check_features(x)
+    if kernel == "auto":
+        from .graphs import resolve_kernel
+
+        kernel = resolve_kernel(flat, kernel)
+    kern = get_kernel(kernel)
     n = flat.shape[0]
     check_k(k, n)
     if sigma is not None and not sigma > 0:
@@ -693,8 +698,25 @@ def nnk_loo_predictions(result: NNKResult, labels: Tensor, num_classes: int | No
     return torch.einsum("nk,nkc->nc", w, onehot[result.neighbors]) / w.sum(1, keepdim=True)
 
 
-def nnk_layer_errors(features: dict[str, Tensor], labels: Tensor, k: int, **nnk_options) -> dict[str, float]:
-    """Leave-one-out NNK interpolation error of every layer ``{name: (N, ...) features}`` -> ``{name: error}``."""
+def nnk_layer_errors(features: dict[str, Tensor], labels: Tensor, k: int, *, kernel: str = "auto",
+                     attention_mask: Tensor | None = None, reduce: str | None = None, **nnk_options) -> dict[str, float]:
+    """Leave-one-out NNK interpolation error of every layer ``{name: (N, ...) features}`` -> ``{name: error}``.
+
+    Args:
+        features: ``{layer name: (N, ...) features}``, or (N, T, H) token features with ``attention_mask``;
+            an empty dict is a ``ValueError`` (as in :func:`geomlat.analysis.layer_label_variation`).
+        labels: (N,) integer classes; k: initial k-NN size.
+        kernel: ``"auto"`` (default, geomlat's rule: cosine for a non-negative layer, RBF for a signed one,
+            decided per layer) or any kernel of :func:`nnk_weights`.
+        attention_mask: (N, T), 1 on real tokens (Hugging Face's convention); reduce: how tokens become one
+            vector (:func:`geomlat.sequences.sample_vectors`: the mean of the real tokens by default with a
+            mask; a 3-D input without either is flattened with geomlat's warning). Padding never matters.
+        nnk_options: the other options of :func:`nnk_weights`.
+    """
+    from .graphs import feature_vectors
+
     if not features:
-        raise ValueError("features is empty: pass a dict {layer name: (N, ...) tensor}")
-    return {name: nnk_interpolation(feat, labels, k, **nnk_options)[1] for name, feat in features.items()}
+        raise ValueError("nnk_layer_errors: features is empty: pass a dict {layer name: (N, ...) tensor}")
+    return {name: nnk_interpolation(feature_vectors(feat, attention_mask, reduce, f"nnk_layer_errors: features[{name!r}]"),
+                                    labels, k, kernel=kernel, **nnk_options)[1]
+            for name, feat in features.items()}

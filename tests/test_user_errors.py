@@ -66,13 +66,7 @@ def same_graph(g1, g2):
     return torch.equal(g1.edge_index, g2.edge_index) and torch.allclose(g1.edge_weight, g2.edge_weight)
 
 
-@pytest.fixture
-def fresh_warning(monkeypatch):
-    """The flattening warning is given once per process: start each test as a fresh process would."""
-    monkeypatch.setattr(graphs, "_warned_sequence_flatten", False)
-
-
-def test_reduce_none_flattens_all_but_batch(fresh_warning):
+def test_reduce_none_flattens_all_but_batch():
     torch.manual_seed(1)
     x = torch.randn(10, 4, 6)
     with warnings.catch_warnings():
@@ -82,7 +76,7 @@ def test_reduce_none_flattens_all_but_batch(fresh_warning):
 
 
 @pytest.mark.parametrize("shape", [(10, 4, 6), (10, 3, 2, 5)])
-def test_reduce_mean_is_token_mean(shape, fresh_warning):
+def test_reduce_mean_is_token_mean(shape):
     torch.manual_seed(2)
     x = torch.randn(*shape, dtype=torch.float64)
     g = latent_graph(x, k=3, reduce="mean")
@@ -93,7 +87,7 @@ def test_reduce_mean_is_token_mean(shape, fresh_warning):
     assert not same_graph(g, latent_graph(x.flatten(1), k=3))
 
 
-def test_reduce_first_is_cls_token(fresh_warning):
+def test_reduce_first_is_cls_token():
     torch.manual_seed(3)
     x = torch.randn(10, 4, 6, dtype=torch.float64)
     g = latent_graph(x, k=3, reduce="first")
@@ -105,26 +99,22 @@ def test_reduce_first_is_cls_token(fresh_warning):
 
 
 def test_reduce_errors():
-    with pytest.raises(ValueError, match="unknown reduce 'max'"):
+    with pytest.raises(ValueError, match=r"reduce must be one of .*got 'max'"):
         latent_graph(torch.randn(6, 3, 4), reduce="max")
-    with pytest.raises(ValueError, match=r"reduce='mean' needs a \(B, T, ..., H\) tensor.*got \(6, 4\)"):
+    with pytest.raises(ValueError, match=r"reduce='mean' needs token features .*got shape \(6, 4\)"):
         latent_graph(torch.randn(6, 4), reduce="mean")
 
 
-def test_sequence_flatten_warns_once(fresh_warning):
+def test_sequence_flatten_warns():
     x = torch.randn(8, 5, 3)
-    with pytest.warns(UserWarning, match=r"3-D input of shape \(8, 5, 3\) is flattened to \(8, 15\).*reduce='mean'.*reduce='first'"):
+    with pytest.warns(UserWarning, match=r"latent_graph: x: the 3-D input of shape \(8, 5, 3\) is flattened to "
+                      r"\(8, 15\).*attention_mask=.*reduce='flatten'"):
         latent_graph(x, k=2)
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")  # a second warning would raise
-        latent_graph(x, k=2)
-        latent_graph(torch.randn(8, 2, 3), k=2)
     # no warning for the inputs whose flattening is not in question
-    graphs._warned_sequence_flatten = False  # restored by the fixture's monkeypatch
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         latent_graph(torch.randn(8, 6), k=2)
         latent_graph(torch.rand(8, 2, 3, 3), k=2)  # (B, C, H, W) maps
         latent_graph(x, k=2, reduce="mean")
+        latent_graph(x, k=2, reduce="flatten")
         latent_graph(x.flatten(1), k=2)
-    assert not graphs._warned_sequence_flatten

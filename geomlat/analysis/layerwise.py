@@ -8,28 +8,44 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .._checks import check_labels
-from ..graphs import latent_adjacency, latent_graph
+from ..graphs import feature_vectors, latent_adjacency, latent_graph
 from ..signals import label_variation
 from ._plot import save_pyplot_figure
 
 
 def layer_label_variation(
-    features: Mapping[str, Tensor], labels: Tensor, k: int | None = None, normalized: bool = True, kernel: str = "auto"
+    features: Mapping[str, Tensor], labels: Tensor, k: int | None = None, normalized: bool = True, kernel: str = "auto",
+    *, attention_mask: Tensor | None = None, reduce: str | None = None,
 ) -> dict[str, float]:
-    """``{layer: label variation of its LGG}`` (``normalized``: divided by the total edge weight)."""
-    return {
-        name: float(label_variation(latent_graph(x.detach().flatten(1), k=k, kernel=kernel), labels, normalized=normalized))
-        for name, x in features.items()
-    }
+    """``{layer: label variation of its LGG}`` (``normalized``: divided by the total edge weight).
+
+    Args:
+        features: ``{layer: (B, ...) features}``, or (B, T, H) token features with ``attention_mask``; an
+            empty dict is a ``ValueError`` (as in :func:`geomlat.nnk.nnk_layer_errors`).
+        labels: (B,) integer classes; k, kernel: the LGG (``"auto"``: geomlat's default-kernel rule).
+        attention_mask: (B, T), 1 on real tokens (Hugging Face's convention); reduce: how tokens become one
+            vector (:func:`geomlat.sequences.sample_vectors`: the mean of the real tokens by default with a
+            mask; a 3-D input without either is flattened with geomlat's warning). Padding never matters.
+    """
+    if not features:
+        raise ValueError("layer_label_variation: features is empty: pass a dict {layer name: (B, ...) tensor}")
+    out = {}
+    for name, x in features.items():
+        flat = feature_vectors(x.detach(), attention_mask, reduce, f"layer_label_variation: features[{name!r}]")
+        out[name] = float(label_variation(latent_graph(flat, k=k, kernel=kernel), labels, normalized=normalized))
+    return out
 
 
-def knn_decisions(x: Tensor, labels: Tensor, k: int, kernel: str = "auto", symmetrize: str = "max") -> Tensor:
-    """Leave-one-out k-NN decisions on a layer's LGG: ``argmax_c sum_j A_ij [y_j = c]`` -> (B,) labels.
+def knn_decisions(x: Tensor, labels: Tensor, k: int, kernel: str = "auto", symmetrize: str = "max", *,
+                  attention_mask: Tensor | None = None, reduce: str | None = None) -> Tensor:
+    """Leave-one-out k-NN decisions on a layer's LGG: ``argmax_c sum_j A_ij [y_j = c]`` -> (B,) labels
+    (``attention_mask``, ``reduce``: token features, as :func:`layer_label_variation`).
 
     The LGG has no self-loops, so a sample never votes for itself. Ties (and a vertex with zero total
     weight) go to the smallest class index.
     """
-    adj, _ = latent_adjacency(x.detach(), k=k, kernel=kernel, symmetrize=symmetrize)
+    adj, _ = latent_adjacency(x.detach(), k=k, kernel=kernel, symmetrize=symmetrize, reduce=reduce,
+                              attention_mask=attention_mask)
     y = check_labels(labels, adj.shape[0]).to(adj.device)
     votes = adj @ F.one_hot(y, int(y.max()) + 1).to(adj.dtype)
     return votes.argmax(dim=1)

@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .._checks import check_features
+from ..graphs import feature_vectors
 from ..kernels import get_kernel
 from ..nnk import NNKResult, kernel_blocks, nnk_weights, solve_nnk_exact
 
@@ -51,8 +52,10 @@ class ManifoldGraphMetrics:
         self.energy, self.n_directions = energy, n_directions
         self.knn_backend, self.chunk_size, self.node_chunk = knn_backend, chunk_size, node_chunk
 
-    def fit(self, x: Tensor) -> "ManifoldGraphMetrics":
-        flat = check_features(x).detach()
+    def fit(self, x: Tensor, *, attention_mask: Tensor | None = None, reduce: str | None = None) -> "ManifoldGraphMetrics":
+        """Metrics of the (N, ...) points ``x`` ((N, T, H) token features with ``attention_mask`` (N, T), 1 on real
+        tokens, and ``reduce``: :func:`geomlat.sequences.sample_vectors`, padding never matters)."""
+        flat = check_features(feature_vectors(x, attention_mask, reduce, "ManifoldGraphMetrics.fit: x")).detach()
         res = nnk_weights(flat, self.k, self.kernel, self.sigma, self.tol, self.solver, self.knn_backend, self.chunk_size)
         self.nnk_ = res
         points = get_kernel(self.kernel).prepare(flat.double())
@@ -107,8 +110,12 @@ def _polytope_stats_rows(points, unit, idx, nb, mask, energy, n_dir):
     return diameter, dim, pr, dirs
 
 
-def geometric_stability(features_a: Tensor, features_b: Tensor, k: int = 10, **nnk_options) -> dict:
+def geometric_stability(features_a: Tensor, features_b: Tensor, k: int = 10, *, attention_mask: Tensor | None = None,
+                        reduce: str | None = None, **nnk_options) -> dict:
     """Agreement of the NNK neighbourhoods of the same N points under two models / seeds (``papers/004``).
+
+    ``attention_mask`` (N, T) and ``reduce``: (N, T, H) token features of both models, as
+    :func:`geomlat.sequences.sample_vectors` (padding never matters).
 
     Returns:
         ``{"jaccard": mean over nodes of |N_a(i) ∩ N_b(i)| / |N_a(i) ∪ N_b(i)| (directed NNK neighbour
@@ -116,7 +123,8 @@ def geometric_stability(features_a: Tensor, features_b: Tensor, k: int = 10, **n
         correlation of the directed weights theta_ij over the union of both edge sets}``. 1 = same local
         geometry, even if the features themselves differ (different widths are fine).
     """
-    fa, fb = check_features(features_a, "features_a"), check_features(features_b, "features_b")
+    fa = check_features(feature_vectors(features_a, attention_mask, reduce, "geometric_stability: features_a"), "features_a")
+    fb = check_features(feature_vectors(features_b, attention_mask, reduce, "geometric_stability: features_b"), "features_b")
     if fa.shape[0] != fb.shape[0]:
         raise ValueError(f"features_a and features_b must describe the same points, got {fa.shape[0]} and {fb.shape[0]}")
     n = fa.shape[0]

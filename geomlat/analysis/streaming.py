@@ -32,6 +32,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 
 from .._checks import check_choice, check_labels
 from ..capture import LatentCapture
+from ..graphs import feature_vectors
 from ..kernels import get_kernel
 from ..nnk import nnk_loo_predictions, nnk_weights
 from .channelwise import MAX_NODES, channelwise_loo_errors
@@ -135,6 +136,9 @@ def streaming_nnk_metrics(
     knn_backend: str = "chunked",
     chunk_size: int | None = None,
     max_nodes: int = MAX_NODES,
+    *,
+    attention_mask: Tensor | None = None,
+    reduce: str | None = None,
     **nnk_options,
 ) -> dict[str, dict]:
     """NNK metrics of every layer over all N samples, candidates from the chunked exact k-NN (no N x N matrix).
@@ -148,6 +152,9 @@ def streaming_nnk_metrics(
             (``"chunked"``: one (chunk_size, chunk_size) tile at a time).
         max_nodes: channels per solver call for the channel-wise errors (see
             :func:`geomlat.analysis.channelwise_loo_errors`). nnk_options: ``sigma``, ``tol``, ``solver``.
+        attention_mask: (N, T), 1 on real tokens, for (N, T, H) token features; reduce: how tokens become one
+            vector (:func:`geomlat.sequences.sample_vectors`: with a mask the mean of the real tokens; a 3-D
+            layer without either is flattened with geomlat's warning). Padding never matters.
 
     Returns:
         ``{layer: {"loo_error": NNK leave-one-out interpolation error (as geomlat.nnk.nnk_interpolation),
@@ -162,6 +169,8 @@ def streaming_nnk_metrics(
     out: dict[str, dict] = {}
     for name, feat in features.items():
         x = feat.float() if feat.dtype == torch.float16 else feat
+        if attention_mask is not None or reduce is not None or x.dim() == 3:
+            x = feature_vectors(x, attention_mask, reduce, f"streaming_nnk_metrics: features[{name!r}]")
         y = check_labels(labels, x.shape[0]).to(x.device)
         res = nnk_weights(x, k, kernel=kernel, knn_backend=knn_backend, chunk_size=chunk_size, **nnk_options)
         pred = nnk_loo_predictions(res, y)

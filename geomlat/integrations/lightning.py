@@ -29,9 +29,11 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .._checks import check_labels
+from ..batch import attention_mask_of, batch_size, call_model, to_device
 from ..capture import LatentCapture, OutputKey, select_logits
 from ..distances import DISTANCES, graph_distance
-from ..graphs import latent_graph
+from ..graphs import feature_vectors, latent_graph
+from ..sequences import REDUCTIONS
 from ..nnk import nnk_interpolation
 from ..signals import label_variation
 
@@ -45,9 +47,12 @@ def layer_metrics(
     k: int | None = None,
     kernel: str = "auto",
     nnk_k: int = 10,
-    nnk_kernel: str = "cosine",
+    nnk_kernel: str = "auto",
     distance: str = "frobenius",
     prefix: str = "geom",
+    *,
+    attention_mask: Tensor | None = None,
+    reduce: str | None = None,
 ) -> dict[str, float]:
     """The metrics :class:`GeometryMonitor` logs, for features already captured.
 
@@ -58,6 +63,10 @@ def layer_metrics(
         k, kernel: LGG of each layer (:func:`geomlat.latent_graph`; ``k=None``: full graph).
         nnk_k, nnk_kernel: initial k-NN and kernel of the NNK solve (:func:`geomlat.nnk.nnk_interpolation`).
         distance: a registered graph distance (:data:`geomlat.DISTANCES`).
+        attention_mask: (B, T), 1 on real tokens (Hugging Face's convention), for (B, T, H) token features;
+            reduce: how tokens become one vector (:func:`geomlat.sequences.sample_vectors`: the mean of the
+            real tokens by default with a mask). Padding never enters a metric. ``kernel`` and ``nnk_kernel``
+            default to ``"auto"`` (geomlat's rule: cosine for non-negative features, RBF for signed ones).
 
     Returns ``{name: value}`` with, for each layer ``L``:
 
@@ -75,14 +84,16 @@ def layer_metrics(
     out: dict[str, float] = {}
     prev = None
     for name, f in feats.items():
-        f = f.detach().float()
+        f = feature_vectors(f.detach(), attention_mask, reduce, f"GeometryMonitor: layer {name!r}").float()
         labels = check_labels(y, f.shape[0]).to(f.device)
         out[f"{prefix}/label_variation/{name}"] = float(label_variation(latent_graph(f, k=k, kernel=kernel), labels, normalized=True))
         g = latent_graph(f, k=k, kernel=kernel, normalize="sym")
         if prev is not None:
             out[f"{prefix}/lgg_distance_prev/{name}"] = float(graph_distance(g, prev, distance))
         if teacher_feats is not None:
-            t = latent_graph(teacher_feats[name].detach().float().to(f.device), k=k, kernel=kernel, normalize="sym")
+            t_mask = None if attention_mask is None else attention_mask.to(teacher_feats[name].device)
+            t_vec = feature_vectors(teacher_feats[name].detach(), t_mask, reduce, f"GeometryMonitor: teacher layer {name!r}")
+            t = latent_graph(t_vec.float().to(f.device), k=k, kernel=kernel, normalize="sym")
             out[f"{prefix}/lgg_distance_teacher/{name}"] = float(graph_distance(g, t, distance))
         out[f"{prefix}/nnk_loo_error/{name}"] = nnk_interpolation(f, labels, nnk_k, kernel=nnk_kernel)[1]
         prev = g
@@ -101,10 +112,13 @@ class GeometryMonitor(pl.Callback):
     """Log per-layer latent-geometry metrics of a LightningModule on a fixed probe batch during training.
 
     Args:
-        probe: ``(x, y)``: a fixed batch (B, ...) and its (B,) labels (B small: the NNK solve and the
-            B x B graphs cost O(B^2 d)). Moved to the module's device when measured.
+        probe: ``(x, y)``: a fixed batch and its (B,) labels (B small: the NNK solve and the B x B graphs cost
+            O(B^2 d)). ``x`` is a (B, ...) tensor, or a mapping of named inputs (a tokenizer's ``BatchEncoding``,
+            called as ``module(**x)``) whose ``attention_mask`` then keeps padding out of every metric (token
+            features (B, T, H) -> (B, H) by ``reduce``). Moved to the module's device when measured.
         layers: names in ``pl_module.named_modules()`` (e.g. ``"model.layer3"`` for a module stored as
-            ``self.model``), in forward order.
+            ``self.model``), in forward order; checked when fitting starts (``on_fit_start``), with the
+            valid names in the error.
         every_n_epochs: measure at the end of every N-th training epoch (logged with ``pl_module.log``,
             ``on_epoch=True``: also visible to ``ModelCheckpoint``/``EarlyStopping``). Ignored when
             ``every_n_steps`` is set.
@@ -114,7 +128,8 @@ class GeometryMonitor(pl.Callback):
         teacher_layers: names in ``teacher.named_modules()``, one per entry of ``layers`` (the paired layer).
         k, kernel, nnk_k, nnk_kernel, distance, prefix: see :func:`layer_metrics`.
         select, teacher_select: output selection of captured layers (see :class:`geomlat.LatentCapture`).
-        forward: ``forward(pl_module, x)`` running the probe (default ``pl_module(x)``).
+        forward: ``forward(pl_module, x)`` running the probe (default ``pl_module(x)``, ``pl_module(**x)`` for a mapping).
+        reduce: token features (B, T, H) -> (B, H) (:func:`geomlat.sequences.sample_vectors`).
 
     Every measurement is also appended to ``history`` as ``{"epoch", "step", **metrics}``. The module's (and
     teacher's) train/eval mode is restored afterwards; the measurement is in eval mode, without gradients.
@@ -131,21 +146,26 @@ class GeometryMonitor(pl.Callback):
         k: int | None = None,
         kernel: str = "auto",
         nnk_k: int = 10,
-        nnk_kernel: str = "cosine",
+        nnk_kernel: str = "auto",
         distance: str = "frobenius",
         prefix: str = "geom",
         select: OutputKey | Mapping[str, OutputKey] = None,
         teacher_select: OutputKey | Mapping[str, OutputKey] = None,
-        forward: Callable[[nn.Module, Tensor], Any] | None = None,
+        forward: Callable[[nn.Module, Any], Any] | None = None,
+        reduce: str | None = None,
     ):
         super().__init__()
-        if not isinstance(probe, (tuple, list)) or len(probe) != 2 or not all(isinstance(t, Tensor) for t in probe):
-            raise TypeError("probe must be a pair (x, y) of tensors")
+        if (not isinstance(probe, (tuple, list)) or len(probe) != 2 or not isinstance(probe[1], Tensor)
+                or not isinstance(probe[0], (Tensor, Mapping))):
+            raise TypeError("probe must be a pair (x, y): x a tensor or a mapping of named inputs, y a tensor of labels")
         x, y = probe
-        self.y = check_labels(y, x.shape[0], "probe labels")
-        if nnk_k >= x.shape[0] or (k is not None and k >= x.shape[0]):
-            raise ValueError(f"the probe batch has {x.shape[0]} samples: k ({k}) and nnk_k ({nnk_k}) must be smaller")
-        self.x = x
+        n = batch_size(x)
+        self.y = check_labels(y, n, "probe labels")
+        if nnk_k >= n or (k is not None and k >= n):
+            raise ValueError(f"the probe batch has {n} samples: k ({k}) and nnk_k ({nnk_k}) must be smaller")
+        if reduce not in REDUCTIONS:
+            raise ValueError(f"reduce must be one of {list(REDUCTIONS)}, got {reduce!r}")
+        self.x, self.reduce = x, reduce
         self.layers = list(layers)
         if not self.layers:
             raise ValueError("GeometryMonitor needs at least one layer name")
@@ -161,11 +181,23 @@ class GeometryMonitor(pl.Callback):
         self.every_n_steps = _check_every(every_n_steps, "every_n_steps")
         self.options = dict(k=k, kernel=kernel, nnk_k=nnk_k, nnk_kernel=nnk_kernel, distance=distance, prefix=prefix)
         self.select, self.teacher_select = select, teacher_select
-        self.forward = forward if forward is not None else (lambda module, inputs: module(inputs))
+        self.forward = forward if forward is not None else call_model
         self.history: list[dict[str, float]] = []
 
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """Check the layer names before any training (a misspelled name would fail only at the first measurement)."""
+        checks = [("layers", self.layers, pl_module, "pl_module")]
+        if self.teacher is not None:
+            checks.append(("teacher_layers", self.teacher_layers, self.teacher, "teacher"))
+        for arg, names, module, what in checks:
+            valid = [name for name, _ in module.named_modules() if name]
+            unknown = [name for name in names if name not in valid]
+            if unknown:
+                raise ValueError(f"GeometryMonitor: unknown {arg} {unknown} in the {what} "
+                                 f"({type(module).__name__}); valid names: {valid}")
+
     @staticmethod
-    def _capture(module: nn.Module, names: list[str], x: Tensor, run, select) -> list[Tensor]:
+    def _capture(module: nn.Module, names: list[str], x, run, select) -> list[Tensor]:
         was_training = module.training
         module.eval()
         try:
@@ -181,14 +213,15 @@ class GeometryMonitor(pl.Callback):
     def measure(self, pl_module: nn.Module) -> dict[str, float]:
         """Capture the layers on the probe batch and return :func:`layer_metrics` (nothing is logged)."""
         device = next(pl_module.parameters()).device
-        x = self.x.to(device)
+        x = to_device(self.x, device)
         feats = dict(zip(self.layers, self._capture(pl_module, self.layers, x, self.forward, self.select)))
         teacher_feats = None
         if self.teacher is not None:
-            t = self._capture(self.teacher, self.teacher_layers, x.to(next(self.teacher.parameters()).device),
-                              lambda m, inputs: m(inputs), self.teacher_select)
+            t = self._capture(self.teacher, self.teacher_layers, to_device(x, next(self.teacher.parameters()).device),
+                              call_model, self.teacher_select)
             teacher_feats = dict(zip(self.layers, t))
-        return layer_metrics(feats, self.y, teacher_feats, **self.options)
+        mask = attention_mask_of(x)
+        return layer_metrics(feats, self.y, teacher_feats, **self.options, attention_mask=mask, reduce=self.reduce)
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self.every_n_steps is not None or (trainer.current_epoch + 1) % self.every_n_epochs != 0:

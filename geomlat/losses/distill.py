@@ -7,6 +7,18 @@ Every loss is registered (:func:`geomlat.losses.register_loss`) and says what it
 (B, ...) features, one per (teacher layer, student layer) pair, depths and widths free;
 ``consumes = "logits"`` (:class:`HintonKD`): ``forward(teacher_logits, student_logits, y)``.
 
+Token sequences: every feature loss takes a keyword-only ``attention_mask`` (B, T) in forward (Hugging
+Face's convention, 1 = real token; the :class:`geomlat.objectives.Distiller` passes the batch's) and a
+``reduce`` option: (B, T, H) features become one vector per sample by
+:func:`geomlat.sequences.sample_vectors` (with a mask: the mean of the real tokens by default, ``"first"``
+or ``"last"``), so padding never enters a loss. A 3-D input without mask or ``reduce`` is flattened with
+the same warning as everywhere in geomlat.
+
+Default kernel (GKD): ``"auto"``, geomlat's rule (:func:`geomlat.graphs.resolve_kernel`): cosine when the
+features of a layer pair are non-negative (post-ReLU: the authors' setting, same values as before),
+RBF with the estimated bandwidth when they are signed (transformer hidden states), the same kernel for the
+teacher's and the student's graph.
+
 Argument order: teacher first, then student, the teacher side always detached. torchdistill's losses
 take ``(student, teacher)``, the reverse; geomlat keeps the teacher-first order of the authors' GKD code
 and of the paper's ``L(A_T, A_S)`` (swap the arguments when porting from torchdistill).
@@ -20,8 +32,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..capture import LatentCapture
-from ..graphs import batch_scale, class_mask, knn_mask, latent_adjacency, normalize_adjacency, similarity, squared_distances
-from .._checks import check_choice, check_features, check_k, check_labels, full_precision, upcast_half
+from ..graphs import (batch_scale, check_kernel, class_mask, feature_vectors, knn_mask, latent_adjacency,
+                      normalize_adjacency, similarity, squared_distances)
+from ..sequences import REDUCTIONS, check_attention_mask
+from .._checks import check_choice, check_features, check_features_min, check_k, check_labels, full_precision, upcast_half
 from ._common import check_pairs
 from .registry import register_loss
 
@@ -53,7 +67,9 @@ class GKD(nn.Module):
 
     Args:
         k: neighbours per vertex of the k-NN graph; ``None`` = full graph (authors' setting).
-        kernel: similarity (see :func:`geomlat.similarity`); ``"cosine"`` needs non-negative features.
+        kernel: similarity (see :func:`geomlat.similarity`); ``"auto"`` (default): cosine when both features
+            of a pair are non-negative (the authors' cosine on post-ReLU features), else RBF for both;
+            ``"cosine"`` needs non-negative features.
         mask: ``None``, ``"inter"`` (keep edges between distinct classes, the talk's best variant) or
             ``"intra"``; needs ``labels`` in forward.
         power: smoothed graphs ``A^p`` (``p >= 1``); diagonal kept (``"authors"``) or removed (``"paper"``).
@@ -61,12 +77,15 @@ class GKD(nn.Module):
         reuse_teacher_knn: ``order="paper"`` with ``k``: the student graph keeps the teacher's k-NN edges
             instead of its own. (``"authors"`` always uses the teacher's k-NN mask.)
         order: ``"authors"`` (default) or ``"paper"``, see above.
+        reduce: token features (B, T, H) -> (B, H) (:func:`geomlat.sequences.sample_vectors`): ``None``
+            (the masked mean when ``attention_mask`` is given), ``"mean"``, ``"first"``, ``"last"``, ``"flatten"``.
 
     Under torch.distributed, wrap it in :class:`geomlat.distributed.GlobalBatch` for the graphs of the
     whole batch (``k`` then refers to the global batch).
 
     Forward: ``teacher_feats``, ``student_feats``: lists (or single tensors) of (B, ...) features;
-    ``labels`` (B,) for the class masks. Returns a scalar.
+    ``labels`` (B,) for the class masks; keyword ``attention_mask`` (B, T) for (B, T, H) token features.
+    Returns a scalar.
     """
 
     consumes = "features"
@@ -74,15 +93,19 @@ class GKD(nn.Module):
     def __init__(
         self,
         k: int | None = None,
-        kernel: str = "cosine",
+        kernel: str = "auto",
         mask: str | None = None,
         power: int = 1,
         normalize: str | None = "sym",
         reuse_teacher_knn: bool = True,
         order: str = "authors",
+        reduce: str | None = None,
     ):
         super().__init__()
         check_choice(order, "order", GKD_ORDERS)
+        check_choice(reduce, "reduce", REDUCTIONS)
+        check_kernel(kernel)
+        self.reduce = reduce
         check_choice(mask, "mask", (None, "inter", "intra"))
         check_choice(normalize, "normalize", (None, "sym"))
         if k is not None:
@@ -92,10 +115,16 @@ class GKD(nn.Module):
         self.k, self.kernel, self.mask, self.power = k, kernel, mask, power
         self.normalize, self.reuse_teacher_knn, self.order = normalize, reuse_teacher_knn, order
 
-    def graphs(self, teacher: Tensor, student: Tensor, labels: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    def graphs(self, teacher: Tensor, student: Tensor, labels: Tensor | None = None, *,
+               attention_mask: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """The two (B, B) matrices compared by the loss for one layer pair, ``(A_T^p, A_S^p)`` (teacher detached)."""
-        t = check_features(teacher.detach(), "teacher features")
-        s = check_features(student, "student features")
+        t = feature_vectors(teacher.detach(), attention_mask, self.reduce, "GKD: teacher features")
+        s = feature_vectors(student, attention_mask, self.reduce, "GKD: student features")
+        t, lo_t = check_features_min(t, "teacher features")
+        s, lo_s = check_features_min(s, "student features")
+        kernel = self.kernel
+        if kernel == "auto":  # one kernel for both graphs of the pair (the minima are already computed)
+            kernel = "cosine" if bool((lo_t >= 0) & (lo_s >= 0)) else "rbf"
         b = t.shape[0]
         check_k(self.k, b)
         if self.mask is not None:
@@ -103,12 +132,12 @@ class GKD(nn.Module):
                 raise ValueError(f"GKD(mask={self.mask!r}) needs the labels of the batch: forward(t, s, labels)")
             labels = check_labels(labels, b).to(t.device)
         if self.order == "authors":
-            return self._authors(t, s, labels)
+            return self._authors(t, s, labels, kernel)
         if self.k is None or not self.reuse_teacher_knn:
-            kw = dict(k=self.k, kernel=self.kernel, normalize=self.normalize, mask=self.mask, labels=labels, power=self.power)
+            kw = dict(k=self.k, kernel=kernel, normalize=self.normalize, mask=self.mask, labels=labels, power=self.power)
             return latent_adjacency(t, **kw)[0], latent_adjacency(s, **kw)[0]
         # paper order, k-NN edges chosen on the teacher and reused for the student
-        t_sim, s_sim = similarity(t, self.kernel, k=self.k), similarity(s, self.kernel, k=self.k)
+        t_sim, s_sim = similarity(t, kernel, k=self.k), similarity(s, kernel, k=self.k)
         edges = knn_mask(t_sim, self.k)
         if self.mask is not None:
             edges = edges & class_mask(labels, self.mask)
@@ -123,10 +152,10 @@ class GKD(nn.Module):
             adj = adj * ~torch.eye(adj.shape[0], dtype=torch.bool, device=adj.device)
         return adj
 
-    def _authors(self, t: Tensor, s: Tensor, labels: Tensor | None) -> tuple[Tensor, Tensor]:
+    def _authors(self, t: Tensor, s: Tensor, labels: Tensor | None, kernel: str) -> tuple[Tensor, Tensor]:
         """Authors' order for one pair of checked (B, d) features: ``(A_T^p, A_S^p)``, each (B, B)."""
         keep = None if self.mask is None else class_mask(labels, self.mask)
-        a_t, a_s = self._authors_masked(t, keep), self._authors_masked(s, keep)
+        a_t, a_s = self._authors_masked(t, keep, kernel), self._authors_masked(s, keep, kernel)
         if self.k is not None:
             # top-k of each row of the teacher's normalized, class-masked adjacency, symmetrized with max
             edges = knn_mask(a_t, self.k)
@@ -135,17 +164,18 @@ class GKD(nn.Module):
             a_t, a_s = torch.linalg.matrix_power(a_t, self.power), torch.linalg.matrix_power(a_s, self.power)
         return a_t, a_s
 
-    def _authors_masked(self, x: Tensor, keep: Tensor | None) -> Tensor:
+    def _authors_masked(self, x: Tensor, keep: Tensor | None, kernel: str) -> Tensor:
         """(B, B) full graph without self-loops, normalized before any edge is removed, times the class mask."""
-        adj = latent_adjacency(x, k=None, kernel=self.kernel, normalize=self.normalize)[0]
+        adj = latent_adjacency(x, k=None, kernel=kernel, normalize=self.normalize)[0]
         return adj if keep is None else adj * keep
 
     @full_precision  # float32 geometry also under autocast (half features are upcast by check_features)
-    def forward(self, teacher_feats, student_feats, labels: Tensor | None = None) -> Tensor:
+    def forward(self, teacher_feats, student_feats, labels: Tensor | None = None, *,
+                attention_mask: Tensor | None = None) -> Tensor:
         pairs = check_pairs(teacher_feats, student_feats)
         total = 0.0
         for t, s in pairs:
-            a_t, a_s = self.graphs(t, s, labels)
+            a_t, a_s = self.graphs(t, s, labels, attention_mask=attention_mask)
             total = total + ((a_t - a_s) ** 2).sum()
         return total / len(pairs)
 
@@ -181,20 +211,33 @@ class _RelationalKD(nn.Module):
     SP normalizes rows): each side is divided by its power-of-2 :func:`geomlat.graphs.batch_scale` first
     (exact; the gradient is unchanged), so features of any finite scale neither overflow nor vanish
     below the epsilons, and the geometry is in float32 for half features.
+
+    Args:
+        reduce: token features (B, T, H) -> (B, H) (:func:`geomlat.sequences.sample_vectors`; with the
+            keyword ``attention_mask`` of forward, the mean of the real tokens by default).
     """
 
     consumes = "features"
+
+    def __init__(self, reduce: str | None = None):
+        super().__init__()
+        check_choice(reduce, "reduce", REDUCTIONS)
+        self.reduce = reduce
 
     def pair_loss(self, t: Tensor, s: Tensor) -> Tensor:
         raise NotImplementedError
 
     @full_precision  # float32 geometry also under autocast (half features are upcast by check_features)
-    def forward(self, teacher_feats, student_feats, labels: Tensor | None = None) -> Tensor:
+    def forward(self, teacher_feats, student_feats, labels: Tensor | None = None, *,
+                attention_mask: Tensor | None = None) -> Tensor:
         pairs = check_pairs(teacher_feats, student_feats)
         total = 0.0
+        name = type(self).__name__
         for t, s in pairs:
-            t = check_features(t.detach(), "teacher features")
-            s = check_features(s, "student features")
+            t = check_features(feature_vectors(t.detach(), attention_mask, self.reduce, f"{name}: teacher features"),
+                               "teacher features")
+            s = check_features(feature_vectors(s, attention_mask, self.reduce, f"{name}: student features"),
+                               "student features")
             total = total + self.pair_loss(t / batch_scale(t), s / batch_scale(s))
         return total / len(pairs)
 
@@ -280,6 +323,12 @@ class FitNet(nn.Module):
     :class:`Distiller` registers them) and discarded after training: they are *not* part of the
     student's parameter count.
 
+    Token sequences: with the keyword ``attention_mask`` (B, T) of forward, the features are (B, T, H) token
+    features of the same T for teacher and student: the projection maps the last (hidden) dimension H_s ->
+    H_t (``student_channels``, ``teacher_channels`` are then the hidden sizes) and the MSE is the mean over
+    the real tokens' positions and the H_t channels only (padding never enters the loss nor the gradient
+    of the projection). Without a mask, dimension 1 is the channel dimension ((B, C, L) Conv1d maps).
+
     Args:
         student_channels, teacher_channels: channel counts of each pair (int for one pair, or sequences).
 
@@ -319,10 +368,28 @@ class FitNet(nn.Module):
         # features of another precision than the projection (half features, float32 projection): in its dtype
         return proj(student.movedim(1, -1).to(proj.weight.dtype)).movedim(-1, 1)
 
-    def forward(self, teacher_feats, student_feats, labels: Tensor | None = None) -> Tensor:
+    def _token_mse(self, index: int, t: Tensor, s: Tensor, attention_mask: Tensor) -> Tensor:
+        """MSE over the real tokens of one pair of (B, T, H) token features (projection over H)."""
+        keep = check_attention_mask(attention_mask, t, f"FitNet pair {index}: teacher features")
+        check_attention_mask(attention_mask, s, f"FitNet pair {index}: student features")
+        proj = self.proj[index]
+        if s.shape[-1] != proj.in_features:
+            raise ValueError(f"pair {index}: student token features {tuple(s.shape)} need {proj.in_features} hidden units (last dim)")
+        if t.shape[-1] != proj.out_features:
+            raise ValueError(f"pair {index}: teacher token features {tuple(t.shape)} need {proj.out_features} hidden units (last dim)")
+        zero = torch.zeros((), dtype=s.dtype, device=s.device)
+        s = torch.where(keep[:, :, None], s, zero)  # padding zeroed before the projection: no NaN in its gradient
+        t = torch.where(keep[:, :, None], upcast_half(t), torch.zeros((), dtype=upcast_half(t).dtype, device=t.device))
+        diff = torch.where(keep[:, :, None], upcast_half(proj(s.to(proj.weight.dtype))) - t, torch.zeros((), device=t.device))
+        return (diff**2).sum() / (keep.sum().clamp(min=1) * t.shape[-1])
+
+    def forward(self, teacher_feats, student_feats, labels: Tensor | None = None, *,
+                attention_mask: Tensor | None = None) -> Tensor:
         pairs = check_pairs(teacher_feats, student_feats)
         if len(pairs) != len(self.proj):
             raise ValueError(f"FitNet was built for {len(self.proj)} layer pairs, got {len(pairs)}")
+        if attention_mask is not None:
+            return sum(self._token_mse(i, t.detach(), s, attention_mask) for i, (t, s) in enumerate(pairs)) / len(pairs)
         total = 0.0
         for i, (t, s) in enumerate(pairs):
             t = t.detach()

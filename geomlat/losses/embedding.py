@@ -4,7 +4,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from ..graphs import check_kernel, latent_adjacency
+from ..graphs import check_kernel, feature_vectors, latent_adjacency
+from ..sequences import REDUCTIONS
 from .._checks import check_choice, check_features, check_k, check_labels, full_precision
 from .registry import register_loss
 
@@ -37,9 +38,11 @@ class LabelVariationLoss(nn.Module):
         kernel: any kernel of :func:`geomlat.similarity` (``"cosine"`` only for non-negative outputs).
         normalized: divide by the total edge weight.
         sigma: fixed RBF bandwidth instead of the estimate.
+        reduce: token outputs (B, T, D) -> (B, D) (:func:`geomlat.sequences.sample_vectors`; with the keyword
+            ``attention_mask`` of forward, the mean of the real tokens by default).
 
-    Forward (``consumes = "output"``): ``output`` (B, D) (or (B, ...), flattened), ``y`` (B,) int labels
-    -> scalar. Under torch.distributed, :class:`geomlat.distributed.GlobalBatch` gives the graph of the
+    Forward (``consumes = "output"``): ``output`` (B, D) (or (B, ...), flattened), ``y`` (B,) int labels,
+    keyword ``attention_mask`` (B, T) for (B, T, D) token outputs (padding never enters the graph) -> scalar. Under torch.distributed, :class:`geomlat.distributed.GlobalBatch` gives the graph of the
     whole batch (``k`` and the RBF bandwidth then refer to the global batch).
     """
 
@@ -51,9 +54,12 @@ class LabelVariationLoss(nn.Module):
         kernel: str = "rbf",
         normalized: bool = False,
         sigma: float | None = None,
+        reduce: str | None = None,
     ):
         super().__init__()
         check_kernel(kernel)
+        check_choice(reduce, "reduce", REDUCTIONS)
+        self.reduce = reduce
         if k is not None:
             check_k(k, k + 1)
         if sigma is not None and not sigma > 0:
@@ -61,8 +67,8 @@ class LabelVariationLoss(nn.Module):
         self.k, self.kernel, self.normalized, self.sigma = k, kernel, bool(normalized), sigma
 
     @full_precision  # float32 geometry also under autocast (half outputs are upcast by check_features)
-    def forward(self, output: Tensor, y: Tensor) -> Tensor:
-        flat = check_features(output, "output")
+    def forward(self, output: Tensor, y: Tensor, *, attention_mask: Tensor | None = None) -> Tensor:
+        flat = check_features(feature_vectors(output, attention_mask, self.reduce, "LabelVariationLoss: output"), "output")
         labels = check_labels(y, flat.shape[0], "y").to(flat.device)
         # the dense (B, B) LGG, not its edge list: the same sum, and no host read for the number of edges
         adj, _ = latent_adjacency(flat, k=self.k, kernel=self.kernel, sigma=self.sigma, labels=labels)

@@ -19,8 +19,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..graphs import latent_adjacency, norms_out_of_range, row_scales
-from .._checks import check_features, check_features_min, check_k, check_labels, full_precision, value_check
+from ..graphs import feature_vectors, latent_adjacency, norms_out_of_range, row_scales
+from ..sequences import REDUCTIONS
+from .._checks import check_choice, check_features, check_features_min, check_k, check_labels, full_precision, value_check
 from ._common import as_feature_list
 from .registry import register_loss
 
@@ -127,12 +128,15 @@ class _CosineAdjacencyTimes(torch.autograd.Function):
 
 @full_precision
 def label_variation_power(
-    x: Tensor, y: Tensor, m: int = 2, k: int | None = None, normalized: bool = False, k_counts_self: bool = False
+    x: Tensor, y: Tensor, m: int = 2, k: int | None = None, normalized: bool = False, k_counts_self: bool = False,
+    *, attention_mask: Tensor | None = None, reduce: str | None = None,
 ) -> Tensor:
     """``tr(V^T L^m V)`` of the cosine LGG of ``x`` without a B x B matrix when ``k=None``.
 
     Args:
-        x: (B, ...) non-negative features (flattened to (B, d)); zero rows are isolated vertices.
+        x: (B, ...) non-negative features (flattened to (B, d)); zero rows are isolated vertices. (B, T, H)
+            token features with ``attention_mask`` (B, T) (1 = real token) and ``reduce`` become (B, H) by
+            :func:`geomlat.sequences.sample_vectors` (padding never enters the graph).
         y: (B,) integer labels.
         m: power of the combinatorial Laplacian.
         k: ``None`` for the full graph (fast O(m B d C) path); an int uses the dense k-NN LGG.
@@ -150,7 +154,7 @@ def label_variation_power(
     """
     _check_power(m)
     others = _other_neighbours(k, k_counts_self)
-    flat = _check_layer(x, k, k_counts_self)
+    flat = _check_layer(feature_vectors(x, attention_mask, reduce, "label_variation_power: x"), k, k_counts_self)
     return _label_variation_power(flat, _one_hot(y, flat.shape[0], flat), m, others, normalized)
 
 
@@ -216,7 +220,8 @@ def _label_variation_power(flat: Tensor, v: Tensor, m: int, k: int | None, norma
 
 @full_precision
 def label_variation_power_dense(
-    x: Tensor, y: Tensor, m: int = 2, k: int | None = None, normalized: bool = False, k_counts_self: bool = False
+    x: Tensor, y: Tensor, m: int = 2, k: int | None = None, normalized: bool = False, k_counts_self: bool = False,
+    *, attention_mask: Tensor | None = None, reduce: str | None = None,
 ) -> Tensor:
     """Reference (the authors' approach): dense cosine LGG, dense ``L = D - A``, ``matrix_power(L, m)``.
 
@@ -224,7 +229,7 @@ def label_variation_power_dense(
     """
     _check_power(m)
     others = _other_neighbours(k, k_counts_self)
-    flat = check_features(x)
+    flat = check_features(feature_vectors(x, attention_mask, reduce, "label_variation_power_dense: x"))
     _check_cosine(flat)
     _check_neighbours(k, k_counts_self, flat.shape[0])
     adj = latent_adjacency(flat, k=others, kernel="cosine")[0]
@@ -255,6 +260,8 @@ class SmoothnessRegularizer(nn.Module):
             :func:`label_variation_power`).
         num_classes: the number of classes C, when known: the one-hot labels then need no host read of
             ``y.max()`` (a synchronization per step on a GPU); ``None`` reads it. Values do not depend on it.
+        reduce: token features (B, T, H) -> (B, H) (:func:`geomlat.sequences.sample_vectors`; with the
+            keyword ``attention_mask`` of forward, the mean of the real tokens by default).
 
     Forward (``consumes = "layers"``): ``features`` list of L >= 2 non-negative (B, ...) tensors
     (consecutive layers, any widths), ``y`` (B,) labels -> scalar. Under torch.distributed,
@@ -271,9 +278,12 @@ class SmoothnessRegularizer(nn.Module):
         normalized: bool = False,
         k_counts_self: bool = False,
         num_classes: int | None = None,
+        reduce: str | None = None,
     ):
         super().__init__()
         _check_power(power)
+        check_choice(reduce, "reduce", REDUCTIONS)
+        self.reduce = reduce
         if num_classes is not None and (isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1):
             raise ValueError(f"num_classes must be None or an integer >= 1, got {num_classes!r}")
         self.num_classes = num_classes
@@ -288,12 +298,15 @@ class SmoothnessRegularizer(nn.Module):
         self.k_counts_self = k_counts_self
 
     @full_precision  # float32 geometry also under autocast (half features are upcast by the checks)
-    def variations(self, features: Sequence[Tensor], y: Tensor, num_classes: int | None = None) -> Tensor:
-        """(L,) label variation of each layer (``num_classes``: overrides the constructor's for this call)."""
+    def variations(self, features: Sequence[Tensor], y: Tensor, num_classes: int | None = None, *,
+                   attention_mask: Tensor | None = None) -> Tensor:
+        """(L,) label variation of each layer (``num_classes``: overrides the constructor's for this call;
+        ``attention_mask`` (B, T): the padding of (B, T, H) token features, see ``reduce``)."""
         num_classes = self.num_classes if num_classes is None else num_classes
         feats = as_feature_list(features, "features")
         sigmas, v = [], None
         for i, f in enumerate(feats):
+            f = feature_vectors(f, attention_mask, self.reduce, f"SmoothnessRegularizer: features[{i}]")
             flat = _check_layer(f, self.k, self.k_counts_self)
             if v is None:  # one-hot labels once per call, checked against the first layer
                 v = _one_hot(y, flat.shape[0], flat, num_classes)
@@ -302,9 +315,10 @@ class SmoothnessRegularizer(nn.Module):
             sigmas.append(_label_variation_power(flat, v.to(flat.dtype), self.power, self._others, self.normalized))
         return torch.stack(sigmas)
 
-    def forward(self, features: Sequence[Tensor], y: Tensor, num_classes: int | None = None) -> Tensor:
+    def forward(self, features: Sequence[Tensor], y: Tensor, num_classes: int | None = None, *,
+                attention_mask: Tensor | None = None) -> Tensor:
         feats = as_feature_list(features, "features")
         if len(feats) < 2:
             raise ValueError(f"the smoothness regularizer compares consecutive layers: needs >= 2 feature tensors, got {len(feats)}")
-        sigma = self.variations(feats, y, num_classes)
+        sigma = self.variations(feats, y, num_classes, attention_mask=attention_mask)
         return self.gamma**self.power * (sigma[1:] - sigma[:-1]).abs().sum() / (len(feats) - 1)

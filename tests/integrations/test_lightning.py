@@ -56,7 +56,7 @@ def _dense_metrics(feats, y, k, nnk_k):
         a_sym, _ = latent_adjacency(f.double(), k=k, normalize="sym")
         if prev is not None:
             out[("prev", name)] = float(torch.linalg.matrix_norm(a_sym - prev))
-        out[("nnk", name)] = nnk_interpolation(f, y, nnk_k)[1]
+        out[("nnk", name)] = nnk_interpolation(f, y, nnk_k, kernel="cosine" if bool((f >= 0).all()) else "rbf")[1]  # the "auto" rule
         prev = a_sym
     return out
 
@@ -139,3 +139,53 @@ def test_monitor_bad_arguments():
         GeometryMonitor((x, y), ["a"], nnk_k=4, every_n_epochs=0)
     with pytest.raises(TypeError, match="probe must be a pair"):
         GeometryMonitor(x, ["a"])
+
+
+def test_monitor_misspelled_layer_fails_at_fit_start(tmp_path):
+    (xt, yt), (xp, yp) = _digits()
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(xt, yt), batch_size=64)
+    model = _mlp(32, seed=3)
+    before = [p.detach().clone() for p in model.parameters()]
+    monitor = GeometryMonitor((xp, yp), ["model.1", "model.33"], nnk_k=5)
+    trainer, _ = _trainer(tmp_path, "typo", [monitor], epochs=1)
+    with pytest.raises(ValueError, match=r"unknown layers \['model.33'\].*valid names: \[.*'model.3'"):
+        trainer.fit(ObjectiveModule(Supervised(model)), loader)
+    assert all(torch.equal(a, b) for a, b in zip(before, model.parameters()))  # no step was trained
+    teacher_monitor = GeometryMonitor((xp, yp), ["model.1"], nnk_k=5, teacher=_mlp(32, 4), teacher_layers=["9"])
+    trainer, _ = _trainer(tmp_path, "typo_t", [teacher_monitor], epochs=1)
+    with pytest.raises(ValueError, match=r"unknown teacher_layers \['9'\] in the teacher"):
+        trainer.fit(ObjectiveModule(Supervised(model)), loader)
+
+
+class _TokenModel(nn.Module):
+    """A tiny token model called as model(input_ids=..., attention_mask=...) -> (B, T, H) states."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.embed = nn.Embedding(20, 6)
+        self.mix = nn.Linear(6, 6)
+
+    def forward(self, input_ids, attention_mask):
+        return self.mix(self.embed(input_ids))
+
+
+def test_monitor_mapping_probe_ignores_padding():
+    g = torch.Generator().manual_seed(1)
+    ids = torch.randint(1, 20, (12, 5), generator=g)
+    lengths = torch.randint(1, 6, (12,), generator=g)
+    mask = (torch.arange(5)[None] < lengths[:, None]).long()
+    y = torch.arange(12) % 3
+    model = _TokenModel()
+    padded_ids = torch.cat([ids, torch.randint(1, 20, (12, 3), generator=g)], 1)  # 3 more positions, mask 0
+    padded_mask = torch.cat([mask, torch.zeros(12, 3, dtype=torch.long)], 1)
+    short = GeometryMonitor(({"input_ids": ids, "attention_mask": mask}, y), ["embed", "mix"], k=4, nnk_k=4)
+    long = GeometryMonitor(({"input_ids": padded_ids, "attention_mask": padded_mask}, y), ["embed", "mix"], k=4, nnk_k=4)
+    a, b = short.measure(model), long.measure(model)
+    assert a.keys() == b.keys() and all(a[key] == pytest.approx(b[key], abs=1e-6) for key in a)
+    # independently: the label variation of the LGG of the masked means
+    states = model(ids, mask).detach()
+    pooled = torch.stack([states[i, : int(lengths[i])].mean(0) for i in range(12)]).double()
+    adj, _ = latent_adjacency(pooled, k=4)
+    want = float((adj * (y[:, None] != y[None, :])).sum() / adj.sum())
+    assert a["geom/label_variation/mix"] == pytest.approx(want, rel=1e-5)

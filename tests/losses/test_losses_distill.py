@@ -281,7 +281,7 @@ def test_gkd_errors():
     with pytest.raises(ValueError, match="smaller than the batch size"):
         GKD(k=10)(t, s)
     with pytest.raises(ValueError, match="non-negative"):
-        GKD()([x - 0.5 for x in t], s)
+        GKD(kernel="cosine")([x - 0.5 for x in t], s)
 
 
 @pytest.mark.parametrize(
