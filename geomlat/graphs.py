@@ -72,11 +72,14 @@ def resolve_kernel(x: Tensor, kernel: str = "auto", *others: Tensor) -> str:
     """Return the concrete kernel name: ``"auto"`` is ``"cosine"`` when ``x`` (and every tensor of ``others``)
     is non-negative, else ``"rbf"``; any other name must be registered (:func:`geomlat.kernels.register_kernel`).
 
-    The default-kernel rule of geomlat (LGGs, the feature losses, NNK): ``"auto"``. Non-negative data
-    (post-ReLU CNN features: the authors' setting) get the cosine kernel; signed data (transformer hidden
-    states, pre-activations, embeddings), on which cosine weights would be negative, get the RBF kernel with
-    the estimated bandwidth (:func:`estimate_sigma`). Graphs that are compared (GKD's teacher and student,
-    one layer pair) pass both tensors, so both get the same kernel.
+    The default-kernel rule of geomlat. LGGs and the graph losses (GKD, label variation, the regularizer)
+    default to ``"auto"``: their edge weights must be non-negative, so non-negative data (post-ReLU CNN
+    features: the authors' setting) get the cosine kernel and signed data (transformer hidden states,
+    pre-activations, embeddings), on which cosine weights would be negative, get the RBF kernel with the
+    estimated bandwidth (:func:`estimate_sigma`). NNK (:func:`geomlat.nnk.nnk_weights`) defaults to the
+    cosine kernel on data of any sign: it needs only a positive semi-definite kernel (its weights are
+    non-negative by construction), and cosine is PSD whatever the signs. Graphs that are compared (GKD's
+    teacher and student, one layer pair) pass both tensors, so both get the same kernel.
     """
     if kernel == "auto":
         return "cosine" if all(bool((t >= 0).all()) for t in (x, *others)) else "rbf"

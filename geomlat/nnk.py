@@ -698,7 +698,7 @@ def nnk_loo_predictions(result: NNKResult, labels: Tensor, num_classes: int | No
     return torch.einsum("nk,nkc->nc", w, onehot[result.neighbors]) / w.sum(1, keepdim=True)
 
 
-def nnk_layer_errors(features: dict[str, Tensor], labels: Tensor, k: int, *, kernel: str = "auto",
+def nnk_layer_errors(features: dict[str, Tensor], labels: Tensor, k: int, *, kernel: str | None = None,
                      attention_mask: Tensor | None = None, reduce: str | None = None, **nnk_options) -> dict[str, float]:
     """Leave-one-out NNK interpolation error of every layer ``{name: (N, ...) features}`` -> ``{name: error}``.
 
@@ -706,8 +706,9 @@ def nnk_layer_errors(features: dict[str, Tensor], labels: Tensor, k: int, *, ker
         features: ``{layer name: (N, ...) features}``, or (N, T, H) token features with ``attention_mask``;
             an empty dict is a ``ValueError`` (as in :func:`geomlat.analysis.layer_label_variation`).
         labels: (N,) integer classes; k: initial k-NN size.
-        kernel: ``"auto"`` (default, geomlat's rule: cosine for a non-negative layer, RBF for a signed one,
-            decided per layer) or any kernel of :func:`nnk_weights`.
+        kernel: any kernel of :func:`nnk_weights`; ``None``: the convention's default (``"cosine"``, valid
+            on data of any sign since NNK needs only a positive semi-definite kernel; ``"cosine_shifted"``
+            for ``convention="deepnnk"``). ``"auto"`` applies the LGG rule per layer.
         attention_mask: (N, T), 1 on real tokens (Hugging Face's convention); reduce: how tokens become one
             vector (:func:`geomlat.sequences.sample_vectors`: the mean of the real tokens by default with a
             mask; a 3-D input without either is flattened with geomlat's warning). Padding never matters.

@@ -179,11 +179,12 @@ def test_gkd_default_kernel_rule():
             GKD(kernel="cosine", **kw)(t, s, y)
         # one signed side: both graphs RBF (one kernel per layer pair)
         assert GKD(**kw)(t.relu(), s, y) == GKD(kernel="rbf", **kw)(t.relu(), s, y)
-    # NNK follows the same rule under kernel="auto"
+    # NNK: cosine on data of any sign by default (a PSD kernel is all it needs); "auto" applies the LGG rule
     x = torch.randn(30, 5, generator=g, dtype=torch.float64)
     lab = torch.arange(30) % 2
-    assert nnk_layer_errors({"a": x}, lab, 4) == nnk_layer_errors({"a": x}, lab, 4, kernel="rbf")
-    assert nnk_layer_errors({"a": x.relu()}, lab, 4) == nnk_layer_errors({"a": x.relu()}, lab, 4, kernel="cosine")
+    assert nnk_layer_errors({"a": x}, lab, 4) == nnk_layer_errors({"a": x}, lab, 4, kernel="cosine")
+    assert nnk_layer_errors({"a": x}, lab, 4, kernel="auto") == nnk_layer_errors({"a": x}, lab, 4, kernel="rbf")
+    assert nnk_layer_errors({"a": x.relu()}, lab, 4, kernel="auto") == nnk_layer_errors({"a": x.relu()}, lab, 4, kernel="cosine")
 
 
 def test_latent_graph_does_not_import_torch_geometric():

@@ -56,7 +56,7 @@ def _dense_metrics(feats, y, k, nnk_k):
         a_sym, _ = latent_adjacency(f.double(), k=k, normalize="sym")
         if prev is not None:
             out[("prev", name)] = float(torch.linalg.matrix_norm(a_sym - prev))
-        out[("nnk", name)] = nnk_interpolation(f, y, nnk_k, kernel="cosine" if bool((f >= 0).all()) else "rbf")[1]  # the "auto" rule
+        out[("nnk", name)] = nnk_interpolation(f, y, nnk_k, kernel="cosine")[1]  # NNK: cosine for any sign (PSD)
         prev = a_sym
     return out
 
