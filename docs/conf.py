@@ -13,6 +13,8 @@ DOCS = Path(__file__).resolve().parent
 ROOT = DOCS.parent
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("MPLBACKEND", "Agg")
+# the gallery's Lightning example writes its CSV logs here, not into examples/
+os.environ.setdefault("GEOMLAT_EXAMPLE_LOGS", os.path.join(os.environ.get("TMPDIR", "/tmp"), "geomlat-docs-logs"))
 
 import geomlat  # noqa: E402
 

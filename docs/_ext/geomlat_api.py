@@ -82,6 +82,8 @@ class GeomlatAPI(SphinxDirective):
             for name in public_names(module):
                 obj = getattr(module, name)
                 groups.setdefault(defining_module(module, name, obj), []).append((name, obj))
+            if "summary" not in self.options and modname not in groups:  # the package's own docstring
+                lines += self.heading(modname, documented)
             for owner, members in groups.items():
                 if "summary" in self.options:  # tables only, linking to the pages that document them
                     lines += [f".. currentmodule:: {owner}", "", ".. autosummary::", ""]
@@ -92,13 +94,16 @@ class GeomlatAPI(SphinxDirective):
         nested_parse_with_titles(self.state, StringList(lines, source=self.env.docname), container)
         return container.children
 
-    def group(self, owner: str, members, documented: dict) -> list[str]:
+    def heading(self, owner: str, documented: dict) -> list[str]:
         title = f"``{owner}``"
-        seen_module = documented.get(owner, self.env.docname) != self.env.docname
+        seen_module = documented.get(owner, self.env.docname) != self.env.docname or owner in self.seen
         documented.setdefault(owner, self.env.docname)
+        self.seen.add(owner)
         lines = [title, "-" * len(title), "", f".. automodule:: {owner}", "   :no-members:"]
-        lines += ["   :no-index:", ""] if seen_module else [""]
-        lines += [
+        return lines + (["   :no-index:", ""] if seen_module else [""])
+
+    def group(self, owner: str, members, documented: dict) -> list[str]:
+        lines = self.heading(owner, documented) + [
                  f".. currentmodule:: {owner}", "", ".. autosummary::", ""]
         lines += [f"   {name}" for name, _ in members] + [""]
         for name, obj in members:
@@ -154,8 +159,25 @@ def resolve_geomlat(app, env, node, contnode):
         candidates = scoped or candidates
     members = [c for c in candidates if c.count(".") == candidates[0].count(".")] if candidates else []
     if len(members) != 1:
-        return None
+        return contnode if not members and _undocumented_geomlat_name(target) else None
     return domain.resolve_xref(env, node["refdoc"], app.builder, "obj", members[0], node, contnode)
+
+
+def _undocumented_geomlat_name(target: str) -> bool:
+    """Whether ``target`` names something geomlat defines but keeps out of every ``__all__`` (a module
+    constant, a helper class): it is named as text. A name that exists nowhere stays an error."""
+    if target.startswith("geomlat"):
+        return _import(target) is not None
+    name = target.rsplit(".", 1)[-1]
+    return any(name in vars(m) for k, m in list(sys.modules.items()) if k.startswith("geomlat") and m is not None)
+
+
+def drop_type_docstring(app, what, name, obj, options, lines):
+    """A constant without its own doc comment would show its type's docstring (``dict``'s): drop it."""
+    if what in ("data", "attribute") and lines and not inspect.isclass(obj) and not callable(obj):
+        doc = inspect.cleandoc(type(obj).__doc__ or "")
+        if doc and "\n".join(lines).strip() == doc.strip():
+            lines.clear()
 
 
 def _import(dotted: str):
@@ -177,4 +199,5 @@ def setup(app):
     app.add_directive("geomlat-api", GeomlatAPI)
     app.connect("env-purge-doc", purge)
     app.connect("missing-reference", resolve_geomlat)
+    app.connect("autodoc-process-docstring", drop_type_docstring)
     return {"parallel_read_safe": False, "parallel_write_safe": True}

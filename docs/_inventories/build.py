@@ -39,7 +39,7 @@ PROJECTS = {
         ("None", "data", "library/constants.html#None"),
     ]),
     "torch": ("PyTorch", "2", [
-        ("torch.Tensor", "class", "tensors.html#torch.Tensor"),
+        ("torch.Tensor", "class", "tensors.html#torch.Tensor", "Tensor"),
         ("torch.device", "class", "tensor_attributes.html#torch.device"),
         ("torch.dtype", "class", "tensor_attributes.html#torch.dtype"),
         ("torch.Size", "class", "size.html#torch.Size"),
