@@ -196,6 +196,7 @@ def _import(dotted: str):
 
 
 def setup(app):
+    app.setup_extension("sphinx.ext.autodoc")
     app.add_directive("geomlat-api", GeomlatAPI)
     app.connect("env-purge-doc", purge)
     app.connect("missing-reference", resolve_geomlat)
