@@ -195,7 +195,17 @@ def _import(dotted: str):
     return None
 
 
+def drop_foreign_viewcode(app):
+    """viewcode lists every module an object names, ``builtins`` included (for which it writes no page):
+    keep only geomlat's modules in its source index, so that the index has no dead link."""
+    modules = getattr(app.env, "_viewcode_modules", {})
+    for name in [m for m in modules if not m.startswith("geomlat")]:
+        del modules[name]
+    return []
+
+
 def setup(app):
+    app.connect("html-collect-pages", drop_foreign_viewcode, priority=100)
     app.setup_extension("sphinx.ext.autodoc")
     app.add_directive("geomlat-api", GeomlatAPI)
     app.connect("env-purge-doc", purge)
