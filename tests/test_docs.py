@@ -12,7 +12,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 GUIDES = ROOT / "docs" / "guides"
-SHOWN_ONLY = {"distributed.md"}
+SHOWN_ONLY = {"distributed.md"}  # its in-loop snippet needs a process group
 
 
 def python_blocks(page: Path) -> list[str]:
