@@ -145,6 +145,12 @@ def resolve_geomlat(app, env, node, contnode):
         return contnode
     domain = env.get_domain("py")
     objects = domain.objects
+    owner = ".".join(p for p in (node.get("py:module"), node.get("py:class")) if p)
+    if owner.startswith("geomlat") and "." not in target:  # a method named inside its class's docstring
+        if f"{owner}.{target}" in objects:
+            return domain.resolve_xref(env, node["refdoc"], app.builder, "obj", f"{owner}.{target}", node, contnode)
+        if node.get("py:class") and _import(f"{owner}.{target}") is not None:
+            return contnode  # a member autodoc does not show (no docstring): named as text
     candidates = sorted(name for name in objects if name.startswith("geomlat.") and
                         (name == target or name.endswith("." + last)) and not name.endswith("." + last + "." + last))
     if target.startswith("geomlat."):
