@@ -314,7 +314,7 @@ class HintonKD(nn.Module):
 class FitNet(nn.Module):
     """Hint regression (Romero et al., "FitNets: hints for thin deep nets", ICLR 2015).
 
-    The student feature (B, C_s, *spatial) goes through a learned 1x1 projection (a linear map over the
+    The student feature ``(B, C_s, *spatial)`` goes through a learned 1x1 projection (a linear map over the
     channel dimension: a 1x1 convolution for images, a linear layer for vectors) to the teacher's width
     C_t; when the spatial sizes differ, both are adaptively average-pooled to the smaller size per axis.
     ``L = mean over pairs of MSE`` (mean over every element).
