@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from ..knn import _knn_tiled, default_chunk_size
+from ..knn import knn
 
 #: Bytes of one (c, N) float64 kernel block of the chunked RBF kernel.
 BLOCK_BYTES = 64 * 2**20
@@ -126,7 +126,7 @@ def knn_lists(x: Tensor, topk: int) -> Tensor:
     n = x.shape[0]
     if not 1 <= topk < n:
         raise ValueError(f"topk must be in [1, N - 1] = [1, {n - 1}], got {topk}")
-    return _knn_tiled(x, None, topk, default_chunk_size(n, x.element_size()))
+    return knn(x, topk, metric="inner", backend="chunked")
 
 
 def lcs_lengths(a: Tensor, b: Tensor) -> Tensor:
