@@ -22,7 +22,7 @@ def api_blocks() -> list[str]:
 
 def test_readme_api_blocks_run(tmp_path, monkeypatch, capsys):
     blocks = api_blocks()
-    assert len(blocks) == 3, "the README's API section should hold the three python blocks this test runs"
+    assert len(blocks) == 4, "the README's API section should hold the four python blocks this test runs"
     monkeypatch.chdir(tmp_path)  # the blocks write runs/ into the working directory
     torch.manual_seed(0)
     namespace: dict = {"__name__": "__readme__"}
@@ -45,3 +45,14 @@ def test_readme_api_blocks_run(tmp_path, monkeypatch, capsys):
     assert errors.shape == (channels,) and ((errors >= 0) & (errors <= 1)).all()
     assert torch.allclose(overlap.diagonal(), torch.ones(channels, dtype=overlap.dtype))  # a channel with itself
     assert 0.0 <= namespace["metrics"]["stage3"]["loo_error"] <= 1.0
+    null, a, b = namespace["null"], namespace["a"], namespace["b"]  # representation similarity block
+    assert 1 / 51 <= null.p_value <= 1 and null.p_value == (1 + int((null.null >= null.score).sum())) / 51
+    assert namespace["cka"] == pytest.approx(linear_cka_by_hand(a.flatten(1).double(), b.flatten(1).double()), abs=1e-6)
+    tables = namespace["tables"]
+    assert set(tables) == {"linear_cka", "mutual_knn"} and tables["mutual_knn"].shape == (2, 2)
+
+
+def linear_cka_by_hand(x, y):
+    """Kornblith et al.'s feature-space CKA of centred features."""
+    x, y = x - x.mean(0), y - y.mean(0)
+    return float((y.T @ x).norm() ** 2 / ((x.T @ x).norm() * (y.T @ y).norm()))
