@@ -70,8 +70,8 @@ def figure(sweep: dict, res: dict, pairs: list[str], path: Path) -> Path:
         ax.plot(sweep["widths"], raw - null, f"{style}--", color=colour, alpha=0.6, label=f"{m}: score - null mean")
     ax.set_xscale("log")
     ax.axhline(0, color="grey", lw=0.8)
-    ax.set(xlabel="width d of both (independent) representations", ylabel="score",
-           title=f"(a) independent pairs, N = {N}: raw CKA grows with width,\nscore - null mean stays at 0", fontsize=10)
+    ax.set(xlabel="width d of both (independent) representations", ylabel="score")
+    ax.set_title(f"(a) independent pairs, N = {N}: raw CKA grows with width,\nscore - null mean stays at 0", fontsize=10)
     ax.legend(fontsize=7)
     for ax, m, tag in zip(axes[1:], MEASURES, "bc"):
         r = res[m]

@@ -65,7 +65,7 @@ def similarity_tables(feats_a: Mapping[str, Tensor], feats_b: Mapping[str, Tenso
     out = {}
     for name in methods:
         m = SIMILARITIES[name]
-        res = {key: torch.zeros(shape, dtype=torch.float64) for key in keys}
+        res = {key: torch.zeros(shape, dtype=torch.float64, device="cpu") for key in keys}  # Python floats
         for i, xa in enumerate(feats_a.values()):
             for j, xb in enumerate(feats_b.values()):
                 a, b = pair_vectors(xa, xb, attention_mask, reduce)

@@ -195,8 +195,8 @@ def null_of(m: SimilarityMeasure, a: Tensor, b: Tensor, n_permutations: int, see
         raise ValueError(f"n_permutations must be a positive integer, got {n_permutations!r}")
     score = m(a, b, **options)
     gen = torch.Generator().manual_seed(seed)
-    null = torch.tensor([m(a, b[torch.randperm(b.shape[0], generator=gen).to(b.device)], **options)
-                         for _ in range(n_permutations)], dtype=torch.float64)
+    null = torch.tensor([m(a, b[torch.randperm(b.shape[0], generator=gen, device="cpu").to(b.device)], **options)
+                         for _ in range(n_permutations)], dtype=torch.float64, device="cpu")
     extreme = null >= score if m.kind == "similarity" else null <= score
     p = (1 + int(extreme.sum())) / (1 + n_permutations)
     std = float(null.std()) if n_permutations > 1 else 0.0
