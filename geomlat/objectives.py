@@ -69,25 +69,30 @@ __all__ = [
 ]
 
 
-def check_class_labels(y: Tensor, logits: Tensor, what: str) -> None:
+def check_class_labels(y: Tensor, logits: Tensor, what: str) -> Tensor:
     """Labels ``y`` (B,) must index the C = ``logits.shape[-1]`` classes: ``ValueError`` naming C and the
     label out of range (instead of torch's ``IndexError: Target 9 is out of bounds``, or a device assert on
     a GPU). Inside :func:`geomlat.checks.deferred_value_checks` the test is recorded on the device (no host
-    read; the message then names C and the valid range)."""
+    read; the message then names C and the valid range) and the labels are returned clamped to [0, C - 1]
+    (the same labels when they are valid), so that the step runs until the recorded check is verified.
+
+    Returns:
+        the labels to use: ``y`` itself outside deferred checks."""
     if y.numel() == 0 or logits.dim() != 2:
-        return
+        return y
     num_classes = logits.shape[-1]
     low, high = torch.aminmax(y.detach())
     if checks_deferred():
         value_check((low >= 0) & (high < num_classes),
                     f"{what}: labels must be class indices in [0, {num_classes - 1}] (C = {num_classes}, the width "
                     f"of the logits), got a label out of this range")
-        return
+        return y.clamp(0, num_classes - 1)
     low, high = int(low), int(high)
     if low < 0 or high >= num_classes:
         bad = high if high >= num_classes else low
         raise ValueError(f"{what}: label {bad} is out of range for C = {num_classes} classes (the width of the "
                          f"logits): labels must be class indices in [0, {num_classes - 1}]")
+    return y
 
 
 class Supervised(nn.Module):
@@ -109,7 +114,7 @@ class Supervised(nn.Module):
 
     def forward(self, x: Inputs, y: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
         out = select_logits(call_model(self.model, x), self.output_key)
-        check_class_labels(y, out, "Supervised")
+        y = check_class_labels(y, out, "Supervised")
         return out, {"task": F.cross_entropy(out, y, label_smoothing=self.label_smoothing)}
 
 
@@ -185,7 +190,7 @@ class BottleneckCrossEntropy(nn.Module):
 
     def forward(self, x: Inputs, y: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
         logits = self.logits(x)
-        check_class_labels(y, logits, "BottleneckCrossEntropy")
+        y = check_class_labels(y, logits, "BottleneckCrossEntropy")
         return logits, {"task": F.cross_entropy(logits, y)}
 
 
@@ -221,7 +226,7 @@ class SmoothnessObjective(nn.Module):
     def forward(self, x: Inputs, y: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
         with LatentCapture(self.model, self.layers) as feats:
             logits = select_logits(call_model(self.model, x), self.output_key)
-        check_class_labels(y, logits, "SmoothnessObjective")
+        y = check_class_labels(y, logits, "SmoothnessObjective")
         feats = [feats[n] for n in self.layers]
         if isinstance(self.regularizer, SmoothnessRegularizer):
             # the classes are the logits' columns: one-hot labels without reading y on the host
@@ -358,7 +363,7 @@ class Distiller(nn.Module):
             t_logits = select_logits(t_logits, self.teacher_output_key)
         s_out, s_logits = _forward_capturing(self.model, s_names, x, detach=False)
         s_logits = select_logits(s_logits, self.output_key)
-        check_class_labels(y, s_logits, "Distiller")
+        y = check_class_labels(y, s_logits, "Distiller")
         missing = [n for n in t_names if n not in t_out] + [n for n in s_names if n not in s_out]
         if missing:
             raise RuntimeError(f"layers {missing} produced no output during the forward pass")
