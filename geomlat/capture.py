@@ -16,7 +16,7 @@ from torch import Tensor, nn
 
 OutputKey = Union[str, int, None]
 
-__all__ = ["LatentCapture", "OutputKey", "check_layer_names", "pool_sequence", "select_logits", "select_output",
+__all__ = ["LatentCapture", "OutputKey", "check_layer_names", "guard_hooks_of_compiled_code", "pool_sequence", "select_logits", "select_output",
            "uncompiled"]
 
 
@@ -30,6 +30,21 @@ def uncompiled(model: nn.Module) -> nn.Module:
     while eval_frame is not None and isinstance(model, eval_frame.OptimizedModule):
         model = model._orig_mod
     return model
+
+
+def guard_hooks_of_compiled_code() -> None:
+    """Make Dynamo notice forward hooks added to or removed from compiled modules (what capture does).
+
+    By default (``torch._dynamo.config.skip_nnmodule_hook_guards = True``, for speed) code compiled while a
+    module had no hooks is reused after hooks are added: the hooks then never fire (and code compiled with
+    other hooks fires those). This sets the flag to False for the process and, the first time, resets
+    Dynamo's caches (``torch._dynamo.reset()``: code compiled before is compiled once more, now with the
+    hook guards). Measured: with the guards, capturing the same layers again reuses the compiled code.
+    """
+    dynamo = sys.modules.get("torch._dynamo")
+    if dynamo is not None and dynamo.config.skip_nnmodule_hook_guards:
+        dynamo.config.skip_nnmodule_hook_guards = False
+        dynamo.reset()
 
 
 def check_layer_names(model: nn.Module, names: Iterable[str]) -> dict[str, nn.Module]:
@@ -154,8 +169,10 @@ class LatentCapture:
     """Context manager recording the outputs of named sub-modules during forward passes.
 
     Args:
-        model: any module, or ``torch.compile(module)`` (names are then those of the original module, and
-            the captured values those of the eager forward; see :func:`uncompiled`).
+        model: any module, or ``torch.compile(module)``: names are then those of the original module, the
+            hooks run inside the compiled code and the captured values are those of the eager forward (see
+            :func:`uncompiled`; capturing on a compiled module turns on Dynamo's hook guards, see
+            :func:`guard_hooks_of_compiled_code`). Give the compiled module itself, not the module it wraps.
         layers: names from ``model.named_modules()`` (e.g. ``"layer2.1.relu"``).
         detach: store detached outputs (analysis) instead of keeping the autograd graph (losses).
         select: which tensor of a module's output to keep when it is not a Tensor (see
@@ -203,6 +220,8 @@ class LatentCapture:
 
     def __enter__(self) -> dict[str, Tensor]:
         modules = check_layer_names(self.model, self.layers)
+        if uncompiled(self.model) is not self.model:
+            guard_hooks_of_compiled_code()
         self.outputs.clear()
         for name in self.layers:
             self._handles.append(modules[name].register_forward_hook(self._hook(name)))
