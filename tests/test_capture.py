@@ -112,6 +112,7 @@ def test_hooks_added_after_a_compiled_call_still_fire():
             torch.testing.assert_close(feats[name], eager[name])
 
 
+@pytest.mark.slow  # Inductor's code generation: ~30 s on a loaded 2-core machine
 def test_capture_under_inductor_equals_the_eager_capture():
     """The default backend (Inductor code generation) also runs the hooks of the original modules."""
     torch.manual_seed(1)
