@@ -584,6 +584,9 @@ def _train_epoch(objective, splits, config: TrainConfig, optimizer, epoch: int, 
         for step, (idx, (x, y)) in enumerate(zip(batches, source)):
             checks.step = step
             if augment is not None:
+                if not isinstance(x, Tensor):
+                    raise TypeError(f"splits.augment(x, generator) augments tensor batches, but the training set yields "
+                                    f"{type(x).__name__} inputs: augment inside the dataset or its collate_fn")
                 x = augment(x, aug_generator)  # the whole batch: the same random draws as on one process
             if world > 1:
                 x, y = map_tensors(x, shard), shard(y)
