@@ -184,11 +184,12 @@ def _known_error_status(err: Exception) -> int | None:
     """Exit status of errors reported in one line without a traceback, None for the others: an output folder
     in use (2: nothing was done) and a refused or unreadable checkpoint or run record (1). Their module is imported only
     when a study ran, so it is looked up in ``sys.modules`` (not imported here)."""
+    locks = sys.modules.get("geomlat.engine.locks")
+    if locks is not None and isinstance(err, locks.FolderInUseError):
+        return 2
     io = sys.modules.get("geomlat.engine.io")
     if io is None:
         return None
-    if isinstance(err, io.FolderInUseError):
-        return 2
     if isinstance(err, (io.CheckpointError, io.UnreadableFileError)):
         return 1
     return None

@@ -71,6 +71,7 @@ from ..capture import OutputKey, select_logits
 from ..distributed import all_reduce_sum, barrier, broadcast_object, get_world_size, is_distributed, is_main_process, shard
 from ..objectives import Supervised
 from .io import CheckpointError, CheckpointRefused, atomic_save, atomic_write_text, load_checkpoint, read_json, to_jsonable, write_json
+from .config_fields import OPTIMIZERS, PRECISION_NAMES, SCHEDULERS
 from .run_folder import RunFolderMismatch, check_run_folder, fingerprint
 
 __all__ = [
@@ -98,13 +99,8 @@ __all__ = [
 # where and how the same computation runs
 _RESUMABLE_CHANGES = ("device", "eval_batch_size", "num_workers", "pin_memory", "compile")
 
-#: ``TrainConfig.optimizer`` values.
-OPTIMIZERS = ("sgd", "adamw")
-#: ``TrainConfig.scheduler`` values (the lr per epoch; see :func:`lr_factor`).
-SCHEDULERS = ("multistep", "cosine", "constant")
-
 #: ``TrainConfig.precision`` values -> autocast dtype (None: no autocast, float32 throughout).
-PRECISIONS: dict[str, torch.dtype | None] = {"32": None, "bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}
+PRECISIONS: dict[str, torch.dtype | None] = dict(zip(PRECISION_NAMES, (None, torch.bfloat16, torch.float16)))
 
 #: the loss values, and the input value checks of the losses (deferred: :func:`geomlat.checks.deferred_value_checks`),
 #: are checked every this many steps (and at the end of each epoch): one host synchronization per interval
