@@ -310,6 +310,18 @@ def test_second_run_into_a_folder_in_use_stops_and_a_killed_run_leaves_no_lock(s
     assert (out / "results" / "clitiny" / "table.csv").exists()
 
 
+def test_study_into_runs_of_another_spec_is_one_line_exit_2(spec_file, tmp_path, capsys):
+    """A run folder made with another term weight is refused (not reused: issue 19), in one line."""
+    out = tmp_path / "out"
+    args = ["study", str(spec_file), "--out", str(out), "--seeds", "0", "--set", "train.epochs=1", "--no-progress"]
+    assert main(args) == 0
+    capsys.readouterr()
+    assert main([*args, "--set", "methods.gkd.terms.gkd.weight=5.0"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "gkd_s0" in err and "delete the folder" in err
+    assert "weight" in err and "25.0 there, 5.0 now" in err
+
+
 def test_refused_checkpoint_is_one_line_naming_it(spec_file, tmp_path, capsys):
     out = tmp_path / "out"
     args = ["study", str(spec_file), "--out", str(out), "--seeds", "0", "--set", "train.epochs=1", "--no-progress"]
