@@ -8,6 +8,7 @@ classes (0 = classes never touch, 1 = every edge crosses classes). Writes ``figu
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 import torch
@@ -15,6 +16,22 @@ import torch
 from . import LatentCapture, label_variation, latent_graph
 
 LAYERS = {"input": None, "middle (stage2)": "stage2", "penultimate (pool)": "pool"}
+#: test samples per LGG (the k-NN graph of a batch needs k < BATCH)
+BATCH = 100
+
+
+class DemoArgumentError(ValueError):
+    """A demo option out of range (reported in one line, exit status 2, before any work)."""
+
+
+def check_args(args: argparse.Namespace) -> None:
+    """Raise :class:`DemoArgumentError` naming the first option out of range."""
+    if args.epochs < 1:
+        raise DemoArgumentError(f"--epochs must be >= 1, got {args.epochs}")
+    if not 1 <= args.k < BATCH:
+        raise DemoArgumentError(f"--k must be in 1..{BATCH - 1} (neighbours within a batch of {BATCH} test samples), got {args.k}")
+    if args.seed < 0:
+        raise DemoArgumentError(f"--seed must be >= 0, got {args.seed}")
 
 
 def layer_label_variation(model, x: torch.Tensor, y: torch.Tensor, k: int, batch_size: int) -> list[dict]:
@@ -72,6 +89,7 @@ def run(argv: list[str] | None = None) -> dict:
     parser.add_argument("--figure", default="figures/demo/label_variation.png")
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
+    check_args(args)
 
     from .data import load_dataset
     from .engine import TrainConfig, train
@@ -86,7 +104,7 @@ def run(argv: list[str] | None = None) -> dict:
     print(f"SmallCNN ({count_parameters(model):,} parameters): test error {100 * final['test_error']:.2f}% after {args.epochs} epochs")
 
     x, y = splits.test.tensors
-    rows = layer_label_variation(model, x, y, k=args.k, batch_size=100)
+    rows = layer_label_variation(model, x, y, k=args.k, batch_size=BATCH)
     means = {}
     for label in LAYERS:
         values = torch.tensor([r["label_variation"] for r in rows if r["layer"] == label])
@@ -98,8 +116,15 @@ def run(argv: list[str] | None = None) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Console entry (``geomlat demo``): exit status 0."""
-    run(argv)
+    """Console entry (``geomlat demo``): exit status 0; 2 with one line on stderr for an option out of range or
+    a run folder made with other options (``--epochs``, ``--seed``: delete it or pass another ``--runs``)."""
+    from .engine.run_folder import RunFolderMismatch
+
+    try:
+        run(argv)
+    except (DemoArgumentError, RunFolderMismatch) as err:
+        print(f"geomlat demo: {err}", file=sys.stderr)
+        return 2
     return 0
 
 

@@ -171,6 +171,39 @@ def test_help_and_early_spec_errors_do_not_import_torch(spec_file, tmp_path):
     assert "unknown profile 'nope'" in done.stderr and "broken.toml is not valid TOML" in done.stderr
 
 
+def test_train_typo_and_busy_folder_are_refused_without_torch(spec_file, tmp_path):
+    """Issue 19: a `train.*` typo and a second study into a folder in use answer before torch (and
+    torch_geometric, the study kind) are imported: the validation reads the torch-free TrainConfig field list
+    and the lock is checked first. Failed on the old code (both imported torch first)."""
+    out = tmp_path / "out"
+    code = textwrap.dedent(
+        f"""
+        import os, sys
+        import geomlat.cli
+        from geomlat.engine.locks import folder_lock
+        heavy = lambda: sorted(m for m in ("torch", "torch_geometric", "pygsp", "scipy") if m in sys.modules)
+        spec, out = {str(spec_file)!r}, {str(out)!r}
+        assert geomlat.cli.main(["study", spec, "--out", out, "--set", "train.epoch=1"]) == 2
+        assert geomlat.cli.main(["study", spec, "--out", out, "--set", "methods.gkd.train.compile=1"]) == 2
+        assert geomlat.cli.main(["study", spec, "--out", out, "--set", "train.optimizer='rmsprop'"]) == 2
+        with folder_lock(os.path.join(out, "runs", "clitiny")):  # another open file: refused as another process is
+            assert geomlat.cli.main(["study", spec, "--out", out, "--no-progress"]) == 2
+        assert heavy() == [], heavy()
+        print("light")
+        """
+    )
+    done = subprocess.run([sys.executable, "-c", code], env=_env(), capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "light"
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 4, lines
+    assert lines[0].startswith("geomlat: invalid study spec: train.epoch: unknown field; valid fields here:")
+    assert lines[1].startswith("geomlat: invalid study spec: methods.gkd.train.compile: expected true or false, got integer 1")
+    assert "train.optimizer: unknown value 'rmsprop'" in lines[2]
+    assert lines[3].startswith("geomlat: study 'clitiny' in") and f"in use by process" in lines[3]
+    assert sorted(p.name for p in out.rglob("*")) == [".lock", "clitiny", "runs"]  # only the test's lock: no run
+
+
 def _assert_refused(status: int, err: str, out: Path, *needles: str) -> None:
     """Exit 2, one line on stderr naming the problem, nothing written."""
     assert status == 2
@@ -275,6 +308,18 @@ def test_second_run_into_a_folder_in_use_stops_and_a_killed_run_leaves_no_lock(s
     status = main(["study", str(spec_file), "--out", str(out), "--seeds", "0", "--set", "train.epochs=1", "--no-progress"])
     assert status == 0, capsys.readouterr().err
     assert (out / "results" / "clitiny" / "table.csv").exists()
+
+
+def test_study_into_runs_of_another_spec_is_one_line_exit_2(spec_file, tmp_path, capsys):
+    """A run folder made with another term weight is refused (not reused: issue 19), in one line."""
+    out = tmp_path / "out"
+    args = ["study", str(spec_file), "--out", str(out), "--seeds", "0", "--set", "train.epochs=1", "--no-progress"]
+    assert main(args) == 0
+    capsys.readouterr()
+    assert main([*args, "--set", "methods.gkd.terms.gkd.weight=5.0"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "gkd_s0" in err and "delete the folder" in err
+    assert "weight" in err and "25.0 there, 5.0 now" in err
 
 
 def test_refused_checkpoint_is_one_line_naming_it(spec_file, tmp_path, capsys):

@@ -1,24 +1,40 @@
 """Training engine: objectives, the training loop (optimizers and lr schedules of TrainConfig) with run records and exact resume, evaluation,
-atomic IO. See :func:`geomlat.engine.train.train`."""
-from ..distributed import get_rank, get_world_size, is_main_process
-from .io import atomic_save, atomic_write_bytes, atomic_write_text, load_checkpoint, read_json, to_jsonable, write_json
-from .train import (
-    Supervised,
-    TrainConfig,
-    checkpoint_state,
-    derive_seed,
-    evaluate_accuracy,
-    load_trained_model,
-    lr_factor,
-    make_optimizer,
-    make_scheduler,
-    model_outputs,
-    predict,
-    resolve_device,
-    train,
-)
+atomic IO. See :func:`geomlat.engine.train.train`.
+
+The public names are imported on first use (PEP 562): ``geomlat.engine.config_fields`` and
+``geomlat.engine.locks`` (what a study checks before it starts) import no torch."""
+import sys
+import types
+
+from .._lazy import lazy_dir, lazy_getattr
+
+_LAZY = {
+    **dict.fromkeys(("get_rank", "get_world_size", "is_main_process"), "..distributed"),
+    **dict.fromkeys(("atomic_save", "atomic_write_bytes", "atomic_write_text", "load_checkpoint", "read_json",
+                     "to_jsonable", "write_json"), ".io"),
+    **dict.fromkeys(("Supervised", "TrainConfig", "checkpoint_state", "derive_seed", "evaluate_accuracy",
+                     "load_trained_model", "lr_factor", "make_optimizer", "make_scheduler", "model_outputs", "predict",
+                     "resolve_device", "train", "RunFolderMismatch"), ".train"),
+}
+
+__getattr__ = lazy_getattr(__name__, _LAZY, globals())
+__dir__ = lazy_dir(_LAZY, globals())
+
+
+class _Package(types.ModuleType):
+    """Importing the submodule ``geomlat.engine.train`` binds it on the package; the public name ``train`` stays
+    the function (as the eager ``from .train import train`` left it)."""
+
+    def __setattr__(self, name: str, value) -> None:
+        if name in _LAZY and isinstance(value, types.ModuleType) and value.__name__ == f"{__name__}.{name}":
+            value = getattr(value, name)
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package
 
 __all__ = [
+    "RunFolderMismatch",
     "Supervised",
     "TrainConfig",
     "atomic_save",

@@ -7,7 +7,6 @@ is reported by :func:`load_checkpoint` as a :class:`CheckpointError` naming it.
 """
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import os
@@ -20,6 +19,7 @@ from typing import Any, Iterator
 import torch
 
 from ..distributed import writes_skipped
+from .locks import FolderInUseError, folder_lock
 
 __all__ = ["atomic_write_text", "atomic_write_bytes", "atomic_save", "load_checkpoint", "write_json", "read_json", "to_jsonable",
            "CheckpointError", "CheckpointRefused", "FolderInUseError", "UnreadableFileError", "folder_lock"]
@@ -50,17 +50,6 @@ class UnreadableFileError(ValueError):
 
     def __reduce__(self):
         return type(self), (self.path, self.args[0])
-
-
-class FolderInUseError(RuntimeError):
-    """Another live process holds the lock of an output folder; ``folder`` and ``pid`` (None if unknown)."""
-
-    def __init__(self, folder: str | Path, pid: int | None, message: str):
-        self.folder, self.pid = Path(folder), pid
-        super().__init__(message)
-
-    def __reduce__(self):
-        return type(self), (self.folder, self.pid, self.args[0])
 
 
 def _atomic_write(path: str | Path, write) -> Path:
@@ -140,73 +129,6 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device | None = 
 def _first_line(err: BaseException) -> str:
     lines = str(err).strip().splitlines()
     return lines[0] if lines else type(err).__name__
-
-
-@contextlib.contextmanager
-def folder_lock(folder: str | Path, name: str = ".lock", what: str | None = None) -> Iterator[Path]:
-    """Hold an exclusive lock on ``folder`` (created) while inside; yields the lock file ``folder/name``.
-
-    The lock is an OS lock on the open lock file (``fcntl.flock`` on POSIX, ``msvcrt.locking`` on Windows),
-    so the OS releases it when the holder ends, also on SIGKILL or a crash: a dead run never leaves the
-    folder locked. The holder's PID is written in the file, for the message of the next process.
-
-    Raises:
-        FolderInUseError: another process holds the lock (the message names ``what`` or the folder, and the PID).
-    """
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / name
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        _lock_fd(fd)
-    except OSError:
-        pid = _read_pid(fd)
-        os.close(fd)
-        holder = f"process {pid}" if pid is not None else "another process"
-        raise FolderInUseError(folder, pid, f"{what or f'folder {folder}'} is in use by {holder} (lock file {path}); "
-                               "wait for it to end, or stop it, or choose another output folder") from None
-    try:
-        os.ftruncate(fd, _PID_OFFSET)
-        os.lseek(fd, _PID_OFFSET, os.SEEK_SET)
-        os.write(fd, f"{os.getpid()}\n".encode())
-        yield path
-    finally:
-        with contextlib.suppress(OSError):
-            _unlock_fd(fd)
-        os.close(fd)
-
-
-if os.name == "nt":  # pragma: no cover - Windows: lock byte 0, the PID is written after it (readable while locked)
-    import msvcrt
-
-    _PID_OFFSET = 1
-
-    def _lock_fd(fd: int) -> None:
-        os.lseek(fd, 0, os.SEEK_SET)
-        msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)
-
-    def _unlock_fd(fd: int) -> None:
-        os.lseek(fd, 0, os.SEEK_SET)
-        msvcrt.locking(fd, msvcrt.LK_UNLCK, 1)
-else:
-    import fcntl
-
-    _PID_OFFSET = 0
-
-    def _lock_fd(fd: int) -> None:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-
-    def _unlock_fd(fd: int) -> None:
-        fcntl.flock(fd, fcntl.LOCK_UN)
-
-
-def _read_pid(fd: int) -> int | None:
-    try:
-        os.lseek(fd, _PID_OFFSET, os.SEEK_SET)
-        text = os.read(fd, 64).decode("ascii", "replace").strip()
-        return int(text) if text.isdigit() else None
-    except OSError:
-        return None
 
 
 def to_jsonable(obj: Any) -> Any:

@@ -25,12 +25,14 @@ torch's ``default_collate`` (sequences of equal length). The same holds for ever
 
 Run folder layout (``run_dir``)::
 
-    config.json     resolved TrainConfig + caller's record (written before the first epoch)
+    config.json     resolved TrainConfig + caller's record + fingerprint of the objective and model (written
+                    before the first epoch; every later call into the folder must match it: run_folder.py)
     metrics.jsonl   one JSON object per finished epoch (rewritten atomically from the checkpoint's history)
     checkpoint.pt   {"objective", "optimizer", "scheduler", "epoch", "history"[, "scaler"]} (torch.load weights_only=True;
                     "objective" without the submodules named in the objective's ``checkpoint_exclude``, e.g.
                     a Distiller's frozen teacher: see :func:`checkpoint_state`)
-    final.json      final metrics; its presence marks the run as finished (a rerun returns it)
+    final.json      final metrics; its presence marks the run as finished (a rerun loads the final weights
+                    of checkpoint.pt into the objective it is given and returns these metrics)
 
 Mixed precision (``TrainConfig.precision``, the names of PyTorch Lightning): ``"bf16-mixed"`` / ``"16-mixed"``
 run the objective's forward under ``torch.autocast`` on the training device (weights, gradients and the
@@ -79,6 +81,8 @@ from ..capture import OutputKey, select_logits
 from ..distributed import all_reduce_sum, barrier, broadcast_object, get_world_size, is_distributed, is_main_process, shard
 from ..objectives import Supervised
 from .io import CheckpointError, CheckpointRefused, atomic_save, atomic_write_text, load_checkpoint, read_json, to_jsonable, write_json
+from .config_fields import OPTIMIZERS, PRECISION_NAMES, SCHEDULERS
+from .run_folder import RunFolderMismatch, check_run_folder, fingerprint
 
 __all__ = [
     "Supervised",
@@ -97,18 +101,16 @@ __all__ = [
     "PRECISIONS",
     "autocast_dtype",
     "train_step",
+    "epoch_summary",
+    "RunFolderMismatch",
 ]
 
-# fields of TrainConfig that may change between a run and its resume without invalidating it
-_RESUMABLE_CHANGES = ("device", "eval_batch_size", "num_workers", "pin_memory")
-
-#: ``TrainConfig.optimizer`` values.
-OPTIMIZERS = ("sgd", "adamw")
-#: ``TrainConfig.scheduler`` values (the lr per epoch; see :func:`lr_factor`).
-SCHEDULERS = ("multistep", "cosine", "constant")
+# fields of TrainConfig that may change between a run and its resume (or rerun) without invalidating it:
+# where and how the same computation runs
+_RESUMABLE_CHANGES = ("device", "eval_batch_size", "num_workers", "pin_memory", "compile")
 
 #: ``TrainConfig.precision`` values -> autocast dtype (None: no autocast, float32 throughout).
-PRECISIONS: dict[str, torch.dtype | None] = {"32": None, "bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}
+PRECISIONS: dict[str, torch.dtype | None] = dict(zip(PRECISION_NAMES, (None, torch.bfloat16, torch.float16)))
 
 #: the loss values, and the input value checks of the losses (deferred: :func:`geomlat.checks.deferred_value_checks`),
 #: are checked every this many steps (and at the end of each epoch): one host synchronization per interval
@@ -147,6 +149,10 @@ class TrainConfig:
             float16 with a ``torch.amp.GradScaler``: a step whose gradients overflow is skipped, counted in
             the ``skipped_steps`` of the epoch's record, and the scale is lowered). Weights, optimizer
             state and the backward pass stay float32 (Lightning's names and meaning).
+        compile: run each step's forward through ``torch.compile`` (the objective, or its DDP wrapper; Inductor,
+            needs a C compiler on CPU). ``objective.model`` stays the uncompiled module (evaluation, hooks,
+            checkpoints and their keys unchanged); the numbers agree with eager ones to rounding, so a run may
+            be resumed with another value.
     """
 
     epochs: int = 200
@@ -171,6 +177,7 @@ class TrainConfig:
     clip_grad_norm: float | None = None
     num_workers: int = 0
     pin_memory: bool = False
+    compile: bool = False
 
     def __post_init__(self):
         self.milestones = tuple(float(m) for m in self.milestones)
@@ -214,8 +221,9 @@ class TrainConfig:
         clip = self.clip_grad_norm
         if clip is not None and (isinstance(clip, bool) or not isinstance(clip, (int, float)) or not math.isfinite(clip) or clip <= 0):
             raise ValueError(f"TrainConfig.clip_grad_norm must be None or a finite number > 0, got {clip!r}")
-        if not isinstance(self.pin_memory, bool):
-            raise ValueError(f"TrainConfig.pin_memory must be a bool, got {self.pin_memory!r}")
+        for name in ("pin_memory", "compile", "nesterov", "drop_last"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"TrainConfig.{name} must be a bool, got {getattr(self, name)!r}")
 
     def milestone_epochs(self) -> list[int]:
         """Epoch counts after which the lr drops: ``round(f * epochs)`` for each fraction, kept in
@@ -642,24 +650,6 @@ def _train_epoch(objective, splits, config: TrainConfig, optimizer, epoch: int, 
     return metrics
 
 
-def _check_config_matches(path: Path, record: dict[str, Any]) -> None:
-    """A run folder made with another configuration must not be resumed or reused silently."""
-    old = read_json(path)
-    new = json.loads(json.dumps(record))
-    ignore = set(_RESUMABLE_CHANGES)
-    # a field added to TrainConfig after the run was recorded takes its default there (e.g. precision "32")
-    defaults = {f.name: f.default for f in dataclasses.fields(TrainConfig) if f.default is not dataclasses.MISSING}
-    old_train = {k: v for k, v in {**to_jsonable(defaults), **old.get("train", {})}.items() if k not in ignore}
-    new_train = {k: v for k, v in new.get("train", {}).items() if k not in ignore}
-    diffs = [f"train.{k}: {old_train.get(k)!r} -> {new_train.get(k)!r}" for k in sorted(set(old_train) | set(new_train)) if old_train.get(k) != new_train.get(k)]
-    diffs += [f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in sorted(set(old) | set(new)) if k != "train" and old.get(k) != new.get(k)]
-    if diffs:
-        raise ValueError(
-            f"run folder {path.parent} was created with a different configuration ({'; '.join(diffs)}); "
-            "delete the folder or choose another output directory"
-        )
-
-
 def _checkpoint_readable(path: Path, run_dir: Path) -> bool:
     """True if ``path`` loads. An unreadable checkpoint (truncated, corrupt) is moved aside to
     ``checkpoint.pt.unreadable`` with a message on stderr, and the run restarts from scratch (the same
@@ -701,17 +691,21 @@ def train(
             ``config.num_workers`` / ``pin_memory`` at the same seeded index batches), ``test``,
             ``num_classes`` and ``augment(x (B, ...), generator) -> x`` applied to training batches (or None).
         config: :class:`TrainConfig`.
-        run_dir: folder of this run (created). If ``final.json`` exists the run is skipped and its
-            metrics returned; if ``checkpoint.pt`` exists training resumes after its epoch. An unreadable
-            checkpoint (truncated, corrupt) is moved aside and the run restarts from scratch, with a
-            message naming it (also for a finished run, whose weights would be lost otherwise).
+        run_dir: folder of this run (created). If ``final.json`` exists the run is not trained again: its final
+            weights (``checkpoint.pt``) are loaded into ``objective`` and its metrics returned; if
+            ``checkpoint.pt`` exists training resumes after its epoch. Either only when the folder was made by
+            the same objective, model, TrainConfig and record (:mod:`geomlat.engine.run_folder`; device,
+            ``compile`` and the loader settings may change). An unreadable checkpoint (truncated, corrupt) is
+            moved aside and the run restarts from scratch, with a message naming it (also for a finished run,
+            whose weights would be lost otherwise).
         evaluate: ``evaluate(model, splits) -> {"test_error": float, ...}`` replacing the default
             (error of ``argmax model(x)`` on ``splits.test``), for objectives whose output is not logits.
             Extra keys are recorded too. A hook with an ``epoch`` keyword (or ``**kwargs``) is called with
             ``epoch=`` the number of epochs done (1-based, the ``epoch`` of metrics.jsonl).
         after_step: ``after_step(model)`` called after each optimizer step (e.g. a Parseval projection);
             ``epoch=`` is passed as to ``evaluate``.
-        progress: show a tqdm bar on stderr with the running loss and accuracy.
+        progress: show a tqdm bar on stderr with the running loss and accuracy when stderr is a terminal,
+            else one line per epoch (:func:`epoch_summary`: no carriage-return frames in logs).
         record: extra JSON-serializable information stored in ``config.json`` (model names, method, ...);
             it must match on resume.
 
@@ -721,41 +715,24 @@ def train(
         (trainable parameters of ``objective.model``) and any key returned by ``evaluate``.
 
     Raises:
-        ValueError: the folder holds a run made with another configuration, or nothing to train.
+        RunFolderMismatch (a ValueError): the folder holds a run made by another objective, model, TrainConfig
+            or record; one line naming the folder and the first field that differs.
+        ValueError: nothing to train.
         CheckpointRefused: ``checkpoint.pt`` holds code (refused by the weights-only loader, not run).
         FloatingPointError: a loss became NaN/Inf (named step and terms; checked every
             :data:`FINITE_CHECK_EVERY` steps, at the end of each epoch and when a step raises, before
             any checkpoint of that epoch is written).
     """
-    if not isinstance(objective, nn.Module) or not isinstance(getattr(objective, "model", None), nn.Module):
-        raise TypeError("objective must be an nn.Module with an nn.Module attribute .model (e.g. Supervised(model))")
-    if not isinstance(config, TrainConfig):
-        raise TypeError(f"config must be a TrainConfig, got {type(config).__name__}")
+    _check_arguments(objective, config)
     run_dir = Path(run_dir)
-    final_path, ckpt_path = run_dir / "final.json", run_dir / "checkpoint.pt"
-    config_path, metrics_path = run_dir / "config.json", run_dir / "metrics.jsonl"
-    full_record = to_jsonable({"train": config.to_dict(), **dict(record or {})})
-
-    def inspect_folder() -> tuple[str, Any]:
-        if config_path.exists():
-            _check_config_matches(config_path, full_record)
-        if ckpt_path.exists() and not _checkpoint_readable(ckpt_path, run_dir):
-            final_path.unlink(missing_ok=True)  # a finished run whose weights are lost is trained again
-        if final_path.exists():
-            try:
-                return "done", read_json(final_path)
-            except ValueError as err:  # rebuilt from the checkpoint's history below
-                print(f"geomlat: {err}; {run_dir.name} is finished again from its checkpoint", file=sys.stderr)
-                final_path.unlink()
-        return ("resume" if ckpt_path.exists() else "start"), None
-
-    status, final = _on_main(inspect_folder)  # rank 0 decides for every rank
-    if status == "done":
+    paths = _RunPaths(run_dir)
+    full_record = to_jsonable({"train": config.to_dict(), **dict(record or {}), "fingerprint": fingerprint(objective)})
+    status, final = _on_main(functools.partial(_inspect_folder, paths, full_record))  # rank 0 decides for every rank
+    if status == "done":  # the given objective gets the final weights: it is the model the metrics describe
+        _load_objective_state(objective, load_checkpoint(paths.checkpoint, map_location=_model_device(objective))["objective"])
         return final
 
-    device = resolve_device(config.device)
-    if is_distributed() and device.type == "cuda" and device.index is None:
-        device = torch.device("cuda", torch.cuda.current_device())  # this rank's GPU (set by init_from_env)
+    device = _training_device(config)
     objective.to(device)
     params = [p for p in objective.parameters() if p.requires_grad]
     if not params:
@@ -766,67 +743,183 @@ def train(
     main = is_main_process()
     if main:
         run_dir.mkdir(parents=True, exist_ok=True)
-        if not config_path.exists():
-            write_json(config_path, full_record)
-
+        if not paths.config.exists():
+            write_json(paths.config, full_record)
     start_epoch, history = 0, []
     if status == "resume":
-        if not ckpt_path.exists():
-            raise FileNotFoundError(f"rank 0 resumes from {ckpt_path} but this rank does not see it: the run folder "
-                                    "must be on a file system shared by every rank")
-        state = load_checkpoint(ckpt_path, map_location=device)
-        _load_objective_state(objective, state["objective"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        if scaler is not None:
-            scaler.load_state_dict(state["scaler"])
-        start_epoch, history = int(state["epoch"]), list(state["history"])
-        if main:  # a kill between the checkpoint and the metrics write loses nothing
-            _write_metrics(metrics_path, history)
+        start_epoch, history = _resume(paths, objective, optimizer, scheduler, scaler, device, main)
 
-    module: nn.Module = objective
-    if is_distributed():
-        # broadcasts rank 0's parameters and buffers; gradients averaged over ranks in backward
-        module = nn.parallel.DistributedDataParallel(objective, device_ids=[device.index] if device.type == "cuda" else None)
+    module = _step_module(objective, config, device)
     evaluate_fn = evaluate or (lambda model, s: {"test_error": 1.0 - evaluate_accuracy(model, s.test, config.eval_batch_size, device)})
+    bars, lines = _progress_modes(progress and main)
     for epoch in range(start_epoch, config.epochs):
-        lr = optimizer.param_groups[0]["lr"]
-        line: dict[str, Any] = {"epoch": epoch + 1, "lr": lr}
-        line.update(_train_epoch(objective, splits, config, optimizer, epoch, device, after_step, progress and main,
+        line: dict[str, Any] = {"epoch": epoch + 1, "lr": optimizer.param_groups[0]["lr"]}
+        line.update(_train_epoch(objective, splits, config, optimizer, epoch, device, after_step, bars,
                                  desc=f"{run_dir.name} {epoch + 1}/{config.epochs}", module=module, scaler=scaler))
         scheduler.step()
         evaluate_now = (epoch + 1) % config.eval_every == 0 or epoch + 1 == config.epochs
-
-        def finish_line(line: dict[str, Any] = line) -> dict[str, Any]:
-            if evaluate_now:
-                start = time.perf_counter()
-                evaluated = dict(_with_epoch(evaluate_fn, epoch)(objective.model, splits))
-                if "test_error" not in evaluated:
-                    raise KeyError(f"evaluate() must return a dict with 'test_error', got keys {sorted(evaluated)}")
-                line.update({k: float(v) for k, v in evaluated.items()})
-                line["eval_seconds"] = time.perf_counter() - start
-            return to_jsonable(line)
-
-        history.append(_on_main(finish_line))  # rank 0 evaluates; every rank records rank 0's line
+        finish = functools.partial(_finish_line, line, evaluate_fn if evaluate_now else None, objective.model, splits, epoch)
+        history.append(_on_main(finish))  # rank 0 evaluates; every rank records rank 0's line
         if main:
             atomic_save({"objective": checkpoint_state(objective), "optimizer": optimizer.state_dict(),
                          "scheduler": scheduler.state_dict(), "epoch": epoch + 1, "history": history,
-                         **({"scaler": scaler.state_dict()} if scaler is not None else {})}, ckpt_path)
-            _write_metrics(metrics_path, history)
+                         **({"scaler": scaler.state_dict()} if scaler is not None else {})}, paths.checkpoint)
+            _write_metrics(paths.metrics, history)
+        if lines:
+            print(epoch_summary(run_dir.name, history[-1], config.epochs), file=sys.stderr, flush=True)
 
+    final = _final_metrics(history, config, objective, scaler is not None)
+    if main:
+        write_json(paths.final, final)
+    barrier()  # the other ranks return once the run folder is complete
+    return final
+
+
+@dataclass(frozen=True)
+class _RunPaths:
+    """The files of a run folder (module docstring)."""
+
+    folder: Path
+
+    @property
+    def final(self) -> Path:
+        return self.folder / "final.json"
+
+    @property
+    def checkpoint(self) -> Path:
+        return self.folder / "checkpoint.pt"
+
+    @property
+    def config(self) -> Path:
+        return self.folder / "config.json"
+
+    @property
+    def metrics(self) -> Path:
+        return self.folder / "metrics.jsonl"
+
+
+def _check_arguments(objective: nn.Module, config: TrainConfig) -> None:
+    if not isinstance(objective, nn.Module) or not isinstance(getattr(objective, "model", None), nn.Module):
+        raise TypeError("objective must be an nn.Module with an nn.Module attribute .model (e.g. Supervised(model))")
+    if not isinstance(config, TrainConfig):
+        raise TypeError(f"config must be a TrainConfig, got {type(config).__name__}")
+
+
+def _inspect_folder(paths: _RunPaths, record: Mapping[str, Any]) -> tuple[str, Any]:
+    """``("done", final metrics)``, ``("resume", None)`` or ``("start", None)`` for a run folder; a folder made
+    by another objective, model, TrainConfig or record raises :class:`RunFolderMismatch` (rank 0 only)."""
+    if paths.config.exists():
+        check_run_folder(paths.config, record, train_defaults=_train_defaults(), ignore_train=_RESUMABLE_CHANGES)
+    if paths.checkpoint.exists() and not _checkpoint_readable(paths.checkpoint, paths.folder):
+        paths.final.unlink(missing_ok=True)  # a finished run whose weights are lost is trained again
+    if paths.final.exists() and not paths.checkpoint.exists():
+        print(f"geomlat: {paths.final} has no checkpoint.pt beside it (its weights are lost); "
+              f"run {paths.folder.name} is trained again", file=sys.stderr)
+        paths.final.unlink()
+    if paths.final.exists():
+        try:
+            return "done", read_json(paths.final)
+        except ValueError as err:  # rebuilt from the checkpoint's history by the caller
+            print(f"geomlat: {err}; {paths.folder.name} is finished again from its checkpoint", file=sys.stderr)
+            paths.final.unlink()
+    return ("resume" if paths.checkpoint.exists() else "start"), None
+
+
+def _train_defaults() -> dict[str, Any]:
+    """TrainConfig's defaults: the values of fields added after a run folder was recorded (e.g. precision "32")."""
+    return {f.name: f.default for f in dataclasses.fields(TrainConfig) if f.default is not dataclasses.MISSING}
+
+
+def _training_device(config: TrainConfig) -> torch.device:
+    device = resolve_device(config.device)
+    if is_distributed() and device.type == "cuda" and device.index is None:
+        device = torch.device("cuda", torch.cuda.current_device())  # this rank's GPU (set by init_from_env)
+    return device
+
+
+def _resume(paths: _RunPaths, objective, optimizer, scheduler, scaler, device: torch.device, main: bool
+            ) -> tuple[int, list[dict[str, Any]]]:
+    """Load the checkpoint into the objective, optimizer, scheduler (and scaler); ``(epochs done, history)``."""
+    if not paths.checkpoint.exists():
+        raise FileNotFoundError(f"rank 0 resumes from {paths.checkpoint} but this rank does not see it: the run folder "
+                                "must be on a file system shared by every rank")
+    state = load_checkpoint(paths.checkpoint, map_location=device)
+    _load_objective_state(objective, state["objective"])
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    if scaler is not None:
+        scaler.load_state_dict(state["scaler"])
+    history = list(state["history"])
+    if main:  # a kill between the checkpoint and the metrics write loses nothing
+        _write_metrics(paths.metrics, history)
+    return int(state["epoch"]), history
+
+
+def _step_module(objective: nn.Module, config: TrainConfig, device: torch.device) -> nn.Module:
+    """What runs the forward of a step: the objective, wrapped in DistributedDataParallel under a process group
+    (broadcasts rank 0's parameters and buffers; gradients averaged over ranks in backward), then compiled with
+    ``torch.compile`` when ``config.compile`` (``objective`` and ``objective.model`` stay the uncompiled modules:
+    evaluation, hooks and checkpoints see the same modules and state dict keys)."""
+    module: nn.Module = objective
+    if is_distributed():
+        module = nn.parallel.DistributedDataParallel(objective, device_ids=[device.index] if device.type == "cuda" else None)
+    if config.compile:
+        module = torch.compile(module)
+    return module
+
+
+def _finish_line(line: dict[str, Any], evaluate_fn: EvaluateFn | None, model: nn.Module, splits, epoch: int) -> dict[str, Any]:
+    """The epoch's metrics line, with the evaluation's keys when ``evaluate_fn`` is given (rank 0)."""
+    if evaluate_fn is not None:
+        start = time.perf_counter()
+        evaluated = dict(_with_epoch(evaluate_fn, epoch)(model, splits))
+        if "test_error" not in evaluated:
+            raise KeyError(f"evaluate() must return a dict with 'test_error', got keys {sorted(evaluated)}")
+        line.update({k: float(v) for k, v in evaluated.items()})
+        line["eval_seconds"] = time.perf_counter() - start
+    return to_jsonable(line)
+
+
+def _final_metrics(history: list[dict[str, Any]], config: TrainConfig, objective: nn.Module, scaled: bool) -> dict[str, Any]:
+    """final.json: the last epoch's metrics, with totals over the epochs and the trainable parameter count."""
     last = history[-1]
     final = {k: v for k, v in last.items() if k not in ("epoch", "lr", "seconds", "eval_seconds", "steps", "skipped_steps")}
     final.update(
         epochs=config.epochs,
         steps=sum(h["steps"] for h in history),
-        **({"skipped_steps": sum(h["skipped_steps"] for h in history)} if scaler is not None else {}),
+        **({"skipped_steps": sum(h["skipped_steps"] for h in history)} if scaled else {}),
         seconds=sum(h["seconds"] + h.get("eval_seconds", 0.0) for h in history),
         params=sum(p.numel() for p in objective.model.parameters() if p.requires_grad),
     )
-    if main:
-        write_json(final_path, final)
-    barrier()  # the other ranks return once the run folder is complete
     return final
+
+
+def _interactive(stream) -> bool:
+    """True when ``stream`` is a terminal (or a Jupyter kernel's output, where tqdm draws a widget)."""
+    isatty = getattr(stream, "isatty", None)
+    try:
+        return bool(isatty and isatty()) or "ipykernel" in sys.modules
+    except ValueError:  # a closed stream
+        return False
+
+
+def _progress_modes(progress: bool) -> tuple[bool, bool]:
+    """``(tqdm bars, one summary line per epoch)`` on stderr: bars on a terminal, lines on a file or pipe
+    (a bar there would fill the log with carriage-return frames)."""
+    if not progress:
+        return False, False
+    bars = _interactive(sys.stderr)
+    return bars, not bars
+
+
+def epoch_summary(name: str, line: Mapping[str, Any], epochs: int) -> str:
+    """One line of an epoch's metrics line, e.g. ``run 3/10: loss 0.4213, train acc 0.871, test error 12.40% (1.2 s)``."""
+    parts = [f"loss {line['loss']:.4f}"]
+    if line.get("train_acc") is not None:
+        parts.append(f"train acc {line['train_acc']:.3f}")
+    if line.get("test_error") is not None:
+        parts.append(f"test error {100 * line['test_error']:.2f}%")
+    return f"{name} {line['epoch']}/{epochs}: {', '.join(parts)} ({line['seconds']:.1f} s)"
 
 
 def _excluded(objective: nn.Module) -> tuple[str, ...]:

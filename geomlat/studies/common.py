@@ -16,11 +16,11 @@ from ..capture import LatentCapture
 from ..data import DATASETS, balanced_order, load_dataset
 from ..engine import Supervised, TrainConfig, train
 from ..engine.io import atomic_save, load_checkpoint
-from ..engine.train import OPTIMIZERS, PRECISIONS, SCHEDULERS, load_trained_model
+from ..engine.train import load_trained_model
 from ..models import MODELS, build_model, count_parameters
 from ..robustness import APPROXIMATIONS, CORRUPTION_NAMES, NON_MONOTONE, SEVERITIES, corrupt, corruption_errors, to_uint8
 from .runner import StudyContext
-from .spec import Fields, SpecError
+from .spec import Fields, SpecError, train_values
 
 __all__ = ["INPUT", "IMAGE_SHAPES", "STORAGE_VERSION", "data_fields", "image_data_fields", "train_config_from_fields",
            "model_fields", "built_model_fields", "build", "check_layer", "load_splits", "train_model", "layer_features",
@@ -52,40 +52,10 @@ def image_data_fields(fields: Fields) -> dict[str, Any]:
     return data
 
 
-_TRAIN_FIELDS = {
-    "epochs": ("int", 1), "batch_size": ("int", 2), "lr": ("number", 0.0), "momentum": ("number", 0.0),
-    "weight_decay": ("number", 0.0), "nesterov": ("bool", None), "milestones": ("numbers", None),
-    "lr_gamma": ("number", 0.0), "device": ("str", None), "eval_every": ("int", 1),
-    "eval_batch_size": ("int", 1), "limit_batches": ("int", 1), "drop_last": ("bool", None),
-    "precision": ("choice", tuple(PRECISIONS)), "optimizer": ("choice", OPTIMIZERS),
-    "betas": ("numbers", None), "scheduler": ("choice", SCHEDULERS), "warmup_epochs": ("int", 0),
-    "clip_grad_norm": ("number", 0.0), "num_workers": ("int", 0), "pin_memory": ("bool", None),
-}
-
-
 def train_config_from_fields(table: dict[str, Any], path: str, seed: int = 0) -> TrainConfig:
-    """A :class:`TrainConfig` from a spec table, every field type-checked with its path in errors."""
-    f = Fields(table, path)
-    if f.has("seed"):
-        raise SpecError(f.sub("seed"), "the seed of a run comes from the study's `seeds`; remove it here")
-    values: dict[str, Any] = {}
-    for key in list(table):
-        if key not in _TRAIN_FIELDS:
-            continue
-        kind, minimum = _TRAIN_FIELDS[key]
-        if kind == "int":
-            values[key] = f.int(key, minimum=minimum)
-        elif kind == "number":
-            values[key] = f.number(key, minimum=minimum)
-        elif kind == "bool":
-            values[key] = f.bool(key)
-        elif kind == "str":
-            values[key] = f.str(key)
-        elif kind == "choice":
-            values[key] = f.str(key, choices=minimum)
-        else:
-            values[key] = tuple(float(v) for v in f.list(key, item=(int, float)))
-    f.finish()
+    """A :class:`TrainConfig` from a spec table, every field type-checked with its path in errors
+    (:func:`geomlat.studies.spec.train_values`)."""
+    values = train_values(table, path)
     try:
         return TrainConfig(**values, seed=seed)
     except ValueError as err:

@@ -37,7 +37,7 @@ from typing import Any, Callable, Iterator, Mapping, Sequence
 
 # torch and the engine are imported inside the functions that need them: `geomlat --help` and the spec
 # errors found before the study kind is loaded answer without importing torch
-from .spec import Fields, SpecError, apply_profile, deep_merge, find_spec_file, read_spec_file
+from .spec import Fields, SpecError, apply_profile, check_train_tables, deep_merge, find_spec_file, read_spec_file
 
 __all__ = ["StudyKind", "StudyContext", "STUDY_KINDS", "InputError", "register_study_kind", "load_study_kind", "load_spec",
            "run_study", "run_in_processes", "check_device"]
@@ -187,6 +187,7 @@ def load_spec(
     if not out["name"].replace("_", "").replace("-", "").isalnum():
         raise SpecError("name", f"must be letters, digits, '-' or '_' (it names folders), got {out['name']!r}")
     fields.raw("tune", None)  # the validation grid of `geomlat study NAME --tune` (geomlat.studies.tuning)
+    check_train_tables(spec)  # before the study kind imports torch: a typo answers at once
     out.update(load_study_kind(out["kind"]).validate(spec, fields))
     fields.finish()
     _check_devices(out)
@@ -371,6 +372,28 @@ def torch_threads(n: int | None):
         torch.set_num_threads(before)
 
 
+def _spec_name(path_or_name: str | Path | Mapping[str, Any], profile: str, overrides: Mapping[str, Any] | None) -> str | None:
+    """The ``name`` of a spec after its profile and overrides, read without validation (None when it has none
+    usable: :func:`load_spec` reports that)."""
+    raw = dict(path_or_name) if isinstance(path_or_name, Mapping) else read_spec_file(find_spec_file(path_or_name))
+    try:
+        spec = apply_profile(raw, profile)
+    except SpecError:
+        return None
+    name = deep_merge(spec, overrides or {}).get("name")
+    return name if isinstance(name, str) and name.replace("_", "").replace("-", "").isalnum() else None
+
+
+def _check_study_folder_free(path_or_name, profile: str, overrides: Mapping[str, Any] | None, out_root: Path) -> None:
+    """FolderInUseError, before anything heavy is imported, when another process runs this study into
+    ``out_root`` (rank 0 only: it holds the lock for every rank). The lock itself is taken later."""
+    from ..engine.locks import check_folder_free
+
+    name = _spec_name(path_or_name, profile, overrides)
+    if name is not None and int(os.environ.get("RANK", "0")) == 0:
+        check_folder_free(out_root / "runs" / name, what=f"study {name!r} in {out_root}")
+
+
 def run_study(
     name: str | Path,
     profile: str = "quick",
@@ -394,6 +417,8 @@ def run_study(
         file. InputError: a malformed data file. FolderInUseError: another process runs this study into
         ``out_root``. CheckpointError: a refused checkpoint (an unreadable one is retrained instead).
     """
+    # a folder in use is refused before the heavy imports of the validation (torch, the study kind)
+    _check_study_folder_free(name, profile, overrides, Path(out_root))
     # everything is checked (spec, devices, data files) before the first file is written
     spec = load_spec(name, profile, overrides=overrides, seeds=seeds)
     check_data(spec, data_dir)

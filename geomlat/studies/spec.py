@@ -19,7 +19,8 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
-__all__ = ["SpecError", "Fields", "deep_merge", "find_spec_file", "read_spec_file", "apply_profile", "STUDIES_DIRS"]
+__all__ = ["SpecError", "Fields", "deep_merge", "find_spec_file", "read_spec_file", "apply_profile", "STUDIES_DIRS",
+           "train_values", "check_train_tables"]
 
 # where `load_spec("NAME")` looks for NAME.toml: ./studies, then the repository's studies/ folder
 STUDIES_DIRS = (Path("studies"), Path(__file__).resolve().parents[2] / "studies")
@@ -180,3 +181,45 @@ class Fields:
         unknown = sorted(set(self.table) - self.used)
         if unknown:
             raise SpecError(self.sub(unknown[0]), f"unknown field; valid fields here: {sorted(self.used)}")
+
+
+def train_values(table: Any, path: str) -> dict[str, Any]:
+    """The TrainConfig fields of a spec's ``train`` table, each type-checked with its dotted path in errors
+    (:data:`geomlat.engine.config_fields.TRAIN_FIELDS`; no torch). ``seed`` is refused (it comes from the
+    study's ``seeds``); the ranges TrainConfig checks itself are left to it."""
+    from ..engine.config_fields import TRAIN_FIELDS
+
+    f = Fields(table, path)
+    if f.has("seed"):
+        raise SpecError(f.sub("seed"), "the seed of a run comes from the study's `seeds`; remove it here")
+    values: dict[str, Any] = {}
+    for key in [k for k in f.table if k in TRAIN_FIELDS]:
+        kind, arg = TRAIN_FIELDS[key]
+        if kind == "int":
+            values[key] = f.int(key, minimum=arg)
+        elif kind == "number":
+            values[key] = f.number(key, minimum=arg)
+        elif kind == "bool":
+            values[key] = f.bool(key)
+        elif kind == "str":
+            values[key] = f.str(key)
+        elif kind == "choice":
+            values[key] = f.str(key, choices=arg)
+        else:
+            values[key] = tuple(float(v) for v in f.list(key, item=(int, float)))
+    f.finish()
+    return values
+
+
+def check_train_tables(spec: Mapping[str, Any], path: str = "") -> None:
+    """:func:`train_values` on every table named ``train`` of a merged spec, at any depth (``train``,
+    ``methods.NAME.train``, ...; not inside ``tune``, whose keys are grids): a typo in a TrainConfig field is
+    reported before the study kind, and torch, are imported."""
+    for key, value in spec.items():
+        sub = f"{path}.{key}" if path else str(key)
+        if key == "tune" or not isinstance(value, Mapping):
+            continue
+        if key == "train":
+            train_values(value, sub)
+        else:
+            check_train_tables(value, sub)

@@ -61,7 +61,7 @@ def test_run_recorded_before_precision_existed_still_resumes(tmp_path):
         train(Supervised(_mlp()), splits, config, tmp_path / "a", progress=False)
     one = dataclasses.replace(config, epochs=1)
     assert train(Supervised(_mlp()), splits, one, tmp_path / "a", progress=False)["epochs"] == 1
-    with pytest.raises(ValueError, match="train.precision: '32' -> 'bf16-mixed'"):
+    with pytest.raises(ValueError, match="train.precision is '32' there, 'bf16-mixed' now"):
         train(Supervised(_mlp()), splits, dataclasses.replace(one, precision="bf16-mixed"), tmp_path / "a", progress=False)
 
 

@@ -1,6 +1,7 @@
 """Tests of geomlat.engine: atomic IO, the training loop, run records, skip and exact resume (also after SIGKILL)."""
 from __future__ import annotations
 
+import io
 import json
 import os
 import signal
@@ -193,8 +194,11 @@ def test_skip_when_final_exists_and_config_mismatch(tmp_path):
     before = {k: v.clone() for k, v in model.state_dict().items()}
     calls = []
     again = train(Supervised(model), splits, cfg, tmp_path / "r", progress=False, after_step=lambda m: calls.append(1))
-    assert again == first and not calls and state_equal(before, model.state_dict())
-    with pytest.raises(ValueError, match=r"different configuration.*train.epochs: 2 -> 3"):
+    # not trained again, but the model given now holds the run's final weights (the model the metrics describe)
+    assert again == first and not calls and not state_equal(before, model.state_dict())
+    final_model = {k[len("model."):]: v for k, v in load_checkpoint(tmp_path / "r" / "checkpoint.pt")["objective"].items()}
+    assert state_equal(final_model, model.state_dict())
+    with pytest.raises(ValueError, match=r"different configuration: train.epochs is 2 there, 3 now"):
         train(Supervised(make_model()), splits, small_config(epochs=3), tmp_path / "r", progress=False)
     # a change of device alone does not invalidate a run
     assert train(Supervised(make_model()), splits, small_config(epochs=2, device="cpu", eval_batch_size=7),
@@ -336,12 +340,35 @@ def test_evaluate_hook_and_errors(tmp_path):
         train(nn.Linear(2, 2), splits, small_config(), tmp_path / "h", progress=False)
 
 
-def test_limit_batches_and_progress_bar(tmp_path, capsys):
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_limit_batches_and_progress_bar_on_a_terminal(tmp_path, monkeypatch):
+    terminal = _Terminal()
+    monkeypatch.setattr(sys, "stderr", terminal)
     final = train(Supervised(make_model()), make_splits(), small_config(epochs=1, limit_batches=2),
                   tmp_path / "l", progress=True)
     assert final["steps"] == 2
-    err = capsys.readouterr().err
-    assert "loss=" in err and "acc=" in err  # the bar goes to stderr with loss and accuracy
+    err = terminal.getvalue()
+    assert "loss=" in err and "acc=" in err and "\r" in err  # a tqdm bar on stderr with loss and accuracy
+
+
+def test_progress_to_a_file_or_pipe_is_one_line_per_epoch(tmp_path, capsys):
+    """Fails on the old engine: tqdm wrote carriage-return frames into logs."""
+    final = train(Supervised(make_model()), make_splits(), small_config(epochs=3), tmp_path / "p", progress=True)
+    err = capsys.readouterr().err  # captured: not a terminal
+    assert "\r" not in err and "\x1b" not in err
+    lines = err.strip().splitlines()
+    history = [json.loads(line) for line in (tmp_path / "p" / "metrics.jsonl").read_text().splitlines()]
+    assert len(lines) == 3
+    for line, record in zip(lines, history):
+        assert line.startswith(f"p {record['epoch']}/3: loss {record['loss']:.4f}, train acc {record['train_acc']:.3f}, "
+                               f"test error {100 * record['test_error']:.2f}%")
+    assert history[-1]["test_error"] == final["test_error"]
+    assert train(Supervised(make_model()), make_splits(), small_config(epochs=3), tmp_path / "p", progress=True) == final
+    assert capsys.readouterr().err == ""  # a finished run trains nothing and prints nothing
 
 
 # ---------------------------------------------------------------- damaged checkpoints (issue 12)
