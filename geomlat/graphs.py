@@ -92,6 +92,10 @@ def similarity(x: Tensor, kernel: str = "auto", sigma: float | Tensor | None = N
 def _similarity(x: Tensor, kernel: str, sigma: float | Tensor | None, k: int | None, lo: float | None = None) -> Tensor:
     """:func:`similarity` of an already checked (B, d) tensor; ``lo`` its minimum if known (skips a pass)."""
     check_kernel(kernel)
+    if kernel == "auto" and torch.is_tensor(lo):
+        # deferred value checks (the engine, torch.compile): the choice without a host read, both from the
+        # same Gram matrix (the compiler shares the product); cosine's row-norm range is then checked too
+        return torch.where(lo >= 0, get_kernel("cosine").similarity(x, sigma, k), _similarity(x, "rbf", sigma, k, lo))
     if kernel == "auto":
         kernel = resolve_kernel(x, kernel) if lo is None else ("cosine" if lo >= 0 else "rbf")
     kern = get_kernel(kernel)
