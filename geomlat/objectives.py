@@ -38,6 +38,7 @@ Objectives here:
 """
 from __future__ import annotations
 
+import functools
 import math
 from typing import Mapping, Sequence
 
@@ -45,7 +46,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .capture import LatentCapture, OutputKey, select_logits
+from ._checks import value_check
+from .capture import LatentCapture, OutputKey, select_logits, select_output
 from .losses.embedding import LabelVariationLoss
 from .losses.registry import DISTILL_CONSUMES, check_consumes
 from .losses.regularizers import SmoothnessRegularizer
@@ -60,6 +62,40 @@ __all__ = [
     "Supervised",
     "adversarial_objective",
 ]
+
+
+class _Taps(LatentCapture):
+    """Forward hooks on the named layers of ``model``, registered once at construction and recording only
+    during :meth:`run`: registering hooks inside a region compiled by ``torch.compile`` is a graph break
+    (``RemovableHandle.next_id``), while existing hooks are traced with the modules. Idle hooks cost a flag
+    test per captured module call and hold no tensor. Names are checked as by :class:`LatentCapture`
+    (``KeyError`` listing the valid ones). The hooks are ``functools.partial`` of a method: a model carrying
+    them can still be pickled or deep-copied.
+    """
+
+    def __init__(self, model: nn.Module, layers: Sequence[str], detach: bool = False):
+        super().__init__(model, layers, detach=detach)
+        self.recording = False
+        self.__enter__()  # the hooks stay for the objective's lifetime
+
+    def _hook(self, name: str):
+        return functools.partial(self._record, name)
+
+    def _record(self, name: str, module: nn.Module, inputs, output) -> None:
+        if self.recording:
+            output = select_output(output, self.select[name], prefer="last_hidden_state", what=f"output of layer {name!r}")
+            self.outputs[name] = output.detach() if self.detach else output
+
+    def run(self, fn, *args, **kwargs) -> tuple[object, dict[str, Tensor]]:
+        """``(fn(*args, **kwargs), {layer: output})`` (``fn`` the model, or a function calling it); the captured
+        outputs are handed over, none is kept here."""
+        self.recording = True
+        try:
+            out = fn(*args, **kwargs)
+        finally:
+            self.recording = False
+        outputs, self.outputs = self.outputs, {}
+        return out, outputs
 
 
 class Supervised(nn.Module):
@@ -120,8 +156,10 @@ class LabelVariationObjective(nn.Module):
         out = select_logits(self.model(x), self.output_key)
         losses = {"label_variation": self.loss(out, y)}
         if self.ce_weight > 0:
-            if out.dim() != 2 or int(y.max()) >= out.shape[1]:
-                raise ValueError(f"ce_weight > 0 needs class scores (B, C > max label); got output shape {tuple(out.shape)}")
+            message = f"ce_weight > 0 needs class scores (B, C > max label); got output shape {tuple(out.shape)}"
+            if out.dim() != 2:
+                raise ValueError(message)
+            value_check(y.max() < out.shape[1], message)  # deferred in the engine: no host read
             losses["task"] = self.ce_weight * F.cross_entropy(out, y)
         return out, losses
 
@@ -187,13 +225,14 @@ class SmoothnessObjective(nn.Module):
         if missing:
             raise KeyError(f"layers {missing} are not modules of {type(model).__name__}")
         self.layers = names
+        self._taps = _Taps(model, names)
         self.regularizer = SmoothnessRegularizer() if regularizer is None else regularizer
         self.task_weight = _check_weight(task_weight, "task_weight")
 
     def forward(self, x: Tensor, y: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
-        with LatentCapture(self.model, self.layers) as feats:
-            logits = select_logits(self.model(x), self.output_key)
-        feats = [feats[n] for n in self.layers]
+        out, captured = self._taps.run(self.model, x)
+        logits = select_logits(out, self.output_key)
+        feats = [captured[n] for n in self.layers]
         if isinstance(self.regularizer, SmoothnessRegularizer):
             # the classes are the logits' columns: one-hot labels without reading y on the host
             reg = self.regularizer(feats, y, num_classes=logits.shape[-1])
@@ -284,12 +323,11 @@ class Distiller(nn.Module):
         self.terms = nn.ModuleDict(modules)
         if "features" in self.kinds.values() and not self.pairs:
             raise ValueError("feature-based terms need layer pairs: pairs=[(teacher_layer, student_layer), ...]")
-        # validate the layer names now (LatentCapture raises KeyError listing the valid names)
-        if self.pairs:
-            with LatentCapture(self.teacher, dict.fromkeys(t for t, _ in self.pairs)):
-                pass
-            with LatentCapture(self.model, dict.fromkeys(s for _, s in self.pairs)):
-                pass
+        # hooks registered now, also validating the layer names (KeyError listing the valid names)
+        t_names = list(dict.fromkeys(t for t, _ in self.pairs))
+        s_names = list(dict.fromkeys(s for _, s in self.pairs))
+        self._teacher_taps = _Taps(self.teacher, t_names, detach=True) if t_names else None
+        self._student_taps = _Taps(self.model, s_names) if s_names else None
 
     def train(self, mode: bool = True) -> "Distiller":
         super().train(mode)
@@ -312,21 +350,19 @@ class Distiller(nn.Module):
             )
         if y.is_floating_point() or y.is_complex() or y.dtype == torch.bool:
             raise TypeError(f"Distiller: labels y must hold integer class indices, got dtype {y.dtype}")
-        t_names = list(dict.fromkeys(t for t, _ in self.pairs))
-        s_names = list(dict.fromkeys(s for _, s in self.pairs))
         with torch.no_grad():
-            if t_names:
-                with LatentCapture(self.teacher, t_names, detach=True) as t_out:
-                    t_logits = self.teacher(x)
+            if self._teacher_taps is not None:
+                t_logits, t_out = self._teacher_taps.run(self.teacher, x)
             else:
                 t_out, t_logits = {}, self.teacher(x)
             t_logits = select_logits(t_logits, self.teacher_output_key)
-        if s_names:
-            with LatentCapture(self.model, s_names) as s_out:
-                s_logits = self.model(x)
+        if self._student_taps is not None:
+            s_logits, s_out = self._student_taps.run(self.model, x)
         else:
             s_out, s_logits = {}, self.model(x)
         s_logits = select_logits(s_logits, self.output_key)
+        t_names = [] if self._teacher_taps is None else self._teacher_taps.layers
+        s_names = [] if self._student_taps is None else self._student_taps.layers
         missing = [n for n in t_names if n not in t_out] + [n for n in s_names if n not in s_out]
         if missing:
             raise RuntimeError(f"layers {missing} produced no output during the forward pass")
