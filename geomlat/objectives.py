@@ -89,6 +89,14 @@ class _Taps(LatentCapture):
     def run(self, fn, *args, **kwargs) -> tuple[object, dict[str, Tensor]]:
         """``(fn(*args, **kwargs), {layer: output})`` (``fn`` the model, or a function calling it); the captured
         outputs are handed over, none is kept here."""
+        if not torch.compiler.is_compiling():
+            # eager: the taps run after every other hook of their module, as a LatentCapture entered now
+            # would (a hook registered after the objective may replace the output). Compiled code keeps the
+            # order the hooks had when it was traced.
+            for handle in self._handles:
+                hooks = handle.hooks_dict_ref()
+                if hooks is not None and handle.id in hooks:
+                    hooks.move_to_end(handle.id)
         self.recording = True
         try:
             out = fn(*args, **kwargs)
