@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from . import bench_amp, bench_gkd, bench_knn, bench_lgg, bench_nnk, bench_nnk_knn, bench_regularizer
+from . import bench_amp, bench_compile, bench_gkd, bench_knn, bench_lgg, bench_nnk, bench_nnk_knn, bench_regularizer
 from .common import Result
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -39,6 +39,7 @@ PROFILES = {
         "nnk_scaling": ((250, 500, 1000, 2000, 5000), 64, 30),
         "scaling_reps": 3,
         "amp_batch": 32, "amp_reps": 3, "amp_preact_width": 64,
+        "compile_gkd_batch": 128, "compile_quick_batch": 128, "compile_reps": 7,
     },
     "smoke": {
         "preact_batches": {12: {"reps": 1, "warmup": 0, "authors_in_step": True, "alone_reps": 1}},
@@ -52,6 +53,7 @@ PROFILES = {
         "nnk_scaling": ((40, 80), 16, 10),
         "scaling_reps": 1,
         "amp_batch": 8, "amp_reps": 1, "amp_preact_width": 4,
+        "compile_gkd_batch": 8, "compile_quick_batch": 16, "compile_reps": 1,
     },
 }
 
@@ -63,6 +65,7 @@ BENCHES = {
     "knn": bench_knn.run,
     "nnk_knn": bench_nnk_knn.run,
     "amp": bench_amp.run,
+    "compile": bench_compile.run,
 }
 
 
