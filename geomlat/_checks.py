@@ -137,7 +137,9 @@ def deferred_value_checks(verify_on_exit: bool = True) -> Iterator[DeferredCheck
     labels of :func:`check_labels`) record a device-side flag instead of reading the values on the host
     (which would wait for the GPU at every loss call); call :meth:`DeferredChecks.verify` at intervals to
     raise the same ``ValueError`` as the immediate check. Shape, dtype and argument checks stay immediate.
-    The training engine runs every step inside it and verifies every ``FINITE_CHECK_EVERY`` steps.
+    The training engine runs every step inside it and verifies every ``FINITE_CHECK_EVERY`` steps. Code
+    compiled with ``torch.compile`` records its checks too (see :mod:`geomlat.checks`), into the block open in
+    the thread that runs it.
 
     Args:
         verify_on_exit: verify what is still recorded when the block ends without an error.
