@@ -266,6 +266,11 @@ def latent_graph(
         ``Data(edge_index (2, E), edge_weight (E,), num_nodes=B[, y=labels])``, both directions of every
         edge present, ``edge_weight`` differentiable w.r.t. ``x``.
 
+    ``torch.compile``: :func:`latent_adjacency` is one graph (inside
+    :func:`geomlat.checks.deferred_value_checks`); the edge list has a data-dependent size (``nonzero``, a
+    graph break unless ``torch._dynamo.config.capture_dynamic_output_shape_ops``) and PyG's ``Data`` does not
+    trace: compile without ``fullgraph``, or compile :func:`latent_adjacency`.
+
     Example:
         >>> x = torch.rand(8, 16)
         >>> g = latent_graph(x, k=3, normalize="sym")
