@@ -17,7 +17,8 @@ from pathlib import Path
 
 import torch
 
-from . import bench_amp, bench_gkd, bench_knn, bench_lgg, bench_nnk, bench_nnk_knn, bench_regularizer, bench_similarity
+from . import (bench_amp, bench_compile, bench_gkd, bench_knn, bench_lgg, bench_nnk, bench_nnk_knn, bench_regularizer,
+               bench_similarity)
 from .common import Result
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -41,6 +42,7 @@ PROFILES = {
         "amp_batch": 32, "amp_reps": 3, "amp_preact_width": 64,
         # platonic-rep's CKA forms three (N, N) matrices and four (N, N) products: N = 2,000 for its side
         "similarity_knn_size": (10000, 512, 10), "similarity_cka_n": 2000, "similarity_reps": 1,
+        "compile_gkd_batch": 128, "compile_quick_batch": 128, "compile_reps": 7,
     },
     "smoke": {
         "preact_batches": {12: {"reps": 1, "warmup": 0, "authors_in_step": True, "alone_reps": 1}},
@@ -55,6 +57,7 @@ PROFILES = {
         "scaling_reps": 1,
         "amp_batch": 8, "amp_reps": 1, "amp_preact_width": 4,
         "similarity_knn_size": (200, 16, 5), "similarity_cka_n": 100, "similarity_reps": 1,
+        "compile_gkd_batch": 8, "compile_quick_batch": 16, "compile_reps": 1,
     },
 }
 
@@ -67,6 +70,7 @@ BENCHES = {
     "nnk_knn": bench_nnk_knn.run,
     "amp": bench_amp.run,
     "similarity": bench_similarity.run,
+    "compile": bench_compile.run,
 }
 
 

@@ -9,6 +9,7 @@ from collections.abc import Iterator
 
 import torch
 from torch import Tensor
+from torch._library.effects import EffectType
 
 #: Dtypes whose geometry is computed in float32 (their eps and range cannot hold squared norms).
 HALF_DTYPES = (torch.float16, torch.bfloat16)
@@ -65,9 +66,8 @@ class DeferredChecks:
 def value_check(ok: Tensor | bool, message: str) -> None:
     """Raise ``ValueError(message)`` unless ``ok``; inside :func:`deferred_value_checks` a tensor ``ok`` (0-dim
     bool, on any device) is recorded instead of read on the host."""
-    deferred = _DEFERRED.get()
-    if deferred is not None and isinstance(ok, Tensor):
-        deferred.record(ok, message.replace("{", "{{").replace("}", "}}"))
+    if checks_deferred() and isinstance(ok, Tensor):
+        record_check(ok, message.replace("{", "{{").replace("}", "}}"))
     elif not bool(ok):
         raise ValueError(message)
 
@@ -75,9 +75,60 @@ def value_check(ok: Tensor | bool, message: str) -> None:
 _DEFERRED: contextvars.ContextVar[DeferredChecks | None] = contextvars.ContextVar("geomlat_deferred_checks", default=None)
 
 
+class _Compiled:
+    """What code traced by ``torch.compile`` reads instead of the ContextVar (``ContextVar.get`` is not
+    traceable): whether a :func:`deferred_value_checks` block is open in the process, a plain bool that
+    dynamo guards on (a compiled function is recompiled once when it changes, never per block or per step).
+    The recorder itself is looked up when the compiled code runs (:func:`_record_op`), through the ContextVar."""
+
+    open_blocks = 0  # open deferred_value_checks blocks, all threads together
+    deferred = False  # open_blocks > 0 (dynamo guards on the value of what it reads: a bool, not the count)
+
+
 def checks_deferred() -> bool:
-    """Whether the caller runs inside :func:`deferred_value_checks` (value checks must not read the host)."""
+    """Whether the caller runs inside :func:`deferred_value_checks` (value checks must not read the host).
+
+    Under ``torch.compile`` (traced code): whether a block is open in the process (see :class:`_Compiled`);
+    a compiled check that runs in a thread without a block is then made immediately by :func:`_record_op`.
+    """
+    if torch.compiler.is_compiling():
+        return _Compiled.deferred
     return _DEFERRED.get() is not None
+
+
+def record_check(ok: Tensor, template: str, *values: Tensor) -> None:
+    """Record a deferred check (call only when :func:`checks_deferred`): ``ok`` a 0-dim bool tensor, the error
+    ``ValueError(template.format(*values))`` on failure (see :meth:`DeferredChecks.record`).
+
+    Eager code appends to the open block's recorder; traced code (``torch.compile``) calls the op
+    ``geomlat::record_check`` instead, a side effect run with the compiled graph (a list append would be
+    guarded on the list's length by dynamo: a recompilation at every step)."""
+    if torch.compiler.is_compiling():
+        torch.ops.geomlat.record_check(ok.detach(), template, [v.detach() for v in values])
+        return
+    _DEFERRED.get().record(ok, template, *values)
+
+
+@torch.library.custom_op("geomlat::record_check", mutates_args=())
+def _record_op(ok: Tensor, template: str, values: list[Tensor]) -> None:
+    """Runtime of a compiled :func:`record_check`: record into the thread's open block, or (no block open in
+    this thread) check now. The tensors are copied: the compiled graph may reuse their buffers afterwards."""
+    checks = _DEFERRED.get()
+    if checks is None:
+        if not bool(ok):
+            raise ValueError(template.format(*(v.item() for v in values)))
+        return
+    checks.record(ok.clone(), template, *(v.clone() for v in values))
+
+
+@_record_op.register_fake
+def _(ok: Tensor, template: str, values: list[Tensor]) -> None:
+    return None
+
+
+# an op without outputs is dead code to the compiler unless it is declared to have a side effect (ordered:
+# the records keep the order of the checks)
+torch.library._register_effectful_op("geomlat::record_check", EffectType.ORDERED)
 
 
 @contextlib.contextmanager
@@ -86,7 +137,9 @@ def deferred_value_checks(verify_on_exit: bool = True) -> Iterator[DeferredCheck
     labels of :func:`check_labels`) record a device-side flag instead of reading the values on the host
     (which would wait for the GPU at every loss call); call :meth:`DeferredChecks.verify` at intervals to
     raise the same ``ValueError`` as the immediate check. Shape, dtype and argument checks stay immediate.
-    The training engine runs every step inside it and verifies every ``FINITE_CHECK_EVERY`` steps.
+    The training engine runs every step inside it and verifies every ``FINITE_CHECK_EVERY`` steps. Code
+    compiled with ``torch.compile`` records its checks too (see :mod:`geomlat.checks`), into the block open in
+    the thread that runs it.
 
     Args:
         verify_on_exit: verify what is still recorded when the block ends without an error.
@@ -104,10 +157,14 @@ def deferred_value_checks(verify_on_exit: bool = True) -> Iterator[DeferredCheck
     """
     checks = DeferredChecks()
     token = _DEFERRED.set(checks)
+    _Compiled.open_blocks += 1
+    _Compiled.deferred = True
     try:
         yield checks
     finally:
         _DEFERRED.reset(token)
+        _Compiled.open_blocks -= 1
+        _Compiled.deferred = _Compiled.open_blocks > 0
     if verify_on_exit:
         checks.verify()
 
@@ -185,11 +242,10 @@ def check_features_min(x: Tensor, name: str = "x") -> tuple[Tensor, float | Tens
     flat = x.reshape(x.shape[0], -1)
     if flat.shape[1] == 0:
         raise ValueError(f"{name} has zero-width features (shape {tuple(x.shape)}): a sample needs at least one value")
-    deferred = _DEFERRED.get()
-    if deferred is not None:  # no host read: a device-side flag, read by DeferredChecks.verify()
+    if checks_deferred():  # no host read: a device-side flag, read by DeferredChecks.verify()
         detached = flat.detach()
         counts = torch.stack([torch.isnan(detached).sum(), torch.isinf(detached).sum()])
-        deferred.record(counts.sum() == 0, name + " contains non-finite values ({} NaN, {} Inf): cannot build a graph",
+        record_check(counts.sum() == 0, name + " contains non-finite values ({} NaN, {} Inf): cannot build a graph",
                         counts[0], counts[1])
         return upcast_half(flat), detached.amin()
     lo, hi = (v.item() for v in torch.aminmax(flat.detach()))
@@ -223,10 +279,9 @@ def check_labels(labels: Tensor, num_nodes: int, name: str = "labels") -> Tensor
         raise ValueError(f"{name} has shape {tuple(labels.shape)} but the graph has {num_nodes} vertices; expected ({num_nodes},)")
     if labels.is_floating_point() or labels.dtype == torch.bool:
         raise TypeError(f"{name} must hold integer class indices, got dtype {labels.dtype}")
-    deferred = _DEFERRED.get()
-    if labels.numel() and deferred is not None:
+    if labels.numel() and checks_deferred():
         low = labels.min()
-        deferred.record(low >= 0, name + " must be non-negative class indices, got min {}", low)
+        record_check(low >= 0, name + " must be non-negative class indices, got min {}", low)
     elif labels.numel() and int(labels.min()) < 0:
         raise ValueError(f"{name} must be non-negative class indices, got min {int(labels.min())}")
     return labels.long()

@@ -115,6 +115,10 @@ def similarity(x: Tensor, kernel: str = "auto", sigma: float | Tensor | None = N
 def _similarity(x: Tensor, kernel: str, sigma: float | Tensor | None, k: int | None, lo: float | None = None) -> Tensor:
     """:func:`similarity` of an already checked (B, d) tensor; ``lo`` its minimum if known (skips a pass)."""
     check_kernel(kernel)
+    if kernel == "auto" and torch.is_tensor(lo):
+        # deferred value checks (the engine, torch.compile): the choice without a host read, both from the
+        # same Gram matrix (the compiler shares the product); cosine's row-norm range is then checked too
+        return torch.where(lo >= 0, get_kernel("cosine").similarity(x, sigma, k), _similarity(x, "rbf", sigma, k, lo))
     if kernel == "auto":
         kernel = resolve_kernel(x, kernel) if lo is None else ("cosine" if lo >= 0 else "rbf")
     kern = get_kernel(kernel)
@@ -254,6 +258,11 @@ def latent_graph(
     Returns:
         ``Data(edge_index (2, E), edge_weight (E,), num_nodes=B[, y=labels])``, both directions of every
         edge present, ``edge_weight`` differentiable w.r.t. ``x``.
+
+    ``torch.compile``: :func:`latent_adjacency` is one graph (inside
+    :func:`geomlat.checks.deferred_value_checks`); the edge list has a data-dependent size (``nonzero``, a
+    graph break unless ``torch._dynamo.config.capture_dynamic_output_shape_ops``) and PyG's ``Data`` does not
+    trace: compile without ``fullgraph``, or compile :func:`latent_adjacency`.
 
     Example:
         >>> x = torch.rand(8, 16)

@@ -43,6 +43,7 @@ Objectives here:
 """
 from __future__ import annotations
 
+import functools
 import math
 from typing import Mapping, Sequence
 
@@ -52,7 +53,7 @@ from torch import Tensor, nn
 
 from ._checks import checks_deferred, value_check
 from .batch import Inputs, attention_mask_of, batch_size, call_model
-from .capture import LatentCapture, OutputKey, check_layer_names, select_logits
+from .capture import LatentCapture, OutputKey, check_layer_names, select_logits, select_output
 from .losses.embedding import LabelVariationLoss
 from .losses.registry import DISTILL_CONSUMES, check_consumes
 from .losses.regularizers import SmoothnessRegularizer
@@ -93,6 +94,48 @@ def check_class_labels(y: Tensor, logits: Tensor, what: str) -> Tensor:
         raise ValueError(f"{what}: label {bad} is out of range for C = {num_classes} classes (the width of the "
                          f"logits): labels must be class indices in [0, {num_classes - 1}]")
     return y
+
+
+class _Taps(LatentCapture):
+    """Forward hooks on the named layers of ``model``, registered once at construction and recording only
+    during :meth:`run`: registering hooks inside a region compiled by ``torch.compile`` is a graph break
+    (``RemovableHandle.next_id``), while existing hooks are traced with the modules. Idle hooks cost a flag
+    test per captured module call and hold no tensor. Names are checked as by :class:`LatentCapture`
+    (``KeyError`` listing the valid ones). The hooks are ``functools.partial`` of a method: a model carrying
+    them can still be pickled or deep-copied.
+    """
+
+    def __init__(self, model: nn.Module, layers: Sequence[str], detach: bool = False):
+        super().__init__(model, layers, detach=detach)
+        self.recording = False
+        self.__enter__()  # the hooks stay for the objective's lifetime
+
+    def _hook(self, name: str):
+        return functools.partial(self._record, name)
+
+    def _record(self, name: str, module: nn.Module, inputs, output) -> None:
+        if self.recording:
+            output = select_output(output, self.select[name], prefer="last_hidden_state", what=f"output of layer {name!r}")
+            self.outputs[name] = output.detach() if self.detach else output
+
+    def run(self, fn, *args, **kwargs) -> tuple[object, dict[str, Tensor]]:
+        """``(fn(*args, **kwargs), {layer: output})`` (``fn`` the model, or a function calling it); the captured
+        outputs are handed over, none is kept here."""
+        if not torch.compiler.is_compiling():
+            # eager: the taps run after every other hook of their module, as a LatentCapture entered now
+            # would (a hook registered after the objective may replace the output). Compiled code keeps the
+            # order the hooks had when it was traced.
+            for handle in self._handles:
+                hooks = handle.hooks_dict_ref()
+                if hooks is not None and handle.id in hooks:
+                    hooks.move_to_end(handle.id)
+        self.recording = True
+        try:
+            out = fn(*args, **kwargs)
+        finally:
+            self.recording = False
+        outputs, self.outputs = self.outputs, {}
+        return out, outputs
 
 
 class Supervised(nn.Module):
@@ -155,8 +198,10 @@ class LabelVariationObjective(nn.Module):
         out = select_logits(call_model(self.model, x), self.output_key)
         losses = {"label_variation": self.loss(out, y)}
         if self.ce_weight > 0:
-            if out.dim() != 2 or int(y.max()) >= out.shape[1]:
-                raise ValueError(f"ce_weight > 0 needs class scores (B, C > max label); got output shape {tuple(out.shape)}")
+            message = f"ce_weight > 0 needs class scores (B, C > max label); got output shape {tuple(out.shape)}"
+            if out.dim() != 2:
+                raise ValueError(message)
+            value_check(y.max() < out.shape[1], message)  # deferred in the engine: no host read
             losses["task"] = self.ce_weight * F.cross_entropy(out, y)
         return out, losses
 
@@ -220,14 +265,15 @@ class SmoothnessObjective(nn.Module):
         if len(names) < 2:
             raise ValueError(f"the smoothness regularizer needs >= 2 layers, got {names} (give layers= or a model with relu_names)")
         self.layers = names
+        self._taps = _Taps(model, names)
         self.regularizer = SmoothnessRegularizer() if regularizer is None else regularizer
         self.task_weight = _check_weight(task_weight, "task_weight")
 
     def forward(self, x: Inputs, y: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
-        with LatentCapture(self.model, self.layers) as feats:
-            logits = select_logits(call_model(self.model, x), self.output_key)
+        out, captured = self._taps.run(call_model, self.model, x)
+        logits = select_logits(out, self.output_key)
         y = check_class_labels(y, logits, "SmoothnessObjective")
-        feats = [feats[n] for n in self.layers]
+        feats = [captured[n] for n in self.layers]
         if isinstance(self.regularizer, SmoothnessRegularizer):
             # the classes are the logits' columns: one-hot labels without reading y on the host
             reg = self.regularizer(feats, y, num_classes=logits.shape[-1])
@@ -322,12 +368,11 @@ class Distiller(nn.Module):
         self.terms = nn.ModuleDict(modules)
         if "features" in self.kinds.values() and not self.pairs:
             raise ValueError("feature-based terms need layer pairs: pairs=[(teacher_layer, student_layer), ...]")
-        # validate the layer names now (LatentCapture raises KeyError listing the valid names)
-        if self.pairs:
-            with LatentCapture(self.teacher, dict.fromkeys(t for t, _ in self.pairs)):
-                pass
-            with LatentCapture(self.model, dict.fromkeys(s for _, s in self.pairs)):
-                pass
+        # hooks registered now, also validating the layer names (KeyError listing the valid names)
+        t_names = list(dict.fromkeys(t for t, _ in self.pairs))
+        s_names = list(dict.fromkeys(s for _, s in self.pairs))
+        self._teacher_taps = _Taps(self.teacher, t_names, detach=True) if t_names else None
+        self._student_taps = _Taps(self.model, s_names) if s_names else None
 
     def train(self, mode: bool = True) -> "Distiller":
         super().train(mode)
@@ -356,14 +401,14 @@ class Distiller(nn.Module):
                              f"({shape}); expected y of shape ({b},)")
         if y.is_floating_point() or y.is_complex() or y.dtype == torch.bool:
             raise TypeError(f"Distiller: labels y must hold integer class indices, got dtype {y.dtype}")
-        t_names = list(dict.fromkeys(t for t, _ in self.pairs))
-        s_names = list(dict.fromkeys(s for _, s in self.pairs))
         with torch.no_grad():
-            t_out, t_logits = _forward_capturing(self.teacher, t_names, x, detach=True)
+            t_logits, t_out = _forward_tapped(self._teacher_taps, self.teacher, x)
             t_logits = select_logits(t_logits, self.teacher_output_key)
-        s_out, s_logits = _forward_capturing(self.model, s_names, x, detach=False)
+        s_logits, s_out = _forward_tapped(self._student_taps, self.model, x)
         s_logits = select_logits(s_logits, self.output_key)
         y = check_class_labels(y, s_logits, "Distiller")
+        t_names = [] if self._teacher_taps is None else self._teacher_taps.layers
+        s_names = [] if self._student_taps is None else self._student_taps.layers
         missing = [n for n in t_names if n not in t_out] + [n for n in s_names if n not in s_out]
         if missing:
             raise RuntimeError(f"layers {missing} produced no output during the forward pass")
@@ -381,13 +426,12 @@ class Distiller(nn.Module):
         return s_logits, losses
 
 
-def _forward_capturing(model: nn.Module, names: list[str], x: Inputs, detach: bool):
-    """``({name: captured output}, model's output)`` of one forward pass of ``model`` on the inputs ``x``."""
-    if not names:
-        return {}, call_model(model, x)
-    with LatentCapture(model, names, detach=detach) as captured:
-        out = call_model(model, x)
-    return captured, out
+def _forward_tapped(taps: "_Taps | None", model: nn.Module, x: Inputs) -> tuple[object, dict[str, Tensor]]:
+    """``(model's output, {name: captured output})`` of one forward pass of ``model`` on the inputs ``x``
+    (``model(x)``, ``model(*x)`` or ``model(**x)``), through its taps if it has captured layers."""
+    if taps is None:
+        return call_model(model, x), {}
+    return taps.run(call_model, model, x)
 
 
 class PGDTraining(nn.Module):
