@@ -135,3 +135,41 @@ def authors_nnk_weights(x: np.ndarray, neighbors: np.ndarray, tol: float = 1e-10
         theta[theta < tol] = 0.0
         out[i] = theta
     return out
+
+
+# ---- platonic-rep's metrics.py approach (minyoungg/platonic-rep), rewritten: the baseline of bench_similarity
+def platonic_knn(feats: Tensor, topk: int) -> Tensor:
+    """Dense (N, N) inner products, diagonal set to -1e8, full ``argsort`` of every row, first topk."""
+    return (feats @ feats.T).fill_diagonal_(-1e8).argsort(dim=1, descending=True)[:, :topk]
+
+
+def platonic_mutual_knn(a: Tensor, b: Tensor, topk: int) -> float:
+    """Two (N, N) 0/1 masks of the neighbour lists, their product summed per row."""
+    ka, kb = platonic_knn(a, topk), platonic_knn(b, topk)
+    n = ka.shape[0]
+    rows = torch.arange(n)[:, None]
+    ma, mb = torch.zeros(n, n), torch.zeros(n, n)
+    ma[rows, ka] = 1.0
+    mb[rows, kb] = 1.0
+    return float(((ma * mb).sum(1) / topk).mean())
+
+
+def platonic_lcs_knn(a: Tensor, b: Tensor, topk: int) -> float:
+    """Neighbour lists as above, then the LCS dynamic program in Python, one row at a time."""
+    ka, kb = platonic_knn(a, topk).tolist(), platonic_knn(b, topk).tolist()
+    total = 0
+    for x, y in zip(ka, kb):
+        dp = [[0] * (topk + 1) for _ in range(topk + 1)]
+        for i in range(1, topk + 1):
+            for j in range(1, topk + 1):
+                dp[i][j] = dp[i - 1][j - 1] + 1 if x[i - 1] == y[j - 1] else max(dp[i - 1][j], dp[i][j - 1])
+        total += dp[topk][topk]
+    return total / len(ka)
+
+
+def platonic_linear_cka(a: Tensor, b: Tensor) -> float:
+    """Gram matrices K, L and the centring matrix H (three (N, N) matrices), ``trace(K H L H)`` products."""
+    K, L = a @ a.T, b @ b.T
+    H = torch.eye(K.shape[0], dtype=K.dtype) - 1 / K.shape[0]
+    hsic = lambda P, Q: torch.trace(P @ H @ Q @ H)  # noqa: E731
+    return float(hsic(K, L) / (torch.sqrt(hsic(K, K) * hsic(L, L)) + 1e-6))

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from . import bench_amp, bench_gkd, bench_knn, bench_lgg, bench_nnk, bench_nnk_knn, bench_regularizer
+from . import bench_amp, bench_gkd, bench_knn, bench_lgg, bench_nnk, bench_nnk_knn, bench_regularizer, bench_similarity
 from .common import Result
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -39,6 +39,8 @@ PROFILES = {
         "nnk_scaling": ((250, 500, 1000, 2000, 5000), 64, 30),
         "scaling_reps": 3,
         "amp_batch": 32, "amp_reps": 3, "amp_preact_width": 64,
+        # platonic-rep's CKA forms three (N, N) matrices and four (N, N) products: N = 2,000 for its side
+        "similarity_knn_size": (10000, 512, 10), "similarity_cka_n": 2000, "similarity_reps": 1,
     },
     "smoke": {
         "preact_batches": {12: {"reps": 1, "warmup": 0, "authors_in_step": True, "alone_reps": 1}},
@@ -52,6 +54,7 @@ PROFILES = {
         "nnk_scaling": ((40, 80), 16, 10),
         "scaling_reps": 1,
         "amp_batch": 8, "amp_reps": 1, "amp_preact_width": 4,
+        "similarity_knn_size": (200, 16, 5), "similarity_cka_n": 100, "similarity_reps": 1,
     },
 }
 
@@ -63,6 +66,7 @@ BENCHES = {
     "knn": bench_knn.run,
     "nnk_knn": bench_nnk_knn.run,
     "amp": bench_amp.run,
+    "similarity": bench_similarity.run,
 }
 
 

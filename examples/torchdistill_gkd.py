@@ -1,8 +1,17 @@
-"""Train a small CNN on the scikit-learn digits with torchdistill's DistillationBox and geomlat's GKD
-(config: examples/torchdistill_gkd.yaml). No download; about a minute on CPU.
+"""
+Distillation with torchdistill
+==============================
+
+Train a small CNN on the scikit-learn digits with torchdistill's DistillationBox and geomlat's GKD
+(config: ``examples/torchdistill_gkd.yaml``). No download; about a minute on CPU::
 
     pip install -e ".[torchdistill]"    # torchdistill's training box also needs a working torchvision
     python examples/torchdistill_gkd.py
+
+This example is shown but not run when the documentation is built: torchdistill's training box imports
+torchvision, whose PyPI wheels do not import beside the CPU torch wheel (see the install guide).
+The config's geomlat part is the ``GeomlatGKDLoss`` entry, registered by importing
+``geomlat.integrations.torchdistill``.
 """
 from pathlib import Path
 

@@ -7,6 +7,7 @@ objectives and evaluation), and :func:`pool_sequence` turns (B, T, H) token sequ
 """
 from __future__ import annotations
 
+import sys
 from collections.abc import Mapping
 from typing import Iterable, Union
 
@@ -15,7 +16,48 @@ from torch import Tensor, nn
 
 OutputKey = Union[str, int, None]
 
-__all__ = ["LatentCapture", "OutputKey", "pool_sequence", "select_logits", "select_output"]
+__all__ = ["LatentCapture", "OutputKey", "check_layer_names", "guard_hooks_of_compiled_code", "pool_sequence", "select_logits", "select_output",
+           "uncompiled"]
+
+
+def uncompiled(model: nn.Module) -> nn.Module:
+    """The module a ``torch.compile(model)`` wraps (``model._orig_mod``), else ``model`` itself.
+
+    Layer names are those of the original module (``"1"``, not ``"_orig_mod.1"``): a hook registered on one
+    of its submodules fires when the compiled module runs (Dynamo traces module hooks into the graph).
+    """
+    eval_frame = sys.modules.get("torch._dynamo.eval_frame")  # not imported: nothing was compiled (and no import cost)
+    while eval_frame is not None and isinstance(model, eval_frame.OptimizedModule):
+        model = model._orig_mod
+    return model
+
+
+def guard_hooks_of_compiled_code() -> None:
+    """Make Dynamo notice forward hooks added to or removed from compiled modules (what capture does).
+
+    By default (``torch._dynamo.config.skip_nnmodule_hook_guards = True``, for speed) code compiled while a
+    module had no hooks is reused after hooks are added: the hooks then never fire (and code compiled with
+    other hooks fires those). This sets the flag to False for the process and, the first time, resets
+    Dynamo's caches (``torch._dynamo.reset()``: code compiled before is compiled once more, now with the
+    hook guards). Measured: with the guards, capturing the same layers again reuses the compiled code.
+    """
+    dynamo = sys.modules.get("torch._dynamo")
+    if dynamo is not None and dynamo.config.skip_nnmodule_hook_guards:
+        dynamo.config.skip_nnmodule_hook_guards = False
+        dynamo.reset()
+
+
+def check_layer_names(model: nn.Module, names: Iterable[str]) -> dict[str, nn.Module]:
+    """``{name: module}`` of the named submodules of ``model`` (of the module it wraps when compiled, see
+    :func:`uncompiled`); ``KeyError`` naming the unknown names and listing the valid ones."""
+    names = list(names)
+    base = uncompiled(model)
+    modules = dict(base.named_modules())
+    unknown = [name for name in names if name not in modules]
+    if unknown:
+        valid = [name for name in modules if name]
+        raise KeyError(f"unknown layer name(s) {unknown} in {type(base).__name__}; valid names: {valid}")
+    return {name: modules[name] for name in names}
 
 
 def _check_key(key: OutputKey, what: str) -> OutputKey:
@@ -127,7 +169,10 @@ class LatentCapture:
     """Context manager recording the outputs of named sub-modules during forward passes.
 
     Args:
-        model: any module.
+        model: any module, or ``torch.compile(module)``: names are then those of the original module, the
+            hooks run inside the compiled code and the captured values are those of the eager forward (see
+            :func:`uncompiled`; capturing on a compiled module turns on Dynamo's hook guards, see
+            :func:`guard_hooks_of_compiled_code`). Give the compiled module itself, not the module it wraps.
         layers: names from ``model.named_modules()`` (e.g. ``"layer2.1.relu"``).
         detach: store detached outputs (analysis) instead of keeping the autograd graph (losses).
         select: which tensor of a module's output to keep when it is not a Tensor (see
@@ -174,11 +219,9 @@ class LatentCapture:
         self._handles = []
 
     def __enter__(self) -> dict[str, Tensor]:
-        modules = dict(self.model.named_modules())
-        unknown = [name for name in self.layers if name not in modules]
-        if unknown:
-            valid = [name for name in modules if name]
-            raise KeyError(f"unknown layer name(s) {unknown} in {type(self.model).__name__}; valid names: {valid}")
+        modules = check_layer_names(self.model, self.layers)
+        if uncompiled(self.model) is not self.model:
+            guard_hooks_of_compiled_code()
         self.outputs.clear()
         for name in self.layers:
             self._handles.append(modules[name].register_forward_hook(self._hook(name)))

@@ -30,7 +30,7 @@ except ImportError:  # pragma: no cover - depends on the environment
     WITH_TORCH_CLUSTER = False
 
 BACKENDS = ("dense", "chunked", "cluster")
-METRICS = ("cosine", "euclidean")
+METRICS = ("cosine", "euclidean", "inner")
 
 #: Default bytes of the (chunk_size, chunk_size) score tile of the chunked backend.
 CHUNK_BYTES = 256 * 2**20
@@ -52,7 +52,8 @@ def knn(x: Tensor, k: int, metric: str = "cosine", backend: str = "dense", chunk
     Args:
         x: (N, ...) points, flattened to (N, d).
         k: neighbours per point, ``1 <= k < N``.
-        metric: ``"cosine"`` (largest cosine similarity) or ``"euclidean"`` (smallest distance).
+        metric: ``"cosine"`` (largest cosine similarity), ``"euclidean"`` (smallest distance) or ``"inner"``
+            (largest inner product, e.g. platonic-rep's neighbours; not with ``backend="cluster"``).
         backend: ``"dense"``, ``"chunked"`` or ``"cluster"`` (see module docstring).
         chunk_size: query rows per block for ``"chunked"`` (default: blocks of about 256 MiB).
 
@@ -65,6 +66,8 @@ def knn(x: Tensor, k: int, metric: str = "cosine", backend: str = "dense", chunk
     n = x.shape[0]
     check_k(k, n)
     if backend == "cluster":
+        if metric == "inner":
+            raise ValueError("backend='cluster' has no metric='inner'; use backend='dense' or 'chunked'")
         return _knn_cluster(x, k, metric)
     points = _prepare(x, metric)
     base_sq = (points * points).sum(1) if metric == "euclidean" else None

@@ -4,11 +4,16 @@ The objective protocol (what :func:`geomlat.engine.train` and a user's own loop 
 ``nn.Module`` with
 
 - an attribute ``.model``, the network being trained and evaluated (checkpointed with the objective);
-- ``forward(x, y) -> (output, {name: loss})``: ``x`` (B, ...) inputs, ``y`` (B,) integer labels; ``output``
+- ``forward(x, y) -> (output, {name: loss})``: ``x`` the model's inputs for a batch of B samples, ``y`` (B,)
+  integer labels; ``output``
   is what ``.model`` returns for the batch (logits (B, C), or an embedding (B, D)), ``{name: loss}``
   scalar tensors, each already weighted, whose sum is minimized over the objective's parameters that
   require grad (a frozen teacher has ``requires_grad=False``; FitNet's projections or a bottleneck head
   are parameters of the objective, trained with the model).
+
+The inputs ``x`` may be a tensor (``model(x)``), a tuple/list (``model(*x)``) or a mapping such as a Hugging
+Face tokenizer's ``BatchEncoding`` (``{"input_ids", "attention_mask", ...}``, called as ``model(**x)``):
+see :mod:`geomlat.batch`. Only :class:`PGDTraining` needs a tensor (it attacks the input pixels).
 
 A plain loop::
 
@@ -45,7 +50,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .capture import LatentCapture, OutputKey, select_logits
+from ._checks import checks_deferred, value_check
+from .batch import Inputs, attention_mask_of, batch_size, call_model
+from .capture import LatentCapture, OutputKey, check_layer_names, select_logits
 from .losses.embedding import LabelVariationLoss
 from .losses.registry import DISTILL_CONSUMES, check_consumes
 from .losses.regularizers import SmoothnessRegularizer
@@ -62,8 +69,35 @@ __all__ = [
 ]
 
 
+def check_class_labels(y: Tensor, logits: Tensor, what: str) -> Tensor:
+    """Labels ``y`` (B,) must index the C = ``logits.shape[-1]`` classes: ``ValueError`` naming C and the
+    label out of range (instead of torch's ``IndexError: Target 9 is out of bounds``, or a device assert on
+    a GPU). Inside :func:`geomlat.checks.deferred_value_checks` the test is recorded on the device (no host
+    read; the message then names C and the valid range) and the labels are returned clamped to [0, C - 1]
+    (the same labels when they are valid), so that the step runs until the recorded check is verified.
+
+    Returns:
+        the labels to use: ``y`` itself outside deferred checks."""
+    if y.numel() == 0 or logits.dim() != 2:
+        return y
+    num_classes = logits.shape[-1]
+    low, high = torch.aminmax(y.detach())
+    if checks_deferred():
+        value_check((low >= 0) & (high < num_classes),
+                    f"{what}: labels must be class indices in [0, {num_classes - 1}] (C = {num_classes}, the width "
+                    f"of the logits), got a label out of this range")
+        return y.clamp(0, num_classes - 1)
+    low, high = int(low), int(high)
+    if low < 0 or high >= num_classes:
+        bad = high if high >= num_classes else low
+        raise ValueError(f"{what}: label {bad} is out of range for C = {num_classes} classes (the width of the "
+                         f"logits): labels must be class indices in [0, {num_classes - 1}]")
+    return y
+
+
 class Supervised(nn.Module):
-    """Cross-entropy objective: ``forward(x, y) -> (model(x) (B, C), {"task": CE})``.
+    """Cross-entropy objective: ``forward(x, y) -> (model(x) (B, C), {"task": CE})``, ``x`` a tensor, tuple or
+    mapping of inputs (``model(**x)``, see :mod:`geomlat.batch`).
 
     Args:
         model: a classifier returning logits (B, C).
@@ -78,8 +112,9 @@ class Supervised(nn.Module):
         self.output_key = output_key
         self.label_smoothing = float(label_smoothing)
 
-    def forward(self, x: Tensor, y: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
-        out = select_logits(self.model(x), self.output_key)
+    def forward(self, x: Inputs, y: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+        out = select_logits(call_model(self.model, x), self.output_key)
+        y = check_class_labels(y, out, "Supervised")
         return out, {"task": F.cross_entropy(out, y, label_smoothing=self.label_smoothing)}
 
 
@@ -116,8 +151,8 @@ class LabelVariationObjective(nn.Module):
         self.loss = LabelVariationLoss() if loss is None else loss
         self.ce_weight = _check_weight(ce_weight, "ce_weight")
 
-    def forward(self, x: Tensor, y: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
-        out = select_logits(self.model(x), self.output_key)
+    def forward(self, x: Inputs, y: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+        out = select_logits(call_model(self.model, x), self.output_key)
         losses = {"label_variation": self.loss(out, y)}
         if self.ce_weight > 0:
             if out.dim() != 2 or int(y.max()) >= out.shape[1]:
@@ -150,11 +185,12 @@ class BottleneckCrossEntropy(nn.Module):
                 raise ValueError(f"{name} must be a positive int (give embed_dim when the model has no output_dim), got {value!r}")
         self.head = nn.Linear(dim, num_classes)
 
-    def logits(self, x: Tensor) -> Tensor:
-        return self.head(select_logits(self.model(x), self.output_key))
+    def logits(self, x: Inputs) -> Tensor:
+        return self.head(select_logits(call_model(self.model, x), self.output_key))
 
-    def forward(self, x: Tensor, y: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+    def forward(self, x: Inputs, y: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
         logits = self.logits(x)
+        y = check_class_labels(y, logits, "BottleneckCrossEntropy")
         return logits, {"task": F.cross_entropy(logits, y)}
 
 
@@ -180,19 +216,17 @@ class SmoothnessObjective(nn.Module):
         self.model = _check_model(model)
         self.output_key = output_key
         names = list(getattr(model, "relu_names", []) if layers is None else layers)
+        check_layer_names(model, names)  # an unknown name first: KeyError naming it and the valid names
         if len(names) < 2:
             raise ValueError(f"the smoothness regularizer needs >= 2 layers, got {names} (give layers= or a model with relu_names)")
-        modules = dict(model.named_modules())
-        missing = [n for n in names if n not in modules]
-        if missing:
-            raise KeyError(f"layers {missing} are not modules of {type(model).__name__}")
         self.layers = names
         self.regularizer = SmoothnessRegularizer() if regularizer is None else regularizer
         self.task_weight = _check_weight(task_weight, "task_weight")
 
-    def forward(self, x: Tensor, y: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+    def forward(self, x: Inputs, y: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
         with LatentCapture(self.model, self.layers) as feats:
-            logits = select_logits(self.model(x), self.output_key)
+            logits = select_logits(call_model(self.model, x), self.output_key)
+        y = check_class_labels(y, logits, "SmoothnessObjective")
         feats = [feats[n] for n in self.layers]
         if isinstance(self.regularizer, SmoothnessRegularizer):
             # the classes are the logits' columns: one-hot labels without reading y on the host
@@ -224,7 +258,11 @@ class Distiller(nn.Module):
             :mod:`geomlat.losses.registry` (registered or not), routed on its ``consumes`` attribute:
             ``"features"`` terms (GKD, RKD-D, RKD-A, SP, FitNet, ...) are called
             ``loss(teacher_feats, student_feats, y)`` with the lists of features of ``pairs``;
-            ``"logits"`` terms (HintonKD, ...) ``loss(teacher_logits, student_logits, y)``. A loss wrapped
+            ``"logits"`` terms (HintonKD, ...) ``loss(teacher_logits, student_logits, y)``. When the batch
+            is a mapping holding an ``attention_mask`` (B, T) (a tokenizer's output), feature terms get it
+            as ``loss(..., attention_mask=mask)``, so that padding never enters their geometry (the teacher
+            and the student see the same inputs, hence the same mask; pair (B, T, H) token layers then).
+            A loss wrapped
             in :class:`geomlat.distributed.GlobalBatch` is routed as the loss itself. Loss modules with
             parameters (FitNet projections) are trained with the student through this objective's
             parameters.
@@ -296,50 +334,60 @@ class Distiller(nn.Module):
         self.teacher.eval()  # the teacher's batch-norm statistics and dropout stay frozen
         return self
 
-    def forward(self, x: Tensor, y: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
-        """``x`` (B, ...) inputs, ``y`` (B,) integer class labels -> ``(student logits (B, C), {name: loss})``.
+    def forward(self, x: Inputs, y: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+        """``x`` the inputs of B samples (a tensor, a tuple, or a mapping such as ``{"input_ids",
+        "attention_mask"}``, given as they are to the teacher and the student), ``y`` (B,) integer class
+        labels -> ``(student logits (B, C), {name: loss})``.
 
         Raises:
             TypeError, ValueError: ``y`` is not an integer tensor of shape (B,), B the batch size of ``x``
-            (checked before any forward pass).
+            (checked before any forward pass); a label is not in [0, C) (C the student's logits width;
+            deferred inside :func:`geomlat.checks.deferred_value_checks`).
         """
         if not isinstance(y, Tensor):
             raise TypeError(f"Distiller: labels y must be a torch.Tensor of shape (B,), got {type(y).__name__}")
-        if isinstance(x, Tensor) and x.dim() >= 1 and (y.dim() != 1 or y.shape[0] != x.shape[0]):
-            raise ValueError(
-                f"Distiller: labels y have shape {tuple(y.shape)} but the batch x has {x.shape[0]} samples "
-                f"(x shape {tuple(x.shape)}); expected y of shape ({x.shape[0]},)"
-            )
+        try:
+            b = batch_size(x)
+        except (TypeError, IndexError):  # no tensor, or a 0-dim one: the model call says what is wrong
+            b = None
+        if b is not None and (y.dim() != 1 or y.shape[0] != b):
+            shape = f"x shape {tuple(x.shape)}" if isinstance(x, Tensor) else f"{type(x).__name__} inputs"
+            raise ValueError(f"Distiller: labels y have shape {tuple(y.shape)} but the batch x has {b} samples "
+                             f"({shape}); expected y of shape ({b},)")
         if y.is_floating_point() or y.is_complex() or y.dtype == torch.bool:
             raise TypeError(f"Distiller: labels y must hold integer class indices, got dtype {y.dtype}")
         t_names = list(dict.fromkeys(t for t, _ in self.pairs))
         s_names = list(dict.fromkeys(s for _, s in self.pairs))
         with torch.no_grad():
-            if t_names:
-                with LatentCapture(self.teacher, t_names, detach=True) as t_out:
-                    t_logits = self.teacher(x)
-            else:
-                t_out, t_logits = {}, self.teacher(x)
+            t_out, t_logits = _forward_capturing(self.teacher, t_names, x, detach=True)
             t_logits = select_logits(t_logits, self.teacher_output_key)
-        if s_names:
-            with LatentCapture(self.model, s_names) as s_out:
-                s_logits = self.model(x)
-        else:
-            s_out, s_logits = {}, self.model(x)
+        s_out, s_logits = _forward_capturing(self.model, s_names, x, detach=False)
         s_logits = select_logits(s_logits, self.output_key)
+        y = check_class_labels(y, s_logits, "Distiller")
         missing = [n for n in t_names if n not in t_out] + [n for n in s_names if n not in s_out]
         if missing:
             raise RuntimeError(f"layers {missing} produced no output during the forward pass")
         t_feats = [t_out[t] for t, _ in self.pairs]
         s_feats = [s_out[s] for _, s in self.pairs]
+        mask = attention_mask_of(x)
+        feature_kwargs = {} if mask is None else {"attention_mask": mask}  # the CNN path calls loss(t, s, y)
         losses = {"task": self.task_weight * F.cross_entropy(s_logits, y)}
         for name, module in self.terms.items():
             if self.kinds[name] == "logits":
                 value = module(t_logits, s_logits, y)
             else:
-                value = module(t_feats, s_feats, y)
+                value = module(t_feats, s_feats, y, **feature_kwargs)
             losses[name] = self.weights[name] * value
         return s_logits, losses
+
+
+def _forward_capturing(model: nn.Module, names: list[str], x: Inputs, detach: bool):
+    """``({name: captured output}, model's output)`` of one forward pass of ``model`` on the inputs ``x``."""
+    if not names:
+        return {}, call_model(model, x)
+    with LatentCapture(model, names, detach=detach) as captured:
+        out = call_model(model, x)
+    return captured, out
 
 
 class PGDTraining(nn.Module):
@@ -385,6 +433,10 @@ class PGDTraining(nn.Module):
         self.generator = torch.Generator().manual_seed(seed)
 
     def forward(self, x: Tensor, y: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+        if not isinstance(x, Tensor):
+            raise TypeError(f"PGDTraining attacks the input pixels: x must be a tensor of images (B, ...), got "
+                            f"{type(x).__name__} inputs (a mapping such as a tokenizer's output has no pixels "
+                            "to perturb)")
         if self.training:
             # the CPU generator draws the random start, moved to x's device by pgd
             x = pgd(self.model, x, y, self.eps, self.alpha, self.steps, self.random_start, self.generator,

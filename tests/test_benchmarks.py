@@ -191,3 +191,18 @@ def test_benchmarks_run_at_tiny_sizes(tmp_path):
             assert f"- **{r.name}** ({run._fmt(r.value)}, goal {r.goal}): {r.why}" in text
     record = json.loads(json.dumps([r.as_json() for r in results]))
     assert set(record[0]) == {"name", "value", "goal", "unit"}
+
+
+def test_platonic_baselines_equal_geomlat_and_similarity_bench_runs():
+    from benchmarks import bench_similarity
+    from benchmarks.reference import platonic_lcs_knn, platonic_linear_cka, platonic_mutual_knn
+    from geomlat.analysis import representation_similarity
+
+    x, y = bench_similarity.features(120, 12, seed=3)
+    x, y = x.double(), y.double()
+    assert platonic_mutual_knn(x, y, 5) == pytest.approx(representation_similarity(x, y, "mutual_knn", topk=5))
+    assert platonic_lcs_knn(x, y, 5) == pytest.approx(representation_similarity(x, y, "lcs_knn", topk=5))
+    assert platonic_linear_cka(x, y) == pytest.approx(representation_similarity(x, y, "linear_cka"), abs=1e-12)
+    results = bench_similarity.run(dict(run.PROFILES["smoke"], threads=1))
+    assert {r.name for r in results} == {f"similarity_{m}_speedup_vs_platonic" for m in ("mutual_knn", "lcs_knn", "linear_cka")}
+    assert all(math.isfinite(r.value) and r.value > 0 for r in results)

@@ -1,4 +1,4 @@
-"""Analysis tools: graph spectra, NNK manifold graph metrics, layer comparison, layer-wise decisions,
+"""Analysis tools: graph spectra, NNK manifold graph metrics, representation similarity and layer comparison, layer-wise decisions,
 channel-wise NNK and streaming analyses of whole datasets."""
 from .channelwise import (
     ChannelNNK,
@@ -9,7 +9,7 @@ from .channelwise import (
     channelwise_loo_errors,
     channelwise_nnk,
 )
-from .comparison import compare_models, layer_similarity, linear_cka, plot_similarity_heatmaps
+from .comparison import compare_models, layer_similarity, linear_cka, plot_similarity_heatmaps, similarity_tables
 from .generalization import (
     bootstrap_ci,
     early_stopping_regret,
@@ -22,10 +22,21 @@ from .generalization import (
 )
 from .layerwise import decision_consistency, knn_decisions, layer_label_variation
 from .manifold import ManifoldGraphMetrics, augmentation_invariance, geometric_stability
+from .similarity import (
+    SIMILARITIES,
+    SimilarityMeasure,
+    SimilarityNull,
+    register_similarity,
+    representation_similarity,
+    similarity_null,
+)
 from .spectral import fourier_basis, label_spectrum, lowpass, spectral_distance_between_layers
 from .streaming import capture_dataset, stream_nnk_analysis, streaming_nnk_metrics
 
 __all__ = [
+    "SIMILARITIES",
+    "SimilarityMeasure",
+    "SimilarityNull",
     "ChannelNNK",
     "ChannelwiseEarlyStopping",
     "ManifoldGraphMetrics",
@@ -53,8 +64,12 @@ __all__ = [
     "output_margin",
     "parameter_norm",
     "plot_similarity_heatmaps",
+    "register_similarity",
+    "representation_similarity",
     "selection_regret",
     "sharpness_proxy",
+    "similarity_null",
+    "similarity_tables",
     "spectral_distance_between_layers",
     "stream_nnk_analysis",
     "streaming_nnk_metrics",

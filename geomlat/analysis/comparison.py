@@ -1,109 +1,110 @@
-"""Compare the layers of two models (or two runs) on the same inputs.
+"""Compare the layers of two models (or two runs) on the same inputs, with any registered measure.
 
-Methods (each gives a similarity in [0, 1], 1 for identical representations):
+The measures are those of :mod:`geomlat.analysis.similarity` (``list(SIMILARITIES)``: the CKA family, the
+k-NN family, CKNNA, SVCCA, Procrustes and CCA angular distances, RSA, LGG similarity; ``"cka"`` and
+``"knn_overlap"`` are the earlier names of linear CKA and cosine mutual k-NN). Several at once: options go
+to the measures that take them (``k`` to ``knn_overlap``, ``graph_k``/``kernel`` to ``lgg``, ``topk`` to the
+k-NN measures, ...); an option that no selected measure takes is an error.
 
-- ``"lgg"``: cosine similarity ``<A_a, A_b>_F / (|A_a|_F |A_b|_F)`` between the normalized LGGs
-  ``D^-1/2 A D^-1/2`` of the two layers (Lassance et al., LGG paper; full graph by default, no
-  self-loops). Graphs are B x B, so layers of any widths compare. For non-negative weights it lies in
-  [0, 1] and equals 1 iff the graphs are proportional.
-- ``"cka"``: linear CKA (Kornblith et al. 2019), ``HSIC(K, L) / sqrt(HSIC(K, K) HSIC(L, L))`` with linear
-  Gram matrices; the biased HSIC estimator of the paper by default (``unbiased=True``: Song et al. 2012).
-- ``"knn_overlap"``: mean over points of ``|N_a(i) ∩ N_b(i)| / k``, N the cosine k-NN sets (symmetric).
+Calibrated scores (``calibrate=``): ``"difference"`` is the score minus the mean of its row-permutation null
+(0 at chance, in the measure's units), ``"zscore"`` that difference over the null's standard deviation; see
+:func:`geomlat.analysis.similarity.similarity_null`.
 """
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Iterable, Mapping
+from typing import Iterable, Mapping, Sequence
 
 import torch
 from torch import Tensor, nn
 
-from .._checks import check_choice, check_features
 from ..capture import LatentCapture
-from ..graphs import latent_adjacency
-from ..knn import knn
 from ._plot import save_pyplot_figure
+from .similarity import (
+    CALIBRATIONS,
+    SIMILARITIES,
+    knn_overlap,
+    lgg_similarity,
+    linear_cka,
+    null_of,
+    pair_vectors,
+)
 
 METHODS = ("lgg", "cka", "knn_overlap")
+__all__ = ["METHODS", "compare_models", "knn_overlap", "layer_similarity", "lgg_similarity", "linear_cka",
+           "plot_similarity_heatmaps"]
 
 
-def _gram_hsic(K: Tensor, L: Tensor, unbiased: bool) -> Tensor:
-    n = K.shape[0]
-    if not unbiased:
-        H = torch.eye(n, dtype=K.dtype, device=K.device) - 1.0 / n
-        return (H @ K @ H * L).sum() / (n - 1) ** 2
-    if n < 4:
-        raise ValueError(f"unbiased HSIC needs at least 4 samples, got {n}")
-    K = K - torch.diag_embed(K.diagonal())
-    L = L - torch.diag_embed(L.diagonal())
-    one = torch.ones(n, dtype=K.dtype, device=K.device)
-    term = (K * L).sum() + (one @ K @ one) * (one @ L @ one) / ((n - 1) * (n - 2)) - 2.0 / (n - 2) * (one @ K @ L @ one)
-    return term / (n * (n - 3))
+def _route(names: Sequence[str], options: dict) -> dict[str, dict]:
+    """Options of each measure of ``names``: those its function takes; TypeError for an option none takes."""
+    measures = [SIMILARITIES[n] for n in names]
+    unused = sorted(set(options) - {o for m in measures for o in m.options})
+    if unused:
+        takes = {m.name: list(m.options) for m in measures}
+        raise TypeError(f"no selected measure takes the options {unused}; the measures take {takes}")
+    return {m.name: {k: v for k, v in options.items() if k in m.options} for m in measures}
 
 
-def linear_cka(x: Tensor, y: Tensor, unbiased: bool = False) -> float:
-    """Linear CKA between (B, ...) representations of the same B inputs (Kornblith et al. 2019).
+def similarity_tables(feats_a: Mapping[str, Tensor], feats_b: Mapping[str, Tensor], methods: Sequence[str],
+                      calibrate: str | None = None, n_permutations: int = 100, seed: int = 0,
+                      attention_mask=None, reduce: str | None = None, **options) -> dict[str, dict]:
+    """Every measure of ``methods`` between every layer of ``feats_a`` and of ``feats_b``.
 
-    Invariant to orthogonal transforms and isotropic scaling of either representation. Computed from
-    the B x B Gram matrices in float64 (any widths).
+    Returns:
+        ``{method: {"matrix": (La, Lb) float64 scores, "measure": name, "label": kind and range}}``, plus with
+        ``calibrate``: ``"calibrated"``, ``"null_mean"``, ``"null_std"``, ``"p_value"`` (each (La, Lb)) and
+        ``"calibrate"`` (the name of the calibration).
     """
-    a, b = check_features(x, "x").double(), check_features(y, "y").double()
-    if a.shape[0] != b.shape[0]:
-        raise ValueError(f"x and y must describe the same inputs, got {a.shape[0]} and {b.shape[0]} rows")
-    K, L = a @ a.T, b @ b.T
-    den = (_gram_hsic(K, K, unbiased) * _gram_hsic(L, L, unbiased)).sqrt()
-    if float(den) == 0.0:
-        raise ValueError("CKA is undefined for a constant representation (zero variance)")
-    return float(_gram_hsic(K, L, unbiased) / den)
-
-
-def lgg_similarity(x: Tensor, y: Tensor, k: int | None = None, kernel: str = "auto") -> float:
-    """Cosine similarity of the normalized LGGs of two layers (see module docstring)."""
-    a, _ = latent_adjacency(x.detach().double(), k=k, kernel=kernel, normalize="sym")
-    b, _ = latent_adjacency(y.detach().double(), k=k, kernel=kernel, normalize="sym")
-    den = a.norm() * b.norm()
-    return float((a * b).sum() / den) if float(den) > 0 else 0.0
-
-
-def knn_overlap(x: Tensor, y: Tensor, k: int = 10) -> float:
-    """Mean fraction of shared cosine k-NN between two representations of the same points."""
-    na, nb = knn(x.detach(), k), knn(y.detach(), k)
-    shared = (na[:, :, None] == nb[:, None, :]).any(-1).sum(1)
-    return float(shared.double().mean() / k)
+    if calibrate is not None and calibrate not in CALIBRATIONS:
+        raise ValueError(f"calibrate must be None or one of {list(CALIBRATIONS)}, got {calibrate!r}")
+    if not feats_a or not feats_b:
+        raise ValueError("feats_a and feats_b must be non-empty dicts {layer name: (B, ...) tensor}")
+    routed = _route(methods, options)
+    shape = (len(feats_a), len(feats_b))
+    keys = ("matrix",) + (("calibrated", "null_mean", "null_std", "p_value") if calibrate else ())
+    out = {}
+    for name in methods:
+        m = SIMILARITIES[name]
+        res = {key: torch.zeros(shape, dtype=torch.float64, device="cpu") for key in keys}  # Python floats
+        for i, xa in enumerate(feats_a.values()):
+            for j, xb in enumerate(feats_b.values()):
+                a, b = pair_vectors(xa, xb, attention_mask, reduce)
+                if calibrate is None:
+                    res["matrix"][i, j] = m(a, b, **routed[name])
+                    continue
+                null = null_of(m, a, b, n_permutations, seed, routed[name])
+                res["matrix"][i, j], res["calibrated"][i, j] = null.score, null.calibrated(calibrate)
+                res["null_mean"][i, j], res["null_std"][i, j], res["p_value"][i, j] = null.null_mean, null.null_std, null.p_value
+        out[name] = dict(res, measure=name, label=m.label, **({"calibrate": calibrate} if calibrate else {}))
+    return out
 
 
 def layer_similarity(
     feats_a: Mapping[str, Tensor],
     feats_b: Mapping[str, Tensor],
-    method: str = "lgg",
-    k: int = 10,
-    graph_k: int | None = None,
-    kernel: str = "auto",
-    unbiased: bool = False,
-) -> Tensor:
-    """(La, Lb) similarity matrix between every layer of ``feats_a`` and every layer of ``feats_b``.
+    method: str | Sequence[str] = "lgg",
+    *,
+    calibrate: str | None = None,
+    n_permutations: int = 100,
+    seed: int = 0,
+    attention_mask=None,
+    reduce: str | None = None,
+    **options,
+) -> Tensor | dict[str, Tensor]:
+    """(La, Lb) matrix of ``method`` between every layer of ``feats_a`` and every layer of ``feats_b``.
 
     Args:
         feats_a, feats_b: ``{layer name: (B, ...) tensor}`` on the same B inputs (dict order = rows/cols).
-        method: ``"lgg"``, ``"cka"`` or ``"knn_overlap"`` (module docstring).
-        k: neighbours for ``"knn_overlap"``; graph_k: k of the LGGs for ``"lgg"`` (None: full graph);
-        kernel: LGG kernel; unbiased: CKA estimator.
+        method: a registered measure name, or several (then a dict ``{name: matrix}`` is returned).
+        calibrate: None (raw scores), ``"difference"`` (score - null mean) or ``"zscore"``.
+        n_permutations, seed: of the null (with ``calibrate``); attention_mask, reduce: token features.
+        options: measure options, routed by name (module docstring).
     """
-    check_choice(method, "method", METHODS)
-    if not feats_a or not feats_b:
-        raise ValueError("feats_a and feats_b must be non-empty dicts {layer name: (B, ...) tensor}")
-    out = torch.zeros(len(feats_a), len(feats_b), dtype=torch.float64, device="cpu")  # Python floats
-    for i, xa in enumerate(feats_a.values()):
-        for j, xb in enumerate(feats_b.values()):
-            if xa.shape[0] != xb.shape[0]:
-                raise ValueError(f"layers hold different numbers of inputs ({xa.shape[0]} vs {xb.shape[0]})")
-            if method == "lgg":
-                out[i, j] = lgg_similarity(xa, xb, graph_k, kernel)
-            elif method == "cka":
-                out[i, j] = linear_cka(xa, xb, unbiased)
-            else:
-                out[i, j] = knn_overlap(xa, xb, k)
-    return out
+    names = [method] if isinstance(method, str) else list(method)
+    tables = similarity_tables(feats_a, feats_b, names, calibrate, n_permutations, seed, attention_mask, reduce,
+                               **options)
+    key = "calibrated" if calibrate else "matrix"
+    return tables[method][key] if isinstance(method, str) else {n: t[key] for n, t in tables.items()}
 
 
 @torch.no_grad()
@@ -127,38 +128,63 @@ def compare_models(
     methods: Iterable[str] = METHODS,
     **options,
 ) -> dict[str, dict]:
-    """Layer-by-layer similarity of two models on the inputs ``x`` (eval mode, no grad).
+    """Layer-by-layer similarity of two models on the inputs ``x`` (eval mode, no grad), any registered
+    measures at once.
 
     Returns:
-        ``{method: {"matrix": (La, Lb) tensor, "layers_a": [...], "layers_b": [...]}}``; ``options`` go to
-        :func:`layer_similarity`.
+        ``{method: {"matrix": (La, Lb) tensor, "layers_a": [...], "layers_b": [...], "measure", "label"}}``
+        and, with ``calibrate=``, the null's tables (:func:`similarity_tables`); ``options`` (``calibrate``,
+        ``n_permutations``, ``seed``, ``attention_mask``, ``reduce`` and the measures' options) go to
+        :func:`similarity_tables`.
     """
     layers_a, layers_b = list(layers_a), list(layers_b)
     fa, fb = _features(model_a, x, layers_a), _features(model_b, x, layers_b)
-    return {
-        m: {"matrix": layer_similarity(fa, fb, m, **options), "layers_a": layers_a, "layers_b": layers_b}
-        for m in methods
-    }
+    tables = similarity_tables(fa, fb, list(methods), **options)
+    return {m: dict(t, layers_a=layers_a, layers_b=layers_b) for m, t in tables.items()}
 
 
-def plot_similarity_heatmaps(results: Mapping[str, dict], path: str | Path, names: tuple[str, str] = ("model a", "model b")) -> Path:
-    """Seaborn heatmaps of :func:`compare_models` results side by side (titles: the keys of ``results``;
-    axis labels: ``names`` of the row and column models), saved atomically to ``path``."""
+def _heatmap(ax, matrix: Tensor, res: dict, bounds, cmap: str, title: str, names: tuple[str, str]) -> None:
+    import seaborn as sns
+
+    lo, hi = bounds if bounds is not None else (float(matrix.min()), float(matrix.max()))
+    sns.heatmap(matrix.numpy(), ax=ax, vmin=lo, vmax=hi, annot=True, fmt=".2f", cmap=cmap, center=None,
+                xticklabels=res["layers_b"], yticklabels=res["layers_a"], square=True, cbar=False)
+    ax.set_title(title, fontsize=9)
+    ax.set_xlabel(names[1])
+    ax.set_ylabel(names[0])
+
+
+def plot_similarity_heatmaps(results: Mapping[str, dict], path: str | Path, names: tuple[str, str] = ("model a", "model b"),
+                             calibrated: bool = False) -> Path:
+    """Seaborn heatmaps of :func:`compare_models` results side by side, saved atomically to ``path``.
+
+    Titles: the keys of ``results`` and, for registered measures, their kind and range (a distance says
+    "lower = more alike"); axis labels: ``names`` of the row and column models. ``calibrated=True`` (results
+    computed with ``calibrate=``) adds a second row with the calibrated scores (colour scale centred on 0).
+    """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    import seaborn as sns
 
     if not results:
         raise ValueError("results is empty")
+    if calibrated and not all("calibrated" in r for r in results.values()):
+        raise ValueError("calibrated=True needs results computed with calibrate='difference' or 'zscore'")
     path = Path(path)
-    fig, axes = plt.subplots(1, len(results), figsize=(4.5 * len(results), 4), squeeze=False)
-    for ax, (method, res) in zip(axes[0], results.items()):
-        sns.heatmap(res["matrix"].numpy(), ax=ax, vmin=0, vmax=1, annot=True, fmt=".2f", cmap="viridis",
-                    xticklabels=res["layers_b"], yticklabels=res["layers_a"], square=True, cbar=False)
-        ax.set_title(method)
-        ax.set_xlabel(names[1])
-        ax.set_ylabel(names[0])
+    rows = 2 if calibrated else 1
+    fig, axes = plt.subplots(rows, len(results), figsize=(4.5 * len(results), 4.3 * rows), squeeze=False)
+    for col, (key, res) in enumerate(results.items()):
+        m = SIMILARITIES[res["measure"]] if res.get("measure") in SIMILARITIES else None
+        sub = "" if m is None else f"\n{m.kind}, {m.range}" + (" (lower = more alike)" if m.kind == "distance" else "")
+        bounds = (0.0, 1.0) if m is None else m.bounds
+        _heatmap(axes[0, col], res["matrix"], res, bounds, "viridis" if m is None or m.kind == "similarity" else "viridis_r",
+                 f"{key}{sub}", names)
+        if calibrated:
+            cal = res["calibrated"]
+            span = max(float(cal.abs().max()), 1e-12)
+            what = "score - null mean" if res["calibrate"] == "difference" else "z-score (score - null mean) / null std"
+            _heatmap(axes[1, col], cal, res, (-span, span), "coolwarm" if m is None or m.kind == "similarity" else "coolwarm_r",
+                     f"{key}: {what}", names)
     fig.tight_layout()
     return save_pyplot_figure(fig, path)

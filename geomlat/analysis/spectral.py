@@ -55,10 +55,14 @@ def label_spectrum(g: Data, y: Tensor, normalized: bool = False) -> Tensor:
 def lowpass(g: Data, signal: Tensor, tau: float | None = None, cutoff: float | None = None, normalized: bool = False) -> Tensor:
     """Low-pass filter a (B,) or (B, C) signal on ``g``.
 
-    Exactly one of:
+    Args:
+        g: the graph.
+        signal: (B,) or (B, C) signal on its vertices.
         tau: heat kernel ``exp(-tau e)`` (``pygsp.filters.Heat(G, scale=tau)``, exact filtering; note PyGSP
             normalizes the scale by ``lambda_max``: the response is ``exp(-tau e / lambda_max)``).
+            Exactly one of ``tau`` and ``cutoff`` is given.
         cutoff: ideal low-pass keeping the frequencies ``e <= cutoff``.
+        normalized: use ``I - D^-1/2 A D^-1/2`` instead of ``D - A``.
 
     Returns:
         filtered signal, same shape, float64.

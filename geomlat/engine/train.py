@@ -14,6 +14,15 @@ metric history): on CPU a run killed at any point and restarted ends with bitwis
 numbers as an uninterrupted one. A training set that is not a TensorDataset is read through a
 ``DataLoader`` at the same seeded index batches (its workers seeded from ``(seed, e)`` too).
 
+Batches (:mod:`geomlat.batch`): a TensorDataset, or any map-style dataset whose items are ``(x, y)`` pairs or
+mappings holding the labels under ``"labels"`` (Hugging Face's convention; e.g. a tokenized
+``datasets.Dataset`` with ``set_format("torch")``). The model's inputs are what remains of a mapping
+(``{"input_ids", "attention_mask", ...}``, called as ``model(**inputs)``), or ``x``. Items are collated by
+the dataset's own ``collate_fn`` attribute when it has one (e.g. ``dataset.collate_fn =
+transformers.DataCollatorWithPadding(tokenizer)``, which pads each batch to its longest sequence), else by
+torch's ``default_collate`` (sequences of equal length). The same holds for every split that is evaluated
+(:func:`evaluate_accuracy`, :func:`model_outputs`, :func:`predict`).
+
 Run folder layout (``run_dir``)::
 
     config.json     resolved TrainConfig + caller's record (written before the first epoch)
@@ -65,6 +74,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from .._checks import DeferredChecks, deferred_value_checks
+from ..batch import Inputs, call_model, first_tensor, map_tensors, split_labels, to_device
 from ..capture import OutputKey, select_logits
 from ..distributed import all_reduce_sum, barrier, broadcast_object, get_world_size, is_distributed, is_main_process, shard
 from ..objectives import Supervised
@@ -280,33 +290,69 @@ def _model_device(model: nn.Module) -> torch.device:
     return torch.device("cpu")
 
 
+def _collate_fn(dataset: Dataset) -> Callable | None:
+    """The dataset's own ``collate_fn`` attribute (e.g. a ``DataCollatorWithPadding``), else None (torch's
+    ``default_collate``)."""
+    collate = getattr(dataset, "collate_fn", None)
+    if collate is not None and not callable(collate):
+        raise TypeError(f"{type(dataset).__name__}.collate_fn must be callable, got {type(collate).__name__}")
+    return collate
+
+
+def _inputs_and_labels(batch, what: str) -> tuple[Inputs, Tensor]:
+    """``(inputs, labels tensor)`` of one collated batch: an ``(x, y)`` pair or a mapping with ``"labels"``."""
+    if not isinstance(batch, (tuple, list, Mapping)):
+        raise ValueError(f"{what} must yield (x, y) samples or mappings with a 'labels' key, got a batch of type "
+                         f"{type(batch).__name__}")
+    if isinstance(batch, (tuple, list)) and len(batch) > 2:  # (x, y, extra...): x and y, as before
+        batch = batch[:2]
+    try:
+        inputs, labels = split_labels(batch)
+    except (KeyError, TypeError) as err:
+        raise ValueError(f"{what} must yield (x, y) samples or mappings with a 'labels' key: {err}") from None
+    return inputs, torch.as_tensor(labels)
+
+
 def _dataset_batches(dataset: Dataset, batch_size: int):
-    """Yield (x, y) batches in order; TensorDatasets are sliced directly (no DataLoader overhead)."""
+    """Yield ``(inputs, labels)`` batches in order; TensorDatasets are sliced directly (no DataLoader
+    overhead), other datasets go through a DataLoader with the dataset's ``collate_fn`` (see the module
+    docstring)."""
     tensors = getattr(dataset, "tensors", None)
     if tensors is not None:
         x, y = tensors[0], tensors[1]
         for start in range(0, len(x), batch_size):
             yield x[start : start + batch_size], y[start : start + batch_size]
     else:
-        for x, y in DataLoader(dataset, batch_size=batch_size, shuffle=False):
-            yield x, y
+        for batch in DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=_collate_fn(dataset)):
+            yield _inputs_and_labels(batch, "the evaluated dataset")
 
 
 @torch.no_grad()
-def model_outputs(model: nn.Module, dataset: Dataset, batch_size: int = 512, device: str | torch.device | None = None) -> Tensor:
-    """Outputs of ``model`` in eval mode over ``dataset`` (x, y pairs), in order: (N, C) float tensor on CPU.
-    The model's train/eval mode is restored afterwards. A tuple/dict/``ModelOutput`` output is reduced by
-    :func:`geomlat.select_logits`'s default rule (``.logits`` / ``["logits"]`` / first Tensor)."""
+def _outputs_and_labels(model: nn.Module, dataset: Dataset, batch_size: int,
+                        device: str | torch.device | None) -> tuple[Tensor, Tensor]:
+    """``(outputs (N, C) float on CPU, labels (N,) on CPU)`` of ``model`` in eval mode over ``dataset``, in order
+    (one pass: a dataset's transforms run once). The model's train/eval mode is restored afterwards."""
     device = _model_device(model) if device is None else resolve_device(device)
     was_training = model.training
     model.eval()
+    outs, labels = [], []
     try:
-        outs = [select_logits(model(x.to(device))).float().cpu() for x, _ in _dataset_batches(dataset, batch_size)]
+        for x, y in _dataset_batches(dataset, batch_size):
+            outs.append(select_logits(call_model(model, to_device(x, device))).float().cpu())
+            labels.append(y.cpu())
     finally:
         model.train(was_training)
     if not outs:
         raise ValueError("cannot evaluate on an empty dataset")
-    return torch.cat(outs)
+    return torch.cat(outs), torch.cat(labels)
+
+
+def model_outputs(model: nn.Module, dataset: Dataset, batch_size: int = 512, device: str | torch.device | None = None) -> Tensor:
+    """Outputs of ``model`` in eval mode over ``dataset`` (``(x, y)`` pairs or mappings with ``"labels"``, see
+    the module docstring), in order: (N, C) float tensor on CPU. The model's train/eval mode is restored
+    afterwards. A tuple/dict/``ModelOutput`` output is reduced by :func:`geomlat.select_logits`'s default
+    rule (``.logits`` / ``["logits"]`` / first Tensor)."""
+    return _outputs_and_labels(model, dataset, batch_size, device)[0]
 
 
 def predict(model: nn.Module, dataset: Dataset, batch_size: int = 512, device: str | torch.device | None = None) -> Tensor:
@@ -314,17 +360,11 @@ def predict(model: nn.Module, dataset: Dataset, batch_size: int = 512, device: s
     return model_outputs(model, dataset, batch_size, device).argmax(dim=1)
 
 
-def _labels(dataset: Dataset) -> Tensor:
-    tensors = getattr(dataset, "tensors", None)
-    if tensors is not None:
-        return tensors[1].cpu()
-    return torch.as_tensor([int(y) for _, y in dataset])
-
-
 def evaluate_accuracy(model: nn.Module, dataset: Dataset, batch_size: int = 512, device: str | torch.device | None = None) -> float:
-    """Fraction of samples of ``dataset`` whose predicted class equals the label."""
-    pred = predict(model, dataset, batch_size, device)
-    return float((pred == _labels(dataset)).double().mean())
+    """Fraction of samples of ``dataset`` whose predicted class ``argmax model(x)`` equals the label (one pass
+    over the dataset: the labels come with the batches)."""
+    outputs, labels = _outputs_and_labels(model, dataset, batch_size, device)
+    return float((outputs.argmax(dim=1) == labels).double().mean())
 
 
 EvaluateFn = Callable[[nn.Module, Any], Mapping[str, float]]
@@ -363,7 +403,7 @@ def _at_least_float32(t: Tensor) -> Tensor:
     return t.float() if t.dtype in (torch.float16, torch.bfloat16) else t
 
 
-def train_step(module: nn.Module, x: Tensor, y: Tensor, optimizer: torch.optim.Optimizer, *, precision: str = "32",
+def train_step(module: nn.Module, x: Inputs, y: Tensor, optimizer: torch.optim.Optimizer, *, precision: str = "32",
                scaler: torch.amp.GradScaler | None = None, loss_factor: float = 1.0,
                clip_grad_norm: float | None = None) -> tuple[Tensor, dict[str, Tensor], Tensor, bool]:
     """One optimization step of an objective, as :func:`train` runs it.
@@ -378,7 +418,8 @@ def train_step(module: nn.Module, x: Tensor, y: Tensor, optimizer: torch.optim.O
 
     Args:
         module: the objective (or its DistributedDataParallel wrapper): ``forward(x, y) -> (out, {name: loss})``.
-        x: (B, ...) inputs and y: (B,) labels, on the objective's device.
+        x: the inputs of B samples (a tensor, tuple or mapping, see :mod:`geomlat.batch`) and y: (B,) labels,
+            on the objective's device.
         optimizer: over the objective's trainable parameters.
         precision: ``"32"``, ``"bf16-mixed"`` or ``"16-mixed"``.
         scaler: a ``torch.amp.GradScaler`` (required for ``"16-mixed"``, see :func:`make_grad_scaler`).
@@ -394,7 +435,7 @@ def train_step(module: nn.Module, x: Tensor, y: Tensor, optimizer: torch.optim.O
     dtype = autocast_dtype(precision)
     if dtype == torch.float16 and scaler is None:
         raise ValueError('precision "16-mixed" needs a torch.amp.GradScaler (make_grad_scaler)')
-    with torch.autocast(x.device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
+    with torch.autocast(first_tensor(x).device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
         out, losses = module(x, y)
     if not isinstance(losses, Mapping) or not losses:
         raise ValueError(f"{type(module).__name__} returned no loss terms")
@@ -438,17 +479,19 @@ def _seed_worker(worker_id: int) -> None:
 
 
 def _loader_batches(dataset: Dataset, batches: list[Tensor], config: TrainConfig, epoch: int, device: torch.device):
-    """(x, y) batches of a map-style ``dataset`` at the index batches ``batches`` through a ``DataLoader``
-    (``num_workers``, ``pin_memory``; workers seeded from ``(seed, epoch)``: reproducible and resumable)."""
+    """``(inputs, labels)`` batches of a map-style ``dataset`` (items ``(x, y)`` or mappings with ``"labels"``,
+    collated by the dataset's ``collate_fn`` if it has one) at the index batches ``batches`` through a
+    ``DataLoader`` (``num_workers``, ``pin_memory``; workers seeded from ``(seed, epoch)``: reproducible and
+    resumable)."""
     generator = torch.Generator().manual_seed(derive_seed(config.seed, epoch, 3))
     loader = DataLoader(dataset, batch_sampler=[idx.tolist() for idx in batches], num_workers=config.num_workers,
                         pin_memory=config.pin_memory and device.type == "cuda", generator=generator,
-                        worker_init_fn=_seed_worker if config.num_workers > 0 else None)
+                        worker_init_fn=_seed_worker if config.num_workers > 0 else None,
+                        collate_fn=_collate_fn(dataset))
     for item in loader:
-        if not isinstance(item, (tuple, list)) or len(item) < 2:
+        if isinstance(item, (tuple, list)) and len(item) < 2:
             raise ValueError(f"the training set must yield (x, y) samples, got a batch of type {type(item).__name__}")
-        x, y = item[0], torch.as_tensor(item[1])
-        yield x, y
+        yield _inputs_and_labels(item, "the training set")
 
 
 def _verify(checks: DeferredChecks, pending: list[tuple[int, dict[str, Tensor]]], epoch: int) -> None:
@@ -541,10 +584,13 @@ def _train_epoch(objective, splits, config: TrainConfig, optimizer, epoch: int, 
         for step, (idx, (x, y)) in enumerate(zip(batches, source)):
             checks.step = step
             if augment is not None:
+                if not isinstance(x, Tensor):
+                    raise TypeError(f"splits.augment(x, generator) augments tensor batches, but the training set yields "
+                                    f"{type(x).__name__} inputs: augment inside the dataset or its collate_fn")
                 x = augment(x, aug_generator)  # the whole batch: the same random draws as on one process
             if world > 1:
-                x, y = shard(x), shard(y)
-            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+                x, y = map_tensors(x, shard), shard(y)
+            x, y = to_device(x, device, non_blocking=True), y.to(device, non_blocking=True)
             try:
                 # DDP averages over ranks: weight W * b_r / B makes it the one-process gradient (module docstring)
                 out, losses, total, was_skipped = train_step(

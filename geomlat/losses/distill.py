@@ -36,6 +36,7 @@ from ..graphs import (batch_scale, check_kernel, class_mask, feature_vectors, kn
                       normalize_adjacency, similarity, squared_distances)
 from ..sequences import REDUCTIONS, check_attention_mask
 from .._checks import check_choice, check_features, check_features_min, check_k, check_labels, full_precision, upcast_half
+from .._checks import checks_deferred, value_check
 from ._common import check_pairs
 from .registry import register_loss
 
@@ -304,17 +305,31 @@ class HintonKD(nn.Module):
                 f"HintonKD needs logits of the same shape (B, C), got teacher {tuple(teacher_logits.shape)} "
                 f"and student {tuple(student_logits.shape)}"
             )
+        for logits, name in ((teacher_logits, "teacher_logits"), (student_logits, "student_logits")):
+            _check_finite_logits(logits, name)
         # half logits: softmax and KL divergence in float32 (as the geometry of the feature losses)
         log_t = F.log_softmax(upcast_half(teacher_logits.detach()) / self.T, dim=1)
         log_s = F.log_softmax(upcast_half(student_logits) / self.T, dim=1)
         return F.kl_div(log_s, log_t, reduction="batchmean", log_target=True) * self.T**2
 
 
+def _check_finite_logits(logits: Tensor, name: str) -> None:
+    """``ValueError`` naming ``name`` and its NaN / Inf counts unless every logit is finite (recorded on the
+    device inside :func:`geomlat.checks.deferred_value_checks`: no host read)."""
+    finite = torch.isfinite(logits.detach()).all()
+    if checks_deferred():
+        value_check(finite, f"HintonKD: {name} contains NaN or Inf values: the soft targets would be NaN")
+    elif not bool(finite):
+        n_nan, n_inf = int(torch.isnan(logits).sum()), int(torch.isinf(logits).sum())
+        raise ValueError(f"HintonKD: {name} contains non-finite values ({n_nan} NaN, {n_inf} Inf): "
+                         "the soft targets would be NaN")
+
+
 @register_loss("fitnet")
 class FitNet(nn.Module):
     """Hint regression (Romero et al., "FitNets: hints for thin deep nets", ICLR 2015).
 
-    The student feature (B, C_s, *spatial) goes through a learned 1x1 projection (a linear map over the
+    The student feature ``(B, C_s, *spatial)`` goes through a learned 1x1 projection (a linear map over the
     channel dimension: a 1x1 convolution for images, a linear layer for vectors) to the teacher's width
     C_t; when the spatial sizes differ, both are adaptively average-pooled to the smaller size per axis.
     ``L = mean over pairs of MSE`` (mean over every element).

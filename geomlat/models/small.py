@@ -94,7 +94,7 @@ class MLP(nn.Module):
         in_features: input size, or an input shape (e.g. ``splits.input_shape``) whose product is used.
         hidden: sizes of the hidden layers (at least one).
 
-    Shapes: (B, *input_shape) -> (B, output_dim). The features (``feature_name``) are the last hidden
+    Shapes: ``(B, *input_shape) -> (B, output_dim)``. The features (``feature_name``) are the last hidden
     layer's post-ReLU output (B, hidden[-1]).
     """
 

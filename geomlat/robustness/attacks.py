@@ -192,7 +192,8 @@ def pgd(
         random_start: uniform random start in the eps-ball.
         generator: ``torch.Generator`` for the random start (same seed -> same attack). None uses the
             global RNG.
-        Other arguments as in :func:`fgsm`.
+
+    Other arguments as in :func:`fgsm`.
 
     Returns:
         (B, ...) detached adversarial images.

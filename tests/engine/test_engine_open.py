@@ -203,6 +203,70 @@ def test_dataloader_path_gives_the_fast_path_numbers(tmp_path):
     assert numbers(workers) == numbers(fast)
 
 
+class DictDataset(ListDataset):
+    """Hugging Face style items: ``{"input": x, "labels": y}`` (nn.Sequential's forward takes ``input=``)."""
+
+    def __getitem__(self, i):
+        x, y = super().__getitem__(i)
+        return {"input": x, "labels": y}
+
+
+class ListItemsWithCollate(ListDataset):
+    """Items holding Python lists (as a tokenizer's output before padding), collated by the dataset's own
+    ``collate_fn`` attribute (torch's default_collate would turn the lists into lists of tensors)."""
+
+    def __getitem__(self, i):
+        x, y = super().__getitem__(i)
+        return {"input": x.tolist(), "label": y}
+
+    @staticmethod
+    def collate_fn(items):
+        return {"input": torch.tensor([item["input"] for item in items]),
+                "labels": torch.tensor([item["label"] for item in items])}
+
+
+@pytest.mark.parametrize("kind", [DictDataset, ListItemsWithCollate])
+def test_dict_items_give_the_tensor_dataset_numbers(tmp_path, kind):
+    """Mappings with a 'labels' key (Hugging Face's convention; called as model(**inputs)), collated by
+    default_collate or by the dataset's collate_fn: bitwise the numbers and weights of the TensorDataset
+    path, for training and for evaluate_accuracy / model_outputs / predict (several batches)."""
+    from types import SimpleNamespace
+
+    from geomlat.engine import evaluate_accuracy, model_outputs, predict
+
+    splits = make_splits(augment=False)
+    cfg = small_config(epochs=2)
+    fast = train(Supervised(make_model()), splits, cfg, tmp_path / "fast", progress=False)
+    dict_splits = SimpleNamespace(**{**vars(splits), "train": kind(splits.train), "test": kind(splits.test)})
+    slow = train(Supervised(make_model()), dict_splits, cfg, tmp_path / "dict", progress=False)
+    assert numbers(slow) == numbers(fast)
+    assert state_equal(load_checkpoint(tmp_path / "dict" / "checkpoint.pt")["objective"],
+                       load_checkpoint(tmp_path / "fast" / "checkpoint.pt")["objective"])
+    model = make_model(5)
+    assert torch.equal(model_outputs(model, dict_splits.test, batch_size=7), model_outputs(model, splits.test, batch_size=7))
+    assert torch.equal(predict(model, dict_splits.test, batch_size=7), predict(model, splits.test, batch_size=7))
+    acc = evaluate_accuracy(model, dict_splits.test, batch_size=7)
+    assert acc == evaluate_accuracy(model, splits.test, batch_size=7)
+    x, y = splits.test.tensors
+    model.eval()
+    assert acc == pytest.approx(float((model(x).argmax(1) == y).double().mean()), abs=1e-12)
+
+
+def test_items_without_labels_are_named(tmp_path):
+    from geomlat.engine import evaluate_accuracy
+
+    class NoLabels(ListDataset):
+        def __getitem__(self, i):
+            return {"input": self.x[i]}
+
+    with pytest.raises(ValueError, match="mappings with a 'labels' key.*got keys \\['input'\\]"):
+        evaluate_accuracy(make_model(), NoLabels(make_splits().test))
+    splits = make_splits()  # with a tensor augmentation
+    splits.train = DictDataset(splits.train)
+    with pytest.raises(TypeError, match="augments tensor batches.*dict inputs"):
+        train(Supervised(make_model()), splits, small_config(epochs=1), tmp_path / "aug", progress=False)
+
+
 class _RandomTransform(ListDataset):
     """A dataset whose __getitem__ draws random noise from torch's and NumPy's global RNGs (like transforms)."""
 

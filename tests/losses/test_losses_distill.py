@@ -1,6 +1,8 @@
 """Distillation losses against independent NumPy computations, gradchecks, and the Distiller objective."""
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -471,3 +473,20 @@ def test_distiller_validation():
     dist = Distiller(student, teacher, {"kd": (HintonKD(), 1.0)})
     _, losses = dist(torch.randn(4, 1, 6, 6), torch.randint(0, 3, (4,)))
     assert set(losses) == {"task", "kd"}
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
+@pytest.mark.parametrize("which", ["teacher_logits", "student_logits"])
+def test_hinton_kd_rejects_non_finite_logits(bad, which):
+    """Today HintonKD returns NaN on a NaN/Inf logit; like every other loss it names the problem, at once
+    outside the engine and at verification inside deferred checks (no host read in the loss)."""
+    from geomlat.checks import deferred_value_checks
+
+    zt, zs = torch.randn(6, 4), torch.randn(6, 4)
+    (zt if which == "teacher_logits" else zs)[2, 1] = bad
+    counts = "(1 NaN, 0 Inf)" if bad != bad else "(0 NaN, 1 Inf)"
+    with pytest.raises(ValueError, match=rf"HintonKD: {which} contains non-finite values {re.escape(counts)}"):
+        HintonKD()(zt, zs)
+    with pytest.raises(ValueError, match=f"HintonKD: {which} contains NaN or Inf"):
+        with deferred_value_checks():
+            HintonKD()(zt, zs)
