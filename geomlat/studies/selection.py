@@ -25,7 +25,8 @@ from ..models import MODELS, build_model
 from . import _selection_report as report
 from ._selection_runs import AXES, population, run_model, run_name, run_stability
 from .common import data_fields, train_config_from_fields
-from .runner import StudyContext, StudyKind, register_study_kind, run_in_processes
+from .processes import run_in_processes
+from .runner import StudyContext, StudyKind, register_study_kind
 from .spec import Fields, SpecError
 
 __all__ = ["SelectionStudy"]

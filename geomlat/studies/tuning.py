@@ -49,7 +49,8 @@ from torch import Tensor
 from ..engine import TrainConfig, read_json, train, write_json
 from ..engine.io import atomic_write_text, load_checkpoint
 from .figures import new_figure, save_figure, series_styles
-from .runner import load_spec, torch_threads
+from .processes import torch_threads
+from .runner import load_spec
 from .spec import Fields, SpecError, apply_profile, deep_merge, find_spec_file, read_spec_file
 from .tables import Column, csv_text, write_table
 

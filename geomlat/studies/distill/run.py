@@ -17,7 +17,8 @@ from ...engine.io import atomic_write_text
 from ...engine.train import load_trained_model
 from ...models import build_model
 from ..common import load_splits
-from ..runner import StudyContext, run_in_processes
+from ..processes import run_in_processes
+from ..runner import StudyContext
 from ..tables import Column, csv_text, median_std, write_table
 from .figures import figures
 from .spec import make_objective
