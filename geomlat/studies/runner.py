@@ -21,10 +21,11 @@ wait for rank 0 at the end.
 """
 from __future__ import annotations
 
+import ast
 import contextlib
 import importlib
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
@@ -33,7 +34,7 @@ from typing import Any, Callable, Mapping, Sequence
 from .processes import torch_threads
 from .spec import Fields, SpecError, apply_profile, deep_merge, find_spec_file, read_spec_file
 
-__all__ = ["StudyKind", "StudyContext", "STUDY_KINDS", "InputError", "register_study_kind", "load_study_kind", "load_spec",
+__all__ = ["StudyKind", "StudyContext", "RunPlan", "kind_packages", "STUDY_KINDS", "InputError", "register_study_kind", "load_study_kind", "load_spec",
            "run_study", "check_device"]
 
 
@@ -71,10 +72,36 @@ def _quiet(message: str) -> None:
     """The log of ranks other than 0."""
 
 
+@dataclass
+class RunPlan:
+    """One training run of a study kind (one method, one seed): what :func:`geomlat.engine.train` takes.
+
+    Attributes:
+        objective: the ``nn.Module`` trained (``.model``: the network), freshly initialized after
+            ``torch.manual_seed(seed)``; config: its :class:`geomlat.engine.TrainConfig` (seed included);
+        after_step / evaluate: the engine hooks (None: none / the default test error);
+        record: what the run folder's ``config.json`` records (it must match on resume).
+    """
+
+    objective: Any
+    config: Any
+    after_step: Callable | None = None
+    evaluate: Callable | None = None
+    record: dict[str, Any] = field(default_factory=dict)
+
+
 class StudyKind:
-    """Base class of study kinds. Subclasses implement :meth:`validate` and :meth:`run`."""
+    """Base class of study kinds. Subclasses implement :meth:`validate` and :meth:`run`; the per-run hooks
+    (:meth:`build_run`; :meth:`validation_errors` and :attr:`validation_metrics` for ``--tune``) let the tools
+    over kinds (:mod:`geomlat.studies.tools`, ``benchmarks/gpu_check.py``) train a kind's runs without
+    naming it."""
 
     name: str = ""
+    #: errors in [0, 1] returned by :meth:`validation_errors` (the choices of ``[tune]``'s ``select`` and
+    #: ``tiebreak``); empty: the kind has no validation grid
+    validation_metrics: tuple[str, ...] = ()
+    #: further values of :meth:`validation_errors` shown in the grid table (never selected on)
+    validation_extras: tuple[str, ...] = ()
 
     def validate(self, spec: dict[str, Any], fields: Fields) -> dict[str, Any]:
         """Check the kind-specific fields of ``spec`` (read them from ``fields``, which already consumed
@@ -84,6 +111,27 @@ class StudyKind:
     def run(self, spec: dict[str, Any], ctx: StudyContext) -> dict[str, Any]:
         """Train/evaluate what the spec declares, write tables and figures; return a summary dict."""
         raise NotImplementedError
+
+    def build_run(self, spec: dict[str, Any], method: str, seed: int, splits: Any, runs_dir: Path | None = None) -> RunPlan:
+        """The run of ``method`` (a key of ``spec["methods"]``) and ``seed`` on ``splits``
+        (:class:`geomlat.data.Splits`). ``runs_dir``: the study's runs folder, for runs that start from
+        another run (a distillation teacher); None: such inputs are freshly initialized (throughput checks)."""
+        raise NotImplementedError(f"study kind {self.name!r} does not define its runs one method at a time")
+
+    def validation_errors(self, spec: dict[str, Any], plan: RunPlan, splits: Any, final: Mapping[str, Any]) -> dict[str, float]:
+        """Errors of the trained ``plan.objective`` on ``splits.test`` (the validation split under ``--tune``),
+        one per :attr:`validation_metrics` and :attr:`validation_extras`; ``final``: what ``train`` returned."""
+        raise NotImplementedError(f"study kind {self.name!r} has no validation grid")
+
+    def tuning_spec(self, spec: dict[str, Any]) -> dict[str, Any]:
+        """A raw spec whose ``methods`` were replaced by the settings of a validation grid, made valid again
+        (e.g. a baseline that is not among them); the default returns it unchanged."""
+        return spec
+
+    def tuning_figure(self, tune: Mapping[str, Any], spec: Mapping[str, Any], rows: Sequence[Mapping[str, Any]]) -> Any:
+        """A matplotlib figure of the validation grid (``rows``: the grid table), or None for the tools'
+        default (the selected metric per setting)."""
+        return None
 
 
 STUDY_KINDS: dict[str, StudyKind] = {}
@@ -104,32 +152,30 @@ def register_study_kind(name: str):
     return decorator
 
 
-#: the shared modules of this package (they import no study kind)
-SHARED_MODULES = frozenset({"runner", "spec", "tables", "figures", "common"})
-#: modules that are no study kind: the shared ones and tools over kinds (``tuning``, ``lv_diagnosis``: issue
-#: 16's validation grids); every other module or subpackage may define study kinds
-NOT_KINDS = SHARED_MODULES | {"tuning", "lv_diagnosis"}
-
-
-def _study_modules() -> list[str]:
-    """Names of the modules and subpackages of this package that may define study kinds (all but the
-    shared helpers): ``<kind>.py`` or ``<kind>/__init__.py``."""
-    package_dir = Path(__file__).parent
-    names = [p.stem for p in package_dir.glob("*.py")] + [p.parent.name for p in package_dir.glob("*/__init__.py")]
-    return sorted(n for n in set(names) if not n.startswith("_") and n not in NOT_KINDS)
+def kind_packages() -> dict[str, str]:
+    """``{kind name: subpackage}`` of the study kinds of this package, found without importing them: a kind
+    is a subpackage ``geomlat/studies/<package>/`` whose ``__init__.py`` registers it with
+    ``@register_study_kind("name")``. Shared modules (``runner``, ``spec``, ...) are plain modules, and the
+    tools over kinds (:mod:`geomlat.studies.tools`) register none."""
+    out: dict[str, str] = {}
+    for init in sorted(Path(__file__).parent.glob("*/__init__.py")):
+        for node in ast.walk(ast.parse(init.read_text(), str(init))):
+            if isinstance(node, ast.ClassDef):
+                for deco in node.decorator_list:
+                    if (isinstance(deco, ast.Call) and getattr(deco.func, "id", None) == "register_study_kind"
+                            and deco.args and isinstance(deco.args[0], ast.Constant)):
+                        out[deco.args[0].value] = init.parent.name
+    return out
 
 
 def load_study_kind(kind: str) -> StudyKind:
-    """The registered kind ``kind``; kinds defined in ``geomlat/studies/<kind>/`` (a package) or
-    ``geomlat/studies/<kind>.py`` are imported on demand (a kind registered under another name is found by
-    importing every study module)."""
-    if kind not in STUDY_KINDS and kind in _study_modules():
-        importlib.import_module(f"{__package__}.{kind}")
+    """The registered kind ``kind``; a kind of this package (:func:`kind_packages`) is imported on demand."""
     if kind not in STUDY_KINDS:
-        for module in _study_modules():
-            importlib.import_module(f"{__package__}.{module}")
+        package = kind_packages().get(kind)
+        if package is not None:
+            importlib.import_module(f"{__package__}.{package}")
     if kind not in STUDY_KINDS:
-        raise SpecError("kind", f"unknown value {kind!r}; expected one of {sorted(STUDY_KINDS)}")
+        raise SpecError("kind", f"unknown value {kind!r}; expected one of {sorted(set(STUDY_KINDS) | set(kind_packages()))}")
     return STUDY_KINDS[kind]
 
 

@@ -1,4 +1,4 @@
-"""Validation grids of the robust and embed studies (geomlat.studies.tuning): the selection rule on constructed
+"""Validation grids of the robust and embed studies (geomlat.studies.tools.tuning): the selection rule on constructed
 grids (against an independent brute-force statement of the rule), spec validation of the `tune` fields, and
 tiny end-to-end runs whose grid.csv is checked against a recomputation from the saved checkpoints."""
 from __future__ import annotations
@@ -17,7 +17,7 @@ from geomlat.data import load_dataset
 from geomlat.engine.io import load_checkpoint
 from geomlat.studies import SpecError, load_spec
 from geomlat.studies.spec import find_spec_file, read_spec_file
-from geomlat.studies.tuning import run_tuning, select_setting, tune_fields
+from geomlat.studies.tools.tuning import run_tuning, select_setting, tune_fields
 
 
 def _raw(name):
@@ -223,10 +223,10 @@ def test_paper_profiles_keep_the_papers_settings():
 
 
 def test_lv_diagnostics_match_dense_formulas():
-    """geomlat.studies.lv_diagnosis.batch_diagnostics against numpy: normalized inter-class RBF weight share,
+    """geomlat.studies.tools.lv_diagnosis.batch_diagnostics against numpy: normalized inter-class RBF weight share,
     same-class pairs with weight > 0.01, class spread and leave-one-out k-NN error."""
     from geomlat.losses.embedding import LabelVariationLoss
-    from geomlat.studies.lv_diagnosis import batch_diagnostics
+    from geomlat.studies.tools.lv_diagnosis import batch_diagnostics
 
     rng = np.random.default_rng(0)
     y = np.repeat(np.arange(3), 8)
