@@ -249,3 +249,38 @@ def test_lv_diagnostics_match_dense_formulas():
     tie = np.array([np.bincount(v, minlength=3).max() == 1 for v in votes])
     assert not tie.any()
     assert d["train_loo_knn"] == pytest.approx((pred != y).mean(), abs=1e-9)
+
+
+class _ReachedModel(Exception):
+    """Raised by :class:`_DeviceCheckingNet` once a batch arrived on the network's device."""
+
+
+class _DeviceCheckingNet(torch.nn.Module):
+    """A network on the ``meta`` device (standing for a GPU) that fails on a batch left on another device."""
+
+    def __init__(self):
+        super().__init__()
+        self.weight = torch.nn.Parameter(torch.zeros(3, 2, device="meta"))
+
+    def forward(self, x):
+        if x.device != self.weight.device:
+            raise AssertionError(f"batch on {x.device}, network on {self.weight.device}")
+        raise _ReachedModel
+
+
+@pytest.mark.parametrize("kind_name", ["robust", "embed"])
+def test_validation_errors_send_the_batches_to_the_networks_device(kind_name):
+    """The tuner's validation errors on a network on another device than the CPU-held validation split (as a
+    GPU run): every batch reaches the network on its device (the tuner kept them on the CPU before)."""
+    from types import SimpleNamespace
+
+    from geomlat.studies.runner import RunPlan, load_study_kind
+
+    objective = SimpleNamespace(model=_DeviceCheckingNet())
+    objective.parameters = objective.model.parameters
+    x, y = torch.randn(6, 2), torch.tensor([0, 1, 2, 0, 1, 2])
+    split = torch.utils.data.TensorDataset(x, y)
+    splits = SimpleNamespace(train=split, test=split)
+    spec = {"attacks": {"batch_size": 4, "fgsm_snr_db": 33.0}, "knn_k": 1}
+    with pytest.raises(_ReachedModel):
+        load_study_kind(kind_name).validation_errors(spec, RunPlan(objective, None), splits, {"loss": 0.0})
