@@ -2,13 +2,14 @@
 the objective of a method."""
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
 import torch
 from torch import nn
 
 from ...engine import Supervised
-from ...losses import LOSSES, Distiller, build_loss
+from ...losses import LOSSES, Distiller, build_loss, get_loss
 from ...losses.registry import DISTILL_CONSUMES
 from ...models import MODELS
 from ..common import build, data_fields, train_config_from_fields
@@ -61,8 +62,12 @@ def build_term(term: dict[str, Any], *, teacher: nn.Module | None = None, studen
     """The loss module of a ``terms.*`` entry ``{loss, weight, kwargs}``, looked up in the loss registry
     (:func:`geomlat.losses.build_loss`). A loss built from the models (FitNet: projection widths from the
     layers ``pairs`` of ``teacher`` and ``student`` on ``x_example``, a small batch of inputs) needs them;
-    the others are built from ``kwargs``."""
-    return build_loss(term["loss"], teacher=teacher, student=student, pairs=pairs, example=x_example, **term["kwargs"])
+    the others are built from ``kwargs``. The studies' layers are CNN maps, (B, C, L) or (B, C, H, W), one
+    vector per sample: a loss that takes ``reduce=`` gets ``"flatten"`` unless the spec says otherwise."""
+    kwargs = dict(term["kwargs"])
+    if "reduce" in inspect.signature(get_loss(term["loss"])).parameters:
+        kwargs.setdefault("reduce", "flatten")
+    return build_loss(term["loss"], teacher=teacher, student=student, pairs=pairs, example=x_example, **kwargs)
 
 
 def make_objective(method: dict[str, Any], student: nn.Module, teacher: nn.Module, x_example: torch.Tensor) -> nn.Module:
