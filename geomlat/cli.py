@@ -184,12 +184,12 @@ def _known_error_status(err: Exception) -> int | None:
     """Exit status of errors reported in one line without a traceback, None for the others: an output folder
     in use or a run folder made by another spec (2: nothing was done to it) and a refused or unreadable checkpoint or run record (1). Their module is imported only
     when a study ran, so it is looked up in ``sys.modules`` (not imported here)."""
-    locks, folders = sys.modules.get("geomlat.engine.locks"), sys.modules.get("geomlat.engine.run_folder")
+    locks, folders = sys.modules.get("geomlat.locks"), sys.modules.get("geomlat.engine.run_folder")
     if locks is not None and isinstance(err, locks.FolderInUseError):
         return 2
     if folders is not None and isinstance(err, folders.RunFolderMismatch):
         return 2  # a run folder made by another spec: refused before it was trained or read
-    io = sys.modules.get("geomlat.engine.io")
+    io = sys.modules.get("geomlat.io")
     if io is None:
         return None
     if isinstance(err, (io.CheckpointError, io.UnreadableFileError)):

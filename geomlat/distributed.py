@@ -300,7 +300,7 @@ _SKIP_WRITES = False
 
 @contextlib.contextmanager
 def main_process_writes() -> Iterator[None]:
-    """Within this block, the atomic writers of :mod:`geomlat.engine.io` write on rank 0 only (the other
+    """Within this block, the atomic writers of :mod:`geomlat.io` write on rank 0 only (the other
     ranks skip the write and return the path). The study runner wraps every study in it, so that code
     written for one process (tables, figures, caches) writes each file once under torchrun."""
     global _SKIP_WRITES

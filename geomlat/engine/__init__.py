@@ -2,7 +2,7 @@
 atomic IO. See :func:`geomlat.engine.train.train`.
 
 The public names are imported on first use (PEP 562): ``geomlat.engine.config_fields`` and
-``geomlat.engine.locks`` (what a study checks before it starts) import no torch."""
+``geomlat.locks`` (what a study checks before it starts) import no torch."""
 import sys
 import types
 
@@ -11,7 +11,7 @@ from .._lazy import lazy_dir, lazy_getattr
 _LAZY = {
     **dict.fromkeys(("get_rank", "get_world_size", "is_main_process"), "..distributed"),
     **dict.fromkeys(("atomic_save", "atomic_write_bytes", "atomic_write_text", "load_checkpoint", "read_json",
-                     "to_jsonable", "write_json"), ".io"),
+                     "to_jsonable", "write_json"), "..io"),
     **dict.fromkeys(("Supervised", "TrainConfig", "checkpoint_state", "derive_seed", "evaluate_accuracy",
                      "load_trained_model", "lr_factor", "make_optimizer", "make_scheduler", "model_outputs", "predict",
                      "resolve_device", "train", "RunFolderMismatch"), ".train"),

@@ -35,7 +35,7 @@ from typing import Any, Iterable, Mapping
 import torch
 from torch import nn
 
-from .io import read_json, to_jsonable, write_json
+from ..io import read_json, to_jsonable, write_json
 
 __all__ = ["RunFolderMismatch", "fingerprint", "objective_fingerprint", "model_fingerprint", "first_difference",
            "check_run_folder"]

@@ -80,7 +80,7 @@ from ..batch import Inputs, call_model, first_tensor, map_tensors, split_labels,
 from ..capture import OutputKey, select_logits
 from ..distributed import all_reduce_sum, barrier, broadcast_object, get_world_size, is_distributed, is_main_process, shard
 from ..objectives import Supervised
-from .io import CheckpointError, CheckpointRefused, atomic_save, atomic_write_text, load_checkpoint, read_json, to_jsonable, write_json
+from ..io import CheckpointError, CheckpointRefused, atomic_save, atomic_write_text, load_checkpoint, read_json, to_jsonable, write_json
 from .config_fields import OPTIMIZERS, PRECISION_NAMES, SCHEDULERS
 from .run_folder import RunFolderMismatch, check_run_folder, fingerprint
 

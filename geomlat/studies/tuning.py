@@ -47,7 +47,7 @@ import torch
 from torch import Tensor
 
 from ..engine import TrainConfig, read_json, train, write_json
-from ..engine.io import atomic_write_text, load_checkpoint
+from ..io import atomic_write_text, load_checkpoint
 from .figures import new_figure, save_figure, series_styles
 from .runner import load_spec, torch_threads
 from .spec import Fields, SpecError, apply_profile, deep_merge, find_spec_file, read_spec_file

@@ -18,7 +18,7 @@ from torch.utils.data import TensorDataset
 from geomlat.distributed import GlobalBatch, launch
 from geomlat.engine import TrainConfig, evaluate_accuracy, load_checkpoint, train
 from geomlat.distributed import get_world_size, main_process_writes
-from geomlat.engine.io import atomic_write_text
+from geomlat.io import atomic_write_text
 from geomlat.engine.train import _epoch_batches
 from geomlat.losses import GKD, Distiller
 from geomlat.models import build_model
