@@ -14,7 +14,7 @@ from ...capture import LatentCapture
 from ...data import balanced_order
 from ...engine import Supervised, TrainConfig, predict, resolve_device, train
 from ...io import atomic_write_text
-from ...engine.train import load_trained_model
+from ...engine.run_folder import load_trained_model
 from ...models import build_model
 from ..common import load_splits
 from ..runner import StudyContext, run_in_processes
