@@ -21,6 +21,7 @@ several nodes), ``geomlat study`` joins the process group from the environment a
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import subprocess
 import sys
@@ -132,17 +133,20 @@ def main(argv: Sequence[str] | None = None) -> int:
             spec = load_spec(args.name, args.profile, overrides=overrides or None, seeds=args.seeds)
             check_data(spec, args.data_dir)
             return _launch_torchrun(argv, args.nproc)
+        together = contextlib.nullcontext()
         if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-            from .distributed import init_from_env
+            from .distributed import init_from_env, ranks_fail_together
 
             initialized = init_from_env()  # under torchrun/srun: join the process group
-        if args.tune:
-            from .studies.tuning import run_tuning
+            together = ranks_fail_together()  # an error on one rank stops every rank within seconds
+        with together:
+            if args.tune:
+                from .studies.tuning import run_tuning
 
-            run_tuning(args.name, profile=args.profile, out_root=args.out, progress=not args.no_progress)
-            return 0
-        run_study(args.name, profile=args.profile, data_dir=args.data_dir, out_root=args.out, seeds=args.seeds,
-                  overrides=overrides or None, progress=not args.no_progress)
+                run_tuning(args.name, profile=args.profile, out_root=args.out, progress=not args.no_progress)
+                return 0
+            run_study(args.name, profile=args.profile, data_dir=args.data_dir, out_root=args.out, seeds=args.seeds,
+                      overrides=overrides or None, progress=not args.no_progress)
     except SpecError as err:
         if _is_main_process():
             print(f"geomlat: invalid study spec: {_one_line(err)}", file=sys.stderr)
