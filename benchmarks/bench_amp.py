@@ -1,4 +1,4 @@
-"""Benchmark 6: mixed precision. The engine's training step (:func:`geomlat.engine.train.train_step`) under
+"""Benchmark 6: mixed precision. The engine's training step (:func:`geomlat.engine.step.train_step`) under
 ``precision="bf16-mixed"`` over the same step in float32, with GKD (the paper's WRN-28-1 -> WRN-28-0.5
 distillation on three stage pairs, weight 25) and with the label-variation regularizer (PreActResNet18,
 every ReLU output, the authors' m = 2, gamma = 0.01), both sides interleaved in one run.
@@ -13,7 +13,7 @@ from functools import partial
 
 import torch
 
-from geomlat.engine.train import train_step
+from geomlat.engine.step import train_step
 from geomlat.losses import GKD, Distiller
 from geomlat.losses.objectives import SmoothnessObjective
 from geomlat.models import build_model

@@ -5,7 +5,7 @@ accuracy), for each study of the LGG paper (``gkd``, ``embed``, ``robust``) with
 (models, batch size, terms and weights of ``studies/NAME.toml``) and ``precision = "bf16-mixed"``:
 
 1. **Throughput.** Every method's training step, exactly as the engine runs it
-   (:func:`geomlat.engine.train.train_step`, plus the Parseval retraction of the robust methods that use
+   (:func:`geomlat.engine.step.train_step`, plus the Parseval retraction of the robust methods that use
    it), for ``--steps`` timed steps after a warm-up, on pre-augmented batches already on the device:
    images/s per method, and the step-time ratios GKD / baseline student and regularizer / baseline.
    The GKD teacher is a randomly initialized network of the profile (its values do not change the cost).
@@ -50,7 +50,9 @@ from torch.utils._pytree import tree_leaves
 
 from geomlat.checks import deferred_value_checks
 from geomlat.data import load_dataset, write_cifar_folder
-from geomlat.engine.train import make_grad_scaler, resolve_device, train_step
+from geomlat.engine.devices import resolve_device
+from geomlat.engine.precision import make_grad_scaler
+from geomlat.engine.step import train_step
 from geomlat.studies.runner import load_spec, load_study_kind, run_study
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -17,7 +17,7 @@ import torch
 from sklearn.datasets import load_digits
 from torch import nn
 
-from geomlat.engine.train import Supervised
+from geomlat.objectives import Supervised
 from geomlat.integrations.lightning import GeometryMonitor, ObjectiveModule
 from geomlat.losses import GKD, Distiller, HintonKD
 

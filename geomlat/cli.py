@@ -21,6 +21,7 @@ several nodes), ``geomlat study`` joins the process group from the environment a
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import subprocess
 import sys
@@ -132,17 +133,20 @@ def main(argv: Sequence[str] | None = None) -> int:
             spec = load_spec(args.name, args.profile, overrides=overrides or None, seeds=args.seeds)
             check_data(spec, args.data_dir)
             return _launch_torchrun(argv, args.nproc)
+        together = contextlib.nullcontext()
         if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-            from .distributed import init_from_env
+            from .distributed import init_from_env, ranks_fail_together
 
             initialized = init_from_env()  # under torchrun/srun: join the process group
-        if args.tune:
-            from .studies.tools.tuning import run_tuning
+            together = ranks_fail_together()  # an error on one rank stops every rank within seconds
+        with together:
+            if args.tune:
+                from .studies.tools.tuning import run_tuning
 
-            run_tuning(args.name, profile=args.profile, out_root=args.out, progress=not args.no_progress)
-            return 0
-        run_study(args.name, profile=args.profile, data_dir=args.data_dir, out_root=args.out, seeds=args.seeds,
-                  overrides=overrides or None, progress=not args.no_progress)
+                run_tuning(args.name, profile=args.profile, out_root=args.out, progress=not args.no_progress)
+                return 0
+            run_study(args.name, profile=args.profile, data_dir=args.data_dir, out_root=args.out, seeds=args.seeds,
+                      overrides=overrides or None, progress=not args.no_progress)
     except SpecError as err:
         if _is_main_process():
             print(f"geomlat: invalid study spec: {_one_line(err)}", file=sys.stderr)
@@ -184,12 +188,12 @@ def _known_error_status(err: Exception) -> int | None:
     """Exit status of errors reported in one line without a traceback, None for the others: an output folder
     in use or a run folder made by another spec (2: nothing was done to it) and a refused or unreadable checkpoint or run record (1). Their module is imported only
     when a study ran, so it is looked up in ``sys.modules`` (not imported here)."""
-    locks, folders = sys.modules.get("geomlat.engine.locks"), sys.modules.get("geomlat.engine.run_folder")
+    locks, folders = sys.modules.get("geomlat.locks"), sys.modules.get("geomlat.engine.run_folder")
     if locks is not None and isinstance(err, locks.FolderInUseError):
         return 2
     if folders is not None and isinstance(err, folders.RunFolderMismatch):
         return 2  # a run folder made by another spec: refused before it was trained or read
-    io = sys.modules.get("geomlat.engine.io")
+    io = sys.modules.get("geomlat.io")
     if io is None:
         return None
     if isinstance(err, (io.CheckpointError, io.UnreadableFileError)):

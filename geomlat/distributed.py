@@ -2,12 +2,16 @@
 :class:`GlobalBatch` wrapper that makes any loss see the global batch, and a launcher for tests.
 
 Process-group helpers (:func:`get_rank`, :func:`get_world_size`, :func:`init_from_env`, :func:`barrier`,
-:func:`broadcast_object`, :func:`all_reduce_sum`, :func:`shard`, :func:`main_process_writes`): trivial on
-one process (rank 0 of 1). Under ``torchrun`` (or ``geomlat study NAME --nproc N``, or :func:`launch`)
-with an initialized ``torch.distributed`` process group only rank 0 writes files (config, metrics,
-checkpoints, tables, figures); every rank computes. Files are shared through the file system: with several
-nodes, the output folder must be on a file system every node sees. (``geomlat.engine.dist`` re-exports
-these names for compatibility.)
+:func:`broadcast_object`, :func:`all_reduce_sum`, :func:`shard`): trivial on one process (rank 0 of 1).
+Under ``torchrun`` (or ``geomlat study NAME --nproc N``, or :func:`launch`) with an initialized
+``torch.distributed`` process group every rank computes and rank 0 alone writes files (config, metrics,
+checkpoints, tables, figures). One rule for it: the writers of :mod:`geomlat.io` skip the write on the
+other ranks inside :func:`main_process_writes` (the study runner and :func:`geomlat.engine.train` run in
+it), and what decides from shared files (skip or resume a run, evaluate and record it) runs on rank 0
+through :func:`on_main_process`, which gives its result, or its error, to every rank. Files are shared
+through the file system: with several nodes, the output folder must be on a file system every node sees.
+An error on one rank stops every rank within seconds inside :func:`ranks_fail_together` (the CLI runs a
+study in it), instead of leaving the others waiting at a collective until the process group's timeout.
 
 A latent geometry graph couples every pair of samples of a batch. Under data parallelism each process
 (rank) holds only its shard of the batch; :class:`GlobalBatch` (``global_batch(loss)``) gathers the
@@ -44,9 +48,12 @@ so a wrapped loss on one process is the loss itself.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 import socket
+import sys
 import tempfile
+import threading
 import time
 import traceback
 from datetime import timedelta
@@ -76,6 +83,8 @@ __all__ = [
     "is_main_process",
     "launch",
     "main_process_writes",
+    "on_main_process",
+    "ranks_fail_together",
     "shard",
     "writes_skipped",
 ]
@@ -300,7 +309,7 @@ _SKIP_WRITES = False
 
 @contextlib.contextmanager
 def main_process_writes() -> Iterator[None]:
-    """Within this block, the atomic writers of :mod:`geomlat.engine.io` write on rank 0 only (the other
+    """Within this block, the atomic writers of :mod:`geomlat.io` write on rank 0 only (the other
     ranks skip the write and return the path). The study runner wraps every study in it, so that code
     written for one process (tables, figures, caches) writes each file once under torchrun."""
     global _SKIP_WRITES
@@ -315,6 +324,90 @@ def main_process_writes() -> Iterator[None]:
 def writes_skipped() -> bool:
     """True inside :func:`main_process_writes` on a rank other than 0."""
     return _SKIP_WRITES
+
+
+def on_main_process(fn: Callable[[], Any]) -> Any:
+    """``fn()`` run on rank 0 only, its result given to every rank (pickled: keep it small); an exception there
+    is raised on every rank (the original on rank 0, a RuntimeError naming it elsewhere). One process: ``fn()``.
+
+    The rule of rank-0 work: what reads or changes shared state (a run folder's files: decide skip or resume,
+    evaluate and record) runs here; file writes go through :mod:`geomlat.io` inside :func:`main_process_writes`.
+    Collective: every rank must call it."""
+    if not is_distributed():
+        return fn()
+    result, error = None, None
+    if is_main_process():
+        try:
+            result = fn()
+        except Exception as err:  # noqa: BLE001 - re-raised below, after the other ranks were told
+            error = err
+    result, message = broadcast_object((result, None if error is None else f"{type(error).__name__}: {error}"))
+    if error is not None:
+        raise error
+    if message is not None:
+        raise RuntimeError(f"rank 0 failed: {message}")
+    return result
+
+
+_FAILED_KEY = "geomlat/failed/"
+_blocks = itertools.count()  # every rank enters the same blocks in the same order: one key per block
+
+
+@contextlib.contextmanager
+def ranks_fail_together(poll_s: float = 0.5, grace_s: float = 2.0) -> Iterator[None]:
+    """Within this block an exception on one rank stops every rank within seconds, with its message.
+
+    Without it a rank that raises leaves the others waiting at their next collective (a barrier, a broadcast)
+    until the process group's timeout (30 minutes), unless a launcher stops them: the failed rank may not
+    exit at once, and NCCL does not notice a dead peer. Here the failing rank leaves its error in the process
+    group's store before raising, and a watcher thread of every rank polls the store every ``poll_s`` seconds:
+    a rank that finds a peer's error (or finds the store gone with its host) prints it on stderr and ends its
+    process with exit status 1, also while it waits inside a collective. A rank failing itself within
+    ``grace_s`` seconds reports its own error instead (all ranks failing alike, e.g. on a bad input file).
+    Leaving the block normally stops the watcher. One process: nothing is done.
+
+    The study CLI runs every study in it (``geomlat study`` under torchrun or ``--nproc``)."""
+    if not is_distributed():
+        yield
+        return
+    store = dist.distributed_c10d._get_default_store()  # the store every rank of the default group shares
+    key = f"{_FAILED_KEY}{next(_blocks)}"
+    stop = threading.Event()
+    watcher = threading.Thread(target=_watch_for_failures, args=(store, key, stop, poll_s, grace_s), daemon=True,
+                               name="geomlat-ranks-fail-together")
+    watcher.start()
+    try:
+        yield
+    except BaseException as err:
+        stop.set()
+        try:
+            store.set(key, f"rank {get_rank()} failed: {type(err).__name__}: {_first_line(err)}")
+        except Exception:  # noqa: BLE001 - the store is gone with its host process: the peers notice that
+            pass
+        raise
+    finally:
+        stop.set()
+        watcher.join()
+
+
+def _first_line(err: BaseException) -> str:
+    lines = str(err).strip().splitlines()
+    return lines[0] if lines else ""
+
+
+def _watch_for_failures(store, key: str, stop: threading.Event, poll_s: float, grace_s: float) -> None:
+    """The watcher of :func:`ranks_fail_together`: end this process when a peer left its error under ``key``."""
+    while not stop.wait(poll_s):
+        try:
+            if not store.check([key]):
+                continue
+            message = store.get(key).decode("utf-8", "replace")
+        except Exception:  # noqa: BLE001 - the store's host (rank 0, or torchrun's agent) is gone
+            message = "the process group's store is unreachable: the rank or launcher holding it has ended"
+        if stop.wait(grace_s):  # this rank raised (it reports its own error) or finished meanwhile
+            return
+        print(f"geomlat: rank {get_rank()} stops: {message}", file=sys.stderr, flush=True)
+        os._exit(1)  # a rank blocked in a collective cannot be interrupted otherwise
 
 
 # ----------------------------------------------------------------------------------------------------

@@ -54,6 +54,7 @@ from torch import Tensor, nn
 from ._checks import checks_deferred, value_check
 from .batch import Inputs, attention_mask_of, batch_size, call_model
 from .capture import LatentCapture, OutputKey, check_layer_names, select_logits, select_output
+from .distributed import GlobalBatch
 from .losses.embedding import LabelVariationLoss
 from .losses.registry import DISTILL_CONSUMES, check_consumes
 from .losses.regularizers import SmoothnessRegularizer
@@ -274,8 +275,10 @@ class SmoothnessObjective(nn.Module):
         logits = select_logits(out, self.output_key)
         y = check_class_labels(y, logits, "SmoothnessObjective")
         feats = [captured[n] for n in self.layers]
-        if isinstance(self.regularizer, SmoothnessRegularizer):
-            # the classes are the logits' columns: one-hot labels without reading y on the host
+        inner = self.regularizer.loss if isinstance(self.regularizer, GlobalBatch) else self.regularizer
+        if isinstance(inner, SmoothnessRegularizer):
+            # the classes are the logits' columns: one-hot labels without reading y on the host (also through
+            # GlobalBatch, which passes the number on to the wrapped regularizer)
             reg = self.regularizer(feats, y, num_classes=logits.shape[-1])
         else:
             reg = self.regularizer(feats, y)

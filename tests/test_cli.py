@@ -180,7 +180,7 @@ def test_train_typo_and_busy_folder_are_refused_without_torch(spec_file, tmp_pat
         f"""
         import os, sys
         import geomlat.cli
-        from geomlat.engine.locks import folder_lock
+        from geomlat.locks import folder_lock
         heavy = lambda: sorted(m for m in ("torch", "torch_geometric", "pygsp", "scipy") if m in sys.modules)
         spec, out = {str(spec_file)!r}, {str(out)!r}
         assert geomlat.cli.main(["study", spec, "--out", out, "--set", "train.epoch=1"]) == 2

@@ -334,3 +334,74 @@ def test_wrapper_routes_as_the_loss():
     wrapped = build_loss("rkd_d", global_batch=True)
     assert isinstance(wrapped, GlobalBatch) and isinstance(wrapped.loss, RKDDistance)
     assert not isinstance(build_loss("rkd_d"), GlobalBatch)
+
+
+# ---------------------------------------------------------------- an error on one rank stops every rank
+_FAILING_RANKS = """
+import os, sys, time
+from geomlat.distributed import barrier, init_from_env, ranks_fail_together
+init_from_env()  # the default timeout: 30 minutes at a collective
+rank, mode = int(os.environ["RANK"]), sys.argv[1]
+try:
+    with ranks_fail_together(poll_s=0.2, grace_s=1.0):
+        if rank == 0 and mode == "fail":
+            raise RuntimeError("rank zero broke outside train")
+        time.sleep(3 if rank == 1 else 0)  # ok: rank 1 is slower; it must not be stopped
+        barrier()
+except RuntimeError:
+    if rank == 0:
+        time.sleep(90)  # rank 0 stays alive (its exit delayed), the case torchrun's agent does not catch
+    raise
+print(f"rank {rank} done", flush=True)
+"""
+
+
+def _start_ranks(mode: str, tmp_path) -> list:
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from geomlat.distributed import find_free_port
+
+    script = tmp_path / "ranks.py"
+    script.write_text(_FAILING_RANKS)
+    port, root = find_free_port(), str(Path(__file__).resolve().parents[1])
+    procs = []
+    for rank in range(2):
+        env = dict(os.environ, RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE="2", MASTER_ADDR="127.0.0.1",
+                   MASTER_PORT=str(port), GLOO_SOCKET_IFNAME="lo", PYTHONPATH=root, OMP_NUM_THREADS="1",
+                   GEOMLAT_DIST_BACKEND="gloo")
+        procs.append(subprocess.Popen([sys.executable, str(script), mode], env=env, stdout=subprocess.PIPE,
+                                      stderr=subprocess.PIPE, text=True))
+    return procs
+
+
+def test_an_error_on_rank_0_stops_the_other_rank_within_seconds(tmp_path):
+    """Issue 20: rank 0 raises outside train while rank 1 waits at a barrier; rank 0's process stays alive
+    90 s. Rank 1 stops with rank 0's error (exit status 1) a few seconds later, not at the process group's
+    30-minute timeout (without ranks_fail_together it waited until rank 0's process ended)."""
+    import subprocess
+    import time
+
+    procs = _start_ranks("fail", tmp_path)
+    try:
+        start = time.monotonic()
+        _, err1 = procs[1].communicate(timeout=80)  # imports and rendezvous take a few seconds under load
+        waited = time.monotonic() - start
+        assert procs[0].poll() is None  # rank 0 still alive: rank 1 did not wait for its exit
+    finally:
+        for proc in procs:
+            proc.kill()
+            proc.communicate()
+    assert procs[1].returncode == 1, err1
+    assert "geomlat: rank 1 stops: rank 0 failed: RuntimeError: rank zero broke outside train" in err1
+    assert waited < 80
+
+
+def test_ranks_that_finish_are_not_stopped(tmp_path):
+    """The watcher stops with the block: rank 1, 3 s slower than rank 0, finishes normally."""
+    procs = _start_ranks("ok", tmp_path)
+    outs = [proc.communicate(timeout=120) for proc in procs]
+    assert [p.returncode for p in procs] == [0, 0], outs
+    assert [o.strip() for o, _ in outs] == ["rank 0 done", "rank 1 done"]

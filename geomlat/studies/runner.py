@@ -15,7 +15,7 @@ Output layout under ``out_root``: ``runs/NAME/PROFILE/<run>/`` (one folder per t
 
 Distributed (``torchrun``, or ``geomlat study NAME --nproc N``): every rank runs the study; each training
 run is data parallel over all ranks (:func:`geomlat.engine.train`), ``workers`` is ignored (1). Only rank 0
-writes files (the atomic writers of :mod:`geomlat.engine.io` skip the write on other ranks, see
+writes files (the atomic writers of :mod:`geomlat.io` skip the write on other ranks, see
 :func:`geomlat.engine.dist.main_process_writes`) and prints; the others compute the same evaluations and
 wait for rank 0 at the end.
 """
@@ -300,7 +300,7 @@ def _spec_name(path_or_name: str | Path | Mapping[str, Any], profile: str, overr
 def _check_study_folder_free(path_or_name, profile: str, overrides: Mapping[str, Any] | None, out_root: Path) -> None:
     """FolderInUseError, before anything heavy is imported, when another process runs this study into
     ``out_root`` (rank 0 only: it holds the lock for every rank). The lock itself is taken later."""
-    from ..engine.locks import check_folder_free
+    from ..locks import check_folder_free
 
     name = _spec_name(path_or_name, profile, overrides)
     if name is not None and int(os.environ.get("RANK", "0")) == 0:
@@ -336,7 +336,7 @@ def run_study(
     spec = load_spec(name, profile, overrides=overrides, seeds=seeds)
     check_data(spec, data_dir)
     from ..engine.dist import barrier, get_rank, get_world_size, is_main_process, main_process_writes
-    from ..engine.io import folder_lock, write_json
+    from ..io import folder_lock, write_json
 
     out_root = Path(out_root)
     world, main = get_world_size(), is_main_process()

@@ -185,9 +185,9 @@ class Fields:
 
 def train_values(table: Any, path: str) -> dict[str, Any]:
     """The TrainConfig fields of a spec's ``train`` table, each type-checked with its dotted path in errors
-    (:data:`geomlat.engine.config_fields.TRAIN_FIELDS`; no torch). ``seed`` is refused (it comes from the
+    (:data:`geomlat.engine.config.TRAIN_FIELDS`, read from TrainConfig's fields; no torch). ``seed`` is refused (it comes from the
     study's ``seeds``); the ranges TrainConfig checks itself are left to it."""
-    from ..engine.config_fields import TRAIN_FIELDS
+    from ..engine.config import TRAIN_FIELDS
 
     f = Fields(table, path)
     if f.has("seed"):

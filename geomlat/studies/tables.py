@@ -10,7 +10,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
-from ..engine.io import atomic_write_text
+from ..io import atomic_write_text
 
 __all__ = ["median_std", "Column", "format_value", "markdown_table", "csv_text", "write_table"]
 

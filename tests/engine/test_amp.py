@@ -16,7 +16,8 @@ from torch.utils.data import TensorDataset
 
 from geomlat.data import load_dataset
 from geomlat.engine import Supervised, TrainConfig, load_checkpoint, train
-from geomlat.engine.train import FINITE_CHECK_EVERY, make_grad_scaler, train_step
+from geomlat.engine.precision import make_grad_scaler
+from geomlat.engine.step import FINITE_CHECK_EVERY, train_step
 from geomlat.losses import Distiller, GKD, HintonKD
 from geomlat.losses.objectives import SmoothnessObjective
 from geomlat.models import build_model

@@ -1,5 +1,5 @@
 """TrainConfig(compile=True) (the step's forward through torch.compile) gives the eager numbers, and the torch-free
-list of TrainConfig fields that study specs are checked with (geomlat.engine.config_fields) is TrainConfig's."""
+list of TrainConfig fields that study specs are checked with (geomlat.engine.config.TRAIN_FIELDS) is TrainConfig's."""
 from __future__ import annotations
 
 import dataclasses
@@ -9,8 +9,8 @@ import torch
 from torch import nn
 
 from geomlat.engine import Supervised, TrainConfig, evaluate_accuracy, load_checkpoint, train
-from geomlat.engine.config_fields import TRAIN_FIELDS
-from geomlat.engine.train import PRECISIONS
+from geomlat.engine.config import TRAIN_FIELDS
+from geomlat.engine.precision import PRECISIONS
 from geomlat.studies.spec import SpecError, check_train_tables, train_values
 
 from test_engine import make_splits

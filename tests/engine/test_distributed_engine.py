@@ -18,8 +18,8 @@ from torch.utils.data import TensorDataset
 from geomlat.distributed import GlobalBatch, launch
 from geomlat.engine import TrainConfig, evaluate_accuracy, load_checkpoint, train
 from geomlat.distributed import get_world_size, main_process_writes
-from geomlat.engine.io import atomic_write_text
-from geomlat.engine.train import _epoch_batches
+from geomlat.io import atomic_write_text
+from geomlat.engine.batches import epoch_batches
 from geomlat.losses import GKD, Distiller
 from geomlat.models import build_model
 
@@ -171,11 +171,11 @@ def test_only_rank_zero_writes(runs):
 
 def test_epoch_batches_keep_two_samples_per_rank():
     config = TrainConfig(epochs=1, batch_size=16)
-    one, two = _epoch_batches(51, config, 0, world=1), _epoch_batches(51, config, 0, world=2)
+    one, two = epoch_batches(51, config, 0, world=1), epoch_batches(51, config, 0, world=2)
     assert [len(b) for b in one] == [16, 16, 16, 3]
     assert [len(b) for b in two] == [16, 16, 16]  # 3 samples cannot give 2 to each of 2 ranks
     assert all(torch.equal(a, b) for a, b in zip(one, two))  # the same permutation on any number of ranks
-    assert [len(b) for b in _epoch_batches(52, config, 0, world=2)] == [16, 16, 16, 4]
+    assert [len(b) for b in epoch_batches(52, config, 0, world=2)] == [16, 16, 16, 4]
 
 
 def test_two_processes_dataloader_adamw_cosine_clip_train_like_one(runs):

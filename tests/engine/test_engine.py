@@ -31,7 +31,7 @@ from geomlat.engine import (
     train,
     write_json,
 )
-from geomlat.engine.io import CheckpointError, CheckpointRefused, _atomic_write
+from geomlat.io import CheckpointError, CheckpointRefused, _atomic_write
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -469,7 +469,7 @@ def test_run_folder_errors_survive_pickling(tmp_path):
     """They are raised in worker processes and re-raised in the parent (pickled on the way)."""
     import pickle
 
-    from geomlat.engine.io import FolderInUseError, UnreadableFileError
+    from geomlat.io import FolderInUseError, UnreadableFileError
 
     for err in (CheckpointError(tmp_path / "c.pt", "msg a"), CheckpointRefused(tmp_path / "c.pt", "msg b"),
                 UnreadableFileError(tmp_path / "f.json", "msg c"), FolderInUseError(tmp_path, 123, "msg d")):

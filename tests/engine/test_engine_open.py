@@ -19,7 +19,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from geomlat._checks import check_features, check_labels
 from geomlat.checks import deferred_value_checks
 from geomlat.engine import Supervised, TrainConfig, load_checkpoint, load_trained_model, lr_factor, train
-from geomlat.engine.train import FINITE_CHECK_EVERY, train_step
+from geomlat.engine.step import FINITE_CHECK_EVERY, train_step
 from geomlat import latent_graph
 from geomlat.losses import GKD, HintonKD, RKDAngle, RKDDistance, SimilarityPreserving, SmoothnessRegularizer
 from geomlat.objectives import Distiller
@@ -144,9 +144,9 @@ def test_engine_records_the_schedule_and_builds_adamw(tmp_path):
     ref.load_state_dict(model.state_dict())
     cfg1 = small_config(epochs=1, optimizer="adamw", lr=0.01, betas=(0.8, 0.95), weight_decay=0.01, limit_batches=1)
     train(Supervised(model), splits, cfg1, tmp_path / "one", progress=False)
-    from geomlat.engine.train import _epoch_batches
+    from geomlat.engine.batches import epoch_batches
 
-    idx = _epoch_batches(len(splits.train), cfg1, 0)[0]
+    idx = epoch_batches(len(splits.train), cfg1, 0)[0]
     x, y = splits.train.tensors[0][idx], splits.train.tensors[1][idx]
     opt = torch.optim.AdamW(ref.parameters(), lr=0.01, betas=(0.8, 0.95), weight_decay=0.01)
     nn.functional.cross_entropy(ref(x), y).backward()
@@ -445,10 +445,13 @@ def test_regularizer_under_deferred_checks_reads_nothing_on_the_host():
         SmoothnessRegularizer(num_classes=2)(feats, y)
 
 
-@pytest.mark.parametrize("kind", ["label_variation", "smoothness", "pgd"])
+@pytest.mark.parametrize("kind", ["label_variation", "smoothness", "smoothness_global", "pgd"])
 def test_objective_steps_under_deferred_checks_read_nothing_on_the_host(kind):
     """The embed (label-variation objective: dense LGG, no edge list) and robust (smoothness regularizer
-    with the logits' classes; PGD training with deferred image checks) objectives' engine steps."""
+    with the logits' classes, also wrapped in GlobalBatch; PGD training with deferred image checks) objectives'
+    engine steps. The GlobalBatch case read ``y.max()`` on the host before issue 20 (the wrapper lost
+    ``num_classes``)."""
+    from geomlat.distributed import GlobalBatch
     from geomlat.objectives import LabelVariationObjective, PGDTraining, SmoothnessObjective
 
     torch.manual_seed(0)
@@ -457,6 +460,8 @@ def test_objective_steps_under_deferred_checks_read_nothing_on_the_host(kind):
         objective = LabelVariationObjective(model)
     elif kind == "smoothness":
         objective = SmoothnessObjective(model, ["2", "3"])  # ReLU and dropout outputs (non-negative)
+    elif kind == "smoothness_global":
+        objective = SmoothnessObjective(model, ["2", "3"], regularizer=GlobalBatch(SmoothnessRegularizer()))
     else:
         objective = PGDTraining(model, eps=0.1, alpha=0.05, steps=2)
     x, y = torch.rand(16, 6), torch.arange(16) % 3

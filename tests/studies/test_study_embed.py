@@ -11,7 +11,7 @@ import torch
 from geomlat.classifiers import NearestClassMean, embed
 from geomlat.data import load_dataset
 from geomlat.data.cifar import write_cifar_folder
-from geomlat.engine.io import load_checkpoint
+from geomlat.io import load_checkpoint
 from geomlat.models import build_model
 from geomlat.robustness import corruption_errors
 from geomlat.studies import SpecError, load_spec, run_study

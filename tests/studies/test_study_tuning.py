@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from geomlat.data import load_dataset
-from geomlat.engine.io import load_checkpoint
+from geomlat.io import load_checkpoint
 from geomlat.studies import SpecError, load_spec
 from geomlat.studies.spec import find_spec_file, read_spec_file
 from geomlat.studies.tools.tuning import run_tuning, select_setting, tune_fields

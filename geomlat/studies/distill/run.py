@@ -13,8 +13,8 @@ from ...analysis import decision_consistency, layer_label_variation
 from ...capture import LatentCapture
 from ...data import balanced_order
 from ...engine import Supervised, TrainConfig, predict, resolve_device, train
-from ...engine.io import atomic_write_text
-from ...engine.train import load_trained_model
+from ...io import atomic_write_text
+from ...engine.run_folder import load_trained_model
 from ...models import build_model
 from ..common import load_splits
 from ..processes import run_in_processes

@@ -3,7 +3,7 @@ the objective of a method."""
 from __future__ import annotations
 
 import inspect
-from typing import Any
+from typing import Any, Mapping
 
 import torch
 from torch import nn
@@ -113,25 +113,8 @@ def validate(spec: dict[str, Any], fields: Fields) -> dict[str, Any]:
         mf = methods_f.fields(name)
         method = {"label": mf.str("label", name), "task_weight": mf.number("task_weight", 1.0, minimum=0.0)}
         method["pairs"] = _pairs(mf, "pairs", [list(p) for p in pairs])
-        terms_f = mf.fields("terms", {})
-        method["terms"] = {}
         losses = distill_losses()
-        for term_name in terms_f.table:
-            tf = terms_f.fields(term_name)
-            term = {"loss": tf.str("loss", choices=losses), "weight": tf.number("weight", minimum=0.0),
-                    "kwargs": tf.table_("kwargs", {})}
-            if term_name == "task":
-                raise SpecError(tf.path, "the term name 'task' is reserved for the cross-entropy loss")
-            from_models = hasattr(losses[term["loss"]], "from_models")
-            if from_models and set(term["kwargs"]) - {"global_batch"}:
-                raise SpecError(tf.sub("kwargs"), "FitNet's projection widths are inferred from the models: no kwargs but global_batch")
-            if not from_models:
-                try:
-                    build_term(term)
-                except (TypeError, ValueError) as err:
-                    raise SpecError(tf.sub("kwargs"), str(err)) from err
-            tf.finish()
-            method["terms"][term_name] = term
+        method["terms"] = _method_terms(mf.fields("terms", {}), losses)
         mf.finish()
         if not any(losses[t["loss"]].consumes != "logits" for t in method["terms"].values()):
             method["pairs"] = []  # cross-entropy / logit terms only: no features to capture
@@ -168,6 +151,28 @@ def validate(spec: dict[str, Any], fields: Fields) -> dict[str, Any]:
            "baseline": baseline, "analysis": analysis}
     dry_run(out, t_model, s_model)
     return out
+
+
+def _method_terms(terms_f: Fields, losses: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    """The checked ``terms`` table of a method: ``{name: {"loss", "weight", "kwargs"}}``."""
+    terms = {}
+    for term_name in terms_f.table:
+        tf = terms_f.fields(term_name)
+        term = {"loss": tf.str("loss", choices=losses), "weight": tf.number("weight", minimum=0.0),
+                "kwargs": tf.table_("kwargs", {})}
+        if term_name == "task":
+            raise SpecError(tf.path, "the term name 'task' is reserved for the cross-entropy loss")
+        from_models = hasattr(losses[term["loss"]], "from_models")
+        if from_models and set(term["kwargs"]) - {"global_batch"}:
+            raise SpecError(tf.sub("kwargs"), "FitNet's projection widths are inferred from the models: no kwargs but global_batch")
+        if not from_models:
+            try:
+                build_term(term)
+            except (TypeError, ValueError) as err:
+                raise SpecError(tf.sub("kwargs"), str(err)) from err
+        tf.finish()
+        terms[term_name] = term
+    return terms
 
 
 def default_methods(key: str) -> list[str]:

@@ -8,7 +8,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from torch import Tensor
 
-from ...engine.io import load_checkpoint
+from ...io import load_checkpoint
 from ..figures import save_figure, series_styles
 
 __all__ = ["embeddings_figure"]

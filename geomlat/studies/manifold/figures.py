@@ -79,6 +79,22 @@ def figures(spec, ctx, rows, spectra, selection, comparison, num_classes, width_
     paths.append(save_figure(fig, ctx.figures_dir / "manifold_metrics.png"))
 
     # (3) label spectra
+    paths.append(_label_spectra_figure(spec, ctx, spectra, num_classes, ep, by_layer, colours, markers))
+
+    # (4) comparison heatmaps
+    names = {"lgg": "LGG similarity (full graphs)", "lgg_knn": f"LGG similarity ({spec['comparison']['lgg_k']}-NN graphs)",
+             "cka": "linear CKA", "knn_overlap": f"mutual {spec['comparison']['knn_k']}-NN overlap"}
+    renamed = {names.get(m, m): r for m, r in comparison.items()}
+    a, b = width_rows
+    paths.append(plot_similarity_heatmaps(renamed, ctx.figures_dir / "comparison.png",
+                                          names=(f"{a['name']} (A)", f"{b['name']} (B)")))
+    return paths
+
+
+def _label_spectra_figure(spec, ctx, spectra, num_classes, ep, by_layer, colours, markers) -> Path:
+    """Figure (3): the cumulative label energy over the lowest graph frequencies, and its low-frequency share
+    per epoch, for every layer."""
+    layers = spec["layers"]
     fig, axes = new_figure(ncols=2, width=5.6, height=4.2)
     ax = axes[0]
     styles = dict(zip(sorted(spec["analysis"]["spectrum_epochs"]), ["--", "-", ":", "-."] * 4))
@@ -106,13 +122,4 @@ def figures(spec, ctx, rows, spectra, selection, comparison, num_classes, width_
     ax.legend(fontsize=8)
     fig.suptitle(f"Label spectra on the cosine {spec['analysis']['graph_k']}-NN LGG of {spec['analysis']['samples']} training samples",
                  fontsize=10)
-    paths.append(save_figure(fig, ctx.figures_dir / "label_spectra.png"))
-
-    # (4) comparison heatmaps
-    names = {"lgg": "LGG similarity (full graphs)", "lgg_knn": f"LGG similarity ({spec['comparison']['lgg_k']}-NN graphs)",
-             "cka": "linear CKA", "knn_overlap": f"mutual {spec['comparison']['knn_k']}-NN overlap"}
-    renamed = {names.get(m, m): r for m, r in comparison.items()}
-    a, b = width_rows
-    paths.append(plot_similarity_heatmaps(renamed, ctx.figures_dir / "comparison.png",
-                                          names=(f"{a['name']} (A)", f"{b['name']} (B)")))
-    return paths
+    return save_figure(fig, ctx.figures_dir / "label_spectra.png")

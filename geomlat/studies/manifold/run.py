@@ -15,7 +15,7 @@ from torch import nn
 from ...analysis import ManifoldGraphMetrics, compare_models, fourier_basis, knn_decisions
 from ...data import balanced_order
 from ...engine import evaluate_accuracy, predict
-from ...engine.io import atomic_save, atomic_write_text, load_checkpoint
+from ...io import atomic_save, atomic_write_text, load_checkpoint
 from ...graphs import latent_graph
 from ...models import count_parameters
 from ...nnk import nnk_interpolation

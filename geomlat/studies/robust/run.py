@@ -8,7 +8,7 @@ import torch
 from torch import Tensor
 
 from ...engine import TrainConfig, read_json, train, write_json
-from ...engine.io import atomic_write_text, load_checkpoint
+from ...io import atomic_write_text, load_checkpoint
 from ...robustness import ParsevalRetraction, fgsm, pgd
 from ..common import (STORAGE_VERSION, build, corrupted_sets, corruption_notes, load_splits, mce_pair, seconds_per_epoch,
                       subset)

@@ -15,7 +15,7 @@ import torch
 
 from ...analysis import bootstrap_ci, channelwise_early_stopping, early_stopping_regret, granulated_kendall, kendall_tau, selection_regret
 from ..tables import Column, csv_text, write_table
-from ...engine.io import atomic_write_text
+from ...io import atomic_write_text
 
 #: (key in the records, label, sign, family); the oriented measure is sign * record[key]
 MEASURES = [

@@ -32,7 +32,7 @@ import torch
 
 from ...classifiers import KNNClassifier, embed
 from ...engine import train
-from ...engine.io import atomic_save, load_checkpoint
+from ...io import atomic_save, load_checkpoint
 from ...losses.embedding import LabelVariationLoss
 from ...graphs import similarity
 from ..figures import save_figure, series_styles
@@ -123,7 +123,7 @@ def run_diagnosis(out_root: str | Path = ".", seed: int = 0, samples: int = 640,
 
 
 def _write(rows, finals, out_root: Path, spec) -> list[Path]:
-    from ...engine.io import atomic_write_text
+    from ...io import atomic_write_text
     from ..tables import csv_text
 
     res, figs = out_root / "results" / "embed", out_root / "figures" / "embed"

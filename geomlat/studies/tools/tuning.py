@@ -45,7 +45,7 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 
 from ...engine import read_json, train, write_json
-from ...engine.io import atomic_write_text, load_checkpoint
+from ...io import atomic_write_text, load_checkpoint
 from ..figures import new_figure, save_figure, series_styles
 from ..processes import torch_threads
 from ..runner import StudyKind, kind_packages, load_spec, load_study_kind

@@ -18,7 +18,7 @@ from typing import Any, Iterator
 
 import torch
 
-from ..distributed import writes_skipped
+from .distributed import writes_skipped
 from .locks import FolderInUseError, folder_lock
 
 __all__ = ["atomic_write_text", "atomic_write_bytes", "atomic_save", "load_checkpoint", "write_json", "read_json", "to_jsonable",
