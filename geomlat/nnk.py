@@ -391,7 +391,7 @@ def solve_block_size(n: int, k: int) -> int:
 
 def rbf_sigma(x: Tensor, neighbors: Tensor, kernel: str | Kernel = "rbf") -> float:
     """Bandwidth that :func:`nnk_weights` uses when ``sigma`` is None: the kernel's ``bandwidth`` rule on the
-    distances to the k-th neighbor (RBF: their mean / 3, as :func:`geomlat.graphs.estimate_sigma`).
+    distances to the k-th neighbor (RBF: their mean / 3, as :func:`geomlat.kernels.estimate_sigma`).
 
     Args:
         x: (N, d) points (prepared by the kernel); neighbors: (N, k) candidate indices, nearest first (as from

@@ -14,10 +14,10 @@ from hypothesis import strategies as st
 from torch import nn
 
 from geomlat import latent_graph, to_dense
-from geomlat.graphs import estimate_sigma, similarity, squared_distances
+from geomlat.graphs import similarity
+from geomlat.kernels import estimate_sigma, squared_distances
 from geomlat.losses import (
     GKD,
-    Distiller,
     FitNet,
     HintonKD,
     LabelVariationLoss,
@@ -27,6 +27,7 @@ from geomlat.losses import (
     SmoothnessRegularizer,
     label_variation_power,
 )
+from geomlat.objectives import Distiller
 from geomlat.signals import label_variation
 
 from reference import np_label_variation, np_lgg

@@ -8,9 +8,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from geomlat import LatentCapture, pool_sequence, select_logits, select_output
-from geomlat.engine.train import Supervised, model_outputs
-from geomlat.losses import GKD, Distiller, HintonKD
-from geomlat.objectives import BottleneckCrossEntropy, LabelVariationObjective, SmoothnessObjective
+from geomlat.engine.train import model_outputs
+from geomlat.losses import GKD, HintonKD
+from geomlat.objectives import BottleneckCrossEntropy, Distiller, LabelVariationObjective, SmoothnessObjective, Supervised
 
 
 class Wrapped(nn.Module):

@@ -96,8 +96,7 @@ def test_nnk_is_exported_at_the_top_level():
 
 
 def test_public_names_spell_neighbors():
-    """Every public function, class, constant and argument of geomlat spells ``neighbors`` (comments and prose
-    may keep British spelling; ``SIGMA_NEIGHBOURS`` is a deprecated alias)."""
+    """Every public function, class, constant and argument of geomlat spells ``neighbors``."""
     bad = []
     for info in pkgutil.walk_packages(geomlat.__path__, "geomlat."):
         if any(part.startswith("_") for part in info.name.split(".")[1:]):
@@ -117,5 +116,5 @@ def test_public_names_spell_neighbors():
                 names += [t.id for t in node.targets if isinstance(t, ast.Name) and not _private(t.id)]
             elif isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
                 names.append(node.target.id)  # dataclass fields
-            bad += [f"{info.name}: {n}" for n in names if re.search("neighbour", n, re.I) and n != "SIGMA_NEIGHBOURS"]
+            bad += [f"{info.name}: {n}" for n in names if re.search("neighbour", n, re.I)]
     assert not bad, bad

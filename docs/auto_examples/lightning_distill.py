@@ -17,9 +17,9 @@ import torch
 from sklearn.datasets import load_digits
 from torch import nn
 
-from geomlat.engine.train import Supervised
 from geomlat.integrations.lightning import GeometryMonitor, ObjectiveModule
-from geomlat.losses import GKD, Distiller, HintonKD
+from geomlat.losses import GKD, HintonKD
+from geomlat.objectives import Distiller, Supervised
 
 x, y = load_digits(return_X_y=True)
 x, y = torch.tensor(x / 16.0, dtype=torch.float32), torch.tensor(y)

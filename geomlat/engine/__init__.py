@@ -12,7 +12,7 @@ _LAZY = {
     **dict.fromkeys(("get_rank", "get_world_size", "is_main_process"), "..distributed"),
     **dict.fromkeys(("atomic_save", "atomic_write_bytes", "atomic_write_text", "load_checkpoint", "read_json",
                      "to_jsonable", "write_json"), ".io"),
-    **dict.fromkeys(("Supervised", "TrainConfig", "checkpoint_state", "derive_seed", "evaluate_accuracy",
+    **dict.fromkeys(("TrainConfig", "checkpoint_state", "derive_seed", "evaluate_accuracy",
                      "load_trained_model", "lr_factor", "make_optimizer", "make_scheduler", "model_outputs", "predict",
                      "resolve_device", "train", "RunFolderMismatch"), ".train"),
 }
@@ -35,7 +35,6 @@ sys.modules[__name__].__class__ = _Package
 
 __all__ = [
     "RunFolderMismatch",
-    "Supervised",
     "TrainConfig",
     "atomic_save",
     "atomic_write_bytes",

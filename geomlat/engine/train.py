@@ -79,13 +79,11 @@ from .._checks import DeferredChecks, deferred_value_checks
 from ..batch import Inputs, call_model, first_tensor, map_tensors, split_labels, to_device
 from ..capture import OutputKey, select_logits
 from ..distributed import all_reduce_sum, barrier, broadcast_object, get_world_size, is_distributed, is_main_process, shard
-from ..objectives import Supervised
 from .io import CheckpointError, CheckpointRefused, atomic_save, atomic_write_text, load_checkpoint, read_json, to_jsonable, write_json
 from .config_fields import OPTIMIZERS, PRECISION_NAMES, SCHEDULERS
 from .run_folder import RunFolderMismatch, check_run_folder, fingerprint
 
 __all__ = [
-    "Supervised",
     "TrainConfig",
     "train",
     "evaluate_accuracy",

@@ -26,7 +26,7 @@ class LabelVariationLoss(nn.Module):
 
     Kernel choice (default ``"rbf"`` with the bandwidth estimated from the batch): an output embedding is
     signed, so plain cosine does not apply. The RBF with ``sigma`` = mean distance to the k-th neighbour / 3
-    (the authors' rule, :func:`geomlat.graphs.estimate_sigma`) is the paper's choice for signed data and
+    (the authors' rule, :func:`geomlat.kernels.estimate_sigma`) is the paper's choice for signed data and
     makes the loss invariant to a global rescaling of the output (distances and sigma scale together),
     so it cannot be decreased trivially by inflating the outputs; inter-class weights can reach ~0 for
     any number of classes, also in 2-D. ``"cosine_shifted"`` (0.5 + 0.5 cos) also works for signed data

@@ -19,7 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..graphs import feature_vectors, latent_adjacency, norms_out_of_range, row_scales
+from ..graphs import feature_vectors, latent_adjacency
+from ..kernels import norms_out_of_range, row_scales
 from ..sequences import REDUCTIONS
 from .._checks import check_choice, check_features, check_features_min, check_k, check_labels, full_precision, value_check
 from ._common import as_feature_list
@@ -79,7 +80,7 @@ class _CosineAdjacencyTimes(torch.autograd.Function):
     """``A M`` (B, C) for the full cosine adjacency A of x (B, d) without self-loops, and M (B, C).
 
     With ``r_i = 1 / |x_i|`` (0 for a zero row, whose gradient is then 0, as in
-    :func:`geomlat.graphs.cosine_gram`) and ``s_i = (|x_i| r_i)^2`` (1, or 0 for a zero row),
+    :func:`geomlat.kernels.cosine_gram`) and ``s_i = (|x_i| r_i)^2`` (1, or 0 for a zero row),
     ``A M = r * (X P^T) - s * M`` where ``P = (r * M)^T X`` (C, d): the (B, B) matrix is never formed and X
     is read three times (norms, P, X P^T). Backward, with G = dOut, N = r * M, H = X P^T:
     ``dP = (r * G)^T X``, ``dN = X dP^T``, ``dr = rowsum(G * H + dN * M)`` and
@@ -87,7 +88,7 @@ class _CosineAdjacencyTimes(torch.autograd.Function):
     ``dM = r * dN - s * G``: X read twice more and dX written once.
 
     A depends only on the directions of the rows: when a squared norm overflows or underflows, the rows
-    are first divided by their power-of-2 :func:`geomlat.graphs.row_scales` (exact) and dX by the same.
+    are first divided by their power-of-2 :func:`geomlat.kernels.row_scales` (exact) and dX by the same.
     """
 
     @staticmethod

@@ -217,12 +217,3 @@ def pgd(
             x_adv = x_adv + alpha * grad.sign()
             x_adv = torch.minimum(torch.maximum(x_adv, x - e), x + e).clamp(0.0, 1.0)
     return x_adv.detach()
-
-
-def __getattr__(name: str):
-    """The PGD training objective moved to :mod:`geomlat.objectives` (kept importable from here)."""
-    if name in ("PGDTraining", "adversarial_objective"):
-        from .. import objectives
-
-        return getattr(objectives, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
