@@ -23,7 +23,7 @@ class Laplacian(Kernel):
 def laplacian():
     register_kernel("laplacian_test")(Laplacian)
     yield "laplacian_test"
-    KERNELS.pop("laplacian_test")
+    KERNELS.unregister("laplacian_test")
 
 
 def np_laplacian(x: np.ndarray, sigma: float) -> np.ndarray:

@@ -77,8 +77,7 @@ def layer_metrics(
     - ``{prefix}/lgg_distance_teacher/L`` (with ``teacher_feats``): the same between L and its teacher layer;
     - ``{prefix}/nnk_loo_error/L``: leave-one-out NNK interpolation error of the labels.
     """
-    if distance not in DISTANCES:
-        raise ValueError(f"unknown graph distance {distance!r}; registered: {sorted(DISTANCES)}")
+    DISTANCES[distance]  # an unknown name raises UnknownNameError (a ValueError) listing the registered ones
     if teacher_feats is not None and list(teacher_feats) != list(feats):
         raise KeyError(f"teacher_feats must have the keys of feats {list(feats)}, got {list(teacher_feats)}")
     out: dict[str, float] = {}
@@ -175,8 +174,7 @@ class GeometryMonitor(pl.Callback):
         self.teacher_layers = None if teacher_layers is None else list(teacher_layers)
         if self.teacher_layers is not None and len(self.teacher_layers) != len(self.layers):
             raise ValueError(f"teacher_layers needs one name per layer: {len(self.layers)} layers, got {len(self.teacher_layers)}")
-        if distance not in DISTANCES:
-            raise ValueError(f"unknown graph distance {distance!r}; registered: {sorted(DISTANCES)}")
+        DISTANCES[distance]  # an unknown name raises UnknownNameError (a ValueError) listing the registered ones
         self.every_n_epochs = _check_every(every_n_epochs, "every_n_epochs")
         self.every_n_steps = _check_every(every_n_steps, "every_n_steps")
         self.options = dict(k=k, kernel=kernel, nnk_k=nnk_k, nnk_kernel=nnk_kernel, distance=distance, prefix=prefix)

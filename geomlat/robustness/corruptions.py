@@ -49,6 +49,8 @@ import torch
 from PIL import Image
 from scipy import ndimage
 
+from ..registry import Registry
+
 #: CIFAR-10-C parameters from ``make_cifar_c.py`` (hendrycks/robustness), one entry per severity 1..5.
 CIFAR10C_PARAMS: dict[str, tuple] = {
     "gaussian_noise": (0.04, 0.06, 0.08, 0.09, 0.10),  # noise std
@@ -548,8 +550,7 @@ def to_uint8(images, name: str):
         >>> to_uint8(x, "contrast").ravel().tolist(), to_uint8(x, "jpeg_compression").ravel().tolist()
         ([127, 127], [128, 128])
     """
-    if name not in STORAGE_ROUNDING:
-        raise KeyError(f"unknown corruption {name!r}; valid names: {list(CORRUPTION_NAMES)}")
+    CORRUPTIONS[name]  # an unknown name raises UnknownNameError (a KeyError) listing the registered ones
     if isinstance(images, torch.Tensor):
         if not images.is_floating_point():
             raise TypeError(f"images must be a floating-point tensor in [0, 1], got dtype {images.dtype}")
@@ -624,7 +625,11 @@ def _make(name: str) -> CorruptionFn:
 
 #: name -> ``fn(images, severity, rng, scale=None)``, in the order of the benchmark (noise, blur, weather,
 #: digital).
-CORRUPTIONS: dict[str, CorruptionFn] = {name: _make(name) for name in _CORES}
+#: An unknown name raises :class:`geomlat.registry.UnknownNameError` (a ``KeyError``) listing the registered ones.
+CORRUPTIONS: Registry[CorruptionFn] = Registry("corruption")
+for _name in _CORES:
+    CORRUPTIONS.register(_name, _make(_name))
+del _name
 CORRUPTION_NAMES: tuple[str, ...] = tuple(CORRUPTIONS)
 
 
@@ -641,10 +646,9 @@ def corrupt(images, name: str, severity: int, seed: int | np.random.Generator = 
     Returns:
         Corrupted images of the same shape, type, dtype (and device for tensors), in [0, 1].
     """
-    if name not in CORRUPTIONS:
-        raise KeyError(f"unknown corruption {name!r}; valid names: {list(CORRUPTION_NAMES)}")
+    corruption = CORRUPTIONS[name]  # UnknownNameError (a KeyError) listing the registered names
     if not isinstance(seed, np.random.Generator):
         if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
             raise TypeError(f"seed must be an int or a numpy.random.Generator, got {type(seed).__name__}")
         seed = np.random.default_rng(int(seed))
-    return CORRUPTIONS[name](images, severity, seed, scale=scale)
+    return corruption(images, severity, seed, scale=scale)

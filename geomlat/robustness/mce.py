@@ -25,6 +25,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from ..registry import UnknownNameError
 from .corruptions import CORRUPTION_NAMES, CORRUPTIONS, SEVERITIES, corrupt, to_uint8
 
 ErrorTable = Mapping[str, Sequence[float]]
@@ -203,7 +204,7 @@ def evaluate_corruptions(
     names = list(CORRUPTION_NAMES if names is None else names)
     unknown = [n for n in names if n not in CORRUPTIONS]
     if unknown:
-        raise KeyError(f"unknown corruption(s) {unknown}; valid names: {list(CORRUPTION_NAMES)}")
+        raise UnknownNameError(f"unknown corruption(s) {unknown}; registered: {sorted(CORRUPTIONS)}")
     for s in severities:
         if isinstance(s, bool) or not isinstance(s, int) or s not in SEVERITIES:
             raise ValueError(f"severities must be ints in 1..5, got {s!r}")
