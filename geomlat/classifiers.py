@@ -17,6 +17,7 @@ from torch.utils.data import DataLoader, Dataset, TensorDataset
 
 from ._checks import check_choice, check_labels
 from .knn import knn
+from ._params import check_int
 
 METRICS = ("euclidean", "cosine")
 
@@ -76,8 +77,7 @@ class KNNClassifier(_Base):
     """
 
     def __init__(self, k: int = 5, metric: str = "euclidean", chunk_size: int = 1024):
-        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-            raise ValueError(f"k must be an int >= 1, got {k!r}")
+        check_int(k, "k", low=1)
         check_choice(metric, "metric", METRICS)
         self.k, self.metric, self.chunk_size = k, metric, chunk_size
 

@@ -56,6 +56,8 @@ from typing import Any, Callable, Iterator, Sequence
 import torch
 import torch.distributed as dist
 from torch import Tensor, nn
+from ._params import check_int
+
 
 __all__ = [
     "GRAD_REDUCES",
@@ -466,8 +468,7 @@ def launch(
     import torch.multiprocessing as mp
     from torch.multiprocessing.spawn import ProcessException
 
-    if isinstance(nprocs, bool) or not isinstance(nprocs, int) or nprocs < 1:
-        raise ValueError(f"nprocs must be an integer >= 1, got {nprocs!r}")
+    check_int(nprocs, "nprocs", low=1)
     if backend not in ("gloo", "nccl"):
         raise ValueError(f"unknown backend {backend!r}; expected 'gloo' or 'nccl'")
     if backend == "nccl" and torch.cuda.device_count() < 1:

@@ -35,6 +35,7 @@ from torch import Tensor
 from ._checks import check_choice, check_features, check_features_min, check_k, check_labels, full_precision, value_check
 from .kernels import get_kernel, kernel_names
 from .sequences import empty_sequences, sample_vectors
+from ._params import check_int
 
 if TYPE_CHECKING:  # torch_geometric is imported only where a Data object is built (its import costs seconds)
     from torch_geometric.data import Data
@@ -169,8 +170,7 @@ def latent_adjacency(
     """
     check_choice(normalize, "normalize", NORMALIZATIONS)
     check_choice(mask, "mask", MASKS)
-    if isinstance(power, bool) or not isinstance(power, int) or power < 1:
-        raise ValueError(f"power must be an integer >= 1, got {power!r}")
+    check_int(power, "power", low=1)
     x = feature_vectors(x, attention_mask, reduce, what="latent_adjacency: x")
     flat, lo = check_features_min(x)
     b = flat.shape[0]

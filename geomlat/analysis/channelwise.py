@@ -39,6 +39,7 @@ from .._checks import check_choice, check_features, check_k, check_labels
 from ..knn import BACKENDS, knn
 from ..kernels import get_kernel
 from ..nnk import DEFAULT_KERNELS, NNKResult, check_convention, nnk_loo_predictions, nnk_symmetrize, nnk_weights, rbf_sigma
+from .._params import check_int
 
 #: Default number of stacked nodes (channels x samples) per solver call of :func:`channelwise_loo_errors`.
 MAX_NODES = 200_000
@@ -292,10 +293,8 @@ class ChannelwiseEarlyStopping:
     """
 
     def __init__(self, num_channels: int, patience: int):
-        if isinstance(patience, bool) or not isinstance(patience, int) or patience < 1:
-            raise ValueError(f"patience must be an int >= 1, got {patience!r}")
-        if isinstance(num_channels, bool) or not isinstance(num_channels, int) or num_channels < 1:
-            raise ValueError(f"num_channels must be an int >= 1, got {num_channels!r}")
+        check_int(patience, "patience", low=1)
+        check_int(num_channels, "num_channels", low=1)
         self.patience = patience
         self.best_ = torch.full((num_channels,), float("inf"), dtype=torch.float64)
         self.counter_ = torch.full((num_channels,), patience, dtype=torch.long)

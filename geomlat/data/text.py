@@ -14,6 +14,8 @@ Example:
 from __future__ import annotations
 
 import numpy as np
+from .._params import check_int
+
 
 TOPICS: dict[str, tuple[list[str], list[str], list[str]]] = {
     "sports": (["the striker", "our goalkeeper", "the young sprinter", "the tennis champion", "the coach"],
@@ -51,8 +53,7 @@ def topic_sentences(n_per_class: int = 60, seed: int = 0, max_extra_clauses: int
     Returns:
         ``(texts, labels (N,) int64, class_names)`` with N = 6 * n_per_class, sorted by class.
     """
-    if isinstance(n_per_class, bool) or not isinstance(n_per_class, int) or n_per_class < 1:
-        raise ValueError(f"n_per_class must be an integer >= 1, got {n_per_class!r}")
+    check_int(n_per_class, "n_per_class", low=1)
     rng = np.random.default_rng(seed)
     texts, labels = [], []
     for label, (subjects, verbs, objects) in enumerate(TOPICS.values()):

@@ -36,6 +36,7 @@ from ..graphs import feature_vectors, latent_graph
 from ..sequences import REDUCTIONS
 from ..nnk import nnk_interpolation
 from ..signals import label_variation
+from .._params import check_int
 
 __all__ = ["GeometryMonitor", "ObjectiveModule", "layer_metrics"]
 
@@ -100,10 +101,9 @@ def layer_metrics(
 
 
 def _check_every(value, name: str) -> int | None:
+    check_int(value, name, low=1, none_ok=True)
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be a positive int or None, got {value!r}")
     return value
 
 

@@ -39,6 +39,7 @@ from .._checks import check_choice, check_features, check_features_min, check_k,
 from .._checks import checks_deferred, value_check
 from ._common import check_pairs
 from .registry import register_loss
+from .._params import check_int
 
 GKD_ORDERS = ("authors", "paper")
 
@@ -111,8 +112,7 @@ class GKD(nn.Module):
         check_choice(normalize, "normalize", (None, "sym"))
         if k is not None:
             check_k(k, k + 1)  # type and k >= 1; the batch-size bound is checked in forward
-        if isinstance(power, bool) or not isinstance(power, int) or power < 1:
-            raise ValueError(f"power must be an integer >= 1, got {power!r}")
+        check_int(power, "power", low=1)
         self.k, self.kernel, self.mask, self.power = k, kernel, mask, power
         self.normalize, self.reuse_teacher_knn, self.order = normalize, reuse_teacher_knn, order
 

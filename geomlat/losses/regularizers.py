@@ -25,6 +25,7 @@ from ..sequences import REDUCTIONS
 from .._checks import check_choice, check_features, check_features_min, check_k, check_labels, full_precision, value_check
 from ._common import as_feature_list
 from .registry import register_loss
+from .._params import check_int
 
 
 def _one_hot(y: Tensor, b: int, like: Tensor, num_classes: int | None = None) -> Tensor:
@@ -40,8 +41,7 @@ def _one_hot(y: Tensor, b: int, like: Tensor, num_classes: int | None = None) ->
 
 
 def _check_power(m: int) -> None:
-    if isinstance(m, bool) or not isinstance(m, int) or m < 1:
-        raise ValueError(f"power m must be an integer >= 1, got {m!r}")
+    check_int(m, "power m", low=1)
 
 
 def _check_cosine(flat: Tensor, lo: float | None = None) -> None:
@@ -285,8 +285,7 @@ class SmoothnessRegularizer(nn.Module):
         _check_power(power)
         check_choice(reduce, "reduce", REDUCTIONS)
         self.reduce = reduce
-        if num_classes is not None and (isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1):
-            raise ValueError(f"num_classes must be None or an integer >= 1, got {num_classes!r}")
+        check_int(num_classes, "num_classes", low=1, none_ok=True)
         self.num_classes = num_classes
         if not isinstance(k_counts_self, bool):
             raise TypeError(f"k_counts_self must be a bool, got {type(k_counts_self).__name__}")

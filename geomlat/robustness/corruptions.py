@@ -50,6 +50,7 @@ from PIL import Image
 from scipy import ndimage
 
 from ..registry import Registry
+from .._params import check_int, check_number
 
 #: CIFAR-10-C parameters from ``make_cifar_c.py`` (hendrycks/robustness), one entry per severity 1..5.
 CIFAR10C_PARAMS: dict[str, tuple] = {
@@ -159,8 +160,7 @@ CorruptionFn = Callable[..., "np.ndarray | torch.Tensor"]
 def _scale(x: Array, scale: float | None) -> float:
     if scale is None:
         return min(x.shape[-2:]) / 32.0
-    if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not (scale > 0 and math.isfinite(scale)):
-        raise ValueError(f"scale must be a finite number > 0 (or None for min(H, W) / 32), got {scale!r}")
+    check_number(scale, "scale", low=0, low_open=True, none_ok=True)  # None: min(H, W) / 32, returned above
     return float(scale)
 
 
@@ -596,8 +596,7 @@ def _to_numpy(images) -> tuple[Array, Callable[[Array], object]]:
 
 
 def _check_severity(severity: int) -> None:
-    if isinstance(severity, bool) or not isinstance(severity, (int, np.integer)) or severity not in SEVERITIES:
-        raise ValueError(f"severity must be an int in 1..5, got {severity!r}")
+    check_int(severity, "severity", low=min(SEVERITIES), high=max(SEVERITIES), numpy_ok=True)
 
 
 def _make(name: str) -> CorruptionFn:
