@@ -6,8 +6,7 @@ Process-group helpers (:func:`get_rank`, :func:`get_world_size`, :func:`init_fro
 one process (rank 0 of 1). Under ``torchrun`` (or ``geomlat study NAME --nproc N``, or :func:`launch`)
 with an initialized ``torch.distributed`` process group only rank 0 writes files (config, metrics,
 checkpoints, tables, figures); every rank computes. Files are shared through the file system: with several
-nodes, the output folder must be on a file system every node sees. (``geomlat.engine.dist`` re-exports
-these names for compatibility.)
+nodes, the output folder must be on a file system every node sees.
 
 A latent geometry graph couples every pair of samples of a batch. Under data parallelism each process
 (rank) holds only its shard of the batch; :class:`GlobalBatch` (``global_batch(loss)``) gathers the
@@ -357,7 +356,7 @@ class GlobalBatch(nn.Module):
     it with the same structure of arguments.
 
     The wrapped loss is ``.loss`` (its parameters are the wrapper's, under the prefix ``loss.``); the
-    wrapper forwards its ``consumes`` attribute, so a :class:`geomlat.losses.Distiller` routes it as the
+    wrapper forwards its ``consumes`` attribute, so a :class:`geomlat.objectives.Distiller` routes it as the
     loss itself.
 
     Args:

@@ -127,9 +127,9 @@ def knn_mask(sim: Tensor, k: int | None, symmetrize: str = "max") -> Tensor:
     if k is None:
         return ~eye
     check_k(k, b)
-    neighbours = sim.detach().masked_fill(eye, float("-inf")).topk(k, dim=1).indices
+    neighbors = sim.detach().masked_fill(eye, float("-inf")).topk(k, dim=1).indices
     mask = torch.zeros(b, b, dtype=torch.bool, device=sim.device)
-    mask.scatter_(1, neighbours, True)
+    mask.scatter_(1, neighbors, True)
     return mask | mask.T if symmetrize == "max" else mask & mask.T
 
 
@@ -216,13 +216,13 @@ def latent_graph(
         x: (B, ...) representations of one layer; flattened to (B, d) (all dimensions but the batch one,
             e.g. (B, C, H, W) -> (B, C * H * W)), or (B, T, H) token features with ``attention_mask``.
             NaN/Inf are rejected (in padding positions they never matter).
-        k: neighbours kept per vertex, ``1 <= k < B``; ``None`` keeps the full graph.
+        k: neighbors kept per vertex, ``1 <= k < B``; ``None`` keeps the full graph.
         kernel: ``"auto"`` (cosine if ``x >= 0`` everywhere, else RBF: geomlat's default-kernel rule, see
             :func:`resolve_kernel`), ``"cosine"``, ``"rbf"``,
             ``"cosine_shifted"`` (0.5 + 0.5 cos), or a kernel registered with
             :func:`geomlat.kernels.register_kernel`.
-        sigma: RBF bandwidth. ``None``: mean distance to the k-th nearest neighbour / 3 (the authors'
-            rule; ``k=None`` uses the 10th neighbour, or B - 1 if fewer), see :func:`geomlat.kernels.estimate_sigma`.
+        sigma: RBF bandwidth. ``None``: mean distance to the k-th nearest neighbor / 3 (the authors'
+            rule; ``k=None`` uses the 10th neighbor, or B - 1 if fewer), see :func:`geomlat.kernels.estimate_sigma`.
         symmetrize: ``"max"`` (either is a k-NN of the other, the paper's rule) or ``"mutual"``.
         normalize: ``None`` or ``"sym"`` for ``D^-1/2 A D^-1/2`` (isolated vertices keep zero rows).
         self_loops: keep A_ii (the similarity of a sample with itself). Default False (A_ii = 0).

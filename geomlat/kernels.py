@@ -12,7 +12,7 @@ A kernel is an object with the attributes of :class:`Kernel` (subclass it to inh
 - ``knn_metric``: ``"cosine"`` or ``"euclidean"``, the k-NN metric whose nearest points are the most
   similar (NNK's candidates);
 - ``uses_sigma`` and ``bandwidth(kth)``: whether the kernel has a bandwidth and the rule that estimates it
-  from the (N,) distances of the points to their k-th nearest neighbour (default: their mean / 3, the
+  from the (N,) distances of the points to their k-th nearest neighbor (default: their mean / 3, the
   authors' rule) when ``sigma`` is None.
 
 Built-in: ``"cosine"``, ``"cosine_shifted"`` (0.5 + 0.5 cos) and ``"rbf"`` ``exp(-|x_i - x_j|^2 / (2 sigma^2))``.

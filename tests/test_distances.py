@@ -29,7 +29,7 @@ def test_spectral_distance_against_numpy():
 
     expected = np.linalg.norm(spectrum(g1) - spectrum(g2))
     assert float(graph_distance(g1, g2, "spectral")) == pytest.approx(expected, rel=1e-9)
-    # spectra are invariant to relabelling the vertices
+    # spectra are invariant to relabeling the vertices
     perm = torch.randperm(10, generator=torch.Generator().manual_seed(0))
     permuted = from_dense(to_dense(g1)[perm][:, perm])
     assert float(spectral_distance(g1, permuted)) == pytest.approx(0.0, abs=1e-10)

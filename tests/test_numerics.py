@@ -97,7 +97,7 @@ def test_estimate_sigma_of_coincident_samples_is_one(dtype):
     x = torch.ones(6, 3, dtype=dtype)
     sigma = estimate_sigma(squared_distances(x))
     assert sigma.item() == 1.0
-    # one sample apart: its 1st-neighbour distance is sqrt(3), the five others' is 0 (they coincide)
+    # one sample apart: its 1st-neighbor distance is sqrt(3), the five others' is 0 (they coincide)
     x[0] = 2.0
     sq = squared_distances(x).requires_grad_()
     sigma = estimate_sigma(sq, k=1)

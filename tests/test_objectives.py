@@ -14,7 +14,7 @@ from geomlat.models import build_model
 
 
 def _rbf_label_variation_numpy(out: np.ndarray, y: np.ndarray, normalized: bool) -> float:
-    """Full RBF graph, sigma = mean distance to the 10th neighbour / 3, sum of inter-class weights."""
+    """Full RBF graph, sigma = mean distance to the 10th neighbor / 3, sum of inter-class weights."""
     d2 = ((out[:, None, :] - out[None, :, :]) ** 2).sum(-1)
     b = len(y)
     off = d2 + np.diag(np.full(b, np.inf))

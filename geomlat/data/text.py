@@ -1,8 +1,8 @@
-"""A small labelled text set built offline: topic sentences from templates (no download).
+"""A small labeled text set built offline: topic sentences from templates (no download).
 
 Each sentence joins a topic clause (a subject, a verb phrase and an object drawn from the topic's own word
 lists) with 0 to 3 neutral clauses drawn from lists shared by every topic ("late last night", "as my
-neighbour told me", ...). The topic decides the words; the neutral clauses decide the length, independently
+neighbor told me", ...). The topic decides the words; the neutral clauses decide the length, independently
 of the topic: a representation whose geometry follows sentence length (e.g. token features flattened with
 their padding) then mixes the classes, while one that follows meaning separates them.
 
@@ -42,7 +42,7 @@ TOPICS: dict[str, tuple[list[str], list[str], list[str]]] = {
 }
 
 #: clauses shared by every topic: they change the length, never the class
-NEUTRAL = ["late last night", "as my neighbour told me", "according to the evening news", "once again",
+NEUTRAL = ["late last night", "as my neighbor told me", "according to the evening news", "once again",
            "for the second time this year", "to everyone's surprise", "on a quiet sunday morning",
            "just before the holidays", "in the middle of the week", "while we were away"]
 

@@ -1,5 +1,6 @@
-"""Training engine: objectives, the training loop (optimizers and lr schedules of TrainConfig) with run records and exact resume, evaluation,
-atomic IO. See :func:`geomlat.engine.train.train`.
+"""Training engine: the training loop (optimizers and lr schedules of TrainConfig) with run records and exact resume,
+evaluation, atomic IO. See :func:`geomlat.engine.train.train`; the objectives it trains (:class:`geomlat.objectives.Supervised`,
+:class:`geomlat.objectives.Distiller`, ...) live in :mod:`geomlat.objectives`, which the engine does not import.
 
 The public names are imported on first use (PEP 562): ``geomlat.engine.config_fields`` and
 ``geomlat.engine.locks`` (what a study checks before it starts) import no torch."""
@@ -23,7 +24,7 @@ __dir__ = lazy_dir(_LAZY, globals())
 
 class _Package(types.ModuleType):
     """Importing the submodule ``geomlat.engine.train`` binds it on the package; the public name ``train`` stays
-    the function (as the eager ``from .train import train`` left it)."""
+    the function: a submodule bound under a public name is replaced by the attribute of that name."""
 
     def __setattr__(self, name: str, value) -> None:
         if name in _LAZY and isinstance(value, types.ModuleType) and value.__name__ == f"{__name__}.{name}":

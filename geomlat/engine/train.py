@@ -4,7 +4,7 @@ schedule (the paper's multi-step by default, cosine, constant; linear warm-up) c
 An *objective* is an ``nn.Module`` with an attribute ``.model`` (the network being trained and evaluated)
 and ``forward(x, y) -> (output (B, C), {name: scalar loss})``; :func:`train` minimizes the sum of the
 losses over the objective's parameters that require grad (a frozen teacher has ``requires_grad=False``).
-Objectives (:class:`Supervised`, ``Distiller``, ...) and their protocol: :mod:`geomlat.objectives`.
+Objectives (:class:`geomlat.objectives.Supervised`, ``Distiller``, ...) and their protocol: :mod:`geomlat.objectives`.
 
 Reproducibility: the shuffling of epoch ``e`` comes from a ``torch.Generator`` seeded by ``(seed, e)``,
 the augmentation from another one seeded by ``(seed, e)``, and the global RNG (dropout, ...) is re-seeded
@@ -973,7 +973,7 @@ def load_trained_model(run_dir: str | Path, model: nn.Module, prefix: str = "mod
     """Load the weights of ``objective.model`` from ``run_dir/checkpoint.pt`` into ``model`` (in place).
 
     The checkpoint holds the objective's state dict; the network's entries start with ``prefix``
-    (``"model."`` for :class:`Supervised` and ``Distiller``). Returns ``model``.
+    (``"model."`` for :class:`geomlat.objectives.Supervised` and ``Distiller``). Returns ``model``.
     """
     state = load_checkpoint(Path(run_dir) / "checkpoint.pt")["objective"]
     sub = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}

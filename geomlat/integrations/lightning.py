@@ -6,10 +6,11 @@
   is given) and the leave-one-out NNK interpolation error, through the Trainer's own loggers (CSV,
   TensorBoard, ...).
 - :class:`ObjectiveModule`: a ``LightningModule`` that trains any geomlat objective
-  (``forward(x, y) -> (output, {name: loss})``: :class:`geomlat.losses.Distiller`,
-  :class:`geomlat.engine.Supervised`, ...), e.g. GKD + Hinton KD in a few lines::
+  (``forward(x, y) -> (output, {name: loss})``: :class:`geomlat.objectives.Distiller`,
+  :class:`geomlat.objectives.Supervised`, ...), e.g. GKD + Hinton KD in a few lines::
 
-      from geomlat.losses import GKD, Distiller, HintonKD
+      from geomlat.losses import GKD, HintonKD
+      from geomlat.objectives import Distiller
       from geomlat.integrations.lightning import GeometryMonitor, ObjectiveModule
 
       distiller = Distiller(student, teacher, {"gkd": (GKD(), 25.0), "kd": (HintonKD(T=4), 1.0)},
@@ -240,7 +241,7 @@ class GeometryMonitor(pl.Callback):
 
 class ObjectiveModule(pl.LightningModule):
     """A LightningModule training a geomlat objective (``forward(x, y) -> (output, {name: scalar loss})``,
-    attribute ``.model``), e.g. :class:`geomlat.losses.Distiller` (GKD + Hinton KD).
+    attribute ``.model``), e.g. :class:`geomlat.objectives.Distiller` (GKD + Hinton KD).
 
     ``training_step`` sums the objective's losses and logs each term as ``train/<name>`` and the total as
     ``train/loss`` (epoch means); ``validation_step`` logs ``val/acc`` of ``argmax`` of the model's logits

@@ -68,7 +68,7 @@ class GKD(nn.Module):
       similarity).
 
     Args:
-        k: neighbours per vertex of the k-NN graph; ``None`` = full graph (authors' setting).
+        k: neighbors per vertex of the k-NN graph; ``None`` = full graph (authors' setting).
         kernel: similarity (see :func:`geomlat.similarity`); ``"auto"`` (default): cosine when both features
             of a pair are non-negative (the authors' cosine on post-ReLU features), else RBF for both;
             ``"cosine"`` needs non-negative features.

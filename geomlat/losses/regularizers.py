@@ -154,12 +154,12 @@ def label_variation_power(
         scalar tensor, differentiable w.r.t. ``x``.
     """
     _check_power(m)
-    others = _other_neighbours(k, k_counts_self)
+    others = _other_neighbors(k, k_counts_self)
     flat = _check_layer(feature_vectors(x, attention_mask, reduce, "label_variation_power: x"), k, k_counts_self)
     return _label_variation_power(flat, _one_hot(y, flat.shape[0], flat), m, others, normalized)
 
 
-def _other_neighbours(k: int | None, k_counts_self: bool) -> int | None:
+def _other_neighbors(k: int | None, k_counts_self: bool) -> int | None:
     """geomlat's ``k`` (other vertices per row) for a ``k`` given in either convention (see ``k_counts_self``)."""
     if k is None or not k_counts_self:
         return k
@@ -171,18 +171,18 @@ def _other_neighbours(k: int | None, k_counts_self: bool) -> int | None:
     return k - 1
 
 
-def _check_neighbours(k: int | None, k_counts_self: bool, b: int) -> None:
+def _check_neighbors(k: int | None, k_counts_self: bool, b: int) -> None:
     """``k`` in its convention against the batch size ``b``."""
     if k_counts_self and k is not None and k > b:
         raise ValueError(f"k={k} with k_counts_self=True (the vertex itself included) must be at most the batch size {b}")
-    check_k(_other_neighbours(k, k_counts_self), b)
+    check_k(_other_neighbors(k, k_counts_self), b)
 
 
 def _check_layer(x: Tensor, k: int | None, k_counts_self: bool = False) -> Tensor:
     """(B, d) features after the checks of a cosine LGG (one reading pass for NaN/Inf and the sign)."""
     flat, lo = check_features_min(x)
     _check_cosine(flat, lo)
-    _check_neighbours(k, k_counts_self, flat.shape[0])
+    _check_neighbors(k, k_counts_self, flat.shape[0])
     return flat
 
 
@@ -229,10 +229,10 @@ def label_variation_power_dense(
     Same arguments and value as :func:`label_variation_power`, at O(B^2 d + m B^3) cost and O(B^2) memory.
     """
     _check_power(m)
-    others = _other_neighbours(k, k_counts_self)
+    others = _other_neighbors(k, k_counts_self)
     flat = check_features(feature_vectors(x, attention_mask, reduce, "label_variation_power_dense: x"))
     _check_cosine(flat)
-    _check_neighbours(k, k_counts_self, flat.shape[0])
+    _check_neighbors(k, k_counts_self, flat.shape[0])
     adj = latent_adjacency(flat, k=others, kernel="cosine")[0]
     lap = torch.diag(adj.sum(dim=1)) - adj
     v = _one_hot(y, flat.shape[0], flat)
@@ -291,7 +291,7 @@ class SmoothnessRegularizer(nn.Module):
             raise TypeError(f"k_counts_self must be a bool, got {type(k_counts_self).__name__}")
         if k is not None:
             check_k(k, k + 1)
-        self._others = _other_neighbours(k, k_counts_self)
+        self._others = _other_neighbors(k, k_counts_self)
         if not gamma >= 0:
             raise ValueError(f"gamma must be >= 0, got {gamma}")
         self.power, self.gamma, self.k, self.normalized = power, float(gamma), k, bool(normalized)

@@ -190,9 +190,9 @@ def _linear_zoom_matrix(n_in: int, n_out: int) -> Array:
 
 
 def _clipped_zoom(x: Array, zoom: float) -> Array:
-    """Zoom the centre of (..., H, W) by ``zoom`` >= 1 and crop back to (H, W) (reference ``clipped_zoom``).
+    """Zoom the center of (..., H, W) by ``zoom`` >= 1 and crop back to (H, W) (reference ``clipped_zoom``).
 
-    The reference crops ceil(H / zoom) pixels around the centre and resizes them with
+    The reference crops ceil(H / zoom) pixels around the center and resizes them with
     ``scipy.ndimage.zoom(order=1)`` to round(ch * zoom) pixels; here the same bilinear resize is two
     interpolation matrices (much faster on a batch, identical values).
     """
@@ -222,12 +222,12 @@ def _plasma_fractal(mapsize: int, wibbledecay: float, rng: np.random.Generator) 
 
     while stepsize >= 2:
         half = stepsize // 2
-        # squares: centre of each square = mean of its corners + noise
+        # squares: center of each square = mean of its corners + noise
         corner = maparray[0:mapsize:stepsize, 0:mapsize:stepsize]
         square = corner + np.roll(corner, shift=-1, axis=0)
         square += np.roll(square, shift=-1, axis=1)
         maparray[half:mapsize:stepsize, half:mapsize:stepsize] = wibbledmean(square)
-        # diamonds: edge midpoints = mean of the 4 diamond neighbours + noise
+        # diamonds: edge midpoints = mean of the 4 diamond neighbors + noise
         dr = maparray[half:mapsize:stepsize, half:mapsize:stepsize]
         ul = maparray[0:mapsize:stepsize, 0:mapsize:stepsize]
         lt = dr + np.roll(dr, 1, axis=0) + ul + np.roll(ul, -1, axis=1)
@@ -341,7 +341,7 @@ def _glass_blur(x, c, rng, s):
             for j, ww in enumerate(ws):
                 dx, dy = offsets[i, j, :, 0], offsets[i, j, :, 1]
                 # The reference's tuple "swap" of two NumPy views copies: pixel (h, w) takes the value of
-                # (h + dy, w + dx) and the latter is unchanged. CIFAR-10-C was made with that behaviour.
+                # (h + dy, w + dx) and the latter is unchanged. CIFAR-10-C was made with that behavior.
                 x[b, :, hh, ww] = x[b, :, hh + dy, ww + dx]
     return _gaussian(x, sigma)
 
