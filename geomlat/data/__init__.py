@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from typing import Callable
 
+from .._params import check_int
 from ..registry import Registry
 from .augment import CropFlipParams, RandomCropFlip, apply_crop_flip, draw_crop_flip
 from .cifar import RestrictedUnpickler, load_cifar10_splits, read_batch, read_cifar10, restricted_load, write_cifar_folder
@@ -34,8 +35,7 @@ def load_dataset(name: str, data_dir: str | None = None, seed: int = 0, **option
         FileNotFoundError / ValueError: missing or malformed files (CIFAR-10).
     """
     loader = DATASETS[name]
-    if isinstance(seed, bool) or not isinstance(seed, int):
-        raise TypeError(f"seed must be an int, got {type(seed).__name__}")
+    check_int(seed, "seed", error=TypeError)
     import inspect
 
     accepted = [p for p in inspect.signature(loader).parameters if p not in ("data_dir", "seed")]
