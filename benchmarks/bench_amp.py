@@ -14,8 +14,8 @@ from functools import partial
 import torch
 
 from geomlat.engine.step import train_step
-from geomlat.losses import GKD, Distiller
-from geomlat.losses.objectives import SmoothnessObjective
+from geomlat.losses import GKD
+from geomlat.objectives import Distiller, SmoothnessObjective
 from geomlat.models import build_model
 
 from .common import Result, interleaved

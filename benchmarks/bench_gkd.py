@@ -13,7 +13,8 @@ from functools import partial
 import torch
 
 from geomlat import LatentCapture
-from geomlat.losses import GKD, Distiller, HintonKD
+from geomlat.losses import GKD, HintonKD
+from geomlat.objectives import Distiller
 from geomlat.models import build_model
 
 from .common import Result, interleaved

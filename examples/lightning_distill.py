@@ -19,7 +19,8 @@ from torch import nn
 
 from geomlat.objectives import Supervised
 from geomlat.integrations.lightning import GeometryMonitor, ObjectiveModule
-from geomlat.losses import GKD, Distiller, HintonKD
+from geomlat.losses import GKD, HintonKD
+from geomlat.objectives import Distiller, Supervised
 
 x, y = load_digits(return_X_y=True)
 x, y = torch.tensor(x / 16.0, dtype=torch.float32), torch.tensor(y)

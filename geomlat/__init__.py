@@ -1,7 +1,7 @@
 """geomlat: latent geometry graphs of deep networks.
 
 Build a graph over a batch from any layer's representations (:func:`latent_graph`), measure it
-(:func:`label_variation`, :func:`graph_distance`), and use it to train or analyse models.
+(:func:`label_variation`, :func:`graph_distance`), and use it to train or analyze models.
 The math is defined in ``shared/METHOD.md``; the API mirrors PyTorch Geometric (LGGs are ``Data``).
 """
 import sys
@@ -31,8 +31,8 @@ __dir__ = lazy_dir(_LAZY, globals())
 
 class _Package(types.ModuleType):
     """The import system binds a submodule on its package (``geomlat.knn = <module geomlat.knn>``) when it is
-    first imported; a public name that is also a submodule's name (``knn``) stays the function, as the
-    eager ``from .knn import knn`` left it."""
+    first imported; a public name that is also a submodule's name (``knn``) stays the function of that
+    submodule."""
 
     def __setattr__(self, name: str, value) -> None:
         if name in _LAZY and isinstance(value, types.ModuleType) and value.__name__ == f"{__name__}.{name}":

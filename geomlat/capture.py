@@ -2,7 +2,7 @@
 
 Also the output-selection rule shared by the whole package (:func:`select_output`): modules and models
 that return tuples, dicts or Hugging Face ``ModelOutput`` objects (timm, ``transformers``) are reduced to
-one tensor the same way everywhere (captured layers, :class:`geomlat.losses.Distiller`, the engine's
+one tensor the same way everywhere (captured layers, :class:`geomlat.objectives.Distiller`, the engine's
 objectives and evaluation), and :func:`pool_sequence` turns (B, T, H) token sequences into (B, H).
 """
 from __future__ import annotations
@@ -76,7 +76,7 @@ def select_output(output, key: OutputKey = None, prefer: str | None = None, what
             (``int``: position in a tuple/list, or among the fields of a mapping, as in
             ``ModelOutput.to_tuple()``).
         prefer: default field of a mapping (``"logits"`` for the model's class scores, what
-            :class:`geomlat.losses.Distiller` and the objectives use; ``"last_hidden_state"`` for
+            :class:`geomlat.objectives.Distiller` and the objectives use; ``"last_hidden_state"`` for
             captured layers).
         what: name used in error messages.
 

@@ -17,6 +17,7 @@ from torch.utils.data import DataLoader, Dataset, TensorDataset
 
 from ._checks import check_choice, check_labels
 from .knn import knn
+from ._params import check_int
 
 METRICS = ("euclidean", "cosine")
 
@@ -67,17 +68,16 @@ class _Base:
 
 
 class KNNClassifier(_Base):
-    """k-nearest-neighbour majority vote (uniform weights; a tied vote goes to the smallest label, like sklearn).
+    """k-nearest-neighbor majority vote (uniform weights; a tied vote goes to the smallest label, like sklearn).
 
     Args:
-        k: neighbours, >= 1 (and <= number of training points).
+        k: neighbors, >= 1 (and <= number of training points).
         metric: ``"euclidean"`` or ``"cosine"``.
         chunk_size: test rows per distance block (memory O(chunk_size * N)).
     """
 
     def __init__(self, k: int = 5, metric: str = "euclidean", chunk_size: int = 1024):
-        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-            raise ValueError(f"k must be an int >= 1, got {k!r}")
+        check_int(k, "k", low=1)
         check_choice(metric, "metric", METRICS)
         self.k, self.metric, self.chunk_size = k, metric, chunk_size
 
@@ -92,9 +92,9 @@ class KNNClassifier(_Base):
     def _prepare(self, emb: Tensor) -> Tensor:
         return torch.nn.functional.normalize(emb, dim=1) if self.metric == "cosine" else emb
 
-    def _vote(self, neighbours: Tensor) -> Tensor:
-        votes = torch.zeros(neighbours.shape[0], len(self.classes_), dtype=torch.long)
-        votes.scatter_add_(1, self.y_[neighbours.cpu()], torch.ones_like(neighbours.cpu()))
+    def _vote(self, neighbors: Tensor) -> Tensor:
+        votes = torch.zeros(neighbors.shape[0], len(self.classes_), dtype=torch.long)
+        votes.scatter_add_(1, self.y_[neighbors.cpu()], torch.ones_like(neighbors.cpu()))
         return self.classes_[votes.argmax(dim=1)]  # argmax returns the first maximum: smallest label
 
     @torch.no_grad()
@@ -109,15 +109,15 @@ class KNNClassifier(_Base):
         return torch.cat(preds)
 
     def loo_predict(self, emb: Tensor, y: Tensor) -> Tensor:
-        """Leave-one-out predictions on one set (each point voted by its k neighbours, itself excluded),
+        """Leave-one-out predictions on one set (each point voted by its k neighbors, itself excluded),
         with :func:`geomlat.knn`. Does not change the fitted state."""
         emb = _check_emb(emb)
         y = check_labels(y, emb.shape[0], "y").cpu()
         classes = torch.unique(y)
         codes = torch.searchsorted(classes, y)
-        neighbours = knn(emb.detach(), self.k, metric=self.metric).cpu()
+        neighbors = knn(emb.detach(), self.k, metric=self.metric).cpu()
         votes = torch.zeros(emb.shape[0], len(classes), dtype=torch.long)
-        votes.scatter_add_(1, codes[neighbours], torch.ones_like(neighbours))
+        votes.scatter_add_(1, codes[neighbors], torch.ones_like(neighbors))
         return classes[votes.argmax(dim=1)]
 
 

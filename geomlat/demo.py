@@ -29,7 +29,7 @@ def check_args(args: argparse.Namespace) -> None:
     if args.epochs < 1:
         raise DemoArgumentError(f"--epochs must be >= 1, got {args.epochs}")
     if not 1 <= args.k < BATCH:
-        raise DemoArgumentError(f"--k must be in 1..{BATCH - 1} (neighbours within a batch of {BATCH} test samples), got {args.k}")
+        raise DemoArgumentError(f"--k must be in 1..{BATCH - 1} (neighbors within a batch of {BATCH} test samples), got {args.k}")
     if args.seed < 0:
         raise DemoArgumentError(f"--seed must be >= 0, got {args.seed}")
 

@@ -9,7 +9,7 @@ Example:
     >>> g1, g2 = latent_graph(x, k=3), latent_graph(x.flip(0), k=3)
     >>> float(graph_distance(g1, g1, metric="l1_example")), float(graph_distance(g1, g2, metric="l1_example")) > 0
     (0.0, True)
-    >>> _ = DISTANCES.pop("l1_example")  # leave the registry as it was
+    >>> _ = DISTANCES.unregister("l1_example")  # leave the registry as it was
 """
 from __future__ import annotations
 
@@ -20,30 +20,25 @@ from torch import Tensor
 from torch_geometric.data import Data
 from torch_geometric.utils import coalesce
 
+from .registry import Registry
 from .signals import edge_weights, laplacian
 
-DISTANCES: dict[str, Callable[[Data, Data], Tensor]] = {}
+#: name -> ``fn(g1, g2) -> scalar tensor`` (:func:`register_distance` adds to it).
+DISTANCES: Registry[Callable[[Data, Data], Tensor]] = Registry("graph distance")
 
 
 def register_distance(name: str):
-    """Decorator registering ``fn(g1, g2) -> scalar tensor`` under ``name``."""
-
-    def decorator(fn):
-        if name in DISTANCES:
-            raise ValueError(f"a graph distance named {name!r} is already registered")
-        DISTANCES[name] = fn
-        return fn
-
-    return decorator
+    """Decorator registering ``fn(g1, g2) -> scalar tensor`` under ``name`` (``ValueError`` for a name taken)."""
+    return DISTANCES.register(name)
 
 
 def graph_distance(g1: Data, g2: Data, metric: str = "frobenius") -> Tensor:
-    """Distance between two graphs with the same number of vertices (see :data:`DISTANCES`)."""
-    if metric not in DISTANCES:
-        raise ValueError(f"unknown graph distance {metric!r}; registered: {sorted(DISTANCES)}")
+    """Distance between two graphs with the same number of vertices (see :data:`DISTANCES`); an unknown
+    ``metric`` raises :class:`geomlat.registry.UnknownNameError` (a ``ValueError``) listing the registered ones."""
+    distance = DISTANCES[metric]
     if g1.num_nodes != g2.num_nodes:
         raise ValueError(f"graphs have different numbers of vertices ({g1.num_nodes} vs {g2.num_nodes})")
-    return DISTANCES[metric](g1, g2)
+    return distance(g1, g2)
 
 
 @register_distance("frobenius")

@@ -63,6 +63,8 @@ from typing import Any, Callable, Iterator, Sequence
 import torch
 import torch.distributed as dist
 from torch import Tensor, nn
+from ._params import check_int
+
 
 __all__ = [
     "GRAD_REDUCES",
@@ -448,7 +450,7 @@ class GlobalBatch(nn.Module):
     it with the same structure of arguments.
 
     The wrapped loss is ``.loss`` (its parameters are the wrapper's, under the prefix ``loss.``); the
-    wrapper forwards its ``consumes`` attribute, so a :class:`geomlat.losses.Distiller` routes it as the
+    wrapper forwards its ``consumes`` attribute, so a :class:`geomlat.objectives.Distiller` routes it as the
     loss itself.
 
     Args:
@@ -559,8 +561,7 @@ def launch(
     import torch.multiprocessing as mp
     from torch.multiprocessing.spawn import ProcessException
 
-    if isinstance(nprocs, bool) or not isinstance(nprocs, int) or nprocs < 1:
-        raise ValueError(f"nprocs must be an integer >= 1, got {nprocs!r}")
+    check_int(nprocs, "nprocs", low=1)
     if backend not in ("gloo", "nccl"):
         raise ValueError(f"unknown backend {backend!r}; expected 'gloo' or 'nccl'")
     if backend == "nccl" and torch.cuda.device_count() < 1:

@@ -21,9 +21,9 @@ Numerics: float16/bfloat16 inputs (also under ``torch.autocast``) are computed i
 float32 weights. Any finite input gives a finite graph: cosine is invariant to the scale of each row and
 the RBF with the estimated bandwidth to a global scale, so when squared norms would overflow or fall
 below ``sqrt(finfo.tiny)`` the rows (cosine) or the whole batch (RBF; a fixed ``sigma`` is divided by
-the same factor) are first divided by a power of 2 (:func:`row_scales`, :func:`batch_scale`). Ordinary
-inputs never take that path, so their values are unchanged. These numerics live in :mod:`geomlat.kernels`
-and are re-exported here.
+the same factor) are first divided by a power of 2 (:func:`geomlat.kernels.row_scales`,
+:func:`geomlat.kernels.batch_scale`). Ordinary inputs never take that path, so their values are unchanged.
+These numerics live in :mod:`geomlat.kernels`.
 """
 from __future__ import annotations
 
@@ -33,21 +33,9 @@ import torch
 from torch import Tensor
 
 from ._checks import check_choice, check_features, check_features_min, check_k, check_labels, full_precision, value_check
-from .kernels import (  # noqa: F401  (re-exported: the numerics of the built-in kernels live in geomlat.kernels)
-    SIGMA_NEIGHBORS,
-    SIGMA_NEIGHBOURS,
-    batch_scale,
-    cosine_gram,
-    distances_from_gram,
-    estimate_sigma,
-    get_kernel,
-    gram,
-    kernel_names,
-    norms_out_of_range,
-    row_scales,
-    squared_distances,
-)
-from .sequences import REDUCTIONS, empty_sequences, sample_vectors  # noqa: F401  (REDUCTIONS re-exported)
+from .kernels import get_kernel, kernel_names
+from .sequences import empty_sequences, sample_vectors
+from ._params import check_int
 
 if TYPE_CHECKING:  # torch_geometric is imported only where a Data object is built (its import costs seconds)
     from torch_geometric.data import Data
@@ -76,7 +64,7 @@ def resolve_kernel(x: Tensor, kernel: str = "auto", *others: Tensor) -> str:
     default to ``"auto"``: their edge weights must be non-negative, so non-negative data (post-ReLU CNN
     features: the authors' setting) get the cosine kernel and signed data (transformer hidden states,
     pre-activations, embeddings), on which cosine weights would be negative, get the RBF kernel with the
-    estimated bandwidth (:func:`estimate_sigma`). NNK (:func:`geomlat.nnk.nnk_weights`) defaults to the
+    estimated bandwidth (:func:`geomlat.kernels.estimate_sigma`). NNK (:func:`geomlat.nnk.nnk_weights`) defaults to the
     cosine kernel on data of any sign: it needs only a positive semi-definite kernel (its weights are
     non-negative by construction), and cosine is PSD whatever the signs. Graphs that are compared (GKD's
     teacher and student, one layer pair) pass both tensors, so both get the same kernel.
@@ -102,7 +90,7 @@ def similarity(x: Tensor, kernel: str = "auto", sigma: float | Tensor | None = N
         kernel: ``"cosine"`` (non-negative data only), ``"rbf"`` ``exp(-|x_i - x_j|^2 / (2 sigma^2))``,
             ``"cosine_shifted"`` ``0.5 + 0.5 cos`` (any sign, in [0, 1]), ``"auto"``, or any kernel
             registered with :func:`geomlat.kernels.register_kernel`.
-        sigma: bandwidth of a kernel that has one (RBF); ``None`` estimates it (RBF: :func:`estimate_sigma`,
+        sigma: bandwidth of a kernel that has one (RBF); ``None`` estimates it (RBF: :func:`geomlat.kernels.estimate_sigma`,
             using ``k``).
         k: only used to estimate ``sigma``.
 
@@ -143,9 +131,9 @@ def knn_mask(sim: Tensor, k: int | None, symmetrize: str = "max") -> Tensor:
     if k is None:
         return ~eye
     check_k(k, b)
-    neighbours = sim.detach().masked_fill(eye, float("-inf")).topk(k, dim=1).indices
+    neighbors = sim.detach().masked_fill(eye, float("-inf")).topk(k, dim=1).indices
     mask = torch.zeros(b, b, dtype=torch.bool, device=sim.device)
-    mask.scatter_(1, neighbours, True)
+    mask.scatter_(1, neighbors, True)
     return mask | mask.T if symmetrize == "max" else mask & mask.T
 
 
@@ -186,8 +174,7 @@ def latent_adjacency(
     """
     check_choice(normalize, "normalize", NORMALIZATIONS)
     check_choice(mask, "mask", MASKS)
-    if isinstance(power, bool) or not isinstance(power, int) or power < 1:
-        raise ValueError(f"power must be an integer >= 1, got {power!r}")
+    check_int(power, "power", low=1)
     x = feature_vectors(x, attention_mask, reduce, what="latent_adjacency: x")
     flat, lo = check_features_min(x)
     b = flat.shape[0]
@@ -233,13 +220,13 @@ def latent_graph(
         x: (B, ...) representations of one layer; flattened to (B, d) (all dimensions but the batch one,
             e.g. (B, C, H, W) -> (B, C * H * W)), or (B, T, H) token features with ``attention_mask``.
             NaN/Inf are rejected (in padding positions they never matter).
-        k: neighbours kept per vertex, ``1 <= k < B``; ``None`` keeps the full graph.
+        k: neighbors kept per vertex, ``1 <= k < B``; ``None`` keeps the full graph.
         kernel: ``"auto"`` (cosine if ``x >= 0`` everywhere, else RBF: geomlat's default-kernel rule, see
             :func:`resolve_kernel`), ``"cosine"``, ``"rbf"``,
             ``"cosine_shifted"`` (0.5 + 0.5 cos), or a kernel registered with
             :func:`geomlat.kernels.register_kernel`.
-        sigma: RBF bandwidth. ``None``: mean distance to the k-th nearest neighbour / 3 (the authors'
-            rule; ``k=None`` uses the 10th neighbour, or B - 1 if fewer), see :func:`estimate_sigma`.
+        sigma: RBF bandwidth. ``None``: mean distance to the k-th nearest neighbor / 3 (the authors'
+            rule; ``k=None`` uses the 10th neighbor, or B - 1 if fewer), see :func:`geomlat.kernels.estimate_sigma`.
         symmetrize: ``"max"`` (either is a k-NN of the other, the paper's rule) or ``"mutual"``.
         normalize: ``None`` or ``"sym"`` for ``D^-1/2 A D^-1/2`` (isolated vertices keep zero rows).
         self_loops: keep A_ii (the similarity of a sample with itself). Default False (A_ii = 0).

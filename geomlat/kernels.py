@@ -12,7 +12,7 @@ A kernel is an object with the attributes of :class:`Kernel` (subclass it to inh
 - ``knn_metric``: ``"cosine"`` or ``"euclidean"``, the k-NN metric whose nearest points are the most
   similar (NNK's candidates);
 - ``uses_sigma`` and ``bandwidth(kth)``: whether the kernel has a bandwidth and the rule that estimates it
-  from the (N,) distances of the points to their k-th nearest neighbour (default: their mean / 3, the
+  from the (N,) distances of the points to their k-th nearest neighbor (default: their mean / 3, the
   authors' rule) when ``sigma`` is None.
 
 Built-in: ``"cosine"``, ``"cosine_shifted"`` (0.5 + 0.5 cos) and ``"rbf"`` ``exp(-|x_i - x_j|^2 / (2 sigma^2))``.
@@ -20,7 +20,7 @@ LGGs also accept ``"auto"`` (cosine for non-negative data, else RBF), which is n
 
 This module also holds the numerics of the built-in kernels (:func:`gram`, :func:`cosine_gram`,
 :func:`squared_distances`, :func:`estimate_sigma`, the overflow rescaling of :func:`row_scales` and
-:func:`batch_scale`); :mod:`geomlat.graphs` re-exports them.
+:func:`batch_scale`).
 
 Example (a Laplacian kernel ``exp(-|x_i - x_j| / sigma)``):
     >>> @register_kernel("laplacian_example")
@@ -34,7 +34,7 @@ Example (a Laplacian kernel ``exp(-|x_i - x_j| / sigma)``):
     20
     >>> bool((nnk_graph(x, k=4, kernel="laplacian_example").edge_weight > 0).all())
     True
-    >>> _ = KERNELS.pop("laplacian_example")  # leave the registry as it was
+    >>> _ = KERNELS.unregister("laplacian_example")  # leave the registry as it was
 """
 from __future__ import annotations
 
@@ -43,10 +43,10 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ._checks import checks_deferred, full_precision, value_check
+from .registry import Registry
 
 #: Default number of neighbors used to estimate a bandwidth when the LGG is full (``k=None``).
 SIGMA_NEIGHBORS = 10
-SIGMA_NEIGHBOURS = SIGMA_NEIGHBORS  # deprecated spelling
 
 
 # --------------------------------------------------------------------------------------- numerics
@@ -274,37 +274,44 @@ class Kernel:
 
 
 #: Registered kernels by name (:func:`register_kernel`).
-KERNELS: dict[str, Kernel] = {}
 _REQUIRED = ("prepare", "from_gram", "from_gram_", "bandwidth", "similarity", "needs_nonnegative", "knn_metric", "uses_sigma")
+
+
+def _check_kernel(name: str, kernel: Kernel) -> None:
+    missing = [a for a in _REQUIRED if not hasattr(kernel, a)]
+    if missing:
+        raise TypeError(f"kernel {name!r} lacks {missing}: subclass geomlat.kernels.Kernel")
+    if kernel.knn_metric not in ("cosine", "euclidean"):
+        raise ValueError(f"kernel {name!r}: knn_metric must be 'cosine' or 'euclidean', got {kernel.knn_metric!r}")
+
+
+#: name -> kernel instance (:func:`register_kernel` adds to it).
+KERNELS: Registry[Kernel] = Registry("kernel", check=_check_kernel)
 
 
 def register_kernel(name: str):
     """Decorator registering a kernel under ``name``: a :class:`Kernel` subclass (instantiated without
-    arguments) or an instance of one (any object with the attributes of :class:`Kernel`)."""
+    arguments) or an instance of one (any object with the attributes of :class:`Kernel`). Returns the
+    decorated object; ``ValueError`` for a name taken or ``"auto"`` (the automatic choice of
+    :func:`geomlat.graphs.latent_adjacency`), ``TypeError`` for an object that is not a kernel."""
 
     def decorator(obj):
         if not isinstance(name, str) or not name or name == "auto":
             raise ValueError(f"a kernel name must be a non-empty string other than 'auto', got {name!r}")
-        if name in KERNELS:
-            raise ValueError(f"a kernel named {name!r} is already registered")
+        if name in KERNELS:  # before instantiating the class
+            raise ValueError(f"kernel {name!r} is already registered")
         kernel = obj() if isinstance(obj, type) else obj
-        missing = [a for a in _REQUIRED if not hasattr(kernel, a)]
-        if missing:
-            raise TypeError(f"kernel {name!r} lacks {missing}: subclass geomlat.kernels.Kernel")
-        if kernel.knn_metric not in ("cosine", "euclidean"):
-            raise ValueError(f"kernel {name!r}: knn_metric must be 'cosine' or 'euclidean', got {kernel.knn_metric!r}")
+        KERNELS.register(name, kernel)
         kernel.name = name
-        KERNELS[name] = kernel
         return obj
 
     return decorator
 
 
 def get_kernel(name: str) -> Kernel:
-    """The registered kernel called ``name``; ``ValueError`` listing the registered names otherwise."""
-    if isinstance(name, str) and name in KERNELS:
-        return KERNELS[name]
-    raise ValueError(f"unknown kernel {name!r}; registered: {sorted(KERNELS)}")
+    """The registered kernel called ``name``; :class:`geomlat.registry.UnknownNameError` (a ``ValueError``)
+    listing the registered names otherwise."""
+    return KERNELS[name]
 
 
 def kernel_names() -> tuple[str, ...]:

@@ -1,4 +1,4 @@
-"""Exact k-nearest-neighbour search behind one function, for graphs larger than a batch.
+"""Exact k-nearest-neighbor search behind one function, for graphs larger than a batch.
 
 Backends:
 
@@ -10,7 +10,7 @@ Backends:
 - ``"cluster"``: ``torch_cluster.knn_graph`` (optional, ``pip install geomlat[cluster]``); a KD-tree on
   CPU, much slower than a matmul at moderate d.
 
-All return the same neighbour sets on the same data (up to ties).
+All return the same neighbor sets on the same data (up to ties).
 """
 from __future__ import annotations
 
@@ -47,18 +47,18 @@ def _prepare(x: Tensor, metric: str) -> Tensor:
 
 @torch.no_grad()
 def knn(x: Tensor, k: int, metric: str = "cosine", backend: str = "dense", chunk_size: int | None = None) -> Tensor:
-    """Exact k nearest neighbours of every row of ``x`` among the other rows.
+    """Exact k nearest neighbors of every row of ``x`` among the other rows.
 
     Args:
         x: (N, ...) points, flattened to (N, d).
-        k: neighbours per point, ``1 <= k < N``.
+        k: neighbors per point, ``1 <= k < N``.
         metric: ``"cosine"`` (largest cosine similarity), ``"euclidean"`` (smallest distance) or ``"inner"``
-            (largest inner product, e.g. platonic-rep's neighbours; not with ``backend="cluster"``).
+            (largest inner product, e.g. platonic-rep's neighbors; not with ``backend="cluster"``).
         backend: ``"dense"``, ``"chunked"`` or ``"cluster"`` (see module docstring).
         chunk_size: query rows per block for ``"chunked"`` (default: blocks of about 256 MiB).
 
     Returns:
-        (N, k) long tensor; row i lists i's neighbours from nearest to farthest (self excluded).
+        (N, k) long tensor; row i lists i's neighbors from nearest to farthest (self excluded).
     """
     check_choice(metric, "metric", METRICS)
     check_choice(backend, "backend", BACKENDS)
@@ -150,18 +150,18 @@ def _knn_cluster(x: Tensor, k: int, metric: str) -> Tensor:
 
     n = x.shape[0]
     # torch-cluster's CPU kernel has no cosine option: on unit vectors |u - v|^2 = 2 - 2 cos(u, v), so the
-    # Euclidean neighbours of the normalized points are the cosine neighbours.
+    # Euclidean neighbors of the normalized points are the cosine neighbors.
     points = _prepare(x, metric)
-    # edge_index[0] = neighbour (source), edge_index[1] = centre (target); exactly k per centre.
+    # edge_index[0] = neighbor (source), edge_index[1] = center (target); exactly k per center.
     edge_index = torch_cluster.knn_graph(points, k=k, loop=False, flow="source_to_target")
     order = torch.argsort(edge_index[1], stable=True)
-    neighbours = edge_index[0, order].view(n, k)
-    # torch-cluster does not sort neighbours: order them by distance like the other backends
+    neighbors = edge_index[0, order].view(n, k)
+    # torch-cluster does not sort neighbors: order them by distance like the other backends
     if metric == "cosine":
-        score = (points[:, None, :] * points[neighbours]).sum(-1)
+        score = (points[:, None, :] * points[neighbors]).sum(-1)
     else:
-        score = -((points[:, None, :] - points[neighbours]) ** 2).sum(-1)
-    return neighbours.gather(1, score.argsort(dim=1, descending=True))
+        score = -((points[:, None, :] - points[neighbors]) ** 2).sum(-1)
+    return neighbors.gather(1, score.argsort(dim=1, descending=True))
 
 
 FLOWS = ("source_to_target", "target_to_source")
@@ -178,14 +178,14 @@ def knn_graph(
     """Directed k-NN edge list ``(2, N * k)`` in PyG's convention (``torch_geometric.nn.knn_graph``).
 
     ``flow="source_to_target"`` (default, as PyG): ``edge_index[0]`` is the neighbor j (source) and
-    ``edge_index[1]`` the centre i (target), so in message passing every node receives from its k nearest
-    neighbors (it is the target of exactly k edges). ``"target_to_source"``: ``[centre, neighbor]``.
-    Edges are grouped by centre (0, 0, ..., 1, ...), each centre's neighbors nearest first; no self-loops.
+    ``edge_index[1]`` the center i (target), so in message passing every node receives from its k nearest
+    neighbors (it is the target of exactly k edges). ``"target_to_source"``: ``[center, neighbor]``.
+    Edges are grouped by center (0, 0, ..., 1, ...), each center's neighbors nearest first; no self-loops.
 
     Args: ``x``, ``k``, ``metric``, ``backend``, ``chunk_size`` as :func:`knn`; ``flow`` as above.
     """
     check_choice(flow, "flow", FLOWS)
     neighbors = knn(x, k, metric, backend, chunk_size)
-    centres = torch.arange(neighbors.shape[0], device=neighbors.device).repeat_interleave(k)
-    pair = (neighbors.reshape(-1), centres)
+    centers = torch.arange(neighbors.shape[0], device=neighbors.device).repeat_interleave(k)
+    pair = (neighbors.reshape(-1), centers)
     return torch.stack(pair if flow == "source_to_target" else pair[::-1])

@@ -5,8 +5,8 @@ non-negative kernel regression
 
     theta_i = argmin_{theta >= 0}  1/2 theta^T K_SS theta - K_Si^T theta
 
-and keeps as neighbours of i the points of S with ``theta > tol``: a neighbour is dropped when it is
-geometrically redundant given a closer one, so the neighbourhood is a polytope shaped by the local
+and keeps as neighbors of i the points of S with ``theta > tol``: a neighbor is dropped when it is
+geometrically redundant given a closer one, so the neighborhood is a polytope shaped by the local
 geometry rather than by density. The residual is ``e_i = K_ii - 2 theta^T K_Si + theta^T K_SS theta``.
 
 Solvers (both batched over nodes, no Python loop per node):
@@ -15,7 +15,7 @@ Solvers (both batched over nodes, no Python loop per node):
   ``w = K theta - b >= 0, theta >= 0, theta^T w = 0``), see :func:`_principal_pivoting`: every node starts
   from an empty support and, at each iteration, moves its most violated coordinate (negative weight or
   negative gradient) in or out of the support with one rank-1 update of a symmetric (k+1, k+1) tableau, so
-  a node needs about one pivot per NNK neighbour and no factorization. The KKT conditions are then checked
+  a node needs about one pivot per NNK neighbor and no factorization. The KKT conditions are then checked
   on K and b (``theta >= 0``, gradient ``b - K theta <= kkt_tol`` off the support, ``= 0`` on it); the rare
   nodes that fail (near-duplicate points) are solved again with a batched Lawson-Hanson active-set method.
   The result is the exact optimum (float64), unlike the authors' node-by-node pruning heuristic.
@@ -111,7 +111,7 @@ class NNKResult:
 
     @property
     def mask(self) -> Tensor:
-        """(N, k) bool: which candidates are NNK neighbours (theta > 0)."""
+        """(N, k) bool: which candidates are NNK neighbors (theta > 0)."""
         return self.weights > 0
 
 
@@ -152,7 +152,7 @@ def _principal_pivoting(
 
     and the last row always holds the basic variables ``q = S[k, :k]`` (t_j on F, w_j off F). A node pivots
     on ``argmin q`` while ``min q < -threshold`` (a negative weight leaves F, a negative gradient enters),
-    so from F = {} it needs about one pivot per NNK neighbour, k^2 work each and no factorization;
+    so from F = {} it needs about one pivot per NNK neighbor, k^2 work each and no factorization;
     ``q >= -threshold`` is the KKT optimum. (Murty's least-index rule provably terminates for positive
     definite K; the most-violated rule needs far fewer pivots in practice, 13 instead of 31 per node at
     N = 5,000, d = 64, k = 30, and the pivot limit covers the rare cycling.) A node stops, unconverged, when
@@ -245,7 +245,7 @@ def _solve_augmented(G: Tensor, kkt_tol: float, max_iter: int, work: Tensor | No
 def solve_nnk_exact(K: Tensor, b: Tensor, kkt_tol: float = 1e-10, max_iter: int | None = None) -> tuple[Tensor, Tensor]:
     """Exact batched non-negative QP ``min_{t >= 0} 1/2 t^T K t - b^T t``.
 
-    Principal pivoting (:func:`_principal_pivoting`, about one rank-1 update per NNK neighbour and node);
+    Principal pivoting (:func:`_principal_pivoting`, about one rank-1 update per NNK neighbor and node);
     the result is checked against the KKT conditions on K and b, and the rare nodes that fail go through
     the Lawson-Hanson active-set method (:func:`_solve_lawson_hanson`). Both stop only at the KKT
     conditions, so the result is the optimum up to rounding.
@@ -342,9 +342,9 @@ def solve_nnk_approx(K: Tensor, b: Tensor, steps: int = 100) -> Tensor:
 
 # --------------------------------------------------------------------------------------- kernels
 def augmented_kernel(
-    points: Tensor, centres: Tensor, cand: Tensor, kernel: str | Kernel, sigma: float | None, out: Tensor | None = None
+    points: Tensor, centers: Tensor, cand: Tensor, kernel: str | Kernel, sigma: float | None, out: Tensor | None = None
 ) -> Tensor:
-    """``[[K_SS, -K_Si], [-K_Si^T, K_ii]]`` (c, k+1, k+1) float64 for centres (c,) with candidates ``cand`` (c, k).
+    """``[[K_SS, -K_Si], [-K_Si^T, K_ii]]`` (c, k+1, k+1) float64 for centers (c,) with candidates ``cand`` (c, k).
 
     Batched Gram matrices of the gathered ``[x_S; x_i]`` (k+1, d), :data:`GRAM_CHUNK` nodes at a time, turned
     into kernel values in place by the kernel's ``from_gram_`` (:mod:`geomlat.kernels`), then the last row and
@@ -353,13 +353,13 @@ def augmented_kernel(
     Args:
         points: (N, d) float64 points already prepared by the kernel (``get_kernel(kernel).prepare(x)``:
             unit rows for the cosine kernels).
-        centres: (c,) long node indices; cand: (c, k) long candidate indices of each centre.
+        centers: (c,) long node indices; cand: (c, k) long candidate indices of each center.
         kernel: a registered kernel name or :class:`geomlat.kernels.Kernel`; sigma: its bandwidth, if any.
         out: optional (c, k+1, k+1) buffer to fill.
     """
     kern = get_kernel(kernel) if isinstance(kernel, str) else kernel
     c, k = cand.shape
-    index = torch.cat([cand, centres[:, None]], 1)  # (c, k+1): candidates, then the centre
+    index = torch.cat([cand, centers[:, None]], 1)  # (c, k+1): candidates, then the center
     G = points.new_empty(c, k + 1, k + 1) if out is None else out
     buf = points.new_empty(min(c, GRAM_CHUNK) * (k + 1), points.shape[1])
     for start in range(0, c, GRAM_CHUNK):
@@ -374,10 +374,10 @@ def augmented_kernel(
     return G
 
 
-def kernel_blocks(points: Tensor, centres: Tensor, cand: Tensor, kernel: str | Kernel, sigma: float | None):
-    """``(K_SS (c, k, k), K_Si (c, k), K_ii (c,))`` float64 for centres (c,) with candidates ``cand`` (c, k);
+def kernel_blocks(points: Tensor, centers: Tensor, cand: Tensor, kernel: str | Kernel, sigma: float | None):
+    """``(K_SS (c, k, k), K_Si (c, k), K_ii (c,))`` float64 for centers (c,) with candidates ``cand`` (c, k);
     arguments as :func:`augmented_kernel` (``points`` prepared by the kernel)."""
-    G = augmented_kernel(points, centres, cand, kernel, sigma)
+    G = augmented_kernel(points, centers, cand, kernel, sigma)
     k = cand.shape[1]
     return G[:, :k, :k], -G[:, :k, k], G[:, k, k]
 
@@ -391,7 +391,7 @@ def solve_block_size(n: int, k: int) -> int:
 
 def rbf_sigma(x: Tensor, neighbors: Tensor, kernel: str | Kernel = "rbf") -> float:
     """Bandwidth that :func:`nnk_weights` uses when ``sigma`` is None: the kernel's ``bandwidth`` rule on the
-    distances to the k-th neighbor (RBF: their mean / 3, as :func:`geomlat.graphs.estimate_sigma`).
+    distances to the k-th neighbor (RBF: their mean / 3, as :func:`geomlat.kernels.estimate_sigma`).
 
     Args:
         x: (N, d) points (prepared by the kernel); neighbors: (N, k) candidate indices, nearest first (as from
@@ -535,12 +535,12 @@ def _solve_nodes(points: Tensor, neighbors: Tensor, kern: Kernel, sigma, tol: fl
     residual = torch.empty(n, dtype=torch.float64, device=points.device)
     buffers = points.new_empty(3, step, k + 1, k + 1)  # kernel matrices, 2 for the tableau: reused by every block
     for start in range(0, n, step):
-        centres = torch.arange(start, min(n, start + step), device=points.device)
-        c = centres.shape[0]
-        s = sigma[centres].to(points)[:, None, None] if isinstance(sigma, Tensor) else sigma
-        G = augmented_kernel(points, centres, neighbors[centres], kern, s, out=buffers[0, :c])
+        centers = torch.arange(start, min(n, start + step), device=points.device)
+        c = centers.shape[0]
+        s = sigma[centers].to(points)[:, None, None] if isinstance(sigma, Tensor) else sigma
+        G = augmented_kernel(points, centers, neighbors[centers], kern, s, out=buffers[0, :c])
         if valid is not None:
-            _drop_invalid_(G, valid[centres])
+            _drop_invalid_(G, valid[centers])
         K, b = G[:, :k, :k], -G[:, :k, k]
         if solver == "exact":
             theta, y, _ = _solve_augmented(G, 1e-10, 5 * k + 10, work=buffers[1:, :c])
@@ -552,8 +552,8 @@ def _solve_nodes(points: Tensor, neighbors: Tensor, kern: Kernel, sigma, tol: fl
             theta = torch.where(small, torch.zeros_like(theta), theta)
             y = torch.einsum("cij,cj->ci", K, theta) - b
         # e_i = K_ii - 2 theta^T b + theta^T K theta = K_ii - theta^T b + theta^T y, with y = K theta - b
-        residual[centres] = (G[:, k, k] - (theta * (b - y)).sum(1)).clamp_min(0.0)
-        weights[centres] = theta
+        residual[centers] = (G[:, k, k] - (theta * (b - y)).sum(1)).clamp_min(0.0)
+        weights[centers] = theta
     return weights, residual
 
 
@@ -636,7 +636,7 @@ def nnk_interpolation(x: Tensor, labels: Tensor, k: int, result: NNKResult | Non
                       **nnk_options) -> tuple[Tensor, float]:
     """Leave-one-out NNK label interpolation (Shekkizhar & Ortega, Asilomar 2021; ``papers/004``).
 
-    ``y_hat_i = sum_j theta_ij y_j / sum_j theta_ij`` over i's own NNK neighbours (i is never its own
+    ``y_hat_i = sum_j theta_ij y_j / sum_j theta_ij`` over i's own NNK neighbors (i is never its own
     candidate, so this is leave-one-out). A node whose weights are all 0 takes the label of its nearest
     (kept) candidate.
 
@@ -671,8 +671,8 @@ def nnk_loo_predictions(result: NNKResult, labels: Tensor, num_classes: int | No
     all 0 takes the label of its nearest kept candidate (the authors' code divides 0 by 0 there).
 
     Args:
-        result: :class:`NNKResult` with neighbors and weights (N, k); its neighbours index ``labels``.
-        labels: (M,) integer classes of the points the neighbours index (M = N for a graph of the points
+        result: :class:`NNKResult` with neighbors and weights (N, k); its neighbors index ``labels``.
+        labels: (M,) integer classes of the points the neighbors index (M = N for a graph of the points
             themselves).
         num_classes: number of columns (default ``labels.max() + 1``).
         convention: None (the result's), or the convention the result must have been computed with
@@ -694,7 +694,7 @@ def nnk_loo_predictions(result: NNKResult, labels: Tensor, num_classes: int | No
     if result.valid is not None:  # nearest kept candidate (the valid mask has at least one True per row)
         first = result.valid.to(torch.uint8).argmax(1)
     nearest = F.one_hot(first, k).double()
-    w = torch.where(empty[:, None], nearest, w)  # nearest neighbour
+    w = torch.where(empty[:, None], nearest, w)  # nearest neighbor
     return torch.einsum("nk,nkc->nc", w, onehot[result.neighbors]) / w.sum(1, keepdim=True)
 
 

@@ -59,6 +59,7 @@ from .losses.embedding import LabelVariationLoss
 from .losses.registry import DISTILL_CONSUMES, check_consumes
 from .losses.regularizers import SmoothnessRegularizer
 from .robustness.attacks import LossFn, cross_entropy_sum, pgd
+from ._params import check_int, check_number
 
 __all__ = [
     "BottleneckCrossEntropy",
@@ -169,8 +170,7 @@ def _check_model(model: nn.Module) -> nn.Module:
 
 
 def _check_weight(value: float, name: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0 or value == float("inf"):
-        raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
+    check_number(value, name, low=0)
     return float(value)
 
 
@@ -468,12 +468,9 @@ class PGDTraining(nn.Module):
         loss_fn: LossFn = cross_entropy_sum,
     ):
         super().__init__()
-        if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not (eps >= 0 and math.isfinite(eps)):
-            raise ValueError(f"eps must be a finite number >= 0, got {eps!r}")
-        if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not (alpha > 0 and math.isfinite(alpha)):
-            raise ValueError(f"alpha must be a finite number > 0, got {alpha!r}")
-        if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-            raise ValueError(f"steps must be an int >= 1, got {steps!r}")
+        check_number(eps, "eps", low=0)
+        check_number(alpha, "alpha", low=0, low_open=True)
+        check_int(steps, "steps", low=1)
         self.model = model
         self.eps, self.alpha, self.steps, self.random_start = float(eps), float(alpha), steps, random_start
         self.loss_fn = loss_fn

@@ -121,7 +121,7 @@ def test_authors_nnk_loop_is_a_pruning_heuristic():
     np.testing.assert_allclose(bench_nnk.objective(x, nbrs, auth), obj(auth), atol=1e-12)
 
 
-def test_authors_nnk_loop_duplicate_of_the_centre_takes_all_the_weight():
+def test_authors_nnk_loop_duplicate_of_the_center_takes_all_the_weight():
     x = bench_nnk.points(30, 8, seed=9).double().numpy()
     x = np.concatenate([x, x[:1]])  # point 30 duplicates point 0
     nbrs = knn(torch.from_numpy(x), 5).numpy()

@@ -87,14 +87,14 @@ def test_logistic_regression_vs_sklearn(data):
 
 
 def test_hand_made_clusters():
-    # two tight clusters far apart: every classifier is perfect; a query at a centre gets its label
+    # two tight clusters far apart: every classifier is perfect; a query at a center gets its label
     x = torch.tensor([[0.0, 0.0], [0.1, 0.0], [0.0, 0.1], [10.0, 10.0], [10.1, 10.0], [10.0, 10.1]])
     y = torch.tensor([0, 0, 0, 1, 1, 1])
     q = torch.tensor([[0.05, 0.05], [9.9, 10.2], [4.0, 4.0], [6.0, 6.0]])
     expected = torch.tensor([0, 1, 0, 1])
     for clf in (KNNClassifier(k=3), NearestClassMean(), LogisticRegressionClassifier()):
         assert torch.equal(clf.fit(x, y).predict(q), expected), type(clf).__name__
-    # k-NN vote: 2 of 3 neighbours from class 1
+    # k-NN vote: 2 of 3 neighbors from class 1
     x2 = torch.tensor([[0.0], [1.0], [1.1], [5.0]])
     y2 = torch.tensor([0, 1, 1, 0])
     assert KNNClassifier(k=3).fit(x2, y2).predict(torch.tensor([[0.9]])).item() == 1

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from geomlat import analysis as A
-from geomlat import graphs, signals
+from geomlat import graphs, kernels, signals
 from geomlat import losses as L
 from geomlat import nnk as N
 from geomlat.knn import knn, knn_graph
@@ -160,7 +160,7 @@ def test_other_losses_create_tensors_on_the_input_device():
 
 
 def test_objectives_create_tensors_on_the_input_device():
-    from geomlat.losses.objectives import BottleneckCrossEntropy, LabelVariationObjective, SmoothnessObjective
+    from geomlat.objectives import BottleneckCrossEntropy, LabelVariationObjective, SmoothnessObjective
 
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(6, 8), nn.ReLU(), nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 3))
@@ -192,5 +192,5 @@ def test_functions_run_on_meta_inputs():
     b = torch.empty(5, 4, device="meta")
     assert L.HintonKD()(logits, logits, y).device.type == "meta"
     assert N.solve_nnk_approx(K, b).device.type == "meta"
-    assert graphs.gram(x).device.type == "meta" and graphs.squared_distances(x).device.type == "meta"
+    assert kernels.gram(x).device.type == "meta" and kernels.squared_distances(x).device.type == "meta"
     assert graphs.normalize_adjacency(torch.empty(6, 6, device="meta")).device.type == "meta"

@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 
 import geomlat
 from geomlat import from_dense, latent_graph, to_dense
-from geomlat.graphs import estimate_sigma, squared_distances
+from geomlat.kernels import estimate_sigma, squared_distances
 
 from reference import np_lgg, np_similarity
 
@@ -226,7 +226,7 @@ def test_similarity_reference_consistency():
 
 def test_gram_one_product_backward_passes_gradcheck():
     """The custom backward ``(dG + dG^T) x`` against finite differences, to first and second order."""
-    from geomlat.graphs import gram
+    from geomlat.kernels import gram
 
     x = torch.randn(6, 5, dtype=torch.float64, generator=torch.Generator().manual_seed(0), requires_grad=True)
     assert torch.autograd.gradcheck(gram, (x,))

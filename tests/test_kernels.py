@@ -23,7 +23,7 @@ class Laplacian(Kernel):
 def laplacian():
     register_kernel("laplacian_test")(Laplacian)
     yield "laplacian_test"
-    KERNELS.pop("laplacian_test")
+    KERNELS.unregister("laplacian_test")
 
 
 def np_laplacian(x: np.ndarray, sigma: float) -> np.ndarray:
@@ -95,16 +95,16 @@ def test_builtin_kernels_in_nnk_blocks_match_dense():
     torch.manual_seed(2)
     x = torch.randn(16, 4, dtype=torch.float64)
     cand = torch.stack([torch.roll(torch.arange(16), -s) for s in (1, 2, 3)], 1)  # (16, 3), never self
-    centres = torch.arange(16)
+    centers = torch.arange(16)
     for name, sigma in (("cosine", None), ("cosine_shifted", None), ("rbf", 0.9)):
         kern = get_kernel(name)
-        K_SS, K_Si, K_ii = kernel_blocks(kern.prepare(x), centres, cand, name, sigma)
+        K_SS, K_Si, K_ii = kernel_blocks(kern.prepare(x), centers, cand, name, sigma)
         dense = geomlat.similarity(x, name, sigma) if name != "cosine" else geomlat.similarity(x.abs(), name)
         if name == "cosine":  # NNK's cosine accepts any sign: compare with the plain formula
             u = x / x.norm(dim=1, keepdim=True)
             dense = u @ u.T
         torch.testing.assert_close(K_SS, dense[cand[:, :, None], cand[:, None, :]], rtol=1e-12, atol=1e-12)
-        torch.testing.assert_close(K_Si, dense[cand, centres[:, None]], rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(K_Si, dense[cand, centers[:, None]], rtol=1e-12, atol=1e-12)
         torch.testing.assert_close(K_ii, dense.diagonal(), rtol=1e-12, atol=1e-12)
 
 

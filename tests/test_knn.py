@@ -47,14 +47,14 @@ def test_cluster_backend_missing_is_a_clear_error():
         knn(_points(), 3, backend="cluster")
 
 
-def test_self_is_never_a_neighbour_even_with_duplicates():
+def test_self_is_never_a_neighbor_even_with_duplicates():
     x = torch.ones(6, 3)
     idx = knn(x, 5)
     assert not bool((idx == torch.arange(6)[:, None]).any())
 
 
 def test_knn_graph_follows_pyg_flow_convention():
-    """PyG's knn_graph (flow="source_to_target"): edge_index[0] = neighbor (source), edge_index[1] = centre
+    """PyG's knn_graph (flow="source_to_target"): edge_index[0] = neighbor (source), edge_index[1] = center
     (target), so sum-aggregating messages gives every node the sum of its k nearest neighbors' features."""
     from torch_geometric.utils import scatter
 

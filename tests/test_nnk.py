@@ -95,7 +95,7 @@ def test_pivoting_matches_nnls_at_benchmark_shape(monkeypatch):
     np.testing.assert_allclose(res.residual.numpy(), err, atol=1e-10)
     assert calls == []
     kept = (res.weights > 0).sum(1).double().mean()
-    assert 3 < kept < 25  # a real pruning problem: neither k-NN nor a single neighbour
+    assert 3 < kept < 25  # a real pruning problem: neither k-NN nor a single neighbor
 
 
 def test_near_singular_systems_fall_back_and_stay_optimal(monkeypatch):
@@ -105,7 +105,7 @@ def test_near_singular_systems_fall_back_and_stay_optimal(monkeypatch):
     base = torch.randn(40, 5, 8, generator=gen, dtype=torch.float64)
     twins = base[:, :3] + 1e-7 * torch.randn(40, 3, 8, generator=gen, dtype=torch.float64)
     a = torch.cat([base, twins], 1)  # candidates 5..7 within 1e-7 of 0..2: K = a a^T (8 x 8) nearly rank 5
-    w = torch.randn(40, 8, generator=gen, dtype=torch.float64) + 1.0  # the centre: b = a w, as for a kernel
+    w = torch.randn(40, 8, generator=gen, dtype=torch.float64) + 1.0  # the center: b = a w, as for a kernel
     K, b = a @ a.transpose(1, 2), torch.einsum("ckd,cd->ck", a, w)
     calls = count_fallback(monkeypatch)
     theta, ok = solve_nnk_exact(K, b)
@@ -170,7 +170,7 @@ def test_bad_arguments():
         nnk_graph(torch.full((5, 2), float("nan")), 2)
 
 
-def test_collinear_points_keep_only_immediate_neighbours():
+def test_collinear_points_keep_only_immediate_neighbors():
     rng = np.random.default_rng(3)
     t = np.sort(rng.uniform(0, 10, 40))
     direction = rng.normal(size=6)
@@ -262,10 +262,10 @@ def test_interpolation_matches_numpy_and_separated_clusters():
     expected = theta @ onehot / theta.sum(1, keepdims=True)
     np.testing.assert_allclose(pred.numpy(), expected, atol=1e-6)
     assert err == pytest.approx(float(np.mean(expected.argmax(1) != y.numpy())))
-    # two far-apart clusters labelled by cluster: LOO interpolation error 0
-    centres = torch.tensor([[5.0, 0, 0], [0, 5.0, 0]])
+    # two far-apart clusters labeled by cluster: LOO interpolation error 0
+    centers = torch.tensor([[5.0, 0, 0], [0, 5.0, 0]])
     labels = torch.arange(2).repeat_interleave(30)
-    pts = centres[labels] + 0.3 * torch.rand(60, 3)
+    pts = centers[labels] + 0.3 * torch.rand(60, 3)
     errors = nnk_layer_errors({"a": pts, "noise": torch.rand(60, 3)}, labels, 5)
     assert errors["a"] == 0.0 and errors["noise"] > 0.1
 

@@ -14,10 +14,10 @@ from hypothesis import strategies as st
 from torch import nn
 
 from geomlat import latent_graph, to_dense
-from geomlat.graphs import estimate_sigma, similarity, squared_distances
+from geomlat.graphs import similarity
+from geomlat.kernels import estimate_sigma, squared_distances
 from geomlat.losses import (
     GKD,
-    Distiller,
     FitNet,
     HintonKD,
     LabelVariationLoss,
@@ -27,6 +27,7 @@ from geomlat.losses import (
     SmoothnessRegularizer,
     label_variation_power,
 )
+from geomlat.objectives import Distiller
 from geomlat.signals import label_variation
 
 from reference import np_label_variation, np_lgg
@@ -96,7 +97,7 @@ def test_estimate_sigma_of_coincident_samples_is_one(dtype):
     x = torch.ones(6, 3, dtype=dtype)
     sigma = estimate_sigma(squared_distances(x))
     assert sigma.item() == 1.0
-    # one sample apart: its 1st-neighbour distance is sqrt(3), the five others' is 0 (they coincide)
+    # one sample apart: its 1st-neighbor distance is sqrt(3), the five others' is 0 (they coincide)
     x[0] = 2.0
     sq = squared_distances(x).requires_grad_()
     sigma = estimate_sigma(sq, k=1)

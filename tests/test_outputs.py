@@ -9,9 +9,8 @@ from torch import nn
 
 from geomlat import LatentCapture, pool_sequence, select_logits, select_output
 from geomlat.engine import model_outputs
-from geomlat.objectives import Supervised
-from geomlat.losses import GKD, Distiller, HintonKD
-from geomlat.objectives import BottleneckCrossEntropy, LabelVariationObjective, SmoothnessObjective
+from geomlat.losses import GKD, HintonKD
+from geomlat.objectives import BottleneckCrossEntropy, Distiller, LabelVariationObjective, SmoothnessObjective, Supervised
 
 
 class Wrapped(nn.Module):

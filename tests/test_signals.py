@@ -84,7 +84,7 @@ def test_graph_without_edges_has_zero_normalized_variation():
 
 @settings(max_examples=30, deadline=None)
 @given(seed=st.integers(0, 10_000), classes=st.integers(2, 5))
-def test_label_variation_invariant_to_relabelling(seed, classes):
+def test_label_variation_invariant_to_relabeling(seed, classes):
     gen = torch.Generator().manual_seed(seed)
     g = _graph(seed=seed % 50)
     y = torch.randint(0, classes, (12,), generator=gen)

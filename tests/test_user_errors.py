@@ -8,7 +8,8 @@ import torch
 from torch import nn
 
 from geomlat import graphs, latent_graph, to_dense, to_pygsp, to_scipy
-from geomlat.losses import GKD, Distiller, HintonKD
+from geomlat.losses import GKD, HintonKD
+from geomlat.objectives import Distiller
 
 
 # ----------------------------------------------------------------------------- Distiller labels

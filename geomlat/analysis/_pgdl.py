@@ -44,7 +44,7 @@ def _top_adjacency(matrix: Tensor, k: int, symmetric: bool) -> Tensor:
 def smoothness_cosine_knn(x: Tensor, onehot: Tensor, k: int = 20) -> float:
     """``tr(Y^T (D - A) Y) / 1e5`` on the cosine k-NN graph of ``VR/complexity.py`` (module docstring).
 
-    Args: x (N, ...) representations; onehot (N, C) labels (one-hot or soft); k neighbours."""
+    Args: x (N, ...) representations; onehot (N, C) labels (one-hot or soft); k neighbors."""
     u = F.normalize(_flat(x), dim=1)
     cos = (u @ u.T).clamp(0, 1)
     adj = _top_adjacency(cos, k, symmetric=True) * cos

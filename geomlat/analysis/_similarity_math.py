@@ -2,7 +2,7 @@
 
 - HSIC from a few moments of the two kernel matrices, so that CKA never holds an (N, N) matrix (linear
   kernel: feature space) or holds one (c, N) block of each kernel at a time (RBF kernel), and CKNNA works
-  on the N * topk entries of its neighbour masks.
+  on the N * topk entries of its neighbor masks.
 - inner-product k-NN lists with the library's chunked exact search;
 - the dynamic programs of the longest common subsequence and the Levenshtein distance, vectorized over
   rows;
@@ -158,7 +158,7 @@ def edit_distances(a: Tensor, b: Tensor) -> Tensor:
 
 
 def partial_whiten(xc: Tensor, alpha: float, eigval_tol: float = 1e-7) -> Tensor:
-    """netrep's regularized whitening of centred ``xc`` (N, d): ``xc V diag(alpha + (1 - alpha) lam^-1/2) V^T``
+    """netrep's regularized whitening of centered ``xc`` (N, d): ``xc V diag(alpha + (1 - alpha) lam^-1/2) V^T``
     with ``lam, V`` the eigenpairs of ``xc^T xc`` (lam clipped at ``eigval_tol``); the overall scale that
     netrep adds to preserve the variance is left out (the angular distance does not see it)."""
     if alpha > 1 - eigval_tol:

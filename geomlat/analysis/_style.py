@@ -1,10 +1,10 @@
 """The one palette of every geomlat figure: series (classes, layers, networks, methods) that a reader,
-a colour-blind one included, tells apart by colour and, from the second to the tenth series, by marker too.
+a color-blind one included, tells apart by color and, from the second to the tenth series, by marker too.
 
-``PALETTE`` is Okabe & Ito's colour-blind-safe set (blue, orange, bluish green, reddish purple, sky blue,
-vermillion, black, yellow) with a grey and a brown, ordered so that neighbours in the list differ most:
+``PALETTE`` is Okabe & Ito's color-blind-safe set (blue, orange, bluish green, reddish purple, sky blue,
+vermillion, black, yellow) with a grey and a brown, ordered so that neighbors in the list differ most:
 the orange and the vermillion, alike to many readers, are the 2nd and 6th series, never both among the
-first five. Ten series get ten colours and ten markers; more cycle the colours with shifted markers.
+first five. Ten series get ten colors and ten markers; more cycle the colors with shifted markers.
 """
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ MARKERS: tuple[str, ...] = ("o", "s", "^", "D", "v", "P", "X", "*", "<", "h")
 
 
 def series_styles(n: int) -> list[tuple[str, str]]:
-    """``n`` distinct ``(colour, marker)`` pairs: ``PALETTE[i % 10]`` with ``MARKERS[(i + i // 10) % 10]``."""
+    """``n`` distinct ``(color, marker)`` pairs: ``PALETTE[i % 10]`` with ``MARKERS[(i + i // 10) % 10]``."""
     if isinstance(n, bool) or not isinstance(n, int) or n < 0:
         raise ValueError(f"number of series must be a non-negative int, got {n!r}")
     m = len(PALETTE)

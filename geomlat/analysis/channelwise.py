@@ -6,7 +6,7 @@ graph per channel on those low-dimensional vectors (the same N samples in every 
 
 - the leave-one-out NNK label interpolation error of each channel (:func:`channelwise_loo_errors`, the
   CW-DeepNNK generalization estimate);
-- the overlap of two channels: how much their NNK neighbourhoods of the same samples coincide
+- the overlap of two channels: how much their NNK neighborhoods of the same samples coincide
   (:func:`channel_overlap`);
 - the channel-wise early-stopping rule on a history of channel errors (:class:`ChannelwiseEarlyStopping`,
   :func:`channelwise_early_stopping`).
@@ -39,6 +39,7 @@ from .._checks import check_choice, check_features, check_k, check_labels
 from ..knn import BACKENDS, knn
 from ..kernels import get_kernel
 from ..nnk import DEFAULT_KERNELS, NNKResult, check_convention, nnk_loo_predictions, nnk_symmetrize, nnk_weights, rbf_sigma
+from .._params import check_int
 
 #: Default number of stacked nodes (channels x samples) per solver call of :func:`channelwise_loo_errors`.
 MAX_NODES = 200_000
@@ -83,7 +84,7 @@ class ChannelNNK:
 
     @property
     def mask(self) -> Tensor:
-        """(C, N, k) bool: which candidates are NNK neighbours (theta > 0)."""
+        """(C, N, k) bool: which candidates are NNK neighbors (theta > 0)."""
         return self.weights > 0
 
     @property
@@ -91,7 +92,7 @@ class ChannelNNK:
         return self.neighbors.shape[0]
 
     def channel(self, c: int) -> NNKResult:
-        """The :class:`geomlat.nnk.NNKResult` of channel c ((N, k) neighbours and weights)."""
+        """The :class:`geomlat.nnk.NNKResult` of channel c ((N, k) neighbors and weights)."""
         sigma = None if self.sigma is None else self.sigma[c] if self.sigma.dim() == 2 else float(self.sigma[c])
         valid = None if self.valid is None else self.valid[c]
         return NNKResult(self.neighbors[c], self.weights[c], self.residual[c], self.kernel, sigma, valid, self.convention)
@@ -149,7 +150,7 @@ def channelwise_nnk(
         neighbors: optional precomputed (C, N, k) candidate indices of every channel (self excluded).
 
     Returns:
-        :class:`ChannelNNK` with (C, N, k) neighbours and weights, equal to C calls of
+        :class:`ChannelNNK` with (C, N, k) neighbors and weights, equal to C calls of
         :func:`geomlat.nnk.nnk_weights` on ``x[:, c].reshape(N, -1)``. Warns (RuntimeWarning) on constant channels.
 
     Memory: the C * N * S values in float64 (the kernel is computed in float64), C * N * k candidates and
@@ -197,7 +198,7 @@ def channelwise_loo_errors(
     """Leave-one-out NNK label interpolation error of every channel (CW-DeepNNK, Bonet et al. 2021).
 
     For channel c, the error is that of :func:`geomlat.nnk.nnk_interpolation` on ``x[:, c].reshape(N, -1)``:
-    each sample's label is predicted from its own NNK neighbours in that channel (weights theta, normalized),
+    each sample's label is predicted from its own NNK neighbors in that channel (weights theta, normalized),
     never from itself, and the error is the fraction of samples whose predicted class (argmax) is wrong.
     ``convention="deepnnk"`` gives the authors' conventions (module docstring; the authors use k = 25), solved
     by geomlat's exact solver instead of their pruning heuristic.
@@ -235,10 +236,10 @@ def channelwise_loo_errors(
 
 
 def channel_overlap(result: ChannelNNK, node_chunk: int = 4096) -> Tensor:
-    """Overlap of the NNK neighbourhoods of every pair of channels, a (C, C) matrix.
+    """Overlap of the NNK neighborhoods of every pair of channels, a (C, C) matrix.
 
     ``overlap[a, b] = mean_i |N_a(i) ∩ N_b(i)| / |N_a(i) ∪ N_b(i)|``: the Jaccard index of sample i's directed
-    NNK neighbour sets (its candidates with theta > 0) in channels a and b, averaged over the N samples (two
+    NNK neighbor sets (its candidates with theta > 0) in channels a and b, averaged over the N samples (two
     empty sets count as 1), as :func:`geomlat.analysis.geometric_stability`'s ``"jaccard"`` for two models.
     1 = the two channels see the same local geometry (redundant channels); symmetric, diagonal 1.
 
@@ -292,10 +293,8 @@ class ChannelwiseEarlyStopping:
     """
 
     def __init__(self, num_channels: int, patience: int):
-        if isinstance(patience, bool) or not isinstance(patience, int) or patience < 1:
-            raise ValueError(f"patience must be an int >= 1, got {patience!r}")
-        if isinstance(num_channels, bool) or not isinstance(num_channels, int) or num_channels < 1:
-            raise ValueError(f"num_channels must be an int >= 1, got {num_channels!r}")
+        check_int(patience, "patience", low=1)
+        check_int(num_channels, "num_channels", low=1)
         self.patience = patience
         self.best_ = torch.full((num_channels,), float("inf"), dtype=torch.float64)
         self.counter_ = torch.full((num_channels,), patience, dtype=torch.long)

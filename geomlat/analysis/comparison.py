@@ -160,7 +160,7 @@ def plot_similarity_heatmaps(results: Mapping[str, dict], path: str | Path, name
 
     Titles: the keys of ``results`` and, for registered measures, their kind and range (a distance says
     "lower = more alike"); axis labels: ``names`` of the row and column models. ``calibrated=True`` (results
-    computed with ``calibrate=``) adds a second row with the calibrated scores (colour scale centred on 0).
+    computed with ``calibrate=``) adds a second row with the calibrated scores (color scale centered on 0).
     """
     import matplotlib
 

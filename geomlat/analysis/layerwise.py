@@ -81,8 +81,8 @@ def plot_layer_curves(values: Mapping[str, Mapping[str, float]], path, ylabel: s
     from ._style import series_styles
 
     fig, ax = plt.subplots(figsize=(5, 3.5))
-    for (colour, marker), (model, per_layer) in zip(series_styles(len(values)), values.items()):
-        ax.plot(list(per_layer), list(per_layer.values()), color=colour, marker=marker, label=model)
+    for (color, marker), (model, per_layer) in zip(series_styles(len(values)), values.items()):
+        ax.plot(list(per_layer), list(per_layer.values()), color=color, marker=marker, label=model)
     ax.set_ylabel(ylabel)
     ax.set_xlabel("layer")
     ax.legend()

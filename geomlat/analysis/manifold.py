@@ -1,12 +1,12 @@
-"""Manifold graph metrics (MGMs) from NNK neighbourhoods (``papers/004``; Cosentino et al. 2022).
+"""Manifold graph metrics (MGMs) from NNK neighborhoods (``papers/004``; Cosentino et al. 2022).
 
-Each node's NNK neighbourhood (its neighbours with ``theta > 0``, before symmetrization) is a polytope
+Each node's NNK neighborhood (its neighbors with ``theta > 0``, before symmetrization) is a polytope
 shaped by the local geometry. From it:
 
-- ``n_neighbors_``: number of NNK neighbours;
-- ``diameter_``: largest distance between two NNK neighbours after unit-normalizing the features (in
-  [0, 2]; 0 with fewer than 2 neighbours);
-- ``local_dim_``: number of principal directions of the vectors ``x_j - x_i`` to the NNK neighbours
+- ``n_neighbors_``: number of NNK neighbors;
+- ``diameter_``: largest distance between two NNK neighbors after unit-normalizing the features (in
+  [0, 2]; 0 with fewer than 2 neighbors);
+- ``local_dim_``: number of principal directions of the vectors ``x_j - x_i`` to the NNK neighbors
   needed to reach ``energy`` (default 90 %) of their squared norm (``participation_ratio_`` gives the
   continuous ``(sum s^2)^2 / sum s^4``); vectors are taken in the kernel's space (unit-normalized features
   for the cosine kernels, raw features for RBF);
@@ -83,7 +83,7 @@ class ManifoldGraphMetrics:
 
 
 def _polytope_stats_rows(points, unit, idx, nb, mask, energy, n_dir):
-    """:func:`_polytope_stats` for the centres ``idx`` (c,) with candidates ``nb`` (c, k)."""
+    """:func:`_polytope_stats` for the centers ``idx`` (c,) with candidates ``nb`` (c, k)."""
     c, k = nb.shape
     u = unit[nb]
     dist = torch.cdist(u, u)
@@ -112,13 +112,13 @@ def _polytope_stats_rows(points, unit, idx, nb, mask, energy, n_dir):
 
 def geometric_stability(features_a: Tensor, features_b: Tensor, k: int = 10, *, attention_mask: Tensor | None = None,
                         reduce: str | None = None, **nnk_options) -> dict:
-    """Agreement of the NNK neighbourhoods of the same N points under two models / seeds (``papers/004``).
+    """Agreement of the NNK neighborhoods of the same N points under two models / seeds (``papers/004``).
 
     ``attention_mask`` (N, T) and ``reduce``: (N, T, H) token features of both models, as
     :func:`geomlat.sequences.sample_vectors` (padding never matters).
 
     Returns:
-        ``{"jaccard": mean over nodes of |N_a(i) ∩ N_b(i)| / |N_a(i) ∪ N_b(i)| (directed NNK neighbour
+        ``{"jaccard": mean over nodes of |N_a(i) ∩ N_b(i)| / |N_a(i) ∪ N_b(i)| (directed NNK neighbor
         sets; two empty sets count as 1), "jaccard_per_node": (N,), "weight_correlation": Pearson
         correlation of the directed weights theta_ij over the union of both edge sets}``. 1 = same local
         geometry, even if the features themselves differ (different widths are fine).
@@ -192,7 +192,7 @@ def augmentation_invariance(
         if module is not None:
             module.train(was_training)
     n = base.shape[0]
-    # all points of one system: [base_i, aug_i1..aug_in]; centre index 0, candidates 1..n_aug
+    # all points of one system: [base_i, aug_i1..aug_in]; center index 0, candidates 1..n_aug
     kern = get_kernel(kernel)
     pts = kern.prepare(torch.cat([base[:, None], augs], 1).reshape(n * (n_aug + 1), -1).double())
     offsets = torch.arange(n, device=pts.device) * (n_aug + 1)

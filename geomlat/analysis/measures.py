@@ -116,14 +116,14 @@ def _need_layers(layers: Sequence[str], n: int, name: str) -> None:
 
 
 # ------------------------------------------------------------------------------------------ feature measures
-def _centred(x: Tensor) -> Tensor:
+def _centered(x: Tensor) -> Tensor:
     flat = x.detach().reshape(x.shape[0], -1).double()
     return flat - flat.mean(0)
 
 
 def rankme(z: Tensor, eps: float = 1e-7) -> float:
     """RankMe (Garrido et al., ICML 2023, Eq. 1): ``exp(-sum_k p_k log p_k)``, ``p_k = s_k / |s|_1 + eps`` with
-    ``s`` the singular values of the (N, d) embeddings (not centred, as in the paper). Larger = higher rank."""
+    ``s`` the singular values of the (N, d) embeddings (not centered, as in the paper). Larger = higher rank."""
     s = torch.linalg.svdvals(z.detach().reshape(z.shape[0], -1).double())
     p = s / s.sum() + eps
     return float(torch.exp(-(p * torch.log(p)).sum()))
@@ -134,7 +134,7 @@ def alpha_req(z: Tensor, fit: tuple[int, int] | None = None) -> float:
     covariance, ``lambda_i ~ i^-alpha``, by least squares of ``log lambda_i`` on ``log i`` over the ranks
     ``fit = (first, last)`` (1-based, inclusive; default all ranks up to min(N - 1, d) with ``lambda > 0``).
     The paper finds generalization best for alpha near 1."""
-    lam = torch.linalg.eigvalsh(_centred(z).T @ _centred(z) / (z.shape[0] - 1)).flip(0)
+    lam = torch.linalg.eigvalsh(_centered(z).T @ _centered(z) / (z.shape[0] - 1)).flip(0)
     lo, hi = fit or (1, int((lam > lam[0] * 1e-12).sum()))
     if not 1 <= lo < hi <= len(lam):
         raise ValueError(f"fit ranks must satisfy 1 <= first < last <= {len(lam)}, got {(lo, hi)}")
@@ -151,8 +151,8 @@ def nc1(z: Tensor, labels: Tensor) -> float:
     flat = z.detach().reshape(z.shape[0], -1).double()
     classes = torch.unique(labels)
     means = torch.stack([flat[labels == c].mean(0) for c in classes])
-    centred = flat - means[torch.searchsorted(classes, labels)]
-    sw = centred.T @ centred / flat.shape[0]
+    centered = flat - means[torch.searchsorted(classes, labels)]
+    sw = centered.T @ centered / flat.shape[0]
     mb = means - means.mean(0)
     sb = mb.T @ mb / len(classes)
     return float(torch.trace(sw @ torch.linalg.pinv(sb, hermitian=True)) / len(classes))
@@ -160,7 +160,7 @@ def nc1(z: Tensor, labels: Tensor) -> float:
 
 def twonn_dimension(z: Tensor, discard: float = 0.1) -> float:
     """TwoNN intrinsic dimension (Facco et al., Sci. Rep. 2017): ``mu_i = r2_i / r1_i`` (second over first
-    nearest-neighbour distance); the fit of ``-log(1 - F(mu)) = d log mu`` through the origin on the empirical
+    nearest-neighbor distance); the fit of ``-log(1 - F(mu)) = d log mu`` through the origin on the empirical
     distribution of mu with the largest ``discard`` fraction of mu dropped (their default 10%), by least squares.
     Duplicate points (r1 = 0) are dropped first."""
     flat = z.detach().reshape(z.shape[0], -1).double()

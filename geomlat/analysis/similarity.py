@@ -21,12 +21,12 @@ measure                       kind        range                 reference
 ``cca``                       distance    [0, pi/2] radians     netrep ``LinearMetric(alpha=0)``, angular
 ``rsa``                       similarity  [-1, 1]               Spearman of 1 - Pearson RDMs
 ``lgg``                       similarity  [0, 1] (>= 0 graphs)  geomlat's LGG similarity
-``knn_overlap``               similarity  [0, 1]                ``mutual_knn`` on cosine neighbours
+``knn_overlap``               similarity  [0, 1]                ``mutual_knn`` on cosine neighbors
 ============================  ==========  ====================  =========================================
 
 Conventions shared with platonic-rep (``minyoungg/platonic-rep``, ``metrics.py``): options ``topk`` (default
 10, the default of its pipeline), ``sigma`` (its ``rbf_sigma``, default 1.0) and ``cca_dim`` (default 10);
-neighbours are the largest inner products (self excluded); the CKA-type ratios add ``eps=1e-6`` to their
+neighbors are the largest inner products (self excluded); the CKA-type ratios add ``eps=1e-6`` to their
 denominator as it does. Rows are *not* scaled to unit length unless ``normalize=True``: platonic-rep's
 ``metrics.py`` takes the features as given, its pipeline (``measure_alignment.compute_score``) scales every
 row to unit L2 norm first, so ``normalize=True`` reproduces the pipeline (whose features are also clamped
@@ -60,7 +60,7 @@ class SimilarityMeasure:
     Attributes:
         kind: ``"similarity"`` (larger = more alike) or ``"distance"`` (smaller = more alike).
         range: the range in words (e.g. ``"[0, 1]"``, ``"[0, pi/2] rad"``), for labels.
-        bounds: (low, high) for colour scales, or None when the range depends on the options.
+        bounds: (low, high) for color scales, or None when the range depends on the options.
     """
 
     name: str
@@ -260,8 +260,8 @@ def rbf_cka(x: Tensor, y: Tensor, sigma: float = 1.0, unbiased: bool = False, no
 
 
 # ---------------------------------------------------------------------------------------------- k-NN family
-def _neighbours(x: Tensor, y: Tensor, topk: int, normalize: bool) -> tuple[Tensor, Tensor]:
-    """(N, topk) inner-product neighbour lists of x and y, nearest first (platonic-rep's
+def _neighbors(x: Tensor, y: Tensor, topk: int, normalize: bool) -> tuple[Tensor, Tensor]:
+    """(N, topk) inner-product neighbor lists of x and y, nearest first (platonic-rep's
     ``compute_nearest_neighbors``), by the library's exact chunked search."""
     if not isinstance(topk, int) or isinstance(topk, bool):
         raise TypeError(f"topk must be an int, got {topk!r}")
@@ -271,7 +271,7 @@ def _neighbours(x: Tensor, y: Tensor, topk: int, normalize: bool) -> tuple[Tenso
 @register_similarity("mutual_knn")
 def mutual_knn(x: Tensor, y: Tensor, topk: int = 10, normalize: bool = False) -> float:
     """Mean over inputs of ``|N_x(i) ∩ N_y(i)| / topk`` (platonic-rep ``mutual_knn``). Similarity in [0, 1]."""
-    na, nb = _neighbours(x, y, topk, normalize)
+    na, nb = _neighbors(x, y, topk, normalize)
     shared = (na[:, :, None] == nb[:, None, :]).any(-1).sum(1)
     return float(shared.double().mean() / topk)
 
@@ -285,26 +285,26 @@ def knn_overlap(x: Tensor, y: Tensor, k: int = 10) -> float:
 
 @register_similarity("cycle_knn")
 def cycle_knn(x: Tensor, y: Tensor, topk: int = 10, normalize: bool = False) -> float:
-    """Fraction of inputs i found among the x-neighbours of one of their y-neighbours (platonic-rep
+    """Fraction of inputs i found among the x-neighbors of one of their y-neighbors (platonic-rep
     ``cycle_knn``: ``knn_x[knn_y]`` contains i). Similarity in [0, 1]; not symmetric in (x, y)."""
-    na, nb = _neighbours(x, y, topk, normalize)
+    na, nb = _neighbors(x, y, topk, normalize)
     own = torch.arange(na.shape[0], device=na.device)[:, None, None]
     return float((na[nb] == own).flatten(1).any(1).double().mean())
 
 
 @register_similarity("lcs_knn", range="[0, topk]", bounds=None)
 def lcs_knn(x: Tensor, y: Tensor, topk: int = 10, normalize: bool = False) -> float:
-    """Mean length of the longest common subsequence of the ordered neighbour lists (platonic-rep
+    """Mean length of the longest common subsequence of the ordered neighbor lists (platonic-rep
     ``lcs_knn``, not divided by topk). Similarity in [0, topk]."""
-    na, nb = _neighbours(x, y, topk, normalize)
+    na, nb = _neighbors(x, y, topk, normalize)
     return float(M.lcs_lengths(na, nb).double().mean())
 
 
 @register_similarity("edit_distance_knn")
 def edit_distance_knn(x: Tensor, y: Tensor, topk: int = 10, normalize: bool = False) -> float:
-    """``1 - mean Levenshtein distance / topk`` of the ordered neighbour lists (platonic-rep
+    """``1 - mean Levenshtein distance / topk`` of the ordered neighbor lists (platonic-rep
     ``edit_distance_knn``). Similarity in [0, 1]."""
-    na, nb = _neighbours(x, y, topk, normalize)
+    na, nb = _neighbors(x, y, topk, normalize)
     return float(1.0 - M.edit_distances(na, nb).double().mean() / topk)
 
 
@@ -332,7 +332,7 @@ def _masked_hsic(x: Tensor, y: Tensor, na: Tensor, nb: Tensor, unbiased: bool) -
 def cknna(x: Tensor, y: Tensor, topk: int = 10, unbiased: bool = True, normalize: bool = False,
           eps: float = 1e-6) -> float:
     """CKNNA (platonic-rep ``cknna``): CKA of the linear kernels restricted to the pairs that are mutual
-    top-k neighbours (``unbiased=True``: self excluded, unbiased HSIC; ``False``: self may be a neighbour,
+    top-k neighbors (``unbiased=True``: self excluded, unbiased HSIC; ``False``: self may be a neighbor,
     biased HSIC). Similarity, about [-1, 1]. Works on the N * topk mask entries, no (N, N) matrix."""
     if not isinstance(topk, int) or topk < 2:
         raise ValueError(f"CKNNA needs topk >= 2, got {topk!r}")
@@ -379,7 +379,7 @@ def _aligned_angle(a: Tensor, b: Tensor) -> float:
 @register_similarity("procrustes", kind="distance", range="[0, pi/2] rad", bounds=(0.0, math.pi / 2))
 def procrustes(x: Tensor, y: Tensor) -> float:
     """Orthogonal Procrustes angular distance (netrep ``LinearMetric(alpha=1, score_method="angular")``): the
-    angle ``arccos(<x_c Q, y_c>_F / (|x_c|_F |y_c|_F))`` for the best rotation Q of the centred features
+    angle ``arccos(<x_c Q, y_c>_F / (|x_c|_F |y_c|_F))`` for the best rotation Q of the centered features
     (zero-padded to a common width). Distance in radians, [0, pi/2]; 0 iff y_c = s x_c Q."""
     a, b = x.double(), y.double()
     return _aligned_angle(a - a.mean(0), b - b.mean(0))
@@ -388,7 +388,7 @@ def procrustes(x: Tensor, y: Tensor) -> float:
 @register_similarity("cca", kind="distance", range="[0, pi/2] rad", bounds=(0.0, math.pi / 2))
 def cca(x: Tensor, y: Tensor) -> float:
     """CCA angular distance (netrep ``LinearMetric(alpha=0, score_method="angular")``): the Procrustes angle
-    of the whitened centred features, ``arccos(sum of canonical correlations / sqrt(d_x d_y))`` for full-rank
+    of the whitened centered features, ``arccos(sum of canonical correlations / sqrt(d_x d_y))`` for full-rank
     features (eigenvalues of ``x_c^T x_c`` clipped at 1e-7 as netrep does). Distance in radians, [0, pi/2]."""
     a, b = x.double(), y.double()
     return _aligned_angle(M.partial_whiten(a - a.mean(0), 0.0), M.partial_whiten(b - b.mean(0), 0.0))

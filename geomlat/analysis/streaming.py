@@ -158,7 +158,7 @@ def streaming_nnk_metrics(
 
     Returns:
         ``{layer: {"loo_error": NNK leave-one-out interpolation error (as geomlat.nnk.nnk_interpolation),
-        "n_neighbors_mean": mean number of NNK neighbours, "num_points": N, "dim": d,
+        "n_neighbors_mean": mean number of NNK neighbors, "num_points": N, "dim": d,
         "channel_loo_errors": (C,) float64 (with per_channel and spatial layers)}}``.
 
     Memory: see the module docstring (one layer at a time).

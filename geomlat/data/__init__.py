@@ -12,31 +12,30 @@ from __future__ import annotations
 
 from typing import Callable
 
+from .._params import check_int
+from ..registry import Registry
 from .augment import CropFlipParams, RandomCropFlip, apply_crop_flip, draw_crop_flip
 from .cifar import RestrictedUnpickler, load_cifar10_splits, read_batch, read_cifar10, restricted_load, write_cifar_folder
 from .embedded import load_digits_splits, load_mnist1d_splits
 from .splits import DatasetSplits, balanced_order
 
-DATASETS: dict[str, Callable[..., DatasetSplits]] = {
-    "digits": load_digits_splits,
-    "mnist1d": load_mnist1d_splits,
-    "cifar10": load_cifar10_splits,
-}
+#: name -> loader ``loader(data_dir=, seed=, **options) -> DatasetSplits`` (``@DATASETS.register("name")`` adds one).
+DATASETS: Registry[Callable[..., DatasetSplits]] = Registry("dataset")
+DATASETS.register("digits", load_digits_splits)
+DATASETS.register("mnist1d", load_mnist1d_splits)
+DATASETS.register("cifar10", load_cifar10_splits)
 
 
 def load_dataset(name: str, data_dir: str | None = None, seed: int = 0, **options) -> DatasetSplits:
     """Load data set ``name`` (see :data:`DATASETS`) with ``options`` passed to its loader.
 
     Raises:
-        KeyError: unknown name (the message lists the available ones).
+        UnknownNameError: unknown name (a ``KeyError``; the message lists the registered ones).
         TypeError: an option the loader does not take (the message names the loader's options).
         FileNotFoundError / ValueError: missing or malformed files (CIFAR-10).
     """
-    if name not in DATASETS:
-        raise KeyError(f"unknown dataset {name!r}; available: {sorted(DATASETS)}")
-    if isinstance(seed, bool) or not isinstance(seed, int):
-        raise TypeError(f"seed must be an int, got {type(seed).__name__}")
     loader = DATASETS[name]
+    check_int(seed, "seed", error=TypeError)
     import inspect
 
     accepted = [p for p in inspect.signature(loader).parameters if p not in ("data_dir", "seed")]

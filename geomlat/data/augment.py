@@ -11,6 +11,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+from .._params import check_int
+
 
 
 @dataclass(frozen=True)
@@ -38,8 +40,7 @@ def draw_crop_flip(
     then, if ``flip``, ``rand(B) < 0.5``; all on ``generator``'s device, then moved to ``x.device``.
     """
     _check_batch(x)
-    if isinstance(padding, bool) or not isinstance(padding, int) or padding < 0:
-        raise ValueError(f"padding must be an int >= 0, got {padding!r}")
+    check_int(padding, "padding", low=0)
     if not isinstance(generator, torch.Generator):
         raise TypeError(f"generator must be a torch.Generator, got {type(generator).__name__}")
     batch, dims = x.shape[0], x.dim() - 2
@@ -86,8 +87,7 @@ class RandomCropFlip:
     """
 
     def __init__(self, padding: int, flip: bool):
-        if isinstance(padding, bool) or not isinstance(padding, int) or padding < 0:
-            raise ValueError(f"padding must be an int >= 0, got {padding!r}")
+        check_int(padding, "padding", low=0)
         self.padding = padding
         self.flip = bool(flip)
 

@@ -8,6 +8,8 @@ import numpy as np
 import torch
 from torch import Tensor
 from torch.utils.data import TensorDataset
+from .._params import check_int
+
 
 # distinct random streams per use of the seed, so that e.g. the validation split does not depend on test_size
 STREAM_SPLIT, STREAM_VAL, STREAM_TRAIN, STREAM_TEST = 1, 2, 3, 4
@@ -67,8 +69,7 @@ def check_size(value, name: str, available: int, allow_zero: bool = False) -> in
     """``value`` must be None or an int in [1 (or 0), available]."""
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise TypeError(f"{name} must be an int or None, got {type(value).__name__}")
+    check_int(value, name, none_ok=True, numpy_ok=True, error=TypeError)
     low = 0 if allow_zero else 1
     if not low <= value <= available:
         raise ValueError(f"{name}={value} must be between {low} and {available} (samples available)")

@@ -1,8 +1,8 @@
-"""A small labelled text set built offline: topic sentences from templates (no download).
+"""A small labeled text set built offline: topic sentences from templates (no download).
 
 Each sentence joins a topic clause (a subject, a verb phrase and an object drawn from the topic's own word
 lists) with 0 to 3 neutral clauses drawn from lists shared by every topic ("late last night", "as my
-neighbour told me", ...). The topic decides the words; the neutral clauses decide the length, independently
+neighbor told me", ...). The topic decides the words; the neutral clauses decide the length, independently
 of the topic: a representation whose geometry follows sentence length (e.g. token features flattened with
 their padding) then mixes the classes, while one that follows meaning separates them.
 
@@ -14,6 +14,8 @@ Example:
 from __future__ import annotations
 
 import numpy as np
+from .._params import check_int
+
 
 TOPICS: dict[str, tuple[list[str], list[str], list[str]]] = {
     "sports": (["the striker", "our goalkeeper", "the young sprinter", "the tennis champion", "the coach"],
@@ -40,7 +42,7 @@ TOPICS: dict[str, tuple[list[str], list[str], list[str]]] = {
 }
 
 #: clauses shared by every topic: they change the length, never the class
-NEUTRAL = ["late last night", "as my neighbour told me", "according to the evening news", "once again",
+NEUTRAL = ["late last night", "as my neighbor told me", "according to the evening news", "once again",
            "for the second time this year", "to everyone's surprise", "on a quiet sunday morning",
            "just before the holidays", "in the middle of the week", "while we were away"]
 
@@ -51,8 +53,7 @@ def topic_sentences(n_per_class: int = 60, seed: int = 0, max_extra_clauses: int
     Returns:
         ``(texts, labels (N,) int64, class_names)`` with N = 6 * n_per_class, sorted by class.
     """
-    if isinstance(n_per_class, bool) or not isinstance(n_per_class, int) or n_per_class < 1:
-        raise ValueError(f"n_per_class must be an integer >= 1, got {n_per_class!r}")
+    check_int(n_per_class, "n_per_class", low=1)
     rng = np.random.default_rng(seed)
     texts, labels = [], []
     for label, (subjects, verbs, objects) in enumerate(TOPICS.values()):

@@ -18,7 +18,6 @@ _LAZY = {
     **dict.fromkeys(("get_rank", "get_world_size", "is_main_process"), "..distributed"),
     **dict.fromkeys(("atomic_save", "atomic_write_bytes", "atomic_write_text", "load_checkpoint", "read_json",
                      "to_jsonable", "write_json"), "..io"),
-    "Supervised": "..objectives",
     **dict.fromkeys(("TrainConfig", "lr_factor", "make_optimizer", "make_scheduler"), ".config"),
     **dict.fromkeys(("evaluate_accuracy", "model_outputs", "predict"), ".evaluation"),
     **dict.fromkeys(("checkpoint_state", "load_trained_model", "RunFolderMismatch"), ".run_folder"),
@@ -35,7 +34,6 @@ __dir__ = lazy_dir(_LAZY, globals())
 __all__ = [
     "Precision",
     "RunFolderMismatch",
-    "Supervised",
     "TrainConfig",
     "atomic_save",
     "atomic_write_bytes",

@@ -6,10 +6,11 @@
   is given) and the leave-one-out NNK interpolation error, through the Trainer's own loggers (CSV,
   TensorBoard, ...).
 - :class:`ObjectiveModule`: a ``LightningModule`` that trains any geomlat objective
-  (``forward(x, y) -> (output, {name: loss})``: :class:`geomlat.losses.Distiller`,
-  :class:`geomlat.engine.Supervised`, ...), e.g. GKD + Hinton KD in a few lines::
+  (``forward(x, y) -> (output, {name: loss})``: :class:`geomlat.objectives.Distiller`,
+  :class:`geomlat.objectives.Supervised`, ...), e.g. GKD + Hinton KD in a few lines::
 
-      from geomlat.losses import GKD, Distiller, HintonKD
+      from geomlat.losses import GKD, HintonKD
+      from geomlat.objectives import Distiller
       from geomlat.integrations.lightning import GeometryMonitor, ObjectiveModule
 
       distiller = Distiller(student, teacher, {"gkd": (GKD(), 25.0), "kd": (HintonKD(T=4), 1.0)},
@@ -36,6 +37,7 @@ from ..graphs import feature_vectors, latent_graph
 from ..sequences import REDUCTIONS
 from ..nnk import nnk_interpolation
 from ..signals import label_variation
+from .._params import check_int
 
 __all__ = ["GeometryMonitor", "ObjectiveModule", "layer_metrics"]
 
@@ -77,8 +79,7 @@ def layer_metrics(
     - ``{prefix}/lgg_distance_teacher/L`` (with ``teacher_feats``): the same between L and its teacher layer;
     - ``{prefix}/nnk_loo_error/L``: leave-one-out NNK interpolation error of the labels.
     """
-    if distance not in DISTANCES:
-        raise ValueError(f"unknown graph distance {distance!r}; registered: {sorted(DISTANCES)}")
+    DISTANCES[distance]  # an unknown name raises UnknownNameError (a ValueError) listing the registered ones
     if teacher_feats is not None and list(teacher_feats) != list(feats):
         raise KeyError(f"teacher_feats must have the keys of feats {list(feats)}, got {list(teacher_feats)}")
     out: dict[str, float] = {}
@@ -101,10 +102,9 @@ def layer_metrics(
 
 
 def _check_every(value, name: str) -> int | None:
+    check_int(value, name, low=1, none_ok=True)
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be a positive int or None, got {value!r}")
     return value
 
 
@@ -175,8 +175,7 @@ class GeometryMonitor(pl.Callback):
         self.teacher_layers = None if teacher_layers is None else list(teacher_layers)
         if self.teacher_layers is not None and len(self.teacher_layers) != len(self.layers):
             raise ValueError(f"teacher_layers needs one name per layer: {len(self.layers)} layers, got {len(self.teacher_layers)}")
-        if distance not in DISTANCES:
-            raise ValueError(f"unknown graph distance {distance!r}; registered: {sorted(DISTANCES)}")
+        DISTANCES[distance]  # an unknown name raises UnknownNameError (a ValueError) listing the registered ones
         self.every_n_epochs = _check_every(every_n_epochs, "every_n_epochs")
         self.every_n_steps = _check_every(every_n_steps, "every_n_steps")
         self.options = dict(k=k, kernel=kernel, nnk_k=nnk_k, nnk_kernel=nnk_kernel, distance=distance, prefix=prefix)
@@ -242,7 +241,7 @@ class GeometryMonitor(pl.Callback):
 
 class ObjectiveModule(pl.LightningModule):
     """A LightningModule training a geomlat objective (``forward(x, y) -> (output, {name: scalar loss})``,
-    attribute ``.model``), e.g. :class:`geomlat.losses.Distiller` (GKD + Hinton KD).
+    attribute ``.model``), e.g. :class:`geomlat.objectives.Distiller` (GKD + Hinton KD).
 
     ``training_step`` sums the objective's losses and logs each term as ``train/<name>`` and the total as
     ``train/loss`` (epoch means); ``validation_step`` logs ``val/acc`` of ``argmax`` of the model's logits

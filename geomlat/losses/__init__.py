@@ -2,7 +2,7 @@
 
 - Knowledge distillation (LGG paper 4.1): :class:`GKD`, :class:`RKDDistance`, :class:`RKDAngle`,
   :class:`HintonKD`, :class:`FitNet`, :class:`SimilarityPreserving` (combined by the
-  :class:`geomlat.objectives.Distiller` objective, also importable from here).
+  :class:`geomlat.objectives.Distiller` objective).
 - Label variation as the training objective (4.2): :class:`LabelVariationLoss`.
 - Robustness regularizer (4.3): :class:`SmoothnessRegularizer`, :func:`label_variation_power` (fast) and
   :func:`label_variation_power_dense` (dense reference, the authors' approach).
@@ -21,7 +21,6 @@ from .registry import LOSSES, build_loss, get_loss, register_loss
 from .regularizers import SmoothnessRegularizer, label_variation_power, label_variation_power_dense
 
 __all__ = [
-    "Distiller",
     "FitNet",
     "GKD",
     "HintonKD",
@@ -37,12 +36,3 @@ __all__ = [
     "label_variation_power_dense",
     "register_loss",
 ]
-
-
-def __getattr__(name: str):
-    """``Distiller`` lives in :mod:`geomlat.objectives` (imported lazily: that module imports the losses)."""
-    if name == "Distiller":
-        from ..objectives import Distiller
-
-        return Distiller
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -32,13 +32,14 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..capture import LatentCapture
-from ..graphs import (batch_scale, check_kernel, class_mask, feature_vectors, knn_mask, latent_adjacency,
-                      normalize_adjacency, similarity, squared_distances)
+from ..graphs import check_kernel, class_mask, feature_vectors, knn_mask, latent_adjacency, normalize_adjacency, similarity
+from ..kernels import batch_scale, squared_distances
 from ..sequences import REDUCTIONS, check_attention_mask
 from .._checks import check_choice, check_features, check_features_min, check_k, check_labels, full_precision, upcast_half
 from .._checks import checks_deferred, value_check
 from ._common import check_pairs
 from .registry import register_loss
+from .._params import check_int
 
 GKD_ORDERS = ("authors", "paper")
 
@@ -50,7 +51,7 @@ class GKD(nn.Module):
 
     ``L = (1 / P) sum_pairs || A_T - A_S ||_F^2``: the squared Frobenius norm is *summed* over the B x B
     entries and the sum over the P layer pairs is divided by P (authors' code). Multiply by
-    ``lambda_KD`` (25 in the paper) outside, e.g. as the :class:`Distiller` weight.
+    ``lambda_KD`` (25 in the paper) outside, e.g. as the :class:`geomlat.objectives.Distiller` weight.
 
     Two orders of the graph construction, which agree for the full graph without mask at ``power=1``:
 
@@ -67,7 +68,7 @@ class GKD(nn.Module):
       similarity).
 
     Args:
-        k: neighbours per vertex of the k-NN graph; ``None`` = full graph (authors' setting).
+        k: neighbors per vertex of the k-NN graph; ``None`` = full graph (authors' setting).
         kernel: similarity (see :func:`geomlat.similarity`); ``"auto"`` (default): cosine when both features
             of a pair are non-negative (the authors' cosine on post-ReLU features), else RBF for both;
             ``"cosine"`` needs non-negative features.
@@ -111,8 +112,7 @@ class GKD(nn.Module):
         check_choice(normalize, "normalize", (None, "sym"))
         if k is not None:
             check_k(k, k + 1)  # type and k >= 1; the batch-size bound is checked in forward
-        if isinstance(power, bool) or not isinstance(power, int) or power < 1:
-            raise ValueError(f"power must be an integer >= 1, got {power!r}")
+        check_int(power, "power", low=1)
         self.k, self.kernel, self.mask, self.power = k, kernel, mask, power
         self.normalize, self.reuse_teacher_knn, self.order = normalize, reuse_teacher_knn, order
 
@@ -209,7 +209,7 @@ class _RelationalKD(nn.Module):
 
     Subclasses implement ``pair_loss(t (B, d_t) detached, s (B, d_s)) -> scalar``, which must not depend
     on a global scale of ``t`` or of ``s`` (RKD-D divides by the mean distance, RKD-A uses unit vectors,
-    SP normalizes rows): each side is divided by its power-of-2 :func:`geomlat.graphs.batch_scale` first
+    SP normalizes rows): each side is divided by its power-of-2 :func:`geomlat.kernels.batch_scale` first
     (exact; the gradient is unchanged), so features of any finite scale neither overflow nor vanish
     below the epsilons, and the geometry is in float32 for half features.
 
@@ -335,7 +335,7 @@ class FitNet(nn.Module):
     ``L = mean over pairs of MSE`` (mean over every element).
 
     The projections are parameters of this module, trained together with the student (the
-    :class:`Distiller` registers them) and discarded after training: they are *not* part of the
+    :class:`geomlat.objectives.Distiller` registers them) and discarded after training: they are *not* part of the
     student's parameter count.
 
     Token sequences: with the keyword ``attention_mask`` (B, T) of forward, the features are (B, T, H) token
@@ -453,12 +453,3 @@ class SimilarityPreserving(_RelationalKD):
         g_t = _unit_rows(t @ t.T)
         g_s = _unit_rows(s @ s.T)
         return ((g_t - g_s) ** 2).sum() / t.shape[0] ** 2
-
-
-def __getattr__(name: str):
-    """``Distiller`` moved to :mod:`geomlat.objectives` (kept importable from here)."""
-    if name == "Distiller":
-        from ..objectives import Distiller
-
-        return Distiller
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

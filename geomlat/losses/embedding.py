@@ -25,8 +25,8 @@ class LabelVariationLoss(nn.Module):
     a value in [0, 1] independent of the batch size.
 
     Kernel choice (default ``"rbf"`` with the bandwidth estimated from the batch): an output embedding is
-    signed, so plain cosine does not apply. The RBF with ``sigma`` = mean distance to the k-th neighbour / 3
-    (the authors' rule, :func:`geomlat.graphs.estimate_sigma`) is the paper's choice for signed data and
+    signed, so plain cosine does not apply. The RBF with ``sigma`` = mean distance to the k-th neighbor / 3
+    (the authors' rule, :func:`geomlat.kernels.estimate_sigma`) is the paper's choice for signed data and
     makes the loss invariant to a global rescaling of the output (distances and sigma scale together),
     so it cannot be decreased trivially by inflating the outputs; inter-class weights can reach ~0 for
     any number of classes, also in 2-D. ``"cosine_shifted"`` (0.5 + 0.5 cos) also works for signed data
@@ -34,7 +34,7 @@ class LabelVariationLoss(nn.Module):
     dimensions the minimum stays far above 0 and the loss only spreads class directions, not clusters.
 
     Args:
-        k: k-NN graph (``None``: full graph). With ``"rbf"``, ``k`` is also the neighbour used for sigma.
+        k: k-NN graph (``None``: full graph). With ``"rbf"``, ``k`` is also the neighbor used for sigma.
         kernel: any kernel of :func:`geomlat.similarity` (``"cosine"`` only for non-negative outputs).
         normalized: divide by the total edge weight.
         sigma: fixed RBF bandwidth instead of the estimate.

@@ -29,15 +29,14 @@ from typing import Any, Callable, Sequence, TypeVar
 
 from torch import nn
 
+from ..registry import Registry
+
 __all__ = ["CONSUMES", "DISTILL_CONSUMES", "LOSSES", "build_loss", "get_loss", "register_loss"]
 
 #: What a loss may consume (see the module docstring).
 CONSUMES = ("features", "logits", "output", "layers")
 #: What a term of a :class:`geomlat.objectives.Distiller` may consume.
 DISTILL_CONSUMES = ("features", "logits")
-
-#: name -> loss class.
-LOSSES: dict[str, type[nn.Module]] = {}
 
 L = TypeVar("L", bound=type)
 
@@ -54,34 +53,30 @@ def check_consumes(loss: Any, name: str, allowed: Sequence[str] = CONSUMES) -> s
     return kind
 
 
+def _check_loss_class(name: str, cls: Any) -> None:
+    if not (isinstance(cls, type) and issubclass(cls, nn.Module)):
+        raise TypeError(f"register_loss({name!r}) decorates nn.Module classes, got {cls!r}")
+    check_consumes(cls, f"register_loss({name!r})")
+
+
+#: name -> loss class (:func:`register_loss` adds to it).
+LOSSES: Registry[type[nn.Module]] = Registry("loss", check=_check_loss_class)
+
+
 def register_loss(name: str) -> Callable[[L], L]:
     """Class decorator: register an ``nn.Module`` loss class under ``name`` (see the protocol above).
 
     Raises:
-        ValueError: ``name`` is empty or already taken by another class.
+        ValueError: ``name`` is empty or already registered.
         TypeError: the class is not an ``nn.Module`` subclass or has no valid ``consumes``.
     """
-    if not isinstance(name, str) or not name:
-        raise ValueError(f"a loss name must be a non-empty string, got {name!r}")
-
-    def decorator(cls: L) -> L:
-        if not (isinstance(cls, type) and issubclass(cls, nn.Module)):
-            raise TypeError(f"register_loss({name!r}) decorates nn.Module classes, got {cls!r}")
-        check_consumes(cls, f"register_loss({name!r})")
-        if name in LOSSES and LOSSES[name] is not cls:
-            raise ValueError(f"loss name {name!r} is already registered for {LOSSES[name].__name__}")
-        LOSSES[name] = cls
-        return cls
-
-    return decorator
+    return LOSSES.register(name)
 
 
 def get_loss(name: str) -> type[nn.Module]:
-    """The loss class registered under ``name`` (``KeyError`` listing the registered names)."""
-    try:
-        return LOSSES[name]
-    except (KeyError, TypeError):
-        raise KeyError(f"unknown loss {name!r}; registered losses: {sorted(LOSSES)}") from None
+    """The loss class registered under ``name``; :class:`geomlat.registry.UnknownNameError` (a ``KeyError``)
+    listing the registered names otherwise."""
+    return LOSSES[name]
 
 
 def build_loss(

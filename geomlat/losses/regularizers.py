@@ -19,11 +19,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..graphs import feature_vectors, latent_adjacency, norms_out_of_range, row_scales
+from ..graphs import feature_vectors, latent_adjacency
+from ..kernels import norms_out_of_range, row_scales
 from ..sequences import REDUCTIONS
 from .._checks import check_choice, check_features, check_features_min, check_k, check_labels, full_precision, value_check
 from ._common import as_feature_list
 from .registry import register_loss
+from .._params import check_int
 
 
 def _one_hot(y: Tensor, b: int, like: Tensor, num_classes: int | None = None) -> Tensor:
@@ -39,8 +41,7 @@ def _one_hot(y: Tensor, b: int, like: Tensor, num_classes: int | None = None) ->
 
 
 def _check_power(m: int) -> None:
-    if isinstance(m, bool) or not isinstance(m, int) or m < 1:
-        raise ValueError(f"power m must be an integer >= 1, got {m!r}")
+    check_int(m, "power m", low=1)
 
 
 def _check_cosine(flat: Tensor, lo: float | None = None) -> None:
@@ -79,7 +80,7 @@ class _CosineAdjacencyTimes(torch.autograd.Function):
     """``A M`` (B, C) for the full cosine adjacency A of x (B, d) without self-loops, and M (B, C).
 
     With ``r_i = 1 / |x_i|`` (0 for a zero row, whose gradient is then 0, as in
-    :func:`geomlat.graphs.cosine_gram`) and ``s_i = (|x_i| r_i)^2`` (1, or 0 for a zero row),
+    :func:`geomlat.kernels.cosine_gram`) and ``s_i = (|x_i| r_i)^2`` (1, or 0 for a zero row),
     ``A M = r * (X P^T) - s * M`` where ``P = (r * M)^T X`` (C, d): the (B, B) matrix is never formed and X
     is read three times (norms, P, X P^T). Backward, with G = dOut, N = r * M, H = X P^T:
     ``dP = (r * G)^T X``, ``dN = X dP^T``, ``dr = rowsum(G * H + dN * M)`` and
@@ -87,7 +88,7 @@ class _CosineAdjacencyTimes(torch.autograd.Function):
     ``dM = r * dN - s * G``: X read twice more and dX written once.
 
     A depends only on the directions of the rows: when a squared norm overflows or underflows, the rows
-    are first divided by their power-of-2 :func:`geomlat.graphs.row_scales` (exact) and dX by the same.
+    are first divided by their power-of-2 :func:`geomlat.kernels.row_scales` (exact) and dX by the same.
     """
 
     @staticmethod
@@ -153,12 +154,12 @@ def label_variation_power(
         scalar tensor, differentiable w.r.t. ``x``.
     """
     _check_power(m)
-    others = _other_neighbours(k, k_counts_self)
+    others = _other_neighbors(k, k_counts_self)
     flat = _check_layer(feature_vectors(x, attention_mask, reduce, "label_variation_power: x"), k, k_counts_self)
     return _label_variation_power(flat, _one_hot(y, flat.shape[0], flat), m, others, normalized)
 
 
-def _other_neighbours(k: int | None, k_counts_self: bool) -> int | None:
+def _other_neighbors(k: int | None, k_counts_self: bool) -> int | None:
     """geomlat's ``k`` (other vertices per row) for a ``k`` given in either convention (see ``k_counts_self``)."""
     if k is None or not k_counts_self:
         return k
@@ -170,18 +171,18 @@ def _other_neighbours(k: int | None, k_counts_self: bool) -> int | None:
     return k - 1
 
 
-def _check_neighbours(k: int | None, k_counts_self: bool, b: int) -> None:
+def _check_neighbors(k: int | None, k_counts_self: bool, b: int) -> None:
     """``k`` in its convention against the batch size ``b``."""
     if k_counts_self and k is not None and k > b:
         raise ValueError(f"k={k} with k_counts_self=True (the vertex itself included) must be at most the batch size {b}")
-    check_k(_other_neighbours(k, k_counts_self), b)
+    check_k(_other_neighbors(k, k_counts_self), b)
 
 
 def _check_layer(x: Tensor, k: int | None, k_counts_self: bool = False) -> Tensor:
     """(B, d) features after the checks of a cosine LGG (one reading pass for NaN/Inf and the sign)."""
     flat, lo = check_features_min(x)
     _check_cosine(flat, lo)
-    _check_neighbours(k, k_counts_self, flat.shape[0])
+    _check_neighbors(k, k_counts_self, flat.shape[0])
     return flat
 
 
@@ -228,10 +229,10 @@ def label_variation_power_dense(
     Same arguments and value as :func:`label_variation_power`, at O(B^2 d + m B^3) cost and O(B^2) memory.
     """
     _check_power(m)
-    others = _other_neighbours(k, k_counts_self)
+    others = _other_neighbors(k, k_counts_self)
     flat = check_features(feature_vectors(x, attention_mask, reduce, "label_variation_power_dense: x"))
     _check_cosine(flat)
-    _check_neighbours(k, k_counts_self, flat.shape[0])
+    _check_neighbors(k, k_counts_self, flat.shape[0])
     adj = latent_adjacency(flat, k=others, kernel="cosine")[0]
     lap = torch.diag(adj.sum(dim=1)) - adj
     v = _one_hot(y, flat.shape[0], flat)
@@ -284,14 +285,13 @@ class SmoothnessRegularizer(nn.Module):
         _check_power(power)
         check_choice(reduce, "reduce", REDUCTIONS)
         self.reduce = reduce
-        if num_classes is not None and (isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1):
-            raise ValueError(f"num_classes must be None or an integer >= 1, got {num_classes!r}")
+        check_int(num_classes, "num_classes", low=1, none_ok=True)
         self.num_classes = num_classes
         if not isinstance(k_counts_self, bool):
             raise TypeError(f"k_counts_self must be a bool, got {type(k_counts_self).__name__}")
         if k is not None:
             check_k(k, k + 1)
-        self._others = _other_neighbours(k, k_counts_self)
+        self._others = _other_neighbors(k, k_counts_self)
         if not gamma >= 0:
             raise ValueError(f"gamma must be >= 0, got {gamma}")
         self.power, self.gamma, self.k, self.normalized = power, float(gamma), k, bool(normalized)

@@ -16,37 +16,34 @@ from typing import Callable
 
 from torch import nn
 
+from ..registry import Registry
 from .common import count_parameters
 from .resnet import PreActResNet18, ResNet18
 from .small import MLP, Conv1dNet, SmallCNN
 from .wideresnet import WideResNet
 
-MODELS: dict[str, Callable[..., nn.Module]] = {
-    "wrn": WideResNet,
-    "resnet18": ResNet18,
-    "preact_resnet18": PreActResNet18,
-    "small_cnn": SmallCNN,
-    "conv1d": Conv1dNet,
-    "mlp": MLP,
-}
+#: name -> model constructor (:func:`register_model` adds to it).
+MODELS: Registry[Callable[..., nn.Module]] = Registry("model")
+for _name, _constructor in [("wrn", WideResNet), ("resnet18", ResNet18), ("preact_resnet18", PreActResNet18),
+                            ("small_cnn", SmallCNN), ("conv1d", Conv1dNet), ("mlp", MLP)]:
+    MODELS.register(_name, _constructor)
+del _name, _constructor
 
 
-def register_model(name: str, constructor: Callable[..., nn.Module]) -> None:
-    """Add a model constructor to :data:`MODELS` (it must set the attributes listed in this module's doc)."""
-    if name in MODELS:
-        raise ValueError(f"model {name!r} is already registered")
-    MODELS[name] = constructor
+def register_model(name: str, constructor: Callable[..., nn.Module] | None = None):
+    """Add a model constructor to :data:`MODELS` (it must set the attributes listed in this module's doc):
+    ``@register_model("name")`` on a class or function, or ``register_model("name", constructor)``. Returns
+    the constructor; ``ValueError`` for a name taken."""
+    return MODELS.register(name, constructor)
 
 
 def build_model(name: str, **kwargs) -> nn.Module:
     """Instantiate the registered model ``name`` with keyword arguments (e.g. ``width``, ``num_classes``, ``out_dim``).
 
     Raises:
-        KeyError: unknown name (the message lists the registered names).
+        UnknownNameError: unknown name (a ``KeyError``; the message lists the registered names).
         TypeError: an argument the model does not take (the message names the model).
     """
-    if name not in MODELS:
-        raise KeyError(f"unknown model {name!r}; registered models: {sorted(MODELS)}")
     constructor = MODELS[name]
     try:
         return constructor(**kwargs)

@@ -2,12 +2,13 @@
 from __future__ import annotations
 
 from torch import nn
+from .._params import check_int, check_number
+
 
 
 def check_positive_int(value, name: str) -> int:
     """``value`` must be an int >= 1 (bools rejected)."""
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
+    check_int(value, name, error=TypeError)
     if value < 1:
         raise ValueError(f"{name} must be >= 1, got {value}")
     return value
@@ -23,8 +24,7 @@ def output_size(num_classes: int, out_dim: int | None) -> int:
 
 def scaled_width(base: int, width: float, name: str = "width") -> int:
     """Channels of a layer of base width ``base`` scaled by ``width`` (fractional allowed), rounded, >= 1."""
-    if isinstance(width, bool) or not isinstance(width, (int, float)):
-        raise TypeError(f"{name} must be a number, got {type(width).__name__}")
+    check_number(width, name, finite=False, error=TypeError)
     if not width > 0:
         raise ValueError(f"{name} must be > 0, got {width}")
     return max(1, int(round(base * width)))

@@ -1,6 +1,7 @@
 """Robustness: adversarial attacks, common corruptions and mCE, Parseval retraction.
 
-- :mod:`.attacks`: FGSM (fixed or SNR budget), PGD, PGD adversarial-training objective (Madry et al. 2018).
+- :mod:`.attacks`: FGSM (fixed or SNR budget), PGD (Madry et al. 2018); the PGD training objective is
+  :class:`geomlat.objectives.PGDTraining`.
 - :mod:`.corruptions`: the 15 CIFAR-10-C corruptions x 5 severities (Hendrycks & Dietterich 2019).
 - :mod:`.mce`: corruption errors, mCE and relative mCE.
 - :mod:`.parseval`: Parseval retraction (Cisse et al. 2017) and simplex projection.
@@ -28,14 +29,12 @@ __all__ = [
     "CIFAR10C_PARAMS",
     "CORRUPTIONS",
     "CORRUPTION_NAMES",
-    "PGDTraining",
     "ParsevalRetraction",
     "NON_MONOTONE",
     "RANDOM_CORRUPTIONS",
     "SEVERITIES",
     "SMALL_IMAGE_NOTES",
     "STORAGE_ROUNDING",
-    "adversarial_objective",
     "corrupt",
     "corruption_errors",
     "cross_entropy_sum",
@@ -51,13 +50,3 @@ __all__ = [
     "snr_to_eps",
     "to_uint8",
 ]
-
-
-def __getattr__(name: str):
-    """``PGDTraining`` and ``adversarial_objective`` live in :mod:`geomlat.objectives` (imported lazily:
-    that module imports the attacks)."""
-    if name in ("PGDTraining", "adversarial_objective"):
-        from .. import objectives
-
-        return getattr(objectives, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

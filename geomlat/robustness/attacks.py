@@ -34,6 +34,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .._checks import checks_deferred, value_check
+from .._params import check_int, check_number
 
 LossFn = Callable[[Tensor, Tensor], Tensor]
 
@@ -100,8 +101,7 @@ def snr_to_eps(x: Tensor, snr_db: float) -> Tensor:
     Returns:
         (B,) tensor of budgets.
     """
-    if isinstance(snr_db, bool) or not isinstance(snr_db, (int, float)) or not math.isfinite(snr_db):
-        raise ValueError(f"snr_db must be a finite number, got {snr_db!r}")
+    check_number(snr_db, "snr_db")
     flat = x.detach().reshape(x.shape[0], -1)
     return flat.norm(dim=1) / (math.sqrt(flat.shape[1]) * 10.0 ** (snr_db / 20.0))
 
@@ -200,10 +200,8 @@ def pgd(
     """
     _check_images(x)
     e = _eps_tensor(eps, x)
-    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not (alpha > 0 and math.isfinite(alpha)):
-        raise ValueError(f"alpha must be a finite number > 0, got {alpha!r}")
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
-        raise ValueError(f"steps must be an int >= 0, got {steps!r}")
+    check_number(alpha, "alpha", low=0, low_open=True)
+    check_int(steps, "steps", low=0)
     x = x.detach()
     if random_start:
         device = generator.device if generator is not None else x.device
@@ -217,12 +215,3 @@ def pgd(
             x_adv = x_adv + alpha * grad.sign()
             x_adv = torch.minimum(torch.maximum(x_adv, x - e), x + e).clamp(0.0, 1.0)
     return x_adv.detach()
-
-
-def __getattr__(name: str):
-    """The PGD training objective moved to :mod:`geomlat.objectives` (kept importable from here)."""
-    if name in ("PGDTraining", "adversarial_objective"):
-        from .. import objectives
-
-        return getattr(objectives, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -49,6 +49,9 @@ import torch
 from PIL import Image
 from scipy import ndimage
 
+from ..registry import Registry
+from .._params import check_int, check_number
+
 #: CIFAR-10-C parameters from ``make_cifar_c.py`` (hendrycks/robustness), one entry per severity 1..5.
 CIFAR10C_PARAMS: dict[str, tuple] = {
     "gaussian_noise": (0.04, 0.06, 0.08, 0.09, 0.10),  # noise std
@@ -157,8 +160,7 @@ CorruptionFn = Callable[..., "np.ndarray | torch.Tensor"]
 def _scale(x: Array, scale: float | None) -> float:
     if scale is None:
         return min(x.shape[-2:]) / 32.0
-    if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not (scale > 0 and math.isfinite(scale)):
-        raise ValueError(f"scale must be a finite number > 0 (or None for min(H, W) / 32), got {scale!r}")
+    check_number(scale, "scale", low=0, low_open=True, none_ok=True)  # None: min(H, W) / 32, returned above
     return float(scale)
 
 
@@ -188,9 +190,9 @@ def _linear_zoom_matrix(n_in: int, n_out: int) -> Array:
 
 
 def _clipped_zoom(x: Array, zoom: float) -> Array:
-    """Zoom the centre of (..., H, W) by ``zoom`` >= 1 and crop back to (H, W) (reference ``clipped_zoom``).
+    """Zoom the center of (..., H, W) by ``zoom`` >= 1 and crop back to (H, W) (reference ``clipped_zoom``).
 
-    The reference crops ceil(H / zoom) pixels around the centre and resizes them with
+    The reference crops ceil(H / zoom) pixels around the center and resizes them with
     ``scipy.ndimage.zoom(order=1)`` to round(ch * zoom) pixels; here the same bilinear resize is two
     interpolation matrices (much faster on a batch, identical values).
     """
@@ -220,12 +222,12 @@ def _plasma_fractal(mapsize: int, wibbledecay: float, rng: np.random.Generator) 
 
     while stepsize >= 2:
         half = stepsize // 2
-        # squares: centre of each square = mean of its corners + noise
+        # squares: center of each square = mean of its corners + noise
         corner = maparray[0:mapsize:stepsize, 0:mapsize:stepsize]
         square = corner + np.roll(corner, shift=-1, axis=0)
         square += np.roll(square, shift=-1, axis=1)
         maparray[half:mapsize:stepsize, half:mapsize:stepsize] = wibbledmean(square)
-        # diamonds: edge midpoints = mean of the 4 diamond neighbours + noise
+        # diamonds: edge midpoints = mean of the 4 diamond neighbors + noise
         dr = maparray[half:mapsize:stepsize, half:mapsize:stepsize]
         ul = maparray[0:mapsize:stepsize, 0:mapsize:stepsize]
         lt = dr + np.roll(dr, 1, axis=0) + ul + np.roll(ul, -1, axis=1)
@@ -339,7 +341,7 @@ def _glass_blur(x, c, rng, s):
             for j, ww in enumerate(ws):
                 dx, dy = offsets[i, j, :, 0], offsets[i, j, :, 1]
                 # The reference's tuple "swap" of two NumPy views copies: pixel (h, w) takes the value of
-                # (h + dy, w + dx) and the latter is unchanged. CIFAR-10-C was made with that behaviour.
+                # (h + dy, w + dx) and the latter is unchanged. CIFAR-10-C was made with that behavior.
                 x[b, :, hh, ww] = x[b, :, hh + dy, ww + dx]
     return _gaussian(x, sigma)
 
@@ -548,8 +550,7 @@ def to_uint8(images, name: str):
         >>> to_uint8(x, "contrast").ravel().tolist(), to_uint8(x, "jpeg_compression").ravel().tolist()
         ([127, 127], [128, 128])
     """
-    if name not in STORAGE_ROUNDING:
-        raise KeyError(f"unknown corruption {name!r}; valid names: {list(CORRUPTION_NAMES)}")
+    CORRUPTIONS[name]  # an unknown name raises UnknownNameError (a KeyError) listing the registered ones
     if isinstance(images, torch.Tensor):
         if not images.is_floating_point():
             raise TypeError(f"images must be a floating-point tensor in [0, 1], got dtype {images.dtype}")
@@ -595,8 +596,7 @@ def _to_numpy(images) -> tuple[Array, Callable[[Array], object]]:
 
 
 def _check_severity(severity: int) -> None:
-    if isinstance(severity, bool) or not isinstance(severity, (int, np.integer)) or severity not in SEVERITIES:
-        raise ValueError(f"severity must be an int in 1..5, got {severity!r}")
+    check_int(severity, "severity", low=min(SEVERITIES), high=max(SEVERITIES), numpy_ok=True)
 
 
 def _make(name: str) -> CorruptionFn:
@@ -624,7 +624,11 @@ def _make(name: str) -> CorruptionFn:
 
 #: name -> ``fn(images, severity, rng, scale=None)``, in the order of the benchmark (noise, blur, weather,
 #: digital).
-CORRUPTIONS: dict[str, CorruptionFn] = {name: _make(name) for name in _CORES}
+#: An unknown name raises :class:`geomlat.registry.UnknownNameError` (a ``KeyError``) listing the registered ones.
+CORRUPTIONS: Registry[CorruptionFn] = Registry("corruption")
+for _name in _CORES:
+    CORRUPTIONS.register(_name, _make(_name))
+del _name
 CORRUPTION_NAMES: tuple[str, ...] = tuple(CORRUPTIONS)
 
 
@@ -641,10 +645,9 @@ def corrupt(images, name: str, severity: int, seed: int | np.random.Generator = 
     Returns:
         Corrupted images of the same shape, type, dtype (and device for tensors), in [0, 1].
     """
-    if name not in CORRUPTIONS:
-        raise KeyError(f"unknown corruption {name!r}; valid names: {list(CORRUPTION_NAMES)}")
+    corruption = CORRUPTIONS[name]  # UnknownNameError (a KeyError) listing the registered names
     if not isinstance(seed, np.random.Generator):
         if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
             raise TypeError(f"seed must be an int or a numpy.random.Generator, got {type(seed).__name__}")
         seed = np.random.default_rng(int(seed))
-    return CORRUPTIONS[name](images, severity, seed, scale=scale)
+    return corruption(images, severity, seed, scale=scale)

@@ -25,14 +25,15 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from ..registry import UnknownNameError
 from .corruptions import CORRUPTION_NAMES, CORRUPTIONS, SEVERITIES, corrupt, to_uint8
+from .._params import check_int, check_number
 
 ErrorTable = Mapping[str, Sequence[float]]
 
 
 def _check_error(value: float, what: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)):
-        raise TypeError(f"{what} must be a number, got {type(value).__name__}")
+    check_number(value, what, finite=False, error=TypeError)
     value = float(value)
     if not math.isfinite(value) or value < 0:
         raise ValueError(f"{what} must be a finite error >= 0, got {value}")
@@ -145,8 +146,7 @@ def _check_data(images: Tensor, labels: Tensor, batch_size: int) -> None:
         raise TypeError("images must be a floating-point tensor of shape (N, C, H, W)")
     if not isinstance(labels, Tensor) or labels.dim() != 1 or labels.shape[0] != images.shape[0]:
         raise ValueError(f"labels must be a (N,) tensor with N = {images.shape[0]}")
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be an int >= 1, got {batch_size!r}")
+    check_int(batch_size, "batch_size", low=1)
 
 
 def error_rate(
@@ -203,10 +203,9 @@ def evaluate_corruptions(
     names = list(CORRUPTION_NAMES if names is None else names)
     unknown = [n for n in names if n not in CORRUPTIONS]
     if unknown:
-        raise KeyError(f"unknown corruption(s) {unknown}; valid names: {list(CORRUPTION_NAMES)}")
+        raise UnknownNameError(f"unknown corruption(s) {unknown}; registered: {sorted(CORRUPTIONS)}")
     for s in severities:
-        if isinstance(s, bool) or not isinstance(s, int) or s not in SEVERITIES:
-            raise ValueError(f"severities must be ints in 1..5, got {s!r}")
+        check_int(s, "each of severities", low=min(SEVERITIES), high=max(SEVERITIES))
     predict = _predictor(model_or_predict_fn, device)
     table: dict[str, list[float]] = {}
     for name in names:

@@ -24,12 +24,13 @@ from typing import Callable
 import torch
 from torch import Tensor, nn
 
+from .._params import check_number
+
 AGGREGATION_PATTERN = "*aggregation*"
 
 
 def _check_beta(beta: float) -> float:
-    if isinstance(beta, bool) or not isinstance(beta, (int, float)) or not math.isfinite(beta) or beta <= 0:
-        raise ValueError(f"beta must be a finite number > 0, got {beta!r}")
+    check_number(beta, "beta", low=0, low_open=True)
     return float(beta)
 
 
@@ -92,8 +93,7 @@ def project_simplex(v: Tensor, radius: float = 1.0) -> Tensor:
         raise TypeError("v must be a floating-point tensor of shape (..., n) with n >= 1")
     if not torch.isfinite(v).all():
         raise ValueError("v contains NaN or Inf values")
-    if isinstance(radius, bool) or not isinstance(radius, (int, float)) or not (radius > 0 and math.isfinite(radius)):
-        raise ValueError(f"radius must be a finite number > 0, got {radius!r}")
+    check_number(radius, "radius", low=0, low_open=True)
     u, _ = torch.sort(v, dim=-1, descending=True)
     css = u.cumsum(dim=-1) - radius
     j = torch.arange(1, v.shape[-1] + 1, device=v.device, dtype=v.dtype)

@@ -14,7 +14,8 @@ from torch import Tensor, nn
 
 from ..capture import LatentCapture
 from ..data import DATASETS, balanced_order, load_dataset
-from ..engine import Supervised, TrainConfig, train
+from ..engine import TrainConfig, train
+from ..objectives import Supervised
 from ..io import atomic_save, load_checkpoint
 from ..engine.run_folder import load_trained_model
 from ..models import MODELS, build_model, count_parameters

@@ -16,7 +16,7 @@ Output layout under ``out_root``: ``runs/NAME/PROFILE/<run>/`` (one folder per t
 Distributed (``torchrun``, or ``geomlat study NAME --nproc N``): every rank runs the study; each training
 run is data parallel over all ranks (:func:`geomlat.engine.train`), ``workers`` is ignored (1). Only rank 0
 writes files (the atomic writers of :mod:`geomlat.io` skip the write on other ranks, see
-:func:`geomlat.engine.dist.main_process_writes`) and prints; the others compute the same evaluations and
+:func:`geomlat.distributed.main_process_writes`) and prints; the others compute the same evaluations and
 wait for rank 0 at the end.
 """
 from __future__ import annotations
@@ -335,7 +335,7 @@ def run_study(
     # everything is checked (spec, devices, data files) before the first file is written
     spec = load_spec(name, profile, overrides=overrides, seeds=seeds)
     check_data(spec, data_dir)
-    from ..engine.dist import barrier, get_rank, get_world_size, is_main_process, main_process_writes
+    from ..distributed import barrier, get_rank, get_world_size, is_main_process, main_process_writes
     from ..io import folder_lock, write_json
 
     out_root = Path(out_root)

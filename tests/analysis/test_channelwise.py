@@ -66,8 +66,8 @@ def test_identical_channels_overlap_fully_and_overlap_is_the_pairwise_jaccard():
     assert ov[0, 1] == 1.0 and ov[1, 0] == 1.0
     torch.testing.assert_close(ov.diagonal(), torch.ones(4, dtype=torch.float64))
     torch.testing.assert_close(ov, ov.T)
-    assert float(ov[0, 2]) < 0.5 and float(ov[2, 3]) < 0.5  # unrelated channels share few NNK neighbours
-    for a, b in [(0, 2), (2, 3), (1, 3)]:  # independent computation: dense neighbour rows of two NNK solves
+    assert float(ov[0, 2]) < 0.5 and float(ov[2, 3]) < 0.5  # unrelated channels share few NNK neighbors
+    for a, b in [(0, 2), (2, 3), (1, 3)]:  # independent computation: dense neighbor rows of two NNK solves
         want = geometric_stability(x[:, a].reshape(70, -1), x[:, b].reshape(70, -1), k=7)["jaccard"]
         assert float(ov[a, b]) == pytest.approx(want, abs=1e-12)
 
@@ -176,7 +176,7 @@ def test_early_stopping_online_and_bad_input():
         channelwise_early_stopping(torch.zeros(0, 3), 2)
 
 
-# ------------------------------------------------------------------ the authors' conventions, neighbour options
+# ------------------------------------------------------------------ the authors' conventions, neighbor options
 def test_channelwise_deepnnk_equals_a_loop_of_the_numpy_rewrite_of_the_authors_code():
     from tests.test_nnk import np_deepnnk_loo
 
@@ -192,7 +192,7 @@ def test_channelwise_deepnnk_equals_a_loop_of_the_numpy_rewrite_of_the_authors_c
     assert res.channel(2).convention == "deepnnk"
 
 
-def test_channelwise_functions_take_the_neighbour_options_of_nnk_weights():
+def test_channelwise_functions_take_the_neighbor_options_of_nnk_weights():
     x, y = activation(n=60)
     from geomlat import knn
 

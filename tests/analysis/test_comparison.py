@@ -8,7 +8,7 @@ from geomlat.analysis import compare_models, layer_similarity, linear_cka, plot_
 
 
 def np_cka(X, Y):
-    """Kornblith et al. 2019 feature-space form: |Y^T X|_F^2 / (|X^T X|_F |Y^T Y|_F), centred features."""
+    """Kornblith et al. 2019 feature-space form: |Y^T X|_F^2 / (|X^T X|_F |Y^T Y|_F), centered features."""
     X = X - X.mean(0)
     Y = Y - Y.mean(0)
     return np.linalg.norm(Y.T @ X) ** 2 / (np.linalg.norm(X.T @ X) * np.linalg.norm(Y.T @ Y))

@@ -35,8 +35,8 @@ def test_knn_decisions_brute_force():
         votes = [sum(A[i, j] for j in range(40) if y[j] == c) for c in range(3)]
         assert int(pred[i]) == int(np.argmax(votes))
     # well separated classes: decisions equal the labels
-    centres = torch.eye(3) * 10
-    pts = centres[y] + torch.rand(40, 3)
+    centers = torch.eye(3) * 10
+    pts = centers[y] + torch.rand(40, 3)
     assert torch.equal(knn_decisions(pts, y, 3), y)
 
 

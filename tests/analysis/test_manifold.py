@@ -12,7 +12,7 @@ def line(n=40, d=10, seed=0):
     return torch.randn(1, d, generator=g, dtype=torch.float64) + t[:, None] * torch.randn(1, d, generator=g, dtype=torch.float64)
 
 
-def test_line_has_dimension_one_and_two_neighbours():
+def test_line_has_dimension_one_and_two_neighbors():
     m = ManifoldGraphMetrics(k=8, kernel="rbf").fit(line())
     assert torch.equal(m.local_dim_, torch.ones(40, dtype=torch.long))
     assert m.n_neighbors_.tolist() == [1] + [2] * 38 + [1]
@@ -46,7 +46,7 @@ def test_diameter_range_and_brute_force():
         nb = m.nnk_.neighbors[i][m.nnk_.weights[i] > 0]
         expected = max((float((u[a] - u[b]).norm()) for a in nb for b in nb), default=0.0)
         assert float(m.diameter_[i]) == pytest.approx(expected, abs=1e-9)
-    # opposite points on a sphere: diameter 2 when both are NNK neighbours of a point between them
+    # opposite points on a sphere: diameter 2 when both are NNK neighbors of a point between them
     pts = torch.tensor([[1.0, 0.0], [-1.0, 0.0], [0.0, 1.0]], dtype=torch.float64)
     mm = ManifoldGraphMetrics(k=2, kernel="cosine_shifted").fit(pts)  # 0.5 + 0.5 cos: K_SS = I, theta = (1/2, 1/2)
     assert float(mm.diameter_[2]) == pytest.approx(2.0)

@@ -75,7 +75,7 @@ def test_alpha_req_recovers_a_constructed_power_law():
     n, d, alpha = 200, 30, 1.5
     lam = np.arange(1, d + 1) ** -alpha
     g = np.random.default_rng(0).normal(size=(n, d))
-    q = np.linalg.qr(g - g.mean(0))[0]  # orthonormal, centred columns
+    q = np.linalg.qr(g - g.mean(0))[0]  # orthonormal, centered columns
     z = q * np.sqrt((n - 1) * lam)  # covariance exactly diag(lam)
     assert alpha_req(torch.from_numpy(z)) == pytest.approx(alpha, abs=1e-8)
     assert alpha_req(torch.from_numpy(z), fit=(3, 20)) == pytest.approx(alpha, abs=1e-8)

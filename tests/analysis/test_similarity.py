@@ -1,7 +1,7 @@
 """Representation similarity measures vs independent NumPy/SciPy rewrites of their reference formulas
 (platonic-rep ``metrics.py``, netrep ``LinearMetric``, RSA), their permutation nulls, and the comparison API.
 
-The rewrites follow the reference code literally (dense (N, N) matrices, argsort neighbours, Python dynamic
+The rewrites follow the reference code literally (dense (N, N) matrices, argsort neighbors, Python dynamic
 programs) and share no code with geomlat.
 """
 import math

@@ -73,7 +73,7 @@ class Points(Dataset):
     def __init__(self, n, d, seed=0):
         g = torch.Generator().manual_seed(seed)
         self.y = torch.randint(0, 5, (n,), generator=g)
-        self.centres = torch.randn(5, d, generator=g)
+        self.centers = torch.randn(5, d, generator=g)
         self.n, self.d, self.seed = n, d, seed
 
     def __len__(self):
@@ -81,7 +81,7 @@ class Points(Dataset):
 
     def __getitem__(self, i):
         g = torch.Generator().manual_seed(self.seed * 100_003 + i)
-        return self.centres[self.y[i]] + 1.5 * torch.randn(self.d, generator=g), int(self.y[i])
+        return self.centers[self.y[i]] + 1.5 * torch.randn(self.d, generator=g), int(self.y[i])
 
 
 def test_streaming_5000_points_equals_the_dense_path():

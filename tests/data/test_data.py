@@ -319,15 +319,15 @@ def test_augment_statistics_and_determinism():
     assert torch.equal(a, b) and not torch.equal(a, c)
 
 
-def test_flip_and_centre_crop_exact():
+def test_flip_and_center_crop_exact():
     x = torch.arange(2 * 3 * 4 * 5, dtype=torch.float32).reshape(2, 3, 4, 5)
-    centre = draw_crop_flip(x, torch.Generator().manual_seed(0), 2, True)
-    centre = type(centre)(torch.full_like(centre.offsets, 2), torch.tensor([True, False]))
-    out = apply_crop_flip(x, centre, 2)
+    center = draw_crop_flip(x, torch.Generator().manual_seed(0), 2, True)
+    center = type(center)(torch.full_like(center.offsets, 2), torch.tensor([True, False]))
+    out = apply_crop_flip(x, center, 2)
     torch.testing.assert_close(out[0], x[0].flip(-1))
     torch.testing.assert_close(out[1], x[1])
     # a corner offset shifts the image and fills with zeros (the padding value)
-    corner = type(centre)(torch.zeros_like(centre.offsets), torch.tensor([False, False]))
+    corner = type(center)(torch.zeros_like(center.offsets), torch.tensor([False, False]))
     shifted = apply_crop_flip(x, corner, 2)
     torch.testing.assert_close(shifted, F.pad(x, (2, 2, 2, 2))[..., :4, :5])
 

@@ -15,11 +15,11 @@ from torch import nn
 from torch.utils.data import TensorDataset
 
 from geomlat.data import load_dataset
-from geomlat.engine import Supervised, TrainConfig, load_checkpoint, train
+from geomlat.engine import TrainConfig, load_checkpoint, train
 from geomlat.engine.precision import make_grad_scaler
 from geomlat.engine.step import FINITE_CHECK_EVERY, train_step
-from geomlat.losses import Distiller, GKD, HintonKD
-from geomlat.losses.objectives import SmoothnessObjective
+from geomlat.losses import GKD, HintonKD
+from geomlat.objectives import Distiller, SmoothnessObjective, Supervised
 from geomlat.models import build_model
 from geomlat.studies import distill as distill_kind
 from geomlat.studies import robust as robust_kind
@@ -187,7 +187,7 @@ def test_nan_loss_reported_with_its_step(tmp_path, at):
     """No host sync per step, but a NaN loss still stops the run with its epoch, step and terms, before the
     epoch's checkpoint: the NaN weights it leaves make the next steps' label-variation input checks fail too
     (deferred, recorded on the device), and the engine reports the earliest failure: the NaN loss."""
-    from geomlat.losses.objectives import LabelVariationObjective
+    from geomlat.objectives import LabelVariationObjective
 
     splits = _tiny_splits(n_train=2048)
     config = TrainConfig(epochs=2, batch_size=32, lr=0.01)

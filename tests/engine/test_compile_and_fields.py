@@ -8,7 +8,8 @@ import pytest
 import torch
 from torch import nn
 
-from geomlat.engine import Supervised, TrainConfig, evaluate_accuracy, load_checkpoint, train
+from geomlat.engine import TrainConfig, evaluate_accuracy, load_checkpoint, train
+from geomlat.objectives import Supervised
 from geomlat.engine.config import TRAIN_FIELDS
 from geomlat.engine.precision import PRECISIONS
 from geomlat.studies.spec import SpecError, check_train_tables, train_values

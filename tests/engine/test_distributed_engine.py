@@ -20,7 +20,8 @@ from geomlat.engine import TrainConfig, evaluate_accuracy, load_checkpoint, trai
 from geomlat.distributed import get_world_size, main_process_writes
 from geomlat.io import atomic_write_text
 from geomlat.engine.batches import epoch_batches
-from geomlat.losses import GKD, Distiller
+from geomlat.losses import GKD
+from geomlat.objectives import Distiller
 from geomlat.models import build_model
 
 N_TRAIN = 55  # batches of 16, 16, 16 and 7 (3 + 4 over two ranks... 4 + 3 with tensor_split)

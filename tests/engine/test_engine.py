@@ -18,7 +18,6 @@ from torch import nn
 from torch.utils.data import TensorDataset
 
 from geomlat.engine import (
-    Supervised,
     TrainConfig,
     atomic_save,
     atomic_write_text,
@@ -32,6 +31,7 @@ from geomlat.engine import (
     write_json,
 )
 from geomlat.io import CheckpointError, CheckpointRefused, _atomic_write
+from geomlat.objectives import Supervised
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -249,7 +249,8 @@ _SCRIPT = textwrap.dedent(
     sys.path.insert(0, {tests!r})
     from test_engine import make_splits, make_model, small_config
     import torch
-    from geomlat.engine import Supervised, train
+    from geomlat.engine import train
+    from geomlat.objectives import Supervised
     torch.set_num_threads(1)
     slow = sys.argv[2] == "slow"
     def pause(model):

@@ -18,11 +18,12 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 from geomlat._checks import check_features, check_labels
 from geomlat.checks import deferred_value_checks
-from geomlat.engine import Supervised, TrainConfig, load_checkpoint, load_trained_model, lr_factor, train
+from geomlat.engine import TrainConfig, load_checkpoint, load_trained_model, lr_factor, train
+from geomlat.objectives import Supervised
 from geomlat.engine.step import FINITE_CHECK_EVERY, train_step
 from geomlat import latent_graph
 from geomlat.losses import GKD, HintonKD, RKDAngle, RKDDistance, SimilarityPreserving, SmoothnessRegularizer
-from geomlat.objectives import Distiller
+from geomlat.objectives import Distiller, Supervised
 from geomlat.studies.common import train_config_from_fields
 from geomlat.studies.spec import SpecError
 

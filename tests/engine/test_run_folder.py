@@ -9,10 +9,10 @@ import pytest
 import torch
 from torch import nn
 
-from geomlat.engine import Supervised, evaluate_accuracy, load_checkpoint, read_json, train, write_json
+from geomlat.engine import evaluate_accuracy, load_checkpoint, read_json, train, write_json
 from geomlat.engine.run_folder import RunFolderMismatch, first_difference, fingerprint
 from geomlat.losses import HintonKD
-from geomlat.objectives import Distiller
+from geomlat.objectives import Distiller, Supervised
 
 from test_engine import make_model, make_splits, small_config
 

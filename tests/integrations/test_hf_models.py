@@ -14,8 +14,8 @@ transformers = pytest.importorskip("transformers")
 from geomlat import LatentCapture, latent_graph, pool_sequence  # noqa: E402
 from geomlat.analysis import layer_label_variation  # noqa: E402
 from geomlat.engine import predict  # noqa: E402
-from geomlat.objectives import Supervised  # noqa: E402
-from geomlat.losses import GKD, Distiller, HintonKD  # noqa: E402
+from geomlat.losses import GKD, HintonKD  # noqa: E402
+from geomlat.objectives import Distiller, Supervised  # noqa: E402
 from geomlat.signals import label_variation  # noqa: E402
 
 B, T, C = 12, 10, 3

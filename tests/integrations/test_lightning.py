@@ -13,7 +13,8 @@ pl = pytest.importorskip("lightning.pytorch")
 from geomlat import LatentCapture, latent_adjacency  # noqa: E402
 from geomlat.objectives import Supervised  # noqa: E402
 from geomlat.integrations.lightning import GeometryMonitor, ObjectiveModule  # noqa: E402
-from geomlat.losses import GKD, Distiller, HintonKD  # noqa: E402
+from geomlat.losses import GKD, HintonKD  # noqa: E402
+from geomlat.objectives import Distiller, Supervised  # noqa: E402
 from geomlat.nnk import nnk_interpolation  # noqa: E402
 
 

@@ -1,4 +1,4 @@
-"""LabelVariationLoss against an independent NumPy computation; behaviour as a training objective."""
+"""LabelVariationLoss against an independent NumPy computation; behavior as a training objective."""
 from __future__ import annotations
 
 import numpy as np
@@ -47,7 +47,7 @@ def test_default_kernel_is_rbf_and_scale_invariant():
     assert fixed(50.0 * x, y).item() < 0.5 * fixed(x, y).item()
 
 
-def test_invariant_to_class_relabelling():
+def test_invariant_to_class_relabeling():
     x, y = data(seed=2)
     perm = torch.tensor([2, 0, 1])
     assert LabelVariationLoss()(x, perm[y]).item() == pytest.approx(LabelVariationLoss()(x, y).item(), rel=1e-12)

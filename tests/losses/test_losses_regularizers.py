@@ -104,7 +104,7 @@ def test_zero_rows_give_finite_gradients():
     assert all(torch.isfinite(f.grad).all() for f in feats)
 
 
-def test_invariant_to_class_relabelling():
+def test_invariant_to_class_relabeling():
     feats, y = layers(seed=9)
     perm = torch.tensor([1, 2, 0])
     reg = SmoothnessRegularizer(gamma=1.0)
@@ -213,7 +213,7 @@ def test_k_counts_self_is_the_authors_convention(m, k):
         # the authors' k is geomlat's k - 1 (k = B: every other vertex, the full graph)
         ours = label_variation_power(f, y, m, k - 1)
         assert ours.item() == pytest.approx(authors.item(), rel=1e-12, abs=1e-14)
-        if k < 10:  # the conventions differ: geomlat's default with the same k keeps one more neighbour
+        if k < 10:  # the conventions differ: geomlat's default with the same k keeps one more neighbor
             assert label_variation_power(f, y, m, k).item() != pytest.approx(want, rel=1e-6)
     reg_authors = SmoothnessRegularizer(power=m, gamma=1.0, k=k, k_counts_self=True)
     sig = [np_sigma_authors(f.numpy(), y.numpy(), m, k) for f in feats]

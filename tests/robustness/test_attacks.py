@@ -11,7 +11,8 @@ from hypothesis import strategies as st
 from sklearn.datasets import load_digits
 from torch import nn
 
-from geomlat.robustness import PGDTraining, adversarial_objective, fgsm, pgd, snr_to_eps
+from geomlat.robustness import fgsm, pgd, snr_to_eps
+from geomlat.objectives import PGDTraining, adversarial_objective
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,8 @@ import pytest
 import torch
 
 from geomlat.data import balanced_order, load_dataset
-from geomlat.engine import Supervised, TrainConfig, load_checkpoint, train
+from geomlat.engine import TrainConfig, load_checkpoint, train
+from geomlat.objectives import Supervised
 from geomlat.graphs import latent_adjacency
 from geomlat.models import build_model
 from geomlat.nnk import nnk_interpolation

@@ -12,7 +12,8 @@ from torch import nn
 from ...analysis import decision_consistency, layer_label_variation
 from ...capture import LatentCapture
 from ...data import balanced_order
-from ...engine import Supervised, TrainConfig, predict, resolve_device, train
+from ...engine import TrainConfig, predict, resolve_device, train
+from ...objectives import Supervised
 from ...io import atomic_write_text
 from ...engine.run_folder import load_trained_model
 from ...models import build_model

@@ -8,8 +8,8 @@ from typing import Any, Mapping
 import torch
 from torch import nn
 
-from ...engine import Supervised
-from ...losses import LOSSES, Distiller, build_loss, get_loss
+from ...losses import LOSSES, build_loss, get_loss
+from ...objectives import Distiller, Supervised
 from ...losses.registry import DISTILL_CONSUMES
 from ...models import MODELS
 from ..common import build, data_fields, train_config_from_fields

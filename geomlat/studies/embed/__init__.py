@@ -6,7 +6,7 @@ Spec fields (see ``studies/embed.toml``):
 - ``data``, ``model``, ``train``, ``corruptions``: as in the ``robust`` kind.
 - ``methods.NAME``: ``label``; ``loss`` = ``"cross_entropy"`` or ``"label_variation"``; ``out_dim``: width of
   the embedding (default: the number of classes). Cross-entropy with ``out_dim`` != classes trains through
-  a linear head on the ``out_dim``-wide bottleneck (:class:`geomlat.losses.objectives.BottleneckCrossEntropy`,
+  a linear head on the ``out_dim``-wide bottleneck (:class:`geomlat.objectives.BottleneckCrossEntropy`,
   as the paper did for its 2-D embeddings); the embedding is the bottleneck. ``kwargs``: arguments of
   :class:`geomlat.losses.LabelVariationLoss` (label variation only); ``train``: per-method overrides.
 - ``classifiers``: any of ``"argmax"`` (the network's own class scores; cross-entropy methods only),

@@ -11,7 +11,7 @@ from torch import Tensor, nn
 from ...classifiers import KNNClassifier, LogisticRegressionClassifier, NearestClassMean, embed
 from ...engine import TrainConfig, read_json, train, write_json
 from ...io import atomic_save, atomic_write_text, load_checkpoint
-from ...losses.objectives import BottleneckCrossEntropy
+from ...objectives import BottleneckCrossEntropy
 from ..common import STORAGE_VERSION, build, corrupted_sets, corruption_notes, load_splits, mce_pair, subset
 from ..runner import RunPlan, StudyContext
 from ..tables import Column, csv_text, median_std, write_table

@@ -6,9 +6,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from ...engine import Supervised
 from ...losses.embedding import LabelVariationLoss
-from ...losses.objectives import BottleneckCrossEntropy, LabelVariationObjective
+from ...objectives import BottleneckCrossEntropy, LabelVariationObjective, Supervised
 from ..common import IMAGE_SHAPES, build, corruption_fields, image_data_fields, model_fields, train_config_from_fields
 from ..spec import Fields, SpecError
 

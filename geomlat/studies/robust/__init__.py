@@ -11,7 +11,7 @@ Spec fields (see ``studies/robust.toml`` for a commented example):
   ``seeds``); ``methods.NAME.train`` overrides them.
 - ``methods.NAME``: ``label``; ``objective`` = ``"supervised"`` (cross-entropy), ``"smoothness"``
   (cross-entropy + :class:`geomlat.losses.SmoothnessRegularizer`; ``kwargs`` are its arguments, ``layers``
-  the captured modules, default every ReLU of the model) or ``"pgd"`` (:class:`geomlat.robustness.PGDTraining`;
+  the captured modules, default every ReLU of the model) or ``"pgd"`` (:class:`geomlat.objectives.PGDTraining`;
   ``kwargs`` eps / alpha / steps); ``parseval`` = ``{beta = 0.01}`` to apply the Parseval retraction after
   every optimizer step (any objective).
 - ``baseline``: the reference method of mCE and of the time ratio (default ``"baseline"``; a plain

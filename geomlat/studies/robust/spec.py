@@ -6,10 +6,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from ...engine import Supervised
-from ...losses.objectives import SmoothnessObjective
+from ...objectives import PGDTraining, SmoothnessObjective, Supervised
 from ...losses.regularizers import SmoothnessRegularizer
-from ...robustness import PGDTraining, ParsevalRetraction
+from ...robustness import ParsevalRetraction
 from ..common import IMAGE_SHAPES, build, corruption_fields, image_data_fields, model_fields, num_list, train_config_from_fields
 from ..spec import Fields, SpecError
 

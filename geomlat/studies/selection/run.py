@@ -23,7 +23,8 @@ from torch.utils.data import TensorDataset
 
 from ...analysis import ManifoldGraphMetrics, channelwise_loo_errors, geometric_stability, output_margin, parameter_norm, sharpness_proxy
 from ...data import balanced_order, load_dataset
-from ...engine import Supervised, evaluate_accuracy, model_outputs, train
+from ...engine import evaluate_accuracy, model_outputs, train
+from ...objectives import Supervised
 from ...io import atomic_save, load_checkpoint, read_json, write_json
 from ...graphs import latent_graph
 from ...models import build_model, count_parameters
