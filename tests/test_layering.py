@@ -3,7 +3,7 @@
 Layers, bottom to top (a component is ``geomlat.<name>``: a module or a subpackage with all its modules):
 
 0. ``registry``, ``_lazy``, ``_checks``, ``_params``, ``checks``, ``sequences``, ``batch``: helpers every layer uses.
-1. ``data``, ``models``, ``capture``, ``distributed``, ``io``: datasets, networks, reading a layer's output,
+1. ``data``, ``models``, ``capture``, ``distributed``, ``io``, ``locks``: datasets, networks, reading a layer's output,
    process groups, atomic files.
 2. ``kernels``, ``knn``, ``signals``, ``distances``: similarity, neighbors, graph signals, graph distances.
 3. ``graphs``, ``nnk``, ``interop``: latent geometry graphs, NNK graphs, conversions.
@@ -33,7 +33,7 @@ import geomlat
 
 LAYERS = [
     ["registry", "_lazy", "_checks", "_params", "checks", "sequences", "batch"],
-    ["data", "models", "capture", "distributed", "io"],
+    ["data", "models", "capture", "distributed", "io", "locks"],
     ["kernels", "knn", "signals", "distances"],
     ["graphs", "nnk", "interop"],
     ["losses", "robustness"],
@@ -139,5 +139,5 @@ def test_the_checker_sees_deferred_relative_and_lazy_imports():
              "    from geomlat import latent_graph\n    import geomlat.studies.runner\n"
     assert imports_of(source, "geomlat.kernels") == [("geomlat.objectives", 4), ("geomlat.nnk", 5),
                                                      ("geomlat.graphs", 6), ("geomlat.studies.runner", 7)]
-    assert imports_of("from ..engine import train\n", "geomlat.studies.common") == [("geomlat.engine.train", 1)]
-    assert imports_of("from .io import write_json\n", "geomlat.engine", is_package=True) == [("geomlat.engine.io", 1)]
+    assert imports_of("from ..engine import train\n", "geomlat.studies.common") == [("geomlat.engine.loop", 1)]
+    assert imports_of("from .step import train_step\n", "geomlat.engine", is_package=True) == [("geomlat.engine.step", 1)]
