@@ -72,11 +72,11 @@ STUDY_ARGS = --profile $(or $(PROFILE),quick) $(if $(filter-out 1,$(NPROC)),--np
 study-gkd study-embed study-robust study-toy study-manifold study-selection: study-%: $(STAMP)
 	$(VENV)/bin/geomlat study $* $(STUDY_ARGS)
 
-# Validation grids of the robust and embed quick profiles (geomlat.studies.tuning): results/tune-NAME/ and
+# Validation grids of the robust and embed quick profiles (geomlat.studies.tools.tuning): results/tune-NAME/ and
 # figures/tune-NAME/; the chosen values are copied into studies/NAME.toml's quick profile by hand.
 tune-robust tune-embed: tune-%: $(STAMP)
 	$(VENV)/bin/geomlat study $* --tune $(STUDY_ARGS)
-	$(if $(filter embed,$*),$(PY) -m geomlat.studies.lv_diagnosis)
+	$(if $(filter embed,$*),$(PY) -m geomlat.studies.tools.lv_diagnosis)
 
 # Benchmarks (about 10 minutes on 2 cores): installs the optional faiss-cpu baseline (the `bench` extra) first.
 bench: $(STAMP)

@@ -51,12 +51,7 @@ from torch.utils._pytree import tree_leaves
 from geomlat.checks import deferred_value_checks
 from geomlat.data import load_dataset, write_cifar_folder
 from geomlat.engine.train import make_grad_scaler, resolve_device, train_step
-from geomlat.models import build_model
-from geomlat.robustness import ParsevalRetraction
-from geomlat.studies import distill as distill_kind
-from geomlat.studies import embed as embed_kind
-from geomlat.studies import robust as robust_kind
-from geomlat.studies.runner import load_spec, run_study
+from geomlat.studies.runner import load_spec, load_study_kind, run_study
 
 ROOT = Path(__file__).resolve().parent.parent
 STUDIES = ("gkd", "embed", "robust")
@@ -107,24 +102,14 @@ def _merge(a: dict, b: dict) -> dict:
     return deep_merge(a, b)
 
 
-def _objectives(study: str, spec: dict[str, Any], num_classes: int, x_example: torch.Tensor):
-    """Yield ``(method, objective, after_step, batch_size)`` for every method of a validated spec."""
-    for name, method in spec["methods"].items():
-        torch.manual_seed(0)
-        after = None
-        if study == "gkd":
-            teacher = build_model(spec["teacher"]["model"], **spec["teacher"]["kwargs"]).eval()
-            student = build_model(spec["student"]["model"], **spec["student"]["kwargs"])
-            objective = distill_kind.make_objective(method, student, teacher, x_example)
-            batch = spec["student"]["train"]["batch_size"]
-        elif study == "embed":
-            objective = embed_kind.make_objective(method, embed_kind.build(spec["model"], out_dim=method["out_dim"]), num_classes)
-            batch = method["train"]["batch_size"]
-        else:
-            objective = robust_kind.make_objective(method, robust_kind.build(spec["model"]), 0)
-            after = ParsevalRetraction(method["parseval"]["beta"]) if method["parseval"] else None
-            batch = method["train"]["batch_size"]
-        yield name, objective, after, batch
+def _objectives(spec: dict[str, Any], splits):
+    """Yield ``(method, objective, after_step, batch_size)`` for every method of a validated spec, each built
+    by its study kind's :meth:`~geomlat.studies.StudyKind.build_run` (seed 0; a distillation teacher is a
+    randomly initialized network of the spec: its values do not change the cost)."""
+    kind = load_study_kind(spec["kind"])
+    for name in spec["methods"]:
+        plan = kind.build_run(spec, name, 0, splits)
+        yield name, plan.objective, plan.after_step, plan.config.batch_size
 
 
 @contextlib.contextmanager
@@ -259,7 +244,7 @@ def check_study(study: str, data_root: Path, device: torch.device, sizes: dict, 
     gen = torch.Generator().manual_seed(0)
     methods: dict[str, Any] = {}
     pools: dict[int, list] = {}
-    for name, objective, after, batch in _objectives(study, spec, splits.num_classes, splits.train.tensors[0][:4]):
+    for name, objective, after, batch in _objectives(spec, splits):
         if methods_filter and name not in methods_filter:
             continue
         if batch not in pools:  # pre-augmented batches on the device: the step alone is timed

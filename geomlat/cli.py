@@ -10,7 +10,7 @@ field after the profile, with a dotted path and a TOML value, e.g. ``--set train
 missing or malformed data file, or an output folder in use by another run of the study stop before
 anything is written, with exit status 2 and a one-line message naming the field, file or folder (and PID).
 
-``--tune`` runs the spec's validation grid (its ``[tune]`` table, :mod:`geomlat.studies.tuning`) instead
+``--tune`` runs the spec's validation grid (its ``[tune]`` table, :mod:`geomlat.studies.tools.tuning`) instead
 of the study: ``results/tune-NAME/grid.csv`` and the chosen values (``make tune-robust``, ``make tune-embed``).
 
 ``--nproc N`` (N > 1) runs the study data parallel on N processes of this machine: the command starts
@@ -137,7 +137,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             initialized = init_from_env()  # under torchrun/srun: join the process group
         if args.tune:
-            from .studies.tuning import run_tuning
+            from .studies.tools.tuning import run_tuning
 
             run_tuning(args.name, profile=args.profile, out_root=args.out, progress=not args.no_progress)
             return 0

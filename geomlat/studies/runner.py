@@ -21,26 +21,22 @@ wait for rank 0 at the end.
 """
 from __future__ import annotations
 
+import ast
 import contextlib
-import ctypes
 import importlib
-import multiprocessing
 import os
-import signal
-import sys
-import threading
 import time
-from concurrent.futures import ProcessPoolExecutor, as_completed
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 # torch and the engine are imported inside the functions that need them: `geomlat --help` and the spec
 # errors found before the study kind is loaded answer without importing torch
+from .processes import torch_threads
 from .spec import Fields, SpecError, apply_profile, check_train_tables, deep_merge, find_spec_file, read_spec_file
 
-__all__ = ["StudyKind", "StudyContext", "STUDY_KINDS", "InputError", "register_study_kind", "load_study_kind", "load_spec",
-           "run_study", "run_in_processes", "check_device"]
+__all__ = ["StudyKind", "StudyContext", "RunPlan", "kind_packages", "STUDY_KINDS", "InputError", "register_study_kind", "load_study_kind", "load_spec",
+           "run_study", "check_device"]
 
 
 class InputError(ValueError):
@@ -77,10 +73,36 @@ def _quiet(message: str) -> None:
     """The log of ranks other than 0."""
 
 
+@dataclass
+class RunPlan:
+    """One training run of a study kind (one method, one seed): what :func:`geomlat.engine.train` takes.
+
+    Attributes:
+        objective: the ``nn.Module`` trained (``.model``: the network), freshly initialized after
+            ``torch.manual_seed(seed)``; config: its :class:`geomlat.engine.TrainConfig` (seed included);
+        after_step / evaluate: the engine hooks (None: none / the default test error);
+        record: what the run folder's ``config.json`` records (it must match on resume).
+    """
+
+    objective: Any
+    config: Any
+    after_step: Callable | None = None
+    evaluate: Callable | None = None
+    record: dict[str, Any] = field(default_factory=dict)
+
+
 class StudyKind:
-    """Base class of study kinds. Subclasses implement :meth:`validate` and :meth:`run`."""
+    """Base class of study kinds. Subclasses implement :meth:`validate` and :meth:`run`; the per-run hooks
+    (:meth:`build_run`; :meth:`validation_errors` and :attr:`validation_metrics` for ``--tune``) let the tools
+    over kinds (:mod:`geomlat.studies.tools`, ``benchmarks/gpu_check.py``) train a kind's runs without
+    naming it."""
 
     name: str = ""
+    #: errors in [0, 1] returned by :meth:`validation_errors` (the choices of ``[tune]``'s ``select`` and
+    #: ``tiebreak``); empty: the kind has no validation grid
+    validation_metrics: tuple[str, ...] = ()
+    #: further values of :meth:`validation_errors` shown in the grid table (never selected on)
+    validation_extras: tuple[str, ...] = ()
 
     def validate(self, spec: dict[str, Any], fields: Fields) -> dict[str, Any]:
         """Check the kind-specific fields of ``spec`` (read them from ``fields``, which already consumed
@@ -90,6 +112,27 @@ class StudyKind:
     def run(self, spec: dict[str, Any], ctx: StudyContext) -> dict[str, Any]:
         """Train/evaluate what the spec declares, write tables and figures; return a summary dict."""
         raise NotImplementedError
+
+    def build_run(self, spec: dict[str, Any], method: str, seed: int, splits: Any, runs_dir: Path | None = None) -> RunPlan:
+        """The run of ``method`` (a key of ``spec["methods"]``) and ``seed`` on ``splits``
+        (:class:`geomlat.data.Splits`). ``runs_dir``: the study's runs folder, for runs that start from
+        another run (a distillation teacher); None: such inputs are freshly initialized (throughput checks)."""
+        raise NotImplementedError(f"study kind {self.name!r} does not define its runs one method at a time")
+
+    def validation_errors(self, spec: dict[str, Any], plan: RunPlan, splits: Any, final: Mapping[str, Any]) -> dict[str, float]:
+        """Errors of the trained ``plan.objective`` on ``splits.test`` (the validation split under ``--tune``),
+        one per :attr:`validation_metrics` and :attr:`validation_extras`; ``final``: what ``train`` returned."""
+        raise NotImplementedError(f"study kind {self.name!r} has no validation grid")
+
+    def tuning_spec(self, spec: dict[str, Any]) -> dict[str, Any]:
+        """A raw spec whose ``methods`` were replaced by the settings of a validation grid, made valid again
+        (e.g. a baseline that is not among them); the default returns it unchanged."""
+        return spec
+
+    def tuning_figure(self, tune: Mapping[str, Any], spec: Mapping[str, Any], rows: Sequence[Mapping[str, Any]]) -> Any:
+        """A matplotlib figure of the validation grid (``rows``: the grid table), or None for the tools'
+        default (the selected metric per setting)."""
+        return None
 
 
 STUDY_KINDS: dict[str, StudyKind] = {}
@@ -110,32 +153,30 @@ def register_study_kind(name: str):
     return decorator
 
 
-#: the shared modules of this package (they import no study kind)
-SHARED_MODULES = frozenset({"runner", "spec", "tables", "figures", "common"})
-#: modules that are no study kind: the shared ones and tools over kinds (``tuning``, ``lv_diagnosis``: issue
-#: 16's validation grids); every other module or subpackage may define study kinds
-NOT_KINDS = SHARED_MODULES | {"tuning", "lv_diagnosis"}
-
-
-def _study_modules() -> list[str]:
-    """Names of the modules and subpackages of this package that may define study kinds (all but the
-    shared helpers): ``<kind>.py`` or ``<kind>/__init__.py``."""
-    package_dir = Path(__file__).parent
-    names = [p.stem for p in package_dir.glob("*.py")] + [p.parent.name for p in package_dir.glob("*/__init__.py")]
-    return sorted(n for n in set(names) if not n.startswith("_") and n not in NOT_KINDS)
+def kind_packages() -> dict[str, str]:
+    """``{kind name: subpackage}`` of the study kinds of this package, found without importing them: a kind
+    is a subpackage ``geomlat/studies/<package>/`` whose ``__init__.py`` registers it with
+    ``@register_study_kind("name")``. Shared modules (``runner``, ``spec``, ...) are plain modules, and the
+    tools over kinds (:mod:`geomlat.studies.tools`) register none."""
+    out: dict[str, str] = {}
+    for init in sorted(Path(__file__).parent.glob("*/__init__.py")):
+        for node in ast.walk(ast.parse(init.read_text(), str(init))):
+            if isinstance(node, ast.ClassDef):
+                for deco in node.decorator_list:
+                    if (isinstance(deco, ast.Call) and getattr(deco.func, "id", None) == "register_study_kind"
+                            and deco.args and isinstance(deco.args[0], ast.Constant)):
+                        out[deco.args[0].value] = init.parent.name
+    return out
 
 
 def load_study_kind(kind: str) -> StudyKind:
-    """The registered kind ``kind``; kinds defined in ``geomlat/studies/<kind>/`` (a package) or
-    ``geomlat/studies/<kind>.py`` are imported on demand (a kind registered under another name is found by
-    importing every study module)."""
-    if kind not in STUDY_KINDS and kind in _study_modules():
-        importlib.import_module(f"{__package__}.{kind}")
+    """The registered kind ``kind``; a kind of this package (:func:`kind_packages`) is imported on demand."""
     if kind not in STUDY_KINDS:
-        for module in _study_modules():
-            importlib.import_module(f"{__package__}.{module}")
+        package = kind_packages().get(kind)
+        if package is not None:
+            importlib.import_module(f"{__package__}.{package}")
     if kind not in STUDY_KINDS:
-        raise SpecError("kind", f"unknown value {kind!r}; expected one of {sorted(STUDY_KINDS)}")
+        raise SpecError("kind", f"unknown value {kind!r}; expected one of {sorted(set(STUDY_KINDS) | set(kind_packages()))}")
     return STUDY_KINDS[kind]
 
 
@@ -242,134 +283,6 @@ def check_data(spec: Mapping[str, Any], data_dir: str | None) -> None:
         check_cifar10(data_dir)
     except ValueError as err:
         raise InputError(str(err)) from err
-
-
-_PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
-
-
-def _die_with_parent(parent_pid: int) -> None:
-    """Make this worker end when the process that started it dies, however it dies (SIGKILL included).
-
-    Linux: ``prctl(PR_SET_PDEATHSIG, SIGKILL)``. Everywhere (also as a fallback): a daemon thread waits
-    on multiprocessing's parent sentinel (closed by the OS when the parent dies) and checks that the
-    parent pid did not change (re-parenting), then ends the process at once.
-    """
-    if sys.platform.startswith("linux"):
-        try:
-            libc = ctypes.CDLL(None, use_errno=True)
-            libc.prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
-        except (OSError, AttributeError):  # pragma: no cover - no libc prctl: the watchdog below still works
-            pass
-    if os.getppid() != parent_pid:  # the parent died before prctl took effect
-        os._exit(1)
-    threading.Thread(target=_watch_parent, args=(parent_pid,), name="geomlat-parent-watchdog", daemon=True).start()
-
-
-def _watch_parent(parent_pid: int, interval: float = 0.5) -> None:
-    parent = multiprocessing.parent_process()
-    while True:
-        if parent is not None:
-            parent.join(interval)  # returns at once when the parent's sentinel closes (parent gone)
-            if not parent.is_alive():
-                os._exit(1)
-        else:  # pragma: no cover - not started by multiprocessing
-            time.sleep(interval)
-        if os.name == "posix" and os.getppid() != parent_pid:
-            os._exit(1)
-
-
-def _init_worker(threads: int | None, parent_pid: int) -> None:
-    _die_with_parent(parent_pid)
-    if threads is not None:
-        import torch
-
-        torch.set_num_threads(threads)
-
-
-_ACTIVE_POOLS: set[ProcessPoolExecutor] = set()
-
-
-def _kill_workers(pool: ProcessPoolExecutor) -> None:
-    """Terminate the worker processes of ``pool`` now (their running jobs are lost; finished runs are on disk)."""
-    for process in list((getattr(pool, "_processes", None) or {}).values()):
-        with contextlib.suppress(Exception):
-            if process.is_alive():
-                process.terminate()
-    pool.shutdown(wait=False, cancel_futures=True)
-
-
-@contextlib.contextmanager
-def _workers_end_on_signals() -> Iterator[None]:
-    """While inside (main thread only): SIGINT and SIGTERM first terminate the workers of every active pool,
-    then raise KeyboardInterrupt (SIGINT) or SystemExit(143) (SIGTERM) here, so that no worker outlives an
-    interrupted study (without this, the pool's exit would wait for the running jobs)."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def handler(signum, frame):
-        for pool in list(_ACTIVE_POOLS):
-            _kill_workers(pool)
-        if signum == signal.SIGINT:
-            raise KeyboardInterrupt
-        raise SystemExit(128 + signum)
-
-    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield
-    finally:
-        for sig, old in previous.items():
-            signal.signal(sig, old)
-
-
-def run_in_processes(fn: Callable[..., Any], jobs: Sequence[tuple], workers: int = 1, threads: int | None = None) -> Iterator[tuple[tuple, Any]]:
-    """Run ``fn(*args)`` for every ``args`` in ``jobs``; yield ``(args, result)`` as each finishes.
-
-    ``workers == 1`` (or a single job): in this process, in order. Otherwise in ``workers`` fresh
-    processes (``spawn``: no state inherited from this process, so results do not depend on ``workers``),
-    each using ``threads`` torch threads. ``fn`` and its arguments must be picklable (a module-level
-    function). An exception in a job is re-raised here after the other running jobs are cancelled.
-
-    The workers never outlive this process: they end when it dies, even by SIGKILL (see
-    :func:`_die_with_parent`), and SIGINT/SIGTERM of this process or an exception here terminate them.
-    """
-    jobs = list(jobs)
-    if workers <= 1 or len(jobs) <= 1:
-        for args in jobs:
-            yield args, fn(*args)
-        return
-    ctx = multiprocessing.get_context("spawn")
-    pool = ProcessPoolExecutor(max_workers=min(workers, len(jobs)), mp_context=ctx, initializer=_init_worker,
-                               initargs=(threads, os.getpid()))
-    _ACTIVE_POOLS.add(pool)
-    try:
-        with _workers_end_on_signals():
-            futures = {pool.submit(fn, *args): args for args in jobs}
-            for future in as_completed(futures):
-                yield futures[future], future.result()
-    except BaseException:
-        # an error, an interrupt, or the caller stopped iterating (GeneratorExit): no worker keeps training
-        _kill_workers(pool)
-        raise
-    finally:
-        _ACTIVE_POOLS.discard(pool)
-        pool.shutdown(wait=True)
-
-
-@contextlib.contextmanager
-def torch_threads(n: int | None):
-    """Context manager running its body with ``torch.set_num_threads(n)`` (``None``: unchanged)."""
-    if n is None:
-        yield
-        return
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 def _spec_name(path_or_name: str | Path | Mapping[str, Any], profile: str, overrides: Mapping[str, Any] | None) -> str | None:

@@ -22,7 +22,7 @@ pytestmark = pytest.mark.skipif(os.name != "posix", reason="sends POSIX signals"
 PARENT = textwrap.dedent(
     """
     import sys
-    from geomlat.studies.runner import run_in_processes
+    from geomlat.studies.processes import run_in_processes
     import jobs
 
     if __name__ == "__main__":
@@ -102,11 +102,11 @@ def test_watchdog_ends_a_worker_without_pdeathsig(tmp_path):
         """
         import multiprocessing, os, sys, time
         sys.path.insert(0, sys.argv[1])
-        from geomlat.studies import runner
+        from geomlat.studies import processes
 
         def child(parent_pid):
-            runner.sys.platform = "other"  # no prctl: only the watchdog thread
-            runner._die_with_parent(parent_pid)
+            processes.sys.platform = "other"  # no prctl: only the watchdog thread
+            processes._die_with_parent(parent_pid)
             print(os.getpid(), flush=True)
             time.sleep(120)
 

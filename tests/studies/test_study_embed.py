@@ -105,3 +105,48 @@ def test_paper_profile_one_batch_smoke(tmp_path):
     cfg = json.loads((tmp_path / "runs" / "embed" / "paper" / "lv_s0" / "config.json").read_text())
     assert cfg["model"]["model"] == "resnet18" and cfg["loss"] == "label_variation"
     assert (tmp_path / "figures" / "embed" / "embeddings_2d.png").exists()
+
+
+class _Stop(Exception):
+    pass
+
+
+def test_figure_embeddings_after_a_resume_with_eval_every_2_carry_the_engines_epoch(tmp_path):
+    """A run interrupted in its second epoch (eval_every = 2, 3 epochs) and resumed: the embeddings are saved
+    after the epochs the engine evaluates (2 and 3), each the model of that epoch. The old hook counted epochs
+    from its calls (1 done + 2 = 3 at the engine's epoch 2) and never wrote epoch_2.pt."""
+    from geomlat.engine import train
+    from geomlat.studies.common import load_splits, subset
+    from geomlat.studies.embed.run import build_run, recording_hook
+
+    spec = load_spec(_raw(), "quick", seeds=[0], overrides={"train": {"epochs": 3, "eval_every": 2, "limit_batches": 2, "batch_size": 32},
+                                                          "figure": {"epochs": [0, 2, 3]}})
+    splits = load_splits(spec["data"], None)
+    x_fig, _ = subset(splits.train, 20, 2)
+    run_dir = tmp_path / "lv_2d_s0"
+    steps = []
+
+    def stop_in_epoch_2(model):
+        steps.append(1)
+        if len(steps) == 3:  # the first step of the second epoch (2 batches per epoch)
+            raise _Stop
+
+    plan = build_run(spec, "lv_2d", 0, splits)
+    with pytest.raises(_Stop):
+        train(plan.objective, splits, plan.config, run_dir, after_step=stop_in_epoch_2, progress=False, record=plan.record)
+    assert (run_dir / "checkpoint.pt").exists() and not (run_dir / "final.json").exists()
+    seen = []
+    plan = build_run(spec, "lv_2d", 0, splits)
+    hook = recording_hook(plan.evaluate, run_dir, x_fig, [2, 3])
+
+    def evaluate(model, splits_, epoch):
+        out = hook(model, splits_, epoch=epoch)
+        seen.append((epoch, embed(model, x_fig)))
+        return out
+
+    train(plan.objective, splits, plan.config, run_dir, evaluate=evaluate, progress=False, record=plan.record)
+    assert [e for e, _ in seen] == [2, 3]
+    for epoch, expected in seen:
+        stored = load_checkpoint(run_dir / "embeddings" / f"epoch_{epoch}.pt")
+        assert stored["epoch"] == epoch and torch.allclose(stored["embedding"], expected)
+    assert not torch.allclose(seen[0][1], seen[1][1])  # two different models: epoch 2 is not the final one

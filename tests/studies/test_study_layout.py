@@ -1,6 +1,8 @@
-"""The layout of ``geomlat/studies`` (issue 13, point 6): study kinds share helpers through the shared
-modules only (no kind imports another kind), no class is longer than about 150 lines (each kind is split
-into spec validation, run and figures), and the runner still finds every kind by name."""
+"""The layout of ``geomlat/studies`` (issues 13 and 20): a study kind is one subpackage that registers it, found
+by that rule (no hand-kept list); no module outside a kind's package imports it (kinds share helpers through
+the shared modules; the tools over kinds and ``benchmarks/gpu_check.py`` go through the kinds' per-run hooks);
+no private module and no import of another module's private name; no class longer than about 150 lines; the
+runner finds every kind by name."""
 from __future__ import annotations
 
 import ast
@@ -10,10 +12,11 @@ import sys
 from pathlib import Path
 
 import geomlat.studies
-from geomlat.studies.runner import NOT_KINDS, SHARED_MODULES, _study_modules
+from geomlat.studies.runner import kind_packages
 
 STUDIES = Path(geomlat.studies.__file__).parent
 PACKAGE = "geomlat.studies"
+KIND_PACKAGES = set(kind_packages().values())
 MAX_CLASS_LINES = 150
 
 
@@ -51,41 +54,97 @@ def kind_of(dotted: str) -> str | None:
     if not dotted.startswith(PACKAGE + "."):
         return None
     top = dotted[len(PACKAGE) + 1 :].split(".")[0]
-    return None if top in NOT_KINDS or top.startswith("_") else top
+    return top if top in KIND_PACKAGES else None
 
 
 def sources() -> list[Path]:
     return sorted(p for p in STUDIES.rglob("*.py") if "__pycache__" not in p.parts)
 
 
-def test_the_scan_sees_the_kinds_and_resolves_relative_imports():
-    kinds = set(_study_modules())
-    assert {"distill", "embed", "manifold", "robust", "toy"} <= kinds
-    assert not kinds & NOT_KINDS and SHARED_MODULES <= NOT_KINDS
+def test_the_kinds_are_the_subpackages_that_register_one():
+    assert kind_packages() == {k: k for k in ("distill", "embed", "manifold", "robust", "selection", "toy")}
+    packages = {p.parent.name for p in STUDIES.glob("*/__init__.py")}
+    assert packages - KIND_PACKAGES == {"tools"}  # tools over kinds register none
+    assert not [p.name for p in STUDIES.glob("*.py") if p.stem in KIND_PACKAGES]  # a kind is a package, not a module
     # the resolver, on a kind's own files: relative imports land in the right package
     run = STUDIES / "toy" / "run.py"
     targets = {t for _, t in imported_modules(run)}
     assert {"geomlat.studies.common", "geomlat.studies.toy.figures", "geomlat.graphs"} <= targets
     assert kind_of("geomlat.studies.toy.figures") == "toy" and kind_of("geomlat.studies.common") is None
-    assert kind_of("geomlat.studies.figures") is None and kind_of("geomlat.graphs") is None
+    assert kind_of("geomlat.studies.figures") is None and kind_of("geomlat.studies.tools.tuning") is None
 
 
-def test_no_study_kind_imports_another_and_shared_modules_import_no_kind():
+def outside_sources() -> list[Path]:
+    """Python files that may not import a kind: every file of ``geomlat/`` outside the kinds' packages, and
+    the benchmarks."""
+    root = STUDIES.parents[1]
+    files = [p for p in (root / "geomlat").rglob("*.py") if "__pycache__" not in p.parts]
+    files += sorted((root / "benchmarks").glob("*.py"))
+    return [p for p in files if not (p.is_relative_to(STUDIES) and p.relative_to(STUDIES).parts[0] in KIND_PACKAGES)]
+
+
+def absolute_imports(path: Path) -> list[tuple[int, str]]:
+    """``imported_modules`` for any file: relative imports resolved against its place under the repository."""
+    root = STUDIES.parents[1]
+    parts = list(path.relative_to(root).with_suffix("").parts)
+    name = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    out = []
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            out += [(node.lineno, alias.name) for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = package.split(".")[: len(package.split(".")) - (node.level - 1)] if node.level else []
+            target = ".".join(base + ([node.module] if node.module else [])) if node.level else node.module
+            out += [(node.lineno, target)] + [(node.lineno, f"{target}.{alias.name}") for alias in node.names]
+    return out
+
+
+def test_no_study_kind_imports_another_and_nothing_outside_a_kind_imports_it():
     bad = []
     for path in sources():
-        name = module_name(path)
-        own = kind_of(name)
-        top = name[len(PACKAGE) + 1 :].split(".")[0]
-        if own is None and top not in SHARED_MODULES:
-            continue  # the package itself (registers its built-in kind) and tools over kinds (tuning, lv_diagnosis)
+        own = kind_of(module_name(path))
         for line, target in imported_modules(path):
             other = kind_of(target)
-            if other is not None and other != own:
-                who = f"kind {own!r}" if own else f"shared module {top!r}"
-                entry = f"{path.relative_to(STUDIES)}:{line}: {who} imports from kind {other!r}"
-                if entry not in bad:
-                    bad.append(entry)
-    assert not bad, "study kinds must share helpers through geomlat/studies/common.py:\n" + "\n".join(bad)
+            if own is not None and other is not None and other != own:
+                bad.append(f"{path.relative_to(STUDIES)}:{line}: kind {own!r} imports from kind {other!r}")
+    for path in outside_sources():
+        for line, target in absolute_imports(path):
+            if kind_of(target) is not None:
+                bad.append(f"{path}:{line}: imports from kind {kind_of(target)!r} (use load_study_kind and its hooks)")
+    assert not bad, "a kind is reached through its StudyKind only:\n" + "\n".join(sorted(set(bad)))
+
+
+def test_the_layout_check_catches_a_tool_importing_a_kind(tmp_path):
+    """The rule above on constructed files: a tool importing a kind (relatively) is caught, a shared import is not."""
+    tool = STUDIES / "tools" / "tuning.py"
+    imports = [t for _, t in imported_modules(tool)]
+    assert "geomlat.studies.runner" in imports and not any(kind_of(t) for t in imports)
+    fake = tmp_path / "fake.py"
+    fake.write_text("from geomlat.studies.robust.run import build_run\nfrom geomlat.studies import spec\n")
+    assert [kind_of(t) for _, t in absolute_imports_of_text(fake)] == ["robust", "robust", None, None]
+
+
+def absolute_imports_of_text(path: Path) -> list[tuple[int, str]]:
+    out = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom):
+            out += [(node.lineno, node.module)] + [(node.lineno, f"{node.module}.{a.name}") for a in node.names]
+    return out
+
+
+def test_no_private_module_and_no_private_cross_module_import():
+    """No ``_name.py`` module in the studies (a kind's helpers are modules of its package), and no import of
+    a private name (``from .x import _y``) from another module of ``geomlat/``."""
+    private = [str(p.relative_to(STUDIES)) for p in sources() if p.stem.startswith("_") and p.name != "__init__.py"]
+    assert not private, f"private modules: {private}"
+    bad = []
+    for path in sources():
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.ImportFrom):
+                bad += [f"{path.relative_to(STUDIES)}:{node.lineno}: {a.name}" for a in node.names
+                        if a.name.startswith("_") and a.name != "__future__"]
+    assert not bad, "private names imported across modules:\n" + "\n".join(bad)
 
 
 def test_no_class_in_the_studies_is_longer_than_150_lines():
@@ -101,12 +160,13 @@ def test_no_class_in_the_studies_is_longer_than_150_lines():
 
 
 def test_the_runner_imports_each_kind_by_name_on_demand():
-    """In a fresh interpreter, every kind is registered by importing ``geomlat.studies.<kind>`` when asked
-    for by name (only ``distill`` is imported with the package)."""
+    """In a fresh interpreter, no kind is imported with the package; every kind is registered by importing
+    ``geomlat.studies.<kind>`` when asked for by name."""
     code = (
         "from geomlat.studies.runner import STUDY_KINDS, load_study_kind\n"
         "import geomlat.studies\n"
-        "for kind in ('toy', 'manifold', 'robust', 'embed', 'distill'):\n"
+        "assert not STUDY_KINDS, sorted(STUDY_KINDS)\n"
+        "for kind in ('toy', 'manifold', 'robust', 'embed', 'distill', 'selection'):\n"
         "    k = load_study_kind(kind)\n"
         "    assert k.name == kind and type(k).__module__ == f'geomlat.studies.{kind}', (kind, type(k).__module__)\n"
         "print(sorted(STUDY_KINDS))\n"
@@ -114,4 +174,4 @@ def test_the_runner_imports_each_kind_by_name_on_demand():
     env = {**os.environ, "PYTHONPATH": str(STUDIES.parents[1]) + os.pathsep + os.environ.get("PYTHONPATH", "")}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
     assert out.returncode == 0, out.stderr
-    assert {"distill", "embed", "manifold", "robust", "toy"} <= set(eval(out.stdout.strip()))
+    assert {"distill", "embed", "manifold", "robust", "selection", "toy"} <= set(eval(out.stdout.strip()))

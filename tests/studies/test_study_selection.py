@@ -17,8 +17,8 @@ from geomlat.engine import load_checkpoint
 from geomlat.models import Conv1dNet, build_model
 from geomlat.nnk import nnk_interpolation
 from geomlat.studies import SpecError, load_spec, run_study
-from geomlat.studies._selection_report import GRAN_AXES, MEASURES
-from geomlat.studies._selection_runs import model_data, population, run_name
+from geomlat.studies.selection.report import GRAN_AXES, MEASURES
+from geomlat.studies.selection.run import model_data, population, run_name
 from geomlat.studies.common import layer_features
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tests/conftest.py

@@ -1,4 +1,4 @@
-"""Validation grids of the robust and embed studies (geomlat.studies.tuning): the selection rule on constructed
+"""Validation grids of the robust and embed studies (geomlat.studies.tools.tuning): the selection rule on constructed
 grids (against an independent brute-force statement of the rule), spec validation of the `tune` fields, and
 tiny end-to-end runs whose grid.csv is checked against a recomputation from the saved checkpoints."""
 from __future__ import annotations
@@ -17,7 +17,7 @@ from geomlat.data import load_dataset
 from geomlat.engine.io import load_checkpoint
 from geomlat.studies import SpecError, load_spec
 from geomlat.studies.spec import find_spec_file, read_spec_file
-from geomlat.studies.tuning import run_tuning, select_setting, tune_fields
+from geomlat.studies.tools.tuning import run_tuning, select_setting, tune_fields
 
 
 def _raw(name):
@@ -223,10 +223,10 @@ def test_paper_profiles_keep_the_papers_settings():
 
 
 def test_lv_diagnostics_match_dense_formulas():
-    """geomlat.studies.lv_diagnosis.batch_diagnostics against numpy: normalized inter-class RBF weight share,
+    """geomlat.studies.tools.lv_diagnosis.batch_diagnostics against numpy: normalized inter-class RBF weight share,
     same-class pairs with weight > 0.01, class spread and leave-one-out k-NN error."""
     from geomlat.losses.embedding import LabelVariationLoss
-    from geomlat.studies.lv_diagnosis import batch_diagnostics
+    from geomlat.studies.tools.lv_diagnosis import batch_diagnostics
 
     rng = np.random.default_rng(0)
     y = np.repeat(np.arange(3), 8)
@@ -249,3 +249,38 @@ def test_lv_diagnostics_match_dense_formulas():
     tie = np.array([np.bincount(v, minlength=3).max() == 1 for v in votes])
     assert not tie.any()
     assert d["train_loo_knn"] == pytest.approx((pred != y).mean(), abs=1e-9)
+
+
+class _ReachedModel(Exception):
+    """Raised by :class:`_DeviceCheckingNet` once a batch arrived on the network's device."""
+
+
+class _DeviceCheckingNet(torch.nn.Module):
+    """A network on the ``meta`` device (standing for a GPU) that fails on a batch left on another device."""
+
+    def __init__(self):
+        super().__init__()
+        self.weight = torch.nn.Parameter(torch.zeros(3, 2, device="meta"))
+
+    def forward(self, x):
+        if x.device != self.weight.device:
+            raise AssertionError(f"batch on {x.device}, network on {self.weight.device}")
+        raise _ReachedModel
+
+
+@pytest.mark.parametrize("kind_name", ["robust", "embed"])
+def test_validation_errors_send_the_batches_to_the_networks_device(kind_name):
+    """The tuner's validation errors on a network on another device than the CPU-held validation split (as a
+    GPU run): every batch reaches the network on its device (the tuner kept them on the CPU before)."""
+    from types import SimpleNamespace
+
+    from geomlat.studies.runner import RunPlan, load_study_kind
+
+    objective = SimpleNamespace(model=_DeviceCheckingNet())
+    objective.parameters = objective.model.parameters
+    x, y = torch.randn(6, 2), torch.tensor([0, 1, 2, 0, 1, 2])
+    split = torch.utils.data.TensorDataset(x, y)
+    splits = SimpleNamespace(train=split, test=split)
+    spec = {"attacks": {"batch_size": 4, "fgsm_snr_db": 33.0}, "knn_k": 1}
+    with pytest.raises(_ReachedModel):
+        load_study_kind(kind_name).validation_errors(spec, RunPlan(objective, None), splits, {"loss": 0.0})

@@ -31,7 +31,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..common import train_config_from_fields
-from ..runner import StudyContext, StudyKind, register_study_kind
+from ..runner import RunPlan, StudyContext, StudyKind, register_study_kind
 from ..spec import Fields
 from . import run as _run, spec as _spec
 from .spec import build_term, distill_losses, make_objective
@@ -50,3 +50,6 @@ class DistillStudy(StudyKind):
 
     def run(self, spec: dict[str, Any], ctx: StudyContext) -> dict[str, Any]:
         return _run.run(spec, ctx)
+
+    def build_run(self, spec, method, seed, splits, runs_dir=None) -> RunPlan:
+        return _run.build_run(spec, method, seed, splits, runs_dir)

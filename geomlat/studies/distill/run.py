@@ -17,12 +17,13 @@ from ...engine.io import atomic_write_text
 from ...engine.train import load_trained_model
 from ...models import build_model
 from ..common import load_splits
-from ..runner import StudyContext, run_in_processes
+from ..processes import run_in_processes
+from ..runner import RunPlan, StudyContext
 from ..tables import Column, csv_text, median_std, write_table
 from .figures import figures
 from .spec import make_objective
 
-__all__ = ["run"]
+__all__ = ["run", "build_run"]
 
 
 def _num_params(model: nn.Module) -> int:
@@ -57,24 +58,35 @@ def _run_job(spec, study, profile, runs_dir, data_dir, role, seed, method, split
         splits = load_splits(spec["data"], data_dir)
     run = _run_name(role, seed, method)
     run_dir = Path(runs_dir) / run
-    entry = spec[role]
-    record = {"study": study, "profile": profile, "model": entry["model"], "kwargs": entry["kwargs"], "role": role}
-    teacher = None
     if role == "student":
-        m = spec["methods"][method]
-        ts = _teacher_seed(spec, seed)
-        teacher = _load_network(spec, runs_dir, "teacher", ts, None)
-        record.update(method=method, terms=m["terms"], pairs=m["pairs"], task_weight=m["task_weight"], teacher_run=f"teacher_s{ts}")
-    torch.manual_seed(seed)
-    model = build_model(entry["model"], **entry["kwargs"])
-    if teacher is None:
-        objective = Supervised(model)
+        plan = build_run(spec, method, seed, splits, runs_dir)
     else:
-        objective = make_objective(spec["methods"][method], model, teacher, splits.train.tensors[0][:4])
-    config = TrainConfig.from_dict({**entry["train"], "seed": seed})
+        entry = spec["teacher"]
+        torch.manual_seed(seed)
+        plan = RunPlan(Supervised(build_model(entry["model"], **entry["kwargs"])), TrainConfig.from_dict({**entry["train"], "seed": seed}),
+                       record={"model": entry["model"], "kwargs": entry["kwargs"], "role": role})
+    objective, config, record = plan.objective, plan.config, {"study": study, "profile": profile, **plan.record}
     state = "done" if (run_dir / "final.json").exists() else ("resuming" if (run_dir / "checkpoint.pt").exists() else "training")
     final = train(objective, splits, config, run_dir, progress=progress, record=record)
     return run, state, final
+
+
+def build_run(spec: dict[str, Any], method: str, seed: int, splits, runs_dir: str | Path | None = None) -> RunPlan:
+    """The student of ``method`` and ``seed`` (``torch.manual_seed(seed)`` right before building it: every
+    student of a seed starts from the same initialization), distilled from the trained teacher of its seed
+    in ``runs_dir``, or, with ``runs_dir=None``, from an untrained teacher of the spec (throughput checks)."""
+    m, entry, ts = spec["methods"][method], spec["student"], _teacher_seed(spec, seed)
+    if runs_dir is None:
+        torch.manual_seed(ts)
+        teacher = build_model(spec["teacher"]["model"], **spec["teacher"]["kwargs"]).eval()
+    else:
+        teacher = _load_network(spec, runs_dir, "teacher", ts, None)
+    record = {"model": entry["model"], "kwargs": entry["kwargs"], "role": "student", "method": method, "terms": m["terms"],
+              "pairs": m["pairs"], "task_weight": m["task_weight"], "teacher_run": f"teacher_s{ts}"}
+    torch.manual_seed(seed)
+    model = build_model(entry["model"], **entry["kwargs"])
+    objective = make_objective(m, model, teacher, splits.train.tensors[0][:4])
+    return RunPlan(objective, TrainConfig.from_dict({**entry["train"], "seed": seed}), record=record)
 
 
 def run(spec: dict[str, Any], ctx: StudyContext) -> dict[str, Any]:

@@ -25,10 +25,10 @@ embedding (the same for every method, since label-variation outputs are not clas
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Mapping
 
 from ..common import build
-from ..runner import StudyContext, StudyKind, register_study_kind
+from ..runner import RunPlan, StudyContext, StudyKind, register_study_kind
 from ..spec import Fields
 from . import run as _run, spec as _spec
 from .spec import CLASSIFIERS, LOSSES, make_objective
@@ -41,8 +41,26 @@ class EmbedStudy(StudyKind):
     """Embedding study (see the module docstring for the spec): validation and objectives in :mod:`.spec`,
     training, evaluation and tables in :mod:`.run`, the figure in :mod:`.figures`."""
 
+    validation_metrics = ("knn", "ncm", "logreg")
+    validation_extras = ("loss",)  # the final training loss
+
     def validate(self, spec: dict[str, Any], fields: Fields) -> dict[str, Any]:
         return _spec.validate(spec, fields)
 
     def run(self, spec: dict[str, Any], ctx: StudyContext) -> dict[str, Any]:
         return _run.run(spec, ctx)
+
+    def build_run(self, spec, method, seed, splits, runs_dir=None) -> RunPlan:
+        return _run.build_run(spec, method, seed, splits)
+
+    def validation_errors(self, spec, plan: RunPlan, splits, final: Mapping[str, Any]) -> dict[str, float]:
+        return {**_run.validation_errors(spec, plan.objective, splits), "loss": final["loss"]}
+
+    def tuning_spec(self, spec: dict[str, Any]) -> dict[str, Any]:
+        """No figure (it lists the study's methods); a ``baseline`` naming no method of the grid names a
+        cross-entropy method added for it."""
+        spec = {k: v for k, v in spec.items() if k != "figure"}
+        if spec.get("baseline") is not None and spec["baseline"] not in spec["methods"]:
+            spec.pop("baseline")
+            spec["methods"] = {**spec["methods"], "ce": {"loss": "cross_entropy"}}
+        return spec

@@ -13,12 +13,12 @@ from ...engine import TrainConfig, read_json, train, write_json
 from ...engine.io import atomic_save, atomic_write_text, load_checkpoint
 from ...losses.objectives import BottleneckCrossEntropy
 from ..common import STORAGE_VERSION, build, corrupted_sets, corruption_notes, load_splits, mce_pair, subset
-from ..runner import StudyContext
+from ..runner import RunPlan, StudyContext
 from ..tables import Column, csv_text, median_std, write_table
 from .figures import embeddings_figure
 from .spec import make_objective
 
-__all__ = ["run"]
+__all__ = ["run", "build_run", "validation_errors", "ncm_error"]
 
 
 CLASSIFIER_TITLES = {"argmax": "argmax (own head)", "knn": "k-NN", "ncm": "nearest class mean", "logreg": "logistic regression"}
@@ -37,21 +37,16 @@ def run(spec: dict[str, Any], ctx: StudyContext) -> dict[str, Any]:
     x_fig, y_fig = subset(splits.train, spec["figure"]["samples"], 2)
     results: dict[tuple[str, int], dict[str, Any]] = {}
     for seed in seeds:
-        for name, method in methods.items():
+        for name in methods:
             run_dir = ctx.runs_dir / f"{name}_s{seed}"
-            torch.manual_seed(seed)
-            model = build(spec["model"], out_dim=method["out_dim"])
-            objective = make_objective(method, model, splits.num_classes)
-            config = TrainConfig.from_dict({**method["train"], "seed": seed})
+            plan = build_run(spec, name, seed, splits)
             record_epochs = spec["figure"]["epochs"] if (name in spec["figure"]["methods"] and seed == seeds[0]) else []
-            evaluate = evaluate_hook(run_dir, x_fig, record_epochs, config)
+            evaluate = recording_hook(plan.evaluate, run_dir, x_fig, record_epochs)
             if 0 in record_epochs and not (run_dir / "final.json").exists():
-                save_embedding(run_dir, 0, model, x_fig)
+                save_embedding(run_dir, 0, plan.objective.model, x_fig)
             ctx.log(f"[{ctx.name}/{ctx.profile}] training {run_dir.name}")
-            train(objective, splits, config, run_dir, evaluate=evaluate, progress=ctx.progress,
-                  record={"method": name, "loss": method["loss"], "out_dim": method["out_dim"],
-                          "kwargs": method["kwargs"], "model": spec["model"]})
-            results[(name, seed)] = evaluate_run(spec, ctx, run_dir, objective, splits, x_cor, y_cor)
+            train(plan.objective, splits, plan.config, run_dir, evaluate=evaluate, progress=ctx.progress, record=plan.record)
+            results[(name, seed)] = evaluate_run(spec, ctx, run_dir, name, plan.objective, splits, x_cor, y_cor)
     rows, per_run = table_rows(spec, results)
     ctx.results_dir.mkdir(parents=True, exist_ok=True)
     paths = write_tables(spec, ctx, rows, per_run)
@@ -65,24 +60,50 @@ def save_embedding(run_dir: Path, epoch: int, model: nn.Module, x: Tensor) -> No
     atomic_save({"epoch": epoch, "embedding": embed(model, x)}, run_dir / "embeddings" / f"epoch_{epoch}.pt")
 
 
-def evaluate_hook(run_dir: Path, x_fig: Tensor, record_epochs: list[int], config: TrainConfig):
-    """Engine ``evaluate``: nearest-class-mean test error; saves the figure embeddings at listed epochs.
-    The epoch is counted from the calls (eval_every epochs apart), resuming from metrics.jsonl."""
-    state = {"epoch": None}
+def build_run(spec: dict[str, Any], name: str, seed: int, splits) -> RunPlan:
+    """The run of method ``name`` and ``seed`` (``torch.manual_seed(seed)`` before building the model): the
+    engine's per-epoch ``test_error`` is the nearest-class-mean error of the embedding (:func:`ncm_error`)."""
+    method = spec["methods"][name]
+    torch.manual_seed(seed)
+    objective = make_objective(method, build(spec["model"], out_dim=method["out_dim"]), splits.num_classes)
+    record = {"method": name, "loss": method["loss"], "out_dim": method["out_dim"], "kwargs": method["kwargs"],
+              "model": spec["model"]}
+    return RunPlan(objective, TrainConfig.from_dict({**method["train"], "seed": seed}), evaluate=ncm_error, record=record)
 
-    def evaluate(model: nn.Module, splits) -> dict[str, float]:
-        if state["epoch"] is None:
-            done = run_dir / "metrics.jsonl"
-            state["epoch"] = len(done.read_text().splitlines()) if done.exists() else 0
-        state["epoch"] = min(state["epoch"] + config.eval_every, config.epochs)
-        if state["epoch"] in record_epochs:
-            save_embedding(run_dir, state["epoch"], model, x_fig)
-        x_tr, y_tr = splits.train.tensors
-        x_te, y_te = splits.test.tensors
-        ncm = NearestClassMean().fit(embed(model, x_tr), y_tr)
-        return {"test_error": ncm.error(embed(model, x_te), y_te)}
 
-    return evaluate
+def _device(model: nn.Module) -> torch.device:
+    return next(model.parameters()).device
+
+
+def ncm_error(model: nn.Module, splits) -> dict[str, float]:
+    """Engine ``evaluate``: nearest-class-mean error on ``splits.test`` of the embedding (label-variation
+    outputs are no class scores), classifier fitted on the training embedding; inputs sent to the model's device."""
+    x_tr, y_tr = splits.train.tensors
+    x_te, y_te = splits.test.tensors
+    ncm = NearestClassMean().fit(embed(model, x_tr, device=_device(model)), y_tr)
+    return {"test_error": ncm.error(embed(model, x_te, device=_device(model)), y_te)}
+
+
+def recording_hook(evaluate, run_dir: Path, x_fig: Tensor, record_epochs: list[int]):
+    """``evaluate`` that also saves the figure embeddings after the listed epochs (the engine passes
+    ``epoch=``, the epochs done, so the epoch is right after a resume whatever ``eval_every``)."""
+
+    def hook(model: nn.Module, splits, epoch: int) -> dict[str, float]:
+        if epoch in record_epochs:
+            save_embedding(run_dir, epoch, model, x_fig)
+        return evaluate(model, splits)
+
+    return hook
+
+
+def validation_errors(spec: dict[str, Any], objective: nn.Module, splits) -> dict[str, float]:
+    """k-NN, nearest-class-mean and logistic-regression errors on ``splits.test`` (the validation split of
+    ``--tune``) of the trained embedding, classifiers fitted on the training embedding."""
+    model, device = objective.model, _device(objective)
+    x_tr, y_tr = splits.train.tensors
+    x_va, y_va = splits.test.tensors
+    e_tr, e_va = embed(model, x_tr, device=device), embed(model, x_va, device=device)
+    return {name: make_classifier(name, spec).fit(e_tr, y_tr).error(e_va, y_va) for name in ("knn", "ncm", "logreg")}
 
 
 def make_classifier(name: str, spec):
@@ -90,7 +111,7 @@ def make_classifier(name: str, spec):
             "logreg": LogisticRegressionClassifier}[name]()
 
 
-def evaluate_run(spec, ctx, run_dir: Path, objective, splits, x_cor, y_cor) -> dict[str, Any]:
+def evaluate_run(spec, ctx, run_dir: Path, name: str, objective, splits, x_cor, y_cor) -> dict[str, Any]:
     path = run_dir / "eval.json"
     if path.exists() and read_json(path).get("storage") == STORAGE_VERSION:  # else made on other corrupted sets
         return read_json(path)
@@ -100,7 +121,7 @@ def evaluate_run(spec, ctx, run_dir: Path, objective, splits, x_cor, y_cor) -> d
     model = objective.model
     x_tr, y_tr = splits.train.tensors
     x_te, y_te = splits.test.tensors
-    ce = spec["methods"][run_dir.name.rsplit("_s", 1)[0]]["loss"] == "cross_entropy"
+    ce = spec["methods"][name]["loss"] == "cross_entropy"
     names = [c for c in spec["classifiers"] if c != "argmax" or ce]
     fitted = {c: make_classifier(c, spec).fit(embed(model, x_tr, device=device), y_tr) for c in names if c != "argmax"}
 

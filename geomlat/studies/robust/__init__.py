@@ -30,12 +30,12 @@ Corrupted test sets are computed once per study (``runs/.../corrupted/*.pt``, 8-
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Mapping
 
 from ..common import build
-from ..runner import StudyContext, StudyKind, register_study_kind
+from ..runner import RunPlan, StudyContext, StudyKind, register_study_kind
 from ..spec import Fields
-from . import run as _run, spec as _spec
+from . import figures as _figures, run as _run, spec as _spec
 from .spec import OBJECTIVES, make_objective
 
 __all__ = ["RobustStudy", "OBJECTIVES", "build", "make_objective"]
@@ -44,10 +44,28 @@ __all__ = ["RobustStudy", "OBJECTIVES", "build", "make_objective"]
 @register_study_kind("robust")
 class RobustStudy(StudyKind):
     """Robustness study (see the module docstring for the spec): validation and objectives in :mod:`.spec`,
-    training, evaluation and tables in :mod:`.run`, the figure in :mod:`.figures`."""
+    training, evaluation and tables in :mod:`.run`, the figures in :mod:`.figures`."""
+
+    validation_metrics = ("clean", "fgsm", "pgd")
 
     def validate(self, spec: dict[str, Any], fields: Fields) -> dict[str, Any]:
         return _spec.validate(spec, fields)
 
     def run(self, spec: dict[str, Any], ctx: StudyContext) -> dict[str, Any]:
         return _run.run(spec, ctx)
+
+    def build_run(self, spec, method, seed, splits, runs_dir=None) -> RunPlan:
+        return _run.build_run(spec, method, seed)
+
+    def validation_errors(self, spec, plan: RunPlan, splits, final: Mapping[str, Any]) -> dict[str, float]:
+        return _run.validation_errors(spec, plan.objective, splits.test)
+
+    def tuning_spec(self, spec: dict[str, Any]) -> dict[str, Any]:
+        """A ``baseline`` field naming no method of the grid names a plain cross-entropy method added for it."""
+        if spec.get("baseline") is not None and spec["baseline"] not in spec["methods"]:
+            spec = {k: v for k, v in spec.items() if k != "baseline"}
+            spec["methods"] = {**spec["methods"], "baseline": {"objective": "supervised"}}
+        return spec
+
+    def tuning_figure(self, tune, spec, rows):
+        return _figures.tuning_figure(tune, spec, rows)

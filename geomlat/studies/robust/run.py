@@ -12,12 +12,12 @@ from ...engine.io import atomic_write_text, load_checkpoint
 from ...robustness import ParsevalRetraction, fgsm, pgd
 from ..common import (STORAGE_VERSION, build, corrupted_sets, corruption_notes, load_splits, mce_pair, seconds_per_epoch,
                       subset)
-from ..runner import StudyContext
+from ..runner import RunPlan, StudyContext
 from ..tables import Column, csv_text, median_std, write_table
 from .figures import severity_figure
 from .spec import make_objective
 
-__all__ = ["run"]
+__all__ = ["run", "build_run", "validation_errors"]
 
 
 def _error_of(predict: Callable[[Tensor], Tensor], x: Tensor, y: Tensor, batch: int = 512) -> float:
@@ -34,18 +34,13 @@ def run(spec: dict[str, Any], ctx: StudyContext) -> dict[str, Any]:
     x_att, y_att = subset(splits.test, spec["attacks"]["samples"], 1)
     results: dict[tuple[str, int], dict[str, Any]] = {}
     for seed in seeds:  # seeds outer: the methods of a seed run back to back (fair timings)
-        for name, method in methods.items():
+        for name in methods:
             run_dir = ctx.runs_dir / f"{name}_s{seed}"
-            torch.manual_seed(seed)
-            model = build(spec["model"])
-            objective = make_objective(method, model, seed)
-            after = ParsevalRetraction(method["parseval"]["beta"]) if method["parseval"] else None
-            config = TrainConfig.from_dict({**method["train"], "seed": seed})
+            plan = build_run(spec, name, seed)
             ctx.log(f"[{ctx.name}/{ctx.profile}] training {run_dir.name}")
-            train(objective, splits, config, run_dir, after_step=after, progress=ctx.progress,
-                  record={"method": name, "objective": method["objective"], "kwargs": method["kwargs"],
-                          "layers": method["layers"], "parseval": method["parseval"], "model": spec["model"]})
-            results[(name, seed)] = evaluate_run(spec, ctx, run_dir, objective, splits, x_att, y_att, x_cor, y_cor, config)
+            train(plan.objective, splits, plan.config, run_dir, after_step=plan.after_step, progress=ctx.progress,
+                  record=plan.record)
+            results[(name, seed)] = evaluate_run(spec, ctx, run_dir, plan.objective, splits, x_att, y_att, x_cor, y_cor)
     rows, per_run = table_rows(spec, results)
     ctx.results_dir.mkdir(parents=True, exist_ok=True)
     paths = write_tables(spec, ctx, rows, per_run)
@@ -53,7 +48,41 @@ def run(spec: dict[str, Any], ctx: StudyContext) -> dict[str, Any]:
     return {"rows": rows, "runs": per_run, "paths": [str(p) for p in paths]}
 
 
-def evaluate_run(spec, ctx, run_dir: Path, objective, splits, x_att, y_att, x_cor, y_cor, config) -> dict[str, Any]:
+def build_run(spec: dict[str, Any], name: str, seed: int) -> RunPlan:
+    """The run of method ``name`` and ``seed``: every method of a seed starts from the same initialization
+    (``torch.manual_seed(seed)`` before building the model); Parseval methods retract after every step."""
+    method = spec["methods"][name]
+    torch.manual_seed(seed)
+    objective = make_objective(method, build(spec["model"]), seed)
+    after = ParsevalRetraction(method["parseval"]["beta"]) if method["parseval"] else None
+    record = {"method": name, "objective": method["objective"], "kwargs": method["kwargs"], "layers": method["layers"],
+              "parseval": method["parseval"], "model": spec["model"]}
+    return RunPlan(objective, TrainConfig.from_dict({**method["train"], "seed": seed}), after_step=after, record=record)
+
+
+def validation_errors(spec: dict[str, Any], objective, test) -> dict[str, float]:
+    """Clean, FGSM (the spec's SNR budget) and PGD errors of the trained ``objective`` on ``test``
+    (a ``TensorDataset``: the validation split of ``--tune``), the batches on the model's device."""
+    model = objective.model.eval()
+    device = next(model.parameters()).device
+    att = spec["attacks"]
+    x, y = test.tensors
+    gen = torch.Generator().manual_seed(12345)
+
+    def err(make: Callable[[Tensor, Tensor], Tensor] | None) -> float:
+        wrong = 0
+        for i in range(0, len(y), att["batch_size"]):
+            xb, yb = x[i:i + att["batch_size"]].to(device), y[i:i + att["batch_size"]].to(device)
+            xa = xb if make is None else make(xb, yb)
+            with torch.no_grad():
+                wrong += int((model(xa).argmax(1) != yb).sum())
+        return wrong / len(y)
+
+    return {"clean": err(None), "fgsm": err(lambda xb, yb: fgsm(model, xb, yb, snr_db=att["fgsm_snr_db"])),
+            "pgd": err(lambda xb, yb: pgd(model, xb, yb, att["pgd_eps"], att["pgd_alpha"], att["pgd_steps"], generator=gen))}
+
+
+def evaluate_run(spec, ctx, run_dir: Path, objective, splits, x_att, y_att, x_cor, y_cor) -> dict[str, Any]:
     path = run_dir / "eval.json"
     if path.exists() and read_json(path).get("storage") == STORAGE_VERSION:  # else made on other corrupted sets
         return read_json(path)

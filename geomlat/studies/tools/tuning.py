@@ -43,20 +43,17 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
-import torch
-from torch import Tensor
 
-from ..engine import TrainConfig, read_json, train, write_json
-from ..engine.io import atomic_write_text, load_checkpoint
-from .figures import new_figure, save_figure, series_styles
-from .runner import load_spec, torch_threads
-from .spec import Fields, SpecError, apply_profile, deep_merge, find_spec_file, read_spec_file
-from .tables import Column, csv_text, write_table
+from ...engine import read_json, train, write_json
+from ...engine.io import atomic_write_text, load_checkpoint
+from ..figures import new_figure, save_figure, series_styles
+from ..processes import torch_threads
+from ..runner import StudyKind, kind_packages, load_spec, load_study_kind
+from ..spec import Fields, SpecError, apply_profile, deep_merge, find_spec_file, read_spec_file
+from ..tables import Column, csv_text, write_table
 
-__all__ = ["METRICS", "tune_fields", "setting_id", "select_setting", "run_tuning"]
+__all__ = ["tune_fields", "setting_id", "select_setting", "run_tuning"]
 
-#: validation metrics of each study kind (all errors in [0, 1], lower is better)
-METRICS = {"robust": ("clean", "fgsm", "pgd"), "embed": ("knn", "ncm", "logreg")}
 NONE = "none"  # a grid value that removes the field (its default applies)
 
 
@@ -128,14 +125,16 @@ def tune_fields(raw_spec: Mapping[str, Any], profile: str) -> dict[str, Any]:
     if "tune" not in spec:
         raise SpecError("tune", f"this spec has no `tune` table under profile {profile!r}")
     kind = spec.get("kind")
-    if kind not in METRICS:
-        raise SpecError("kind", f"tuning supports the kinds {sorted(METRICS)}, got {kind!r}")
+    metrics = load_study_kind(kind).validation_metrics if isinstance(kind, str) else ()
+    if not metrics:
+        tunable = sorted(k for k in kind_packages() if load_study_kind(k).validation_metrics)
+        raise SpecError("kind", f"tuning supports the kinds {tunable}, got {kind!r}")
     f = Fields(spec["tune"], "tune")
     out: dict[str, Any] = {"kind": kind, "val_size": f.int("val_size", minimum=1),
                            "seeds": f.list("seeds", item=int, nonempty=True),
-                           "select": f.str("select", choices=METRICS[kind]),
+                           "select": f.str("select", choices=metrics),
                            "tolerance": f.number("tolerance", 0.0, minimum=0.0),
-                           "tiebreak": f.str("tiebreak", NONE, choices=(*METRICS[kind], NONE))}
+                           "tiebreak": f.str("tiebreak", NONE, choices=(*metrics, NONE))}
     for i, s in enumerate(out["seeds"]):
         if s < 0:
             raise SpecError(f"tune.seeds[{i}]", f"seeds must be >= 0, got {s}")
@@ -179,7 +178,8 @@ def tune_fields(raw_spec: Mapping[str, Any], profile: str) -> dict[str, Any]:
         raise
     for name, entries in grid.items():
         for i, e in enumerate(entries):
-            e["spec_method"] = validated["methods"][f"{name}__{i}"]
+            e["probe"] = f"{name}__{i}"  # the setting's method in the validated spec
+            e["spec_method"] = validated["methods"][e["probe"]]
     out["spec"] = validated
     return out
 
@@ -192,14 +192,7 @@ def _load(raw_spec, profile, tune, methods, seeds):
     data = dict(spec.get("data", {}))
     data["options"] = {**dict(data.get("options", {})), "val_size": tune["val_size"]}
     spec["data"] = data
-    spec.pop("figure", None) if spec.get("kind") == "embed" else None  # the figure lists the study's methods
-    base = spec.get("baseline")
-    if base is not None and base not in methods:  # the baseline field must name a declared method
-        spec.pop("baseline")
-        if spec.get("kind") == "robust":
-            spec["methods"] = {**methods, "baseline": {"objective": "supervised"}}
-        else:
-            spec["methods"] = {**methods, "ce": {"loss": "cross_entropy"}}
+    spec = load_study_kind(tune["kind"]).tuning_spec(spec)
     return load_spec({k: v for k, v in spec.items() if k != "profile"} | {"profiles": {profile: {}}}, profile, seeds=seeds)
 
 
@@ -231,7 +224,7 @@ def select_setting(rows: Sequence[Mapping[str, Any]], select: str, tolerance: fl
 def val_splits(spec):
     """The tuning splits of a spec: train minus the held-out validation images, and that validation split
     in the ``test`` slot (the engine's per-epoch error is then the validation error; the test set is unused)."""
-    from ..data import load_dataset
+    from ...data import load_dataset
 
     d = spec["data"]
     splits = load_dataset(d["name"], None, seed=d["seed"], **d["options"])
@@ -240,69 +233,21 @@ def val_splits(spec):
     return dataclasses.replace(splits, test=splits.val, val=None)  # the engine's per-epoch error is on val
 
 
-def _robust_run(spec, method, splits, seed, run_dir, progress) -> dict[str, float]:
-    from ..robustness import ParsevalRetraction, fgsm, pgd
-    from . import robust
-
-    torch.manual_seed(seed)
-    model = robust.build(spec["model"])
-    objective = robust.make_objective(method, model, seed)
-    after = ParsevalRetraction(method["parseval"]["beta"]) if method["parseval"] else None
-    config = TrainConfig.from_dict({**method["train"], "seed": seed, "eval_every": method["train"]["epochs"]})
-    info = train(objective, splits, config, run_dir, after_step=after, progress=progress,
-                 record={"objective": method["objective"], "kwargs": method["kwargs"], "parseval": method["parseval"]})
+def validation_run(kind: StudyKind, spec, method_name: str, splits, seed: int, run_dir: Path, progress: bool) -> dict[str, float]:
+    """Train one setting (``spec["methods"][method_name]``) and ``seed`` on the tuning splits through the kind's
+    :meth:`~StudyKind.build_run` (evaluated once, after the last epoch), then its validation errors
+    (:meth:`~StudyKind.validation_errors`, cached in ``RUN/val.json``) with the training seconds."""
+    plan = kind.build_run(spec, method_name, seed, splits)
+    plan.config = dataclasses.replace(plan.config, eval_every=plan.config.epochs)
+    final = train(plan.objective, splits, plan.config, run_dir, after_step=plan.after_step, evaluate=plan.evaluate,
+                  progress=progress, record=plan.record)
     path = run_dir / "val.json"
     if path.exists():
         return read_json(path)
-    objective.load_state_dict(load_checkpoint(run_dir / "checkpoint.pt")["objective"])
-    model = objective.model.eval()
-    att = spec["attacks"]
-    x, y = splits.test.tensors
-    gen = torch.Generator().manual_seed(12345)
-
-    def err(make: Callable[[Tensor, Tensor], Tensor] | None) -> float:
-        wrong = 0
-        for i in range(0, len(y), att["batch_size"]):
-            xb, yb = x[i:i + att["batch_size"]], y[i:i + att["batch_size"]]
-            xa = xb if make is None else make(xb, yb)
-            with torch.no_grad():
-                wrong += int((model(xa).argmax(1) != yb).sum())
-        return wrong / len(y)
-
-    out = {"clean": err(None), "fgsm": err(lambda xb, yb: fgsm(model, xb, yb, snr_db=att["fgsm_snr_db"])),
-           "pgd": err(lambda xb, yb: pgd(model, xb, yb, att["pgd_eps"], att["pgd_alpha"], att["pgd_steps"], generator=gen)),
-           "seconds": info["seconds"]}
-    write_json(path, out)
-    return out
-
-
-def _embed_run(spec, method, splits, seed, run_dir, progress) -> dict[str, float]:
-    from ..classifiers import KNNClassifier, LogisticRegressionClassifier, NearestClassMean, embed
-    from . import embed as embed_kind
-
-    torch.manual_seed(seed)
-    model = embed_kind.build(spec["model"], out_dim=method["out_dim"])
-    objective = embed_kind.make_objective(method, model, splits.num_classes)
-    config = TrainConfig.from_dict({**method["train"], "seed": seed, "eval_every": method["train"]["epochs"]})
-
-    def evaluate(model, splits_):  # nearest class mean on the validation split (label variation has no head)
-        ncm = NearestClassMean().fit(embed(model, splits_.train.tensors[0]), splits_.train.tensors[1])
-        return {"test_error": ncm.error(embed(model, splits_.test.tensors[0]), splits_.test.tensors[1])}
-
-    info = train(objective, splits, config, run_dir, evaluate=evaluate, progress=progress,
-                 record={"loss": method["loss"], "out_dim": method["out_dim"], "kwargs": method["kwargs"]})
-    path = run_dir / "val.json"
-    if path.exists():
-        return read_json(path)
-    objective.load_state_dict(load_checkpoint(run_dir / "checkpoint.pt")["objective"])
-    objective.eval()
-    x_tr, y_tr = splits.train.tensors
-    x_va, y_va = splits.test.tensors
-    e_tr, e_va = embed(objective.model, x_tr), embed(objective.model, x_va)
-    clfs = {"knn": KNNClassifier(spec["knn_k"]), "ncm": NearestClassMean(), "logreg": LogisticRegressionClassifier()}
-    out = {name: clf.fit(e_tr, y_tr).error(e_va, y_va) for name, clf in clfs.items()}
-    out["loss"] = info["loss"]
-    out["seconds"] = info["seconds"]
+    device = next(plan.objective.parameters()).device
+    plan.objective.load_state_dict(load_checkpoint(run_dir / "checkpoint.pt", map_location=device)["objective"])
+    plan.objective.eval()
+    out = {**kind.validation_errors(spec, plan, splits, final), "seconds": final["seconds"]}
     write_json(path, out)
     return out
 
@@ -319,8 +264,8 @@ def run_tuning(name: str | Path, profile: str = "quick", out_root: str | Path = 
     out_root = Path(out_root)
     runs_dir = out_root / "runs" / study / profile
     results_dir, figures_dir = out_root / "results" / study, out_root / "figures" / study
-    run_one = _robust_run if kind == "robust" else _embed_run
-    metrics = METRICS[kind] + (("loss",) if kind == "embed" else ())
+    study_kind = load_study_kind(kind)
+    metrics = study_kind.validation_metrics + study_kind.validation_extras
     start, cpu_start = time.perf_counter(), time.process_time()
     splits = val_splits(spec)
     n_runs = sum(len(v) for v in tune["grid"].values()) * len(tune["seeds"])
@@ -334,7 +279,7 @@ def run_tuning(name: str | Path, profile: str = "quick", out_root: str | Path = 
                 for seed in tune["seeds"]:
                     run_dir = runs_dir / method_name / f"{i:02d}_s{seed}"
                     log(f"[{study}/{profile}] {method_name} {e['id']} seed {seed}")
-                    per_seed.append(run_one(spec, e["spec_method"], splits, seed, run_dir, progress))
+                    per_seed.append(validation_run(study_kind, spec, e["probe"], splits, seed, run_dir, progress))
                 row = {"method": method_name, "label": e["spec_method"]["label"], "setting": e["id"],
                        "params": json.dumps(e["setting"], sort_keys=True), "seeds": len(per_seed),
                        "seconds": float(np.mean([r["seconds"] for r in per_seed]))}
@@ -349,7 +294,7 @@ def run_tuning(name: str | Path, profile: str = "quick", out_root: str | Path = 
             rows.extend(method_rows)
     chosen = {r["method"]: json.loads(r["params"]) for r in rows if r["chosen"]}
     paths = _write(tune, spec, rows, chosen, results_dir, metrics, profile)
-    paths.append(_figure(tune, spec, rows, figures_dir))
+    paths.append(_figure(study_kind, tune, spec, rows, figures_dir))
     seconds, cpu = time.perf_counter() - start, time.process_time() - cpu_start
     log(f"[{study}/{profile}] done in {seconds:.0f} s wall, {cpu:.0f} s CPU; chosen: {chosen}")
     return {"rows": rows, "chosen": chosen, "paths": [str(p) for p in paths], "seconds": seconds, "cpu_seconds": cpu}
@@ -396,58 +341,39 @@ def _write(tune, spec, rows, chosen, results_dir: Path, metrics, profile) -> lis
     return [md_path, csv_path, toml_path]
 
 
-def _figure(tune, spec, rows, figures_dir: Path) -> Path:
-    methods = list(dict.fromkeys(r["method"] for r in rows))
-    styles = dict(zip(methods, series_styles(len(methods))))
-    if tune["kind"] == "robust":
-        from matplotlib.ticker import FixedLocator, FormatStrFormatter, NullFormatter
-
-        fig, axes = new_figure(2, width=5.5, height=4.6)
-        for ax, attack, title in ((axes[0], "fgsm", f"FGSM ({spec['attacks']['fgsm_snr_db']:g} dB SNR)"),
-                                  (axes[1], "pgd", f"PGD-{spec['attacks']['pgd_steps']} eps={spec['attacks']['pgd_eps']:.3g}")):
-            for m in methods:
-                color, marker = styles[m]
-                rs = [r for r in rows if r["method"] == m]
-                ax.scatter([100 * r["clean"] for r in rs], [100 * r[attack] for r in rs], color=color, marker=marker,
-                           label=rs[0]["label"], s=36, alpha=0.8)
-                for r in rs:  # labels on the chosen settings and the outliers only (all values: grid.csv)
-                    if r["chosen"]:
-                        ax.scatter([100 * r["clean"]], [100 * r[attack]], s=160, facecolors="none", edgecolors=color, linewidths=2)
-                    if r["chosen"] or r["clean"] > 0.05:
-                        ax.annotate(r["setting"], (100 * r["clean"], 100 * r[attack]), fontsize=6, color=color,
-                                    xytext=(4, -8 if r["chosen"] else 3), textcoords="offset points")
-            ax.set_xscale("log")
-            ax.set_yscale("log")
-            for axis in (ax.xaxis, ax.yaxis):
-                axis.set_major_locator(FixedLocator([0.5, 1, 2, 5, 10, 20, 50, 100]))
-                axis.set_major_formatter(FormatStrFormatter("%g"))
-                axis.set_minor_formatter(NullFormatter())
-            ax.set_xlabel("validation clean error (%)")
-            ax.set_ylabel(f"validation {title} error (%)")
-            ax.set_title(f"clean vs {title}")
-        axes[0].legend(fontsize=7, loc="upper left")
-        fig.suptitle(f"Validation grid of the {spec['name']} study (mean over seeds {tune['seeds']}; circled: chosen; log axes)")
-    else:
-        fig, ax = new_figure(1, width=10, height=5.0)
-        x = 0
-        ticks, labels = [], []
-        sel = tune["select"]
-        for m in methods:
-            color, marker = styles[m]
-            rs = [r for r in rows if r["method"] == m]
-            ax.text(x + (len(rs) - 1) / 2, 1.02, rs[0]["label"], transform=ax.get_xaxis_transform(), ha="center",
-                    va="bottom", fontsize=8, color=color)
-            for r in rs:
-                ax.errorbar([x], [100 * r[sel]], yerr=[100 * r[f"{sel}_std"]], color=color, marker=marker,
-                            markersize=9 if r["chosen"] else 5, mfc=color if r["chosen"] else "white", capsize=2)
-                ticks.append(x)
-                labels.append(r["setting"])
-                x += 1
-            x += 0.5
-        ax.set_xticks(ticks)
-        ax.set_xticklabels(labels, rotation=60, ha="right", fontsize=7)
-        ax.set_yscale("log")
-        ax.set_ylabel(f"validation {sel} error (%), log scale")
-        fig.suptitle(f"Validation grid of the {spec['name']} study (mean ± std over seeds {tune['seeds']}; filled: chosen)")
+def _figure(kind, tune, spec, rows, figures_dir: Path) -> Path:
+    """The kind's figure of the grid (:meth:`StudyKind.tuning_figure`), else the selected metric per setting."""
+    fig = kind.tuning_figure(tune, spec, rows)
+    if fig is None:
+        fig = _metric_figure(tune, spec, rows)
     figures_dir.mkdir(parents=True, exist_ok=True)
     return save_figure(fig, figures_dir / "tradeoff.png")
+
+
+def _metric_figure(tune, spec, rows):
+    """Mean ± std of the selected validation error of every setting, grouped by method (filled: chosen)."""
+    methods = list(dict.fromkeys(r["method"] for r in rows))
+    styles = dict(zip(methods, series_styles(len(methods))))
+    fig, ax = new_figure(1, width=10, height=5.0)
+    x = 0
+    ticks, labels = [], []
+    sel = tune["select"]
+    for m in methods:
+        color, marker = styles[m]
+        rs = [r for r in rows if r["method"] == m]
+        ax.text(x + (len(rs) - 1) / 2, 1.02, rs[0]["label"], transform=ax.get_xaxis_transform(), ha="center",
+                va="bottom", fontsize=8, color=color)
+        for r in rs:
+            ax.errorbar([x], [100 * r[sel]], yerr=[100 * r[f"{sel}_std"]], color=color, marker=marker,
+                        markersize=9 if r["chosen"] else 5, mfc=color if r["chosen"] else "white", capsize=2)
+            ticks.append(x)
+            labels.append(r["setting"])
+            x += 1
+        x += 0.5
+    ax.set_xticks(ticks)
+    ax.set_xticklabels(labels, rotation=60, ha="right", fontsize=7)
+    ax.set_yscale("log")
+    ax.set_ylabel(f"validation {sel} error (%), log scale")
+    fig.suptitle(f"Validation grid of the {spec['name']} study (mean ± std over seeds {tune['seeds']}; filled: chosen)")
+    return fig
+    

@@ -1,6 +1,6 @@
 """Why label variation in 2-D fails on the embed quick profile: per-epoch diagnostics of the 2-D LV objective.
 
-``python -m geomlat.studies.lv_diagnosis [--out .]`` (part of ``make tune-embed``) trains the ``lv_2d`` method
+``python -m geomlat.studies.tools.lv_diagnosis [--out .]`` (part of ``make tune-embed``) trains the ``lv_2d`` method
 of ``studies/embed.toml`` (quick profile, seed 0) once per setting of its validation grid (``[tune]``: kernel,
 bandwidth rule, k), and the 2-D cross-entropy bottleneck as a reference, on the training set minus the validation
 split, and records after every epoch, on a fixed class-balanced subset of 640 training points cut into the
@@ -30,16 +30,16 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..classifiers import KNNClassifier, embed
-from ..engine import TrainConfig, train
-from ..engine.io import atomic_save, load_checkpoint
-from ..losses.embedding import LabelVariationLoss
-from ..graphs import similarity
-from .figures import new_figure, save_figure, series_styles
-from .common import subset
-from .runner import load_spec
-from .spec import find_spec_file, read_spec_file
-from .tables import Column, write_table
+from ...classifiers import KNNClassifier, embed
+from ...engine import train
+from ...engine.io import atomic_save, load_checkpoint
+from ...losses.embedding import LabelVariationLoss
+from ...graphs import similarity
+from ..figures import save_figure, series_styles
+from ..common import subset
+from ..runner import load_spec, load_study_kind
+from ..spec import find_spec_file, read_spec_file
+from ..tables import Column, write_table
 from .tuning import val_splits, tune_fields
 
 __all__ = ["batch_diagnostics", "run_diagnosis"]
@@ -66,8 +66,6 @@ def batch_diagnostics(emb: torch.Tensor, y: torch.Tensor, loss: torch.nn.Module,
 
 
 def run_diagnosis(out_root: str | Path = ".", seed: int = 0, samples: int = 640, log=print) -> list[Path]:
-    from . import embed as embed_kind
-
     tune = tune_fields(read_spec_file(find_spec_file("embed")), "quick")
     spec = tune["spec"]
     splits = val_splits(spec)
@@ -80,7 +78,10 @@ def run_diagnosis(out_root: str | Path = ".", seed: int = 0, samples: int = 640,
     rows: list[dict[str, Any]] = []
     finals: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
     start, cpu0 = time.perf_counter(), time.process_time()
-    ce = {"id": "cross-entropy 2-D (reference)", "spec_method": load_spec("embed", "quick")["methods"]["ce_2d"]}
+    kind = load_study_kind(spec["kind"])
+    reference = load_spec("embed", "quick")  # the cross-entropy 2-D reference, trained on the tuning splits
+    spec = {**spec, "methods": {**spec["methods"], "ce_2d": reference["methods"]["ce_2d"]}}
+    ce = {"id": "cross-entropy 2-D (reference)", "spec_method": spec["methods"]["ce_2d"], "probe": "ce_2d"}
     reference_loss = LabelVariationLoss(normalized=True)  # the paper's objective, scored on the CE bottleneck
     for i, entry in enumerate([*tune["grid"]["lv_2d"], ce]):
         method = entry["spec_method"]
@@ -92,10 +93,8 @@ def run_diagnosis(out_root: str | Path = ".", seed: int = 0, samples: int = 640,
                 rows.extend(stored["history"])
                 finals[entry["id"]] = (stored["embedding"], y_s)
                 continue
-        torch.manual_seed(seed)
-        model = embed_kind.build(spec["model"], out_dim=method["out_dim"])
-        objective = embed_kind.make_objective(method, model, splits.num_classes)
-        config = TrainConfig.from_dict({**method["train"], "seed": seed})
+        plan = kind.build_run(spec, entry["probe"], seed, splits)
+        model, objective, config = plan.objective.model, plan.objective, plan.config
         knn_k = spec["knn_k"]
         lossfn = objective.loss if method["loss"] == "label_variation" else reference_loss
         history: list[dict[str, Any]] = []
@@ -124,8 +123,8 @@ def run_diagnosis(out_root: str | Path = ".", seed: int = 0, samples: int = 640,
 
 
 def _write(rows, finals, out_root: Path, spec) -> list[Path]:
-    from ..engine.io import atomic_write_text
-    from .tables import csv_text
+    from ...engine.io import atomic_write_text
+    from ..tables import csv_text
 
     res, figs = out_root / "results" / "embed", out_root / "figures" / "embed"
     res.mkdir(parents=True, exist_ok=True)

@@ -1,4 +1,4 @@
-"""Statistics, tables and figures of the ``selection`` study, from the run records of :mod:`._selection_runs`.
+"""Statistics and tables of the ``selection`` study, from the run records of :mod:`.run`.
 
 Every measure is *oriented* a priori (fixed before any run, never from the results): ``value = sign * raw`` with
 sign -1 for the measures where a larger raw value is expected to mean better generalization (output margin,
@@ -13,10 +13,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..analysis import bootstrap_ci, channelwise_early_stopping, early_stopping_regret, granulated_kendall, kendall_tau, selection_regret
-from .figures import PALETTE, save_figure
-from .tables import Column, csv_text, write_table
-from ..engine.io import atomic_write_text
+from ...analysis import bootstrap_ci, channelwise_early_stopping, early_stopping_regret, granulated_kendall, kendall_tau, selection_regret
+from ..tables import Column, csv_text, write_table
+from ...engine.io import atomic_write_text
 
 #: (key in the records, label, sign, family); the oriented measure is sign * record[key]
 MEASURES = [
@@ -183,44 +182,3 @@ def write_tables(records: list[dict], rows: list[dict], results_dir: Path, spec:
     keys = list(dict.fromkeys(k for f in flat for k in f))
     atomic_write_text(results_dir / "models.csv", csv_text(flat, keys))
     return out + [results_dir / "models.csv"]
-
-
-def write_figures(records: list[dict], rows: list[dict], figures_dir: Path) -> list[Path]:
-    """``measures_vs_test.png`` (one scatter panel per measure, tau in the title) and ``tau_per_axis.png`` (heatmap)."""
-    import seaborn as sns
-    from matplotlib.figure import Figure
-
-    test, _ = targets(records)
-    noise = sorted({r["label_noise"] for r in records})
-    colours = dict(zip(noise, sns.color_palette(PALETTE, len(noise))))
-    cand = [r for r in rows if r["key"] != "last"]
-    ncols = 4
-    nrows = math.ceil(len(cand) / ncols)
-    with sns.axes_style("whitegrid"), sns.plotting_context("notebook", font_scale=0.8):
-        fig = Figure(figsize=(3.4 * ncols, 2.9 * nrows), layout="constrained")
-        axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
-        for ax, row in zip(axes, cand):
-            raw = oriented(records, row["key"], 1)
-            for p in noise:
-                sel = np.array([r["label_noise"] == p for r in records])
-                ax.scatter(raw[sel], 100 * test[sel], s=12, color=colours[p], label=f"label noise {p:g}")
-            ax.set_title(f"{row['measure']}\ntau = {row['tau_test']:+.2f}" + (" (negated)" if row["sign"] < 0 else ""), fontsize=8)
-            ax.set_ylabel("test error (%)", fontsize=8)
-        for ax in axes[len(cand):]:
-            ax.set_visible(False)
-        handles, labels = axes[0].get_legend_handles_labels()
-        fig.legend(handles, labels, loc="outside lower center", ncols=len(noise), frameon=False)
-        fig.suptitle(f"Each measure (raw value, x) vs test error over {len(records)} models (final snapshot); "
-                     "tau of the oriented measure with the test error", fontsize=10)
-    paths = [save_figure(fig, figures_dir / "measures_vs_test.png")]
-
-    cols = ["all models", *GRAN_AXES, "Psi"]
-    data = np.array([[r["tau_test"], *[r[f"gk_{a}"] for a in GRAN_AXES], r["psi"]] for r in cand], dtype=float)
-    with sns.axes_style("white"), sns.plotting_context("notebook", font_scale=0.8):
-        fig = Figure(figsize=(9.5, 0.42 * len(cand) + 1.8), layout="constrained")
-        ax = fig.subplots()
-        sns.heatmap(data, ax=ax, cmap="vlag", center=0, vmin=-1, vmax=1, annot=True, fmt="+.2f", annot_kws={"fontsize": 7},
-                    xticklabels=cols, yticklabels=[r["measure"] for r in cand], cbar_kws={"label": "Kendall tau with test error"})
-        ax.set_title("Kendall tau with the test error: whole population and per hyperparameter axis (granulated)", fontsize=9)
-    paths.append(save_figure(fig, figures_dir / "tau_per_axis.png"))
-    return paths

@@ -21,15 +21,18 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import TensorDataset
 
-from ..analysis import ManifoldGraphMetrics, channelwise_loo_errors, geometric_stability, output_margin, parameter_norm, sharpness_proxy
-from ..data import balanced_order, load_dataset
-from ..engine import Supervised, evaluate_accuracy, model_outputs, train
-from ..engine.io import atomic_save, load_checkpoint, read_json, write_json
-from ..graphs import latent_graph
-from ..models import build_model, count_parameters
-from ..nnk import nnk_interpolation
-from ..signals import label_variation
-from .common import blas_threads, layer_features, train_config_from_fields
+from ...analysis import ManifoldGraphMetrics, channelwise_loo_errors, geometric_stability, output_margin, parameter_norm, sharpness_proxy
+from ...data import balanced_order, load_dataset
+from ...engine import Supervised, evaluate_accuracy, model_outputs, train
+from ...engine.io import atomic_save, load_checkpoint, read_json, write_json
+from ...graphs import latent_graph
+from ...models import build_model, count_parameters
+from ...nnk import nnk_interpolation
+from ...signals import label_variation
+from ..common import blas_threads, layer_features, train_config_from_fields
+from ..processes import run_in_processes
+from ..runner import StudyContext
+from . import figures, report
 
 #: hyperparameter axes of the population and the value an axis takes when the spec does not vary it
 AXES = ("width", "depth", "weight_decay", "label_noise", "train_size")
@@ -198,3 +201,27 @@ def run_stability(runs: list[str], runs_dir: str, nnk_k: int, threads: int | Non
     result = {r: {e: float(np.mean(v)) for e, v in d.items()} for r, d in out.items()}
     write_json(path, result)
     return result
+
+
+def run(spec: dict[str, Any], ctx: StudyContext) -> dict[str, Any]:
+    pop = spec["population"]
+    configs = population(pop["centres"], pop["axes"], pop["fixed"], pop["random"], pop["sample_seed"])
+    jobs = [(spec, c, s, str(ctx.runs_dir)) for c in configs for s in spec["seeds"]]
+    ctx.log(f"[{ctx.name}] {len(configs)} configurations x {len(spec['seeds'])} seeds = {len(jobs)} models")
+    records = {}
+    for args, rec in run_in_processes(run_model, jobs, ctx.workers, ctx.threads):
+        records[rec["run"]] = rec
+        last = rec["snapshots"][-1]
+        ctx.log(f"  {rec['run']}: test error {100 * last['test_error']:.1f}% ({len(records)}/{len(jobs)})")
+    groups = [[run_name(c, s) for s in spec["seeds"]] for c in configs]
+    for _, result in run_in_processes(run_stability, [(g, str(ctx.runs_dir), spec["analysis"]["nnk_k"], ctx.threads) for g in groups],
+                                      ctx.workers, ctx.threads):
+        for name, by_epoch in result.items():
+            for snap in records[name]["snapshots"]:
+                snap["stability"] = by_epoch[snap["epoch"]]
+    ordered = [records[run_name(c, s)] for c in configs for s in spec["seeds"]]
+    ctx.results_dir.mkdir(parents=True, exist_ok=True)
+    rows = report.statistics(ordered, spec["analysis"]["patience"], spec["analysis"]["n_boot"])
+    paths = report.write_tables(ordered, rows, ctx.results_dir, spec)
+    paths += figures.write_figures(ordered, rows, ctx.figures_dir)
+    return {"rows": rows, "records": ordered, "paths": [str(p) for p in paths]}
