@@ -75,7 +75,7 @@ def _mi_and_entropy(t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return mi, h
 
 
-def conditional_mutual_information(measure, gap, axes: dict[str, Sequence], max_set: int = 2) -> dict:
+def conditional_mutual_information(measure, gap, axes: dict[str, Sequence], max_set: int = 2, ids=None) -> dict:
     """Jiang et al.'s (2020, Sec. 6.2) conditional mutual information score of a measure.
 
     Over the ordered pairs (i, j), i != j, of the M models: ``V_mu = sign(mu_i - mu_j)``, ``V_g = sign(g_i - g_j)``
@@ -92,6 +92,8 @@ def conditional_mutual_information(measure, gap, axes: dict[str, Sequence], max_
     Args:
         measure, gap: (M,) values (gap = the target: generalization gap or test error). axes: ``{name: (M,) value}``.
         max_set: the largest conditioning set (Jiang et al. use 2).
+        ids: optional (M,) model identities; pairs of two entries with the same id are left out (for a bootstrap
+            resample, whose copies of one model would otherwise count as pairs tied in both and inflate the score).
 
     Returns:
         ``{"score": min over S (NaN when every S has H(V_g | U_S) = 0), "per_set": {tuple S: score_S},
@@ -105,6 +107,12 @@ def conditional_mutual_information(measure, gap, axes: dict[str, Sequence], max_
         raise ValueError(f"max_set must be >= 0, got {max_set}")
     codes = _axis_codes(axes, m)
     i, j = np.nonzero(~np.eye(m, dtype=bool))
+    if ids is not None:
+        ids = _finite(ids, "ids")
+        if ids.size != m:
+            raise ValueError(f"ids has {ids.size} entries for {m} models")
+        keep = ids[i] != ids[j]
+        i, j = i[keep], j[keep]
     v_mu = (np.sign(mu[i] - mu[j]) + 1).astype(np.int64)  # -1, 0, +1 -> 0, 1, 2
     v_g = (np.sign(g[i] - g[j]) + 1).astype(np.int64)
     per_set = {}

@@ -144,3 +144,18 @@ def test_paired_difference_constant_and_errors():
         paired_difference([1.0, 2.0], [2.0, 1.0], method="z")
     with pytest.raises(ValueError, match="axis 'a' has 2 values for 3 models"):
         conditional_mutual_information([1, 2, 3], [1, 2, 3], {"a": [0, 1]})
+
+
+def test_cmi_ids_leave_out_copies_of_one_model():
+    """A resample with copies: with ids, the score equals the one of the distinct models' pairs counted with
+    multiplicity; without, the copies' tied pairs raise it."""
+    measure, gap, axes = _grid(seed=4)
+    idx = np.array([0, 0, 1, 2, 3, 3, 4, 5, 6, 7, 8, 9, 10, 11])
+    sub = {a: [v[k] for k in idx] for a, v in axes.items()}
+    with_ids = conditional_mutual_information(measure[idx], gap[idx], sub, ids=idx)["per_set"][()]
+    plain = conditional_mutual_information(measure[idx], gap[idx], sub)["per_set"][()]
+    pairs = [(a, b) for a in range(len(idx)) for b in range(len(idx)) if idx[a] != idx[b]]
+    v_g = [np.sign(gap[idx[a]] - gap[idx[b]]) for a, b in pairs]
+    v_m = [np.sign(measure[idx[a]] - measure[idx[b]]) for a, b in pairs]
+    assert with_ids == pytest.approx(mutual_info_score(v_g, v_m) / stats.entropy(np.unique(v_g, return_counts=True)[1]))
+    assert plain > with_ids

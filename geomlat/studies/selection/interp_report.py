@@ -46,8 +46,8 @@ def statistics(records: list[dict], it: dict) -> list[dict]:
     cond_axes = {a: axes[a] for a in AXES}
     names = list(axes)
 
-    def cmi(m, t, *cols):
-        return conditional_mutual_information(m, t, dict(zip(AXES, cols)))["score"]
+    def cmi(m, t, ids, *cols):  # a resampled model's pairs with its own copies are left out (they would count as
+        return conditional_mutual_information(m, t, dict(zip(AXES, cols)), ids=ids)["score"]  # perfectly agreeing ties)
 
     oriented = {n: MEASURES[n].sign * np.array([r["measures"][n] for r in records]) for n in it["measures"]}
     rows = []
@@ -58,7 +58,7 @@ def statistics(records: list[dict], it: dict) -> list[dict]:
         row["psi"] = gran["psi"]
         row.update({f"gk_{a}": gran["per_axis"][a] for a in names})
         row["cmi"] = conditional_mutual_information(m, test, cond_axes)["score"]
-        row["cmi_lo"], row["cmi_hi"] = _boot(cmi, m, test, *cond_axes.values(), n_boot=it["cmi_boot"])
+        row["cmi_lo"], row["cmi_hi"] = _boot(cmi, m, test, np.arange(len(m)), *cond_axes.values(), n_boot=it["cmi_boot"])
         row["pgdl_cmi"] = pgdl_cmi(m, test, cond_axes)
         rows.append(row)
     base = [r for r in rows if r["family"] != "geometric" and not math.isnan(r["tau"])]
@@ -144,7 +144,7 @@ def figures(records: list[dict], rows: list[dict], figures_dir: Path) -> list[Pa
     colors = {"geometric": PALETTE[0], "classic baseline": PALETTE[1], "modern baseline": PALETTE[2]}
     fig, ax = new_figure(width=7, height=0.32 * len(rows) + 1.2)
     for i, r in enumerate(rows[::-1]):
-        ax.errorbar(r["tau"], i, xerr=[[r["tau"] - r["tau_lo"]], [r["tau_hi"] - r["tau"]]], fmt="o", color=colors[r["family"]])
+        ax.errorbar(r["tau"], i, xerr=[[max(0.0, r["tau"] - r["tau_lo"])], [max(0.0, r["tau_hi"] - r["tau"])]], fmt="o", color=colors[r["family"]])
     ax.set_yticks(range(len(rows)), [r["measure"] for r in rows[::-1]], fontsize=8)
     ax.axvline(0, color="0.5", lw=0.8)
     for fam, c in colors.items():
@@ -156,7 +156,8 @@ def figures(records: list[dict], rows: list[dict], figures_dir: Path) -> list[Pa
     fig, axs = new_figure(ncols=2, width=9, height=3.6)
     for ax, axis in zip(axs, ("label_noise", "train_size")):
         values = sorted({r[axis] for r in records})
-        ax.boxplot([[100 * r["test_error"] for r in records if r[axis] == v] for v in values], labels=[f"{v:g}" for v in values])
+        ax.boxplot([[100 * r["test_error"] for r in records if r[axis] == v] for v in values])
+        ax.set_xticks(range(1, len(values) + 1), [f"{v:g}" for v in values])
         ax.set_xlabel(axis)
         ax.set_ylabel("test error (%)")
     axs[0].set_title("Generalization varies although every model fits its training set", fontsize=9)
