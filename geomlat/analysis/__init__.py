@@ -30,6 +30,7 @@ from .similarity import (
     representation_similarity,
     similarity_null,
 )
+from .statistics import conditional_mutual_information, paired_difference, pgdl_cmi
 from .spectral import fourier_basis, label_spectrum, lowpass, spectral_distance_between_layers
 from .streaming import capture_dataset, stream_nnk_analysis, streaming_nnk_metrics
 
@@ -49,6 +50,7 @@ __all__ = [
     "channelwise_loo_errors",
     "channelwise_nnk",
     "compare_models",
+    "conditional_mutual_information",
     "decision_consistency",
     "early_stopping_regret",
     "fourier_basis",
@@ -62,7 +64,9 @@ __all__ = [
     "linear_cka",
     "lowpass",
     "output_margin",
+    "paired_difference",
     "parameter_norm",
+    "pgdl_cmi",
     "plot_similarity_heatmaps",
     "register_similarity",
     "representation_similarity",

@@ -205,6 +205,10 @@ def run_stability(runs: list[str], runs_dir: str, nnk_k: int, threads: int | Non
 
 
 def run(spec: dict[str, Any], ctx: StudyContext) -> dict[str, Any]:
+    if "interpolation" in spec:  # the interpolating regime (issue 21)
+        from .interpolation import run as run_interpolation
+
+        return run_interpolation(spec, ctx)
     pop = spec["population"]
     configs = population(pop["centres"], pop["axes"], pop["fixed"], pop["random"], pop["sample_seed"])
     jobs = [(spec, c, s, str(ctx.runs_dir)) for c in configs for s in spec["seeds"]]

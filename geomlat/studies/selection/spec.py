@@ -74,6 +74,10 @@ def analysis_fields(fields: Fields, epochs: int) -> dict[str, Any]:
 
 
 def validate(spec: dict[str, Any], fields: Fields) -> dict[str, Any]:
+    if fields.has("interpolation"):  # the interpolating regime (issue 21): its own table, see .interpolation
+        from .interpolation import validate as validate_interpolation
+
+        return validate_interpolation(spec, fields)
     if len(spec["seeds"]) < 2:
         raise SpecError("seeds", f"give >= 2 seeds (stability between seeds, seed axis), got {spec['seeds']}")
     data = data_fields(fields)
