@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from ..engine.io import write_json
+from ..io import write_json
 
 
 def cpu_model(cpuinfo: str | Path = "/proc/cpuinfo") -> str:

@@ -17,7 +17,7 @@ import torch
 
 from ...analysis import bootstrap_ci, conditional_mutual_information, early_stopping_regret, granulated_kendall, kendall_tau, pgdl_cmi
 from ...analysis.measures import MEASURES
-from ...engine.io import atomic_write_text
+from ...io import atomic_write_text
 from ..figures import PALETTE, new_figure, save_figure
 from ..tables import Column, csv_text, markdown_table
 from .interpolation import AXES

@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from ...analysis.measures import MEASURES, compute_measures
-from ...engine.io import read_json, write_json
+from ...io import read_json, write_json
 from ...models import build_model, count_parameters
 from ..common import blas_threads, data_fields
 from ..processes import run_in_processes
