@@ -82,7 +82,8 @@ def check_kernel(kernel: str) -> None:
 
 
 @full_precision
-def similarity(x: Tensor, kernel: str = "auto", sigma: float | Tensor | None = None, k: int | None = None) -> Tensor:
+def similarity(x: Tensor, kernel: str = "auto", sigma: float | Tensor | None = None, k: int | None = None, *,
+               auto_min: float | Tensor | None = None) -> Tensor:
     """Dense similarity matrix between the samples of a batch (step 1).
 
     Args:
@@ -93,11 +94,14 @@ def similarity(x: Tensor, kernel: str = "auto", sigma: float | Tensor | None = N
         sigma: bandwidth of a kernel that has one (RBF); ``None`` estimates it (RBF: :func:`geomlat.kernels.estimate_sigma`,
             using ``k``).
         k: only used to estimate ``sigma``.
+        auto_min: the minimum that decides ``kernel="auto"`` (default: the minimum of ``x``). Graphs that are
+            compared pass the minimum of both inputs, so that both get the same kernel (GKD's layer pair).
 
     Returns:
         (B, B) similarities, diagonal included. A zero row has cosine similarity 0 with everything.
     """
-    return _similarity(check_features(x), kernel, sigma, k)
+    flat = check_features(x)
+    return _similarity(flat, kernel, sigma, k, None if kernel != "auto" else auto_min)
 
 
 def _similarity(x: Tensor, kernel: str, sigma: float | Tensor | None, k: int | None, lo: float | None = None) -> Tensor:
@@ -166,11 +170,14 @@ def latent_adjacency(
     power: int = 1,
     reduce: str | None = None,
     attention_mask: Tensor | None = None,
+    *,
+    auto_min: float | Tensor | None = None,
 ) -> tuple[Tensor, Tensor]:
     """Dense form of :func:`latent_graph` (same arguments): returns ``(adjacency (B, B), edges (B, B) bool)``.
 
     ``edges`` is the structural edge set (an edge can carry weight 0, e.g. two orthogonal samples);
     ``adjacency`` is zero outside it. Losses that need the dense matrix (GKD) use this directly.
+    ``auto_min`` (see :func:`similarity`) decides ``kernel="auto"`` instead of the minimum of ``x``.
     """
     check_choice(normalize, "normalize", NORMALIZATIONS)
     check_choice(mask, "mask", MASKS)
@@ -179,6 +186,8 @@ def latent_adjacency(
     flat, lo = check_features_min(x)
     b = flat.shape[0]
     check_k(k, b)
+    if kernel == "auto" and auto_min is not None:
+        lo = auto_min  # the pair's minimum (<= this input's): the same kernel for both graphs of a pair
     sim = _similarity(flat, kernel, sigma, k, lo)  # flat already checked: no second pass over it
     edges = knn_mask(sim, k, symmetrize)
     if mask is not None:

@@ -123,9 +123,14 @@ class GKD(nn.Module):
         s = feature_vectors(student, attention_mask, self.reduce, "GKD: student features")
         t, lo_t = check_features_min(t, "teacher features")
         s, lo_s = check_features_min(s, "student features")
-        kernel = self.kernel
-        if kernel == "auto":  # one kernel for both graphs of the pair (the minima are already computed)
-            kernel = "cosine" if bool((lo_t >= 0) & (lo_s >= 0)) else "rbf"
+        # one kernel for both graphs of the pair under "auto", decided by the pair's minimum: on the host here,
+        # on the device under deferred checks (the minima are then tensors; no host read in a step)
+        kernel, auto_min = self.kernel, None
+        if kernel == "auto":
+            if torch.is_tensor(lo_t) or torch.is_tensor(lo_s):
+                auto_min = torch.minimum(torch.as_tensor(lo_t), torch.as_tensor(lo_s))
+            else:
+                kernel = "cosine" if min(lo_t, lo_s) >= 0 else "rbf"
         b = t.shape[0]
         check_k(self.k, b)
         if self.mask is not None:
@@ -133,12 +138,13 @@ class GKD(nn.Module):
                 raise ValueError(f"GKD(mask={self.mask!r}) needs the labels of the batch: forward(t, s, labels)")
             labels = check_labels(labels, b).to(t.device)
         if self.order == "authors":
-            return self._authors(t, s, labels, kernel)
+            return self._authors(t, s, labels, kernel, auto_min)
         if self.k is None or not self.reuse_teacher_knn:
-            kw = dict(k=self.k, kernel=kernel, normalize=self.normalize, mask=self.mask, labels=labels, power=self.power)
+            kw = dict(k=self.k, kernel=kernel, normalize=self.normalize, mask=self.mask, labels=labels, power=self.power,
+                      auto_min=auto_min)
             return latent_adjacency(t, **kw)[0], latent_adjacency(s, **kw)[0]
         # paper order, k-NN edges chosen on the teacher and reused for the student
-        t_sim, s_sim = similarity(t, kernel, k=self.k), similarity(s, kernel, k=self.k)
+        t_sim, s_sim = similarity(t, kernel, k=self.k, auto_min=auto_min), similarity(s, kernel, k=self.k, auto_min=auto_min)
         edges = knn_mask(t_sim, self.k)
         if self.mask is not None:
             edges = edges & class_mask(labels, self.mask)
@@ -153,10 +159,11 @@ class GKD(nn.Module):
             adj = adj * ~torch.eye(adj.shape[0], dtype=torch.bool, device=adj.device)
         return adj
 
-    def _authors(self, t: Tensor, s: Tensor, labels: Tensor | None, kernel: str) -> tuple[Tensor, Tensor]:
+    def _authors(self, t: Tensor, s: Tensor, labels: Tensor | None, kernel: str,
+                 auto_min: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """Authors' order for one pair of checked (B, d) features: ``(A_T^p, A_S^p)``, each (B, B)."""
         keep = None if self.mask is None else class_mask(labels, self.mask)
-        a_t, a_s = self._authors_masked(t, keep, kernel), self._authors_masked(s, keep, kernel)
+        a_t, a_s = self._authors_masked(t, keep, kernel, auto_min), self._authors_masked(s, keep, kernel, auto_min)
         if self.k is not None:
             # top-k of each row of the teacher's normalized, class-masked adjacency, symmetrized with max
             edges = knn_mask(a_t, self.k)
@@ -165,9 +172,9 @@ class GKD(nn.Module):
             a_t, a_s = torch.linalg.matrix_power(a_t, self.power), torch.linalg.matrix_power(a_s, self.power)
         return a_t, a_s
 
-    def _authors_masked(self, x: Tensor, keep: Tensor | None, kernel: str) -> Tensor:
+    def _authors_masked(self, x: Tensor, keep: Tensor | None, kernel: str, auto_min: Tensor | None = None) -> Tensor:
         """(B, B) full graph without self-loops, normalized before any edge is removed, times the class mask."""
-        adj = latent_adjacency(x, k=None, kernel=kernel, normalize=self.normalize)[0]
+        adj = latent_adjacency(x, k=None, kernel=kernel, normalize=self.normalize, auto_min=auto_min)[0]
         return adj if keep is None else adj * keep
 
     @full_precision  # float32 geometry also under autocast (half features are upcast by check_features)
