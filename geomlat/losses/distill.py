@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..capture import LatentCapture
-from ..graphs import (batch_scale, check_kernel, class_mask, feature_vectors, knn_mask, latent_adjacency,
+from ..graphs import (GraphOptions, batch_scale, class_mask, graph_options, feature_vectors, knn_mask, latent_adjacency,
                       normalize_adjacency, similarity, squared_distances)
 from ..sequences import REDUCTIONS, check_attention_mask
 from .._checks import check_choice, check_features, check_features_min, check_k, check_labels, full_precision, upcast_half
@@ -80,6 +80,10 @@ class GKD(nn.Module):
         order: ``"authors"`` (default) or ``"paper"``, see above.
         reduce: token features (B, T, H) -> (B, H) (:func:`geomlat.sequences.sample_vectors`): ``None``
             (the masked mean when ``attention_mask`` is given), ``"mean"``, ``"first"``, ``"last"``, ``"flatten"``.
+        options: ``k``, ``kernel``, ``mask``, ``power``, ``normalize`` and ``reduce`` as one
+            :class:`geomlat.graphs.GraphOptions` instead of the keywords (which then keep their defaults;
+            ``GraphOptions``' own default is ``normalize=None``: give ``normalize="sym"`` for the paper's).
+            GKD does not use ``sigma``, ``symmetrize`` or ``self_loops``.
 
     Under torch.distributed, wrap it in :class:`geomlat.distributed.GlobalBatch` for the graphs of the
     whole batch (``k`` then refers to the global batch).
@@ -101,20 +105,25 @@ class GKD(nn.Module):
         reuse_teacher_knn: bool = True,
         order: str = "authors",
         reduce: str | None = None,
+        *,
+        options: GraphOptions | None = None,
     ):
         super().__init__()
         check_choice(order, "order", GKD_ORDERS)
-        check_choice(reduce, "reduce", REDUCTIONS)
-        check_kernel(kernel)
-        self.reduce = reduce
-        check_choice(mask, "mask", (None, "inter", "intra"))
-        check_choice(normalize, "normalize", (None, "sym"))
-        if k is not None:
-            check_k(k, k + 1)  # type and k >= 1; the batch-size bound is checked in forward
-        if isinstance(power, bool) or not isinstance(power, int) or power < 1:
-            raise ValueError(f"power must be an integer >= 1, got {power!r}")
-        self.k, self.kernel, self.mask, self.power = k, kernel, mask, power
-        self.normalize, self.reuse_teacher_knn, self.order = normalize, reuse_teacher_knn, order
+        self.options = graph_options(options, GKD.__init__, k=k, kernel=kernel, mask=mask, power=power,
+                                     normalize=normalize, reduce=reduce)
+        unused = [name for name in ("sigma", "symmetrize", "self_loops") if name in self.options.non_default()]
+        if unused:
+            raise ValueError(f"GKD does not use the graph options {unused}: leave them at their defaults")
+        self.reuse_teacher_knn, self.order = reuse_teacher_knn, order
+
+    # the graph keywords, read from the options
+    k = property(lambda self: self.options.k)
+    kernel = property(lambda self: self.options.kernel)
+    mask = property(lambda self: self.options.mask)
+    power = property(lambda self: self.options.power)
+    normalize = property(lambda self: self.options.normalize)
+    reduce = property(lambda self: self.options.reduce)
 
     def graphs(self, teacher: Tensor, student: Tensor, labels: Tensor | None = None, *,
                attention_mask: Tensor | None = None) -> tuple[Tensor, Tensor]:
