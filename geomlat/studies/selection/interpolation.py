@@ -54,7 +54,13 @@ def validate(spec: dict[str, Any], fields: Fields) -> dict[str, Any]:
            "cmi_boot": f.int("cmi_boot", 200, minimum=10),
            "measures": f.list("measures", item=str, nonempty=True), "early_stopping": f.list("early_stopping", [], item=str)}
     axes = f.table_("axes")
+    measure_options = f.table_("measure_options", {})
     f.finish()
+    for name, opts in measure_options.items():
+        if name not in out["measures"] + out["early_stopping"] or not isinstance(opts, dict):
+            raise SpecError(f"interpolation.measure_options.{name}",
+                            f"expected a table of options of a measure in `measures`, got {opts!r}")
+    out["measure_options"] = measure_options
     for name in out["measures"] + out["early_stopping"]:
         if name not in MEASURES:
             raise SpecError("interpolation.measures", f"unknown measure {name!r}; registered: {sorted(MEASURES)}")
@@ -121,11 +127,13 @@ def measure_layers(model, name: str) -> list[str]:
     return [roles[r] for r in LAYER_ROLES.get(name, ("pool",))]
 
 
-def measures_of(model, xs, ys, names: list[str], seed: int) -> dict[str, float]:
-    """``{name: raw value}`` of the registered measures on the training samples ``xs`` (N, ...), ``ys`` (N,)."""
+def measures_of(model, xs, ys, names: list[str], seed: int, options: dict | None = None) -> dict[str, float]:
+    """``{name: raw value}`` of the registered measures on the training samples ``xs`` (N, ...), ``ys`` (N,);
+    ``options``: ``{name: {option: value}}`` of the spec's ``measure_options``."""
     out = {}
     for name in names:
-        out.update(compute_measures(model, xs, ys, [name], layers=measure_layers(model, name), seed=seed))
+        out.update(compute_measures(model, xs, ys, [name], layers=measure_layers(model, name), seed=seed,
+                                    options={name: (options or {}).get(name, {})}))
     return out
 
 
@@ -145,12 +153,12 @@ def run_model(spec: dict, config: dict, seed: int, runs_dir: str) -> dict:
         rec = {"run": path.stem, "seed": seed, **config, "params": count_parameters(model),
                **{k: fit[k] for k in ("epochs", "reached", "reason", "train_loss", "train_acc")},
                "test_error": fit["snapshots"][-1][3], "val_error": fit["snapshots"][-1][2],
-               "measures": measures_of(model, xs, ys, it["measures"], seed)}
+               "measures": measures_of(model, xs, ys, it["measures"], seed, it["measure_options"])}
         curve = []
         for epoch, state, val_err, test_err in fit["snapshots"]:
             model.load_state_dict(state)
             curve.append({"epoch": epoch, "val_error": val_err, "test_error": test_err,
-                          **measures_of(model, xs, ys, it["early_stopping"], seed)})
+                          **measures_of(model, xs, ys, it["early_stopping"], seed, it["measure_options"])})
         rec["curve"] = curve
     rec["seconds"] = time.perf_counter() - t0
     write_json(path, rec)
