@@ -20,12 +20,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
 from ...analysis.measures import MEASURES, compute_measures
-from ...io import read_json, write_json
+from ...io import read_json, to_jsonable, write_json
 from ...models import build_model, count_parameters
 from ..common import blas_threads, data_fields
 from ..processes import run_in_processes
@@ -140,8 +139,13 @@ def measures_of(model, xs, ys, names: list[str], seed: int, options: dict | None
 def run_model(spec: dict, config: dict, seed: int, runs_dir: str) -> dict:
     """Train one model to the stopping rule and measure it (resumable: a finished record is read back)."""
     path = Path(runs_dir) / f"{run_name(config, seed)}.json"
+    made_by = to_jsonable({"data": spec["data"], "model": spec["model"], "interpolation": spec["interpolation"]})
     if path.exists():
-        return read_json(path)
+        rec = read_json(path)
+        if "made_by" in rec and rec["made_by"] != made_by:  # never a stale record (records without it: accepted)
+            field = next(k for k in made_by if rec["made_by"].get(k) != made_by[k])
+            raise ValueError(f"{path} was made with another spec ({field} differs); delete {path.parent} to start afresh")
+        return rec
     it, t0 = spec["interpolation"], time.perf_counter()
     splits, idx = model_data(spec["data"], config, it["samples"])
     x, y = splits.train.tensors
@@ -161,6 +165,7 @@ def run_model(spec: dict, config: dict, seed: int, runs_dir: str) -> dict:
                           **measures_of(model, xs, ys, it["early_stopping"], seed, it["measure_options"])})
         rec["curve"] = curve
     rec["seconds"] = time.perf_counter() - t0
+    rec["made_by"] = made_by
     write_json(path, rec)
     return rec
 
