@@ -365,6 +365,9 @@ def run_study(
     with lock, torch_threads(spec["threads"]), main_process_writes():
         write_json(ctx.runs_dir / "spec.json", spec)
         summary = STUDY_KINDS[spec["kind"]].run(spec, ctx)
+        from .machine import write_machine_info  # imports torch: not at module level (specs are read without it)
+
+        write_machine_info(ctx.results_dir)  # the CPU, threads, BLAS and versions behind every results folder
     barrier()  # every rank returns once rank 0 has written the tables and figures
     summary["seconds"] = time.perf_counter() - start
     log(f"[{ctx.name}/{ctx.profile}] done in {summary['seconds']:.0f} s; tables in {ctx.results_dir}, figures in {ctx.figures_dir}")

@@ -171,7 +171,6 @@ def run_model(spec: dict, config: dict, seed: int, runs_dir: str) -> dict:
 
 
 def run(spec: dict[str, Any], ctx) -> dict[str, Any]:
-    from ..machine import write_machine_info
     from . import interp_report
 
     it = spec["interpolation"]
@@ -184,6 +183,5 @@ def run(spec: dict[str, Any], ctx) -> dict[str, Any]:
                 f"({rec['seconds']:.0f} s; {len(records)}/{len(jobs)})")
     ordered = [records[run_name(c, s)] for c in configs(it["axes"]) for s in spec["seeds"]]
     ctx.results_dir.mkdir(parents=True, exist_ok=True)
-    write_machine_info(ctx.results_dir)
     paths = interp_report.write_all(ordered, spec, ctx.results_dir, ctx.figures_dir)
     return {"records": ordered, "paths": [str(p) for p in paths]}
