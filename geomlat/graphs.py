@@ -33,9 +33,9 @@ import torch
 from torch import Tensor
 
 from ._checks import check_choice, check_features, check_features_min, check_k, check_labels, full_precision, value_check
+from .options import Options, keep_defaults, option_set
 from .kernels import get_kernel, kernel_names
-from .sequences import empty_sequences, sample_vectors
-from ._params import check_int
+from .sequences import REDUCTIONS, empty_sequences, sample_vectors
 
 if TYPE_CHECKING:  # torch_geometric is imported only where a Data object is built (its import costs seconds)
     from torch_geometric.data import Data
@@ -82,7 +82,8 @@ def check_kernel(kernel: str) -> None:
 
 
 @full_precision
-def similarity(x: Tensor, kernel: str = "auto", sigma: float | Tensor | None = None, k: int | None = None) -> Tensor:
+def similarity(x: Tensor, kernel: str = "auto", sigma: float | Tensor | None = None, k: int | None = None, *,
+               auto_min: float | Tensor | None = None) -> Tensor:
     """Dense similarity matrix between the samples of a batch (step 1).
 
     Args:
@@ -93,11 +94,14 @@ def similarity(x: Tensor, kernel: str = "auto", sigma: float | Tensor | None = N
         sigma: bandwidth of a kernel that has one (RBF); ``None`` estimates it (RBF: :func:`geomlat.kernels.estimate_sigma`,
             using ``k``).
         k: only used to estimate ``sigma``.
+        auto_min: the minimum that decides ``kernel="auto"`` (default: the minimum of ``x``). Graphs that are
+            compared pass the minimum of both inputs, so that both get the same kernel (GKD's layer pair).
 
     Returns:
         (B, B) similarities, diagonal included. A zero row has cosine similarity 0 with everything.
     """
-    return _similarity(check_features(x), kernel, sigma, k)
+    flat = check_features(x)
+    return _similarity(flat, kernel, sigma, k, None if kernel != "auto" else auto_min)
 
 
 def _similarity(x: Tensor, kernel: str, sigma: float | Tensor | None, k: int | None, lo: float | None = None) -> Tensor:
@@ -152,6 +156,116 @@ def normalize_adjacency(adj: Tensor) -> Tensor:
     return inv_sqrt[:, None] * adj * inv_sqrt[None, :]
 
 
+@option_set
+class GraphOptions(Options):
+    """The options of a latent geometry graph (:func:`latent_graph`, :func:`latent_adjacency`), validated once.
+
+    Fields (documented in :func:`latent_graph`): ``k``, ``kernel``, ``sigma``, ``symmetrize``, ``normalize``,
+    ``self_loops``, ``mask``, ``power``, ``reduce``. What belongs to a batch (``labels``, ``attention_mask``)
+    is given per call. ``k`` is checked against the batch size when a graph is built.
+
+    Example:
+        >>> opts = GraphOptions(k=3, normalize="sym")
+        >>> x = torch.rand(8, 16)
+        >>> bool((opts.adjacency(x)[0] == latent_adjacency(x, k=3, normalize="sym")[0]).all())
+        True
+    """
+
+    k: int | None = None
+    kernel: str = "auto"
+    sigma: float | Tensor | None = None
+    symmetrize: str = "max"
+    normalize: str | None = None
+    self_loops: bool = False
+    mask: str | None = None
+    power: int = 1
+    reduce: str | None = None
+
+    def __post_init__(self):
+        if self.k is not None:
+            check_k(self.k, self.k + 1)  # an int >= 1; the bound k < B is checked on the batch
+        check_kernel(self.kernel)
+        sigma = self.sigma
+        if sigma is not None and not torch.is_tensor(sigma) and (isinstance(sigma, bool) or not sigma > 0):
+            raise ValueError(f"sigma must be > 0, got {sigma}")
+        check_choice(self.symmetrize, "symmetrize", SYMMETRIZATIONS)
+        check_choice(self.normalize, "normalize", NORMALIZATIONS)
+        if not isinstance(self.self_loops, bool):
+            raise TypeError(f"self_loops must be a bool, got {self.self_loops!r}")
+        check_choice(self.mask, "mask", MASKS)
+        if isinstance(self.power, bool) or not isinstance(self.power, int) or self.power < 1:
+            raise ValueError(f"power must be an integer >= 1, got {self.power!r}")
+        check_choice(self.reduce, "reduce", REDUCTIONS)
+
+    @full_precision
+    def adjacency(self, x: Tensor, labels: Tensor | None = None, attention_mask: Tensor | None = None,
+                  what: str = "latent_adjacency: x", *, auto_min: float | Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """:func:`latent_adjacency` of ``x`` with these options: ``(adjacency (B, B), edges (B, B) bool)``."""
+        return _adjacency(feature_vectors(x, attention_mask, self.reduce, what=what), self, labels, auto_min)
+
+    def graph(self, x: Tensor, labels: Tensor | None = None, attention_mask: Tensor | None = None,
+              what: str = "latent_graph: x") -> Data:
+        """:func:`latent_graph` of ``x`` with these options (a PyG ``Data``)."""
+        from torch_geometric.data import Data
+
+        adj, edges = self.adjacency(x, labels, attention_mask, what)
+        edge_index = edges.nonzero().T
+        data = Data(edge_index=edge_index, edge_weight=adj[edge_index[0], edge_index[1]], num_nodes=adj.shape[0])
+        if labels is not None:
+            data.y = check_labels(labels, adj.shape[0]).to(adj.device)
+        return data
+
+
+def graph_options(options: GraphOptions | None, owner, **keywords) -> GraphOptions:
+    """The graph options of a consumer that takes either ``options=GraphOptions(...)`` or its own graph
+    keywords (e.g. ``LabelVariationLoss(k=4)`` or ``LabelVariationLoss(options=GraphOptions(k=4))``).
+
+    Args:
+        options: the consumer's ``options`` argument (None: build them from ``keywords``).
+        owner: the callable taking ``keywords`` (its ``__init__``): with ``options`` given, every keyword must
+            keep the default of ``owner``'s signature (``ValueError`` naming the ones set: both would be
+            ambiguous).
+        keywords: the consumer's graph keywords (names of :class:`GraphOptions` fields).
+    """
+    if options is None:
+        return GraphOptions(**keywords)
+    if not isinstance(options, GraphOptions):
+        raise TypeError(f"options must be a GraphOptions, got {type(options).__name__}")
+    keep_defaults(owner, "options", **keywords)
+    return options
+
+
+def _adjacency(x: Tensor, options: GraphOptions, labels: Tensor | None,
+               auto_min: float | Tensor | None = None) -> tuple[Tensor, Tensor]:
+    """Dense LGG of (B, d) sample vectors (steps 1-4): ``(adjacency (B, B), edges (B, B) bool)``; ``auto_min``
+    decides ``kernel="auto"`` (:func:`similarity`) instead of the minimum of ``x``."""
+    flat, lo = check_features_min(x)
+    if options.kernel == "auto" and auto_min is not None:
+        lo = auto_min  # the pair's minimum (<= this input's): the same kernel for both graphs of a pair
+    b = flat.shape[0]
+    k, mask, power, self_loops = options.k, options.mask, options.power, options.self_loops
+    check_k(k, b)
+    sim = _similarity(flat, options.kernel, options.sigma, k, lo)  # flat already checked: no second pass over it
+    edges = knn_mask(sim, k, options.symmetrize)
+    if mask is not None:
+        if labels is None:
+            raise ValueError(f"mask={mask!r} needs the labels of the batch (labels=...)")
+        edges = edges & class_mask(check_labels(labels, b).to(flat.device), mask)
+    eye = torch.eye(b, dtype=torch.bool, device=flat.device)
+    if self_loops:
+        edges = edges | eye
+    adj = sim * edges
+    if options.normalize == "sym":
+        adj = normalize_adjacency(adj)
+    if power > 1:
+        adj = torch.linalg.matrix_power(adj, power)
+        edges = torch.linalg.matrix_power(edges.to(adj.dtype), power) > 0
+        if not self_loops:
+            edges = edges & ~eye
+            adj = adj * edges
+    return adj, edges
+
+
 @full_precision
 def latent_adjacency(
     x: Tensor,
@@ -166,38 +280,17 @@ def latent_adjacency(
     power: int = 1,
     reduce: str | None = None,
     attention_mask: Tensor | None = None,
+    *,
+    auto_min: float | Tensor | None = None,
 ) -> tuple[Tensor, Tensor]:
     """Dense form of :func:`latent_graph` (same arguments): returns ``(adjacency (B, B), edges (B, B) bool)``.
 
     ``edges`` is the structural edge set (an edge can carry weight 0, e.g. two orthogonal samples);
     ``adjacency`` is zero outside it. Losses that need the dense matrix (GKD) use this directly.
+    The options are validated by :class:`GraphOptions` (``GraphOptions(...).adjacency(x)`` is the same).
+    ``auto_min`` (see :func:`similarity`) decides ``kernel="auto"`` instead of the minimum of ``x``.
     """
-    check_choice(normalize, "normalize", NORMALIZATIONS)
-    check_choice(mask, "mask", MASKS)
-    check_int(power, "power", low=1)
-    x = feature_vectors(x, attention_mask, reduce, what="latent_adjacency: x")
-    flat, lo = check_features_min(x)
-    b = flat.shape[0]
-    check_k(k, b)
-    sim = _similarity(flat, kernel, sigma, k, lo)  # flat already checked: no second pass over it
-    edges = knn_mask(sim, k, symmetrize)
-    if mask is not None:
-        if labels is None:
-            raise ValueError(f"mask={mask!r} needs the labels of the batch (labels=...)")
-        edges = edges & class_mask(check_labels(labels, b).to(flat.device), mask)
-    eye = torch.eye(b, dtype=torch.bool, device=flat.device)
-    if self_loops:
-        edges = edges | eye
-    adj = sim * edges
-    if normalize == "sym":
-        adj = normalize_adjacency(adj)
-    if power > 1:
-        adj = torch.linalg.matrix_power(adj, power)
-        edges = torch.linalg.matrix_power(edges.to(adj.dtype), power) > 0
-        if not self_loops:
-            edges = edges & ~eye
-            adj = adj * edges
-    return adj, edges
+    return GraphOptions.pick(locals()).adjacency(x, labels, attention_mask, auto_min=auto_min)
 
 
 def latent_graph(
@@ -257,15 +350,7 @@ def latent_graph(
         >>> g.num_nodes, g.edge_index.shape[0]
         (8, 2)
     """
-    from torch_geometric.data import Data
-
-    x = feature_vectors(x, attention_mask, reduce, what="latent_graph: x")
-    adj, edges = latent_adjacency(x, k, kernel, sigma, symmetrize, normalize, self_loops, mask, labels, power)
-    edge_index = edges.nonzero().T
-    data = Data(edge_index=edge_index, edge_weight=adj[edge_index[0], edge_index[1]], num_nodes=adj.shape[0])
-    if labels is not None:
-        data.y = check_labels(labels, adj.shape[0]).to(adj.device)
-    return data
+    return GraphOptions.pick(locals()).graph(x, labels, attention_mask)
 
 
 def to_dense(g: Data) -> Tensor:

@@ -67,6 +67,7 @@ from torch_geometric.data import Data
 from ._checks import check_choice, check_features, check_k, check_labels, full_precision
 from .kernels import Kernel, get_kernel
 from .knn import BACKENDS, knn
+from .options import Options, option_set
 
 SOLVERS = ("exact", "approx")
 EDGE_RULES = ("max", "reference")
@@ -449,7 +450,76 @@ def _drop_invalid_(G: Tensor, valid: Tensor) -> Tensor:
     return G
 
 
-@full_precision  # half features are upcast by check_features; no bf16 products under autocast
+@option_set
+class NNKOptions(Options):
+    """The options of an NNK solve (:func:`nnk_weights`, :func:`nnk_graph`,
+    :func:`geomlat.analysis.channelwise_nnk`, the ``**nnk_options`` of :func:`nnk_interpolation`), validated
+    once. Fields documented in :func:`nnk_weights`; precomputed ``neighbors`` belong to a point set and are
+    given per call.
+
+    Example:
+        >>> x = torch.rand(50, 4)
+        >>> opts = NNKOptions(k=5, solver="approx")
+        >>> bool((opts.weights(x).weights == nnk_weights(x, 5, solver="approx").weights).all())
+        True
+    """
+
+    k: int
+    kernel: str | None = None
+    sigma: float | None = None
+    tol: float = 1e-10
+    solver: str = "exact"
+    knn_backend: str = "dense"
+    chunk_size: int | None = None
+    approx_steps: int = 100
+    node_chunk: int | None = None
+    convention: str = "default"
+
+    def __post_init__(self):
+        from .graphs import check_kernel
+
+        check_k(self.k, self.k + 1)  # an int >= 1; the bound k < N is checked on the points
+        if self.kernel is not None:
+            check_kernel(self.kernel)
+        if self.sigma is not None and (isinstance(self.sigma, bool) or not self.sigma > 0):
+            raise ValueError(f"sigma must be > 0, got {self.sigma}")
+        _check_tol(self.tol)
+        check_choice(self.solver, "solver", SOLVERS)
+        check_choice(self.knn_backend, "knn_backend", BACKENDS)
+        for name in ("chunk_size", "node_chunk", "approx_steps"):
+            value = getattr(self, name)
+            if (value is not None or name == "approx_steps") and (
+                    isinstance(value, bool) or not isinstance(value, int) or value < 1):
+                raise ValueError(f"{name} must be an int >= 1{'' if name == 'approx_steps' else ' or None'}, got {value!r}")
+        check_convention(self.convention)
+
+    @property
+    def kernel_name(self) -> str:
+        """The kernel: ``kernel``, or the convention's default (:data:`DEFAULT_KERNELS`) when it is None."""
+        return DEFAULT_KERNELS[self.convention] if self.kernel is None else self.kernel
+
+    @full_precision  # half features are upcast by check_features; no bf16 products under autocast
+    def weights(self, x: Tensor, neighbors: Tensor | None = None) -> "NNKResult":
+        """:func:`nnk_weights` of the points ``x`` (N, ...) with these options."""
+        return _nnk_weights(x, self, neighbors)
+
+    def graph(self, x: Tensor, edge_rule: str = "max") -> Data:
+        """:func:`nnk_graph` of the points ``x`` (N, ...) with these options."""
+        check_choice(edge_rule, "edge_rule", EDGE_RULES)
+        result = self.weights(x)
+        data = _symmetrize(result, result.neighbors.shape[0], edge_rule)
+        data.residual = result.residual
+        return data
+
+
+def nnk_options_of(k: int, nnk_kwargs: dict) -> tuple[NNKOptions, Tensor | None]:
+    """``(NNKOptions(k=k, **options), neighbors)`` of the ``**nnk_options`` of a function that passes them on
+    (``neighbors``, optional, is taken out); an unknown name is a ``TypeError`` listing the valid ones."""
+    kwargs = dict(nnk_kwargs)
+    neighbors = kwargs.pop("neighbors", None)
+    return NNKOptions(k=k, **kwargs), neighbors
+
+
 def nnk_weights(
     x: Tensor,
     k: int,
@@ -493,11 +563,13 @@ def nnk_weights(
         :class:`NNKResult` (with ``convention="deepnnk"``, ``neighbors`` are the authors' candidates and
         ``valid`` says which were kept).
     """
-    check_convention(convention)
-    kernel = DEFAULT_KERNELS[convention] if kernel is None else kernel
-    check_choice(solver, "solver", SOLVERS)
-    check_choice(knn_backend, "knn_backend", BACKENDS)
-    _check_tol(tol)
+    return NNKOptions.pick(locals()).weights(x, neighbors)
+
+
+def _nnk_weights(x: Tensor, options: NNKOptions, neighbors: Tensor | None) -> NNKResult:
+    """:func:`nnk_weights` of the points ``x`` with validated options."""
+    kernel, convention, sigma = options.kernel_name, options.convention, options.sigma
+    k = options.k
     flat = check_features(x)
     if kernel == "auto":
         from .graphs import resolve_kernel
@@ -506,21 +578,19 @@ def nnk_weights(
     kern = get_kernel(kernel)
     n = flat.shape[0]
     check_k(k, n)
-    if sigma is not None and not sigma > 0:
-        raise ValueError(f"sigma must be > 0, got {sigma}")
     deep = convention == "deepnnk"
     with torch.no_grad():
         if neighbors is None:
             metric = "euclidean" if deep else kern.knn_metric
-            neighbors = knn(flat, k, metric=metric, backend=knn_backend, chunk_size=chunk_size)
+            neighbors = knn(flat, k, metric=metric, backend=options.knn_backend, chunk_size=options.chunk_size)
         elif neighbors.shape != (n, k):
             raise ValueError(f"neighbors must have shape ({n}, {k}), got {tuple(neighbors.shape)}")
         valid = deepnnk_candidates(flat, neighbors) if deep else None
         prepared = kern.prepare(flat)
         if kern.uses_sigma and sigma is None:
             sigma = deepnnk_sigma(flat, neighbors, valid) if deep else rbf_sigma(prepared, neighbors, kern)
-        weights, residual = _solve_nodes(prepared.double(), neighbors, kern, sigma, tol, solver, approx_steps,
-                                         node_chunk, valid)
+        weights, residual = _solve_nodes(prepared.double(), neighbors, kern, sigma, options.tol, options.solver,
+                                         options.approx_steps, options.node_chunk, valid)
     return NNKResult(neighbors, weights.to(flat.dtype), residual, kernel, sigma if kern.uses_sigma else None,
                      valid, convention)
 
@@ -601,7 +671,7 @@ def nnk_symmetrize(result: NNKResult, edge_rule: str = "max") -> Data:
 def nnk_graph(
     x: Tensor,
     k: int,
-    kernel: str = "cosine",
+    kernel: str | None = None,
     sigma: float | None = None,
     tol: float = 1e-10,
     solver: str = "exact",
@@ -610,10 +680,11 @@ def nnk_graph(
     chunk_size: int | None = None,
     approx_steps: int = 100,
     node_chunk: int | None = None,
+    convention: str = "default",
 ) -> Data:
     """Symmetric NNK graph of a set of points (Shekkizhar & Ortega 2020).
 
-    Args: see :func:`nnk_weights`; ``edge_rule`` is ``"max"`` (default, ``max(Theta, Theta^T)``) or
+    Args: see :func:`nnk_weights` (``kernel=None``: the convention's default, cosine); ``edge_rule`` is ``"max"`` (default, ``max(Theta, Theta^T)``) or
         ``"reference"`` (reciprocal candidates only, keep the direction with smaller residual, then max).
 
     Returns:
@@ -625,11 +696,7 @@ def nnk_graph(
         >>> bool((g.edge_index[0] != g.edge_index[1]).all())
         True
     """
-    check_choice(edge_rule, "edge_rule", EDGE_RULES)
-    result = nnk_weights(x, k, kernel, sigma, tol, solver, knn_backend, chunk_size, approx_steps, node_chunk)
-    data = _symmetrize(result, result.neighbors.shape[0], edge_rule)
-    data.residual = result.residual
-    return data
+    return NNKOptions.pick(locals()).graph(x, edge_rule)
 
 
 def nnk_interpolation(x: Tensor, labels: Tensor, k: int, result: NNKResult | None = None,
@@ -650,10 +717,11 @@ def nnk_interpolation(x: Tensor, labels: Tensor, k: int, result: NNKResult | Non
         ``(predictions (N, C) soft labels (rows sum to 1), classification error in [0, 1])``; the predicted
         class is the argmax (ties: smallest class index).
     """
+    options, neighbors = nnk_options_of(k, nnk_options)
     flat = check_features(x)
     y = check_labels(labels, flat.shape[0]).to(flat.device)
     if result is None:
-        result = nnk_weights(flat, k, **nnk_options)
+        result = options.weights(flat, neighbors)
     elif tuple(result.neighbors.shape) != (flat.shape[0], k):
         raise ValueError(f"result must be the NNK solution of x with k = {k}: neighbors of shape "
                          f"({flat.shape[0]}, {k}), got {tuple(result.neighbors.shape)}")

@@ -23,6 +23,9 @@ A plain loop::
         sum(losses.values()).backward()
         optimizer.step(); optimizer.zero_grad()
 
+Every objective here subclasses :class:`Objective`, which writes the protocol down (``.model``,
+``output_key``, :meth:`Objective.logits`, ``checkpoint_exclude``); the engine only needs the protocol.
+
 Objectives here:
 
 - :class:`Supervised`: cross-entropy.
@@ -140,7 +143,46 @@ class _Taps(LatentCapture):
         return out, outputs
 
 
-class Supervised(nn.Module):
+def _check_model(model: nn.Module) -> nn.Module:
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
+    return model
+
+
+class Objective(nn.Module):
+    """Base of the training objectives: the protocol of this module's docstring, written down.
+
+    Attributes:
+        model: the network being trained and evaluated (checked to be an ``nn.Module``).
+        output_key: which part of ``model``'s output is the logits (or the embedding) when it is not a
+            Tensor (:func:`geomlat.select_logits`: ``None`` = ``.logits`` / ``["logits"]`` / first Tensor).
+        checkpoint_exclude: names of submodules the engine's checkpoints leave out (frozen, rebuilt by the
+            caller, e.g. a Distiller's ``("teacher",)``).
+
+    Subclasses implement ``forward(x, y) -> (output, {name: weighted scalar loss})``; :meth:`logits` is
+    the model's selected output for inputs ``x``. The engine (:func:`geomlat.engine.train`) and
+    :class:`geomlat.integrations.lightning.ObjectiveModule` accept any ``nn.Module`` with this protocol
+    (duck-typed: an objective need not subclass this class).
+    """
+
+    #: submodules :func:`geomlat.engine.train` does not store in checkpoints
+    checkpoint_exclude: tuple[str, ...] = ()
+
+    def __init__(self, model: nn.Module, output_key: OutputKey = None):
+        super().__init__()
+        self.model = _check_model(model)
+        self.output_key = output_key
+
+    def logits(self, x: Inputs) -> Tensor:
+        """The model's output on the inputs ``x`` (a tensor, tuple or mapping, :mod:`geomlat.batch`), the part
+        named by ``output_key``: (B, C) logits, or (B, D) for an embedding objective."""
+        return select_logits(call_model(self.model, x), self.output_key)
+
+    def forward(self, x: Inputs, y: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+        raise NotImplementedError(f"{type(self).__name__} must implement forward(x, y) -> (output, {{name: loss}})")
+
+
+class Supervised(Objective):
     """Cross-entropy objective: ``forward(x, y) -> (model(x) (B, C), {"task": CE})``, ``x`` a tensor, tuple or
     mapping of inputs (``model(**x)``, see :mod:`geomlat.batch`).
 
@@ -152,21 +194,13 @@ class Supervised(nn.Module):
     """
 
     def __init__(self, model: nn.Module, label_smoothing: float = 0.0, output_key: OutputKey = None):
-        super().__init__()
-        self.model = model
-        self.output_key = output_key
+        super().__init__(model, output_key)
         self.label_smoothing = float(label_smoothing)
 
     def forward(self, x: Inputs, y: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
-        out = select_logits(call_model(self.model, x), self.output_key)
+        out = self.logits(x)
         y = check_class_labels(y, out, "Supervised")
         return out, {"task": F.cross_entropy(out, y, label_smoothing=self.label_smoothing)}
-
-
-def _check_model(model: nn.Module) -> nn.Module:
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
-    return model
 
 
 def _check_weight(value: float, name: str) -> float:
@@ -174,7 +208,7 @@ def _check_weight(value: float, name: str) -> float:
     return float(value)
 
 
-class LabelVariationObjective(nn.Module):
+class LabelVariationObjective(Objective):
     """Train ``model`` by minimizing the label variation of the LGG of its output (LGG paper 4.2).
 
     Args:
@@ -189,14 +223,12 @@ class LabelVariationObjective(nn.Module):
 
     def __init__(self, model: nn.Module, loss: nn.Module | None = None, ce_weight: float = 0.0,
                  output_key: OutputKey = None):
-        super().__init__()
-        self.model = _check_model(model)
-        self.output_key = output_key
+        super().__init__(model, output_key)
         self.loss = LabelVariationLoss() if loss is None else loss
         self.ce_weight = _check_weight(ce_weight, "ce_weight")
 
     def forward(self, x: Inputs, y: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
-        out = select_logits(call_model(self.model, x), self.output_key)
+        out = self.logits(x)
         losses = {"label_variation": self.loss(out, y)}
         if self.ce_weight > 0:
             message = f"ce_weight > 0 needs class scores (B, C > max label); got output shape {tuple(out.shape)}"
@@ -207,7 +239,7 @@ class LabelVariationObjective(nn.Module):
         return out, losses
 
 
-class BottleneckCrossEntropy(nn.Module):
+class BottleneckCrossEntropy(Objective):
     """Cross-entropy through a linear head on the (low-dimensional) output of ``model``.
 
     ``logits = head(model(x))`` with ``head = nn.Linear(embed_dim, num_classes)``. The engine evaluates
@@ -222,9 +254,7 @@ class BottleneckCrossEntropy(nn.Module):
     """
 
     def __init__(self, model: nn.Module, num_classes: int, embed_dim: int | None = None, output_key: OutputKey = None):
-        super().__init__()
-        self.model = _check_model(model)
-        self.output_key = output_key
+        super().__init__(model, output_key)
         dim = embed_dim if embed_dim is not None else getattr(model, "output_dim", None)
         for value, name in ((dim, "embed_dim"), (num_classes, "num_classes")):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -232,7 +262,8 @@ class BottleneckCrossEntropy(nn.Module):
         self.head = nn.Linear(dim, num_classes)
 
     def logits(self, x: Inputs) -> Tensor:
-        return self.head(select_logits(call_model(self.model, x), self.output_key))
+        """``head(embedding)``: (B, C) logits of the inputs ``x``."""
+        return self.head(super().logits(x))
 
     def forward(self, x: Inputs, y: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
         logits = self.logits(x)
@@ -240,7 +271,7 @@ class BottleneckCrossEntropy(nn.Module):
         return logits, {"task": F.cross_entropy(logits, y)}
 
 
-class SmoothnessObjective(nn.Module):
+class SmoothnessObjective(Objective):
     """Cross-entropy plus the smoothness regularizer on captured layers (LGG paper 4.3, eq. 9).
 
     ``task_weight * CE(model(x), y) + regularizer([f_1(x), ..., f_L(x)], y)`` where f_l are the outputs of
@@ -258,9 +289,7 @@ class SmoothnessObjective(nn.Module):
 
     def __init__(self, model: nn.Module, layers: Sequence[str] | None = None, regularizer: nn.Module | None = None,
                  task_weight: float = 1.0, output_key: OutputKey = None):
-        super().__init__()
-        self.model = _check_model(model)
-        self.output_key = output_key
+        super().__init__(model, output_key)
         names = list(getattr(model, "relu_names", []) if layers is None else layers)
         check_layer_names(model, names)  # an unknown name first: KeyError naming it and the valid names
         if len(names) < 2:
@@ -296,7 +325,7 @@ def _check_term_weight(weight, name: str) -> float:
     return value
 
 
-class Distiller(nn.Module):
+class Distiller(Objective):
     """Knowledge-distillation objective: ``forward(x, y) -> (student_logits, {"task": CE, name: w * L})``.
 
     Args:
@@ -343,11 +372,9 @@ class Distiller(nn.Module):
         output_key: OutputKey = None,
         teacher_output_key: OutputKey = None,
     ):
-        super().__init__()
-        self.output_key = output_key
+        super().__init__(student, output_key)
         self.teacher_output_key = output_key if teacher_output_key is None else teacher_output_key
-        self.model = student
-        self.teacher = teacher
+        self.teacher = _check_model(teacher)
         for p in self.teacher.parameters():
             p.requires_grad_(False)
         self.teacher.eval()
@@ -437,7 +464,7 @@ def _forward_tapped(taps: "_Taps | None", model: nn.Module, x: Inputs) -> tuple[
     return taps.run(call_model, model, x)
 
 
-class PGDTraining(nn.Module):
+class PGDTraining(Objective):
     """PGD adversarial training objective (Madry et al. 2018) for ``geomlat.engine.train``.
 
     ``forward(x, y)`` crafts PGD examples (eps, alpha, steps; Madry's CIFAR setting 8/255, 2/255, 7) and
@@ -455,6 +482,8 @@ class PGDTraining(nn.Module):
 
     Attributes:
         model: the trained network (its parameters are this objective's parameters).
+        output_key: the logits of a model returning a tuple, dict or ``ModelOutput``
+            (:func:`geomlat.select_logits`), for the attack's loss and the returned logits.
     """
 
     def __init__(
@@ -466,12 +495,12 @@ class PGDTraining(nn.Module):
         random_start: bool = True,
         seed: int = 0,
         loss_fn: LossFn = cross_entropy_sum,
+        output_key: OutputKey = None,
     ):
-        super().__init__()
+        super().__init__(model, output_key)
         check_number(eps, "eps", low=0)
         check_number(alpha, "alpha", low=0, low_open=True)
         check_int(steps, "steps", low=1)
-        self.model = model
         self.eps, self.alpha, self.steps, self.random_start = float(eps), float(alpha), steps, random_start
         self.loss_fn = loss_fn
         self.generator = torch.Generator().manual_seed(seed)
@@ -483,13 +512,19 @@ class PGDTraining(nn.Module):
                             "to perturb)")
         if self.training:
             # the CPU generator draws the random start, moved to x's device by pgd
+            loss_fn = functools.partial(_selected_loss, self.loss_fn, self.output_key)
             x = pgd(self.model, x, y, self.eps, self.alpha, self.steps, self.random_start, self.generator,
-                    self.loss_fn, eval_mode=True)
-        logits = self.model(x)
+                    loss_fn, eval_mode=True)
+        logits = self.logits(x)
         return logits, {"adv_ce": F.cross_entropy(logits, y)}
 
     def extra_repr(self) -> str:
         return f"eps={self.eps:.5g}, alpha={self.alpha:.5g}, steps={self.steps}, random_start={self.random_start}"
+
+
+def _selected_loss(loss_fn: LossFn, output_key: OutputKey, output, y: Tensor) -> Tensor:
+    """``loss_fn`` of the logits selected from a model's ``output`` (the attack's loss with ``output_key``)."""
+    return loss_fn(select_logits(output, output_key), y)
 
 
 def adversarial_objective(model: nn.Module, **kwargs) -> PGDTraining:

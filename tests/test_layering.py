@@ -2,7 +2,7 @@
 
 Layers, bottom to top (a component is ``geomlat.<name>``: a module or a subpackage with all its modules):
 
-0. ``registry``, ``_lazy``, ``_checks``, ``_params``, ``checks``, ``sequences``, ``batch``: helpers every layer uses.
+0. ``registry``, ``_lazy``, ``_checks``, ``_params``, ``checks``, ``options``, ``sequences``, ``batch``: helpers every layer uses.
 1. ``data``, ``models``, ``capture``, ``distributed``, ``io``, ``locks``: datasets, networks, reading a layer's output,
    process groups, atomic files.
 2. ``kernels``, ``knn``, ``signals``, ``distances``: similarity, neighbors, graph signals, graph distances.
@@ -32,7 +32,7 @@ from pathlib import Path
 import geomlat
 
 LAYERS = [
-    ["registry", "_lazy", "_checks", "_params", "checks", "sequences", "batch"],
+    ["registry", "_lazy", "_checks", "_params", "checks", "options", "sequences", "batch"],
     ["data", "models", "capture", "distributed", "io", "locks"],
     ["kernels", "knn", "signals", "distances"],
     ["graphs", "nnk", "interop"],

@@ -229,3 +229,94 @@ def test_a_label_out_of_range_names_the_number_of_classes(kind):
 def test_smoothness_objective_names_an_unknown_layer_and_lists_the_valid_ones():
     with pytest.raises(KeyError, match=r"unknown layer name\(s\) \['9'\].*valid names: \['fc1', 'relu1'"):
         SmoothnessObjective(_TwoLayer(), layers=["9"])
+
+
+# ------------------------------------------------------------------ the Objective base (issue 20)
+class _DictClassifier(nn.Module):
+    """Returns its logits in a dict (as a Hugging Face model) under "scores"."""
+
+    def __init__(self, inner: nn.Module):
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, x):
+        return {"features": x.flatten(1), "scores": self.inner(x)}
+
+
+def _every_objective(model):
+    from geomlat.losses import GKD
+    from geomlat.objectives import Distiller, PGDTraining, Supervised
+
+    teacher = nn.Sequential(nn.Flatten(), nn.Linear(12, 3))
+    return {
+        "supervised": Supervised(model),
+        "label_variation": LabelVariationObjective(model),
+        "bottleneck": BottleneckCrossEntropy(model, 2, embed_dim=3),
+        "smoothness": SmoothnessObjective(model, ["1", "2"]),
+        "distiller": Distiller(model, teacher, {"gkd": (GKD(), 1.0)}, pairs=[("1", "1")]),
+        "pgd": PGDTraining(model, steps=2),
+    }
+
+
+def test_every_objective_subclasses_the_base_and_follows_its_protocol():
+    from geomlat.objectives import Objective
+
+    model = nn.Sequential(nn.Flatten(), nn.Linear(12, 3), nn.ReLU())
+    x = torch.rand(6, 3, 4, generator=torch.Generator().manual_seed(0))
+    for name, objective in _every_objective(model).items():
+        assert isinstance(objective, Objective), name
+        assert objective.model is model and objective.output_key is None
+        expected = objective.head(model(x)) if name == "bottleneck" else model(x)
+        assert torch.equal(objective.logits(x), expected), name
+        assert objective.checkpoint_exclude == (("teacher",) if name == "distiller" else ()), name
+
+
+def test_every_objective_refuses_a_model_that_is_not_a_module():
+    from geomlat.objectives import Supervised, PGDTraining
+
+    for make in (Supervised, PGDTraining, LabelVariationObjective, SmoothnessObjective):
+        with pytest.raises(TypeError, match="nn.Module"):
+            make(lambda x: x)  # Supervised used to accept it and fail at the first batch
+
+
+def test_pgd_training_selects_the_logits_with_output_key():
+    """PGDTraining used to ignore output_key: a model returning a dict broke both the attack and the loss.
+    With output_key the adversarial batch, logits and loss are those of the same model returning a tensor."""
+    from geomlat.objectives import PGDTraining
+
+    torch.manual_seed(0)
+    inner = nn.Sequential(nn.Flatten(), nn.Linear(12, 4))
+    x, y = torch.rand(5, 3, 4), torch.tensor([0, 1, 2, 3, 0])
+    plain = PGDTraining(inner, steps=3, seed=1)
+    keyed = PGDTraining(_DictClassifier(inner), steps=3, seed=1, output_key="scores")
+    logits, losses = plain(x, y)
+    k_logits, k_losses = keyed(x, y)
+    assert torch.equal(logits, k_logits) and torch.equal(losses["adv_ce"], k_losses["adv_ce"])
+    # an independent check: the clean cross-entropy is smaller than the adversarial one
+    assert float(F.cross_entropy(inner(x), y)) < float(losses["adv_ce"])
+
+
+def test_the_engine_takes_an_objective_that_only_follows_the_protocol(tmp_path):
+    """Duck-typed: an nn.Module with .model and forward(x, y) -> (output, {name: loss}) need not subclass
+    Objective; trained by the engine it gives the metrics of Supervised (the same loss, the same seed)."""
+    from geomlat.data import load_dataset
+    from geomlat.engine import TrainConfig, train
+    from geomlat.objectives import Supervised
+
+    class Plain(nn.Module):
+        def __init__(self, model):
+            super().__init__()
+            self.model = model
+
+        def forward(self, x, y):
+            out = self.model(x)
+            return out, {"task": F.cross_entropy(out, y)}
+
+    splits = load_dataset("mnist1d", train_size=64, test_size=32)
+    config = TrainConfig(epochs=1, batch_size=16, lr=0.05)
+    finals = []
+    for make, name in ((Plain, "plain"), (Supervised, "supervised")):
+        torch.manual_seed(0)
+        finals.append(train(make(build_model("conv1d", width=4)), splits, config, tmp_path / name, progress=False))
+    measured = [key for key in finals[1] if "acc" in key or "loss" in key]
+    assert measured and all(finals[0][key] == finals[1][key] for key in measured), (finals, measured)

@@ -215,3 +215,20 @@ def test_padding_changes_no_streaming_or_manifold_metric():
     fb = ManifoldGraphMetrics(k=5, kernel="rbf").fit(xp, attention_mask=mp).nnk_
     assert torch.equal(fa.neighbors, fb.neighbors) and torch.allclose(fa.weights, fb.weights)
     assert geometric_stability(x, xp[:, :, :], k=5, attention_mask=None, reduce="first")["jaccard"] == 1.0
+
+
+def test_gkd_auto_kernel_pair_rule_holds_under_deferred_checks():
+    """Under the engine's deferred checks the pair's kernel is chosen on the device (no host read): the same
+    values as the immediate choice, also for a pair with one signed side (both graphs RBF)."""
+    from geomlat.checks import deferred_value_checks
+
+    g = torch.Generator().manual_seed(5)
+    t, s = torch.randn(10, 6, generator=g, dtype=torch.float64), torch.randn(10, 4, generator=g, dtype=torch.float64)
+    y = torch.arange(10) % 3
+    for kw in (dict(), dict(k=3, mask="inter"), dict(order="paper", k=3), dict(order="paper", k=3, reuse_teacher_knn=False)):
+        for pair, kernel in (((t.relu(), s.relu()), "cosine"), ((t, s), "rbf"), ((t.relu(), s), "rbf")):
+            expected = GKD(kernel=kernel, **kw)(*pair, y)
+            with deferred_value_checks() as checks:
+                value = GKD(**kw)(*pair, y)
+            checks.verify()
+            torch.testing.assert_close(value, expected, rtol=1e-12, atol=1e-12)

@@ -35,10 +35,10 @@ import torch
 from torch import Tensor
 from torch_geometric.data import Data
 
-from .._checks import check_choice, check_features, check_k, check_labels
-from ..knn import BACKENDS, knn
+from .._checks import check_features, check_k, check_labels
+from ..knn import knn
 from ..kernels import get_kernel
-from ..nnk import DEFAULT_KERNELS, NNKResult, check_convention, nnk_loo_predictions, nnk_symmetrize, nnk_weights, rbf_sigma
+from ..nnk import NNKOptions, NNKResult, nnk_loo_predictions, nnk_symmetrize, rbf_sigma
 from .._params import check_int
 
 #: Default number of stacked nodes (channels x samples) per solver call of :func:`channelwise_loo_errors`.
@@ -156,18 +156,15 @@ def channelwise_nnk(
     Memory: the C * N * S values in float64 (the kernel is computed in float64), C * N * k candidates and
     weights, and the solver's blocks (:data:`geomlat.nnk.SOLVE_BYTES`); the k-NN search runs one channel at a time.
     """
-    check_convention(convention)
-    kernel = DEFAULT_KERNELS[convention] if kernel is None else kernel
+    options = NNKOptions.pick(locals())
+    kernel, sigma = options.kernel_name, options.sigma
     kern = get_kernel(kernel)
-    deep = convention == "deepnnk"
+    deep = options.convention == "deepnnk"
     if kern.uses_sigma and kernel != "rbf" and not deep:
         raise ValueError(f"channelwise NNK supports the bandwidth of kernel='rbf' only (per-channel scaling), got {kernel!r}")
-    check_choice(knn_backend, "knn_backend", BACKENDS)
     maps = channel_maps(x)
     c, n, s = maps.shape
     check_k(k, n)
-    if sigma is not None and not sigma > 0:
-        raise ValueError(f"sigma must be > 0, got {sigma}")
     if neighbors is not None and tuple(neighbors.shape) != (c, n, k):
         raise ValueError(f"neighbors must have shape ({c}, {n}, {k}) (channels, samples, k), got {tuple(neighbors.shape)}")
     _warn_constant(maps)
@@ -183,8 +180,8 @@ def channelwise_nnk(
                                   dtype=torch.float64)
             points, solve_sigma = maps.double() / sigmas.to(maps.device)[:, None, None], 1.0
         offset = (torch.arange(c, device=neighbors.device) * n)[:, None, None]
-        res = nnk_weights(points.reshape(c * n, s), k, kernel, solve_sigma, tol, solver, approx_steps=approx_steps,
-                          node_chunk=node_chunk, neighbors=(neighbors + offset).reshape(c * n, k), convention=convention)
+        res = options.replace(kernel=kernel, sigma=solve_sigma).weights(points.reshape(c * n, s),
+                                                                        (neighbors + offset).reshape(c * n, k))
     if deep and isinstance(res.sigma, Tensor):
         sigmas = res.sigma.view(c, n)
     valid = None if res.valid is None else res.valid.view(c, n, k)
@@ -212,6 +209,7 @@ def channelwise_loo_errors(
     Returns:
         (C,) float64 errors in [0, 1]. Warns (RuntimeWarning) on constant channels, whose error is arbitrary.
     """
+    options = NNKOptions(k=k, **nnk_options)  # an unknown option: TypeError listing the valid ones
     maps = channel_maps(x)
     c, n, _ = maps.shape
     y = check_labels(labels, n).to(x.device)
@@ -228,7 +226,7 @@ def channelwise_loo_errors(
         nb = None if neighbors is None else neighbors[start:stop]
         with warnings.catch_warnings():  # warned once above, with the channels' indices in x
             warnings.filterwarnings("ignore", message="channels .* are constant")
-            res = channelwise_nnk(x[:, start:stop], k, neighbors=nb, **nnk_options)
+            res = channelwise_nnk(x[:, start:stop], neighbors=nb, **options.kwargs())
         pred = nnk_loo_predictions(_stacked(res), y.repeat(stop - start), num_classes)
         wrong = (pred.argmax(1) != y.repeat(stop - start)).view(stop - start, n)
         errors[start:stop] = wrong.double().mean(1).cpu()

@@ -33,9 +33,9 @@ from .._checks import check_labels
 from ..batch import attention_mask_of, batch_size, call_model, to_device
 from ..capture import LatentCapture, OutputKey, select_logits
 from ..distances import DISTANCES, graph_distance
-from ..graphs import feature_vectors, latent_graph
-from ..sequences import REDUCTIONS
-from ..nnk import nnk_interpolation
+from ..graphs import GraphOptions, feature_vectors, graph_options as _graph_options
+from ..nnk import NNKOptions, nnk_interpolation
+from ..options import keep_defaults
 from ..signals import label_variation
 from .._params import check_int
 
@@ -55,6 +55,8 @@ def layer_metrics(
     *,
     attention_mask: Tensor | None = None,
     reduce: str | None = None,
+    graph_options: GraphOptions | None = None,
+    nnk_options: NNKOptions | None = None,
 ) -> dict[str, float]:
     """The metrics :class:`GeometryMonitor` logs, for features already captured.
 
@@ -69,6 +71,9 @@ def layer_metrics(
             reduce: how tokens become one vector (:func:`geomlat.sequences.sample_vectors`: the mean of the
             real tokens by default with a mask). Padding never enters a metric. ``kernel`` and ``nnk_kernel``
             default to ``"auto"`` (geomlat's rule: cosine for non-negative features, RBF for signed ones).
+        graph_options: the LGGs as a :class:`geomlat.graphs.GraphOptions` instead of ``k``, ``kernel`` and
+            ``reduce`` (which then keep their defaults); the distance graphs add ``normalize="sym"``.
+        nnk_options: the NNK solve as a :class:`geomlat.nnk.NNKOptions` instead of ``nnk_k`` and ``nnk_kernel``.
 
     Returns ``{name: value}`` with, for each layer ``L``:
 
@@ -79,26 +84,42 @@ def layer_metrics(
     - ``{prefix}/lgg_distance_teacher/L`` (with ``teacher_feats``): the same between L and its teacher layer;
     - ``{prefix}/nnk_loo_error/L``: leave-one-out NNK interpolation error of the labels.
     """
+    graph, nnk = _monitor_options(layer_metrics, graph_options, nnk_options, k, kernel, reduce, nnk_k, nnk_kernel)
     DISTANCES[distance]  # an unknown name raises UnknownNameError (a ValueError) listing the registered ones
     if teacher_feats is not None and list(teacher_feats) != list(feats):
         raise KeyError(f"teacher_feats must have the keys of feats {list(feats)}, got {list(teacher_feats)}")
+    vector_graph = graph.replace(reduce=None)  # the graphs of the (B, d) vectors
+    normalized = vector_graph.replace(normalize="sym")
     out: dict[str, float] = {}
     prev = None
     for name, f in feats.items():
-        f = feature_vectors(f.detach(), attention_mask, reduce, f"GeometryMonitor: layer {name!r}").float()
+        f = feature_vectors(f.detach(), attention_mask, graph.reduce, f"GeometryMonitor: layer {name!r}").float()
         labels = check_labels(y, f.shape[0]).to(f.device)
-        out[f"{prefix}/label_variation/{name}"] = float(label_variation(latent_graph(f, k=k, kernel=kernel), labels, normalized=True))
-        g = latent_graph(f, k=k, kernel=kernel, normalize="sym")
+        out[f"{prefix}/label_variation/{name}"] = float(label_variation(vector_graph.graph(f), labels, normalized=True))
+        g = normalized.graph(f)
         if prev is not None:
             out[f"{prefix}/lgg_distance_prev/{name}"] = float(graph_distance(g, prev, distance))
         if teacher_feats is not None:
             t_mask = None if attention_mask is None else attention_mask.to(teacher_feats[name].device)
-            t_vec = feature_vectors(teacher_feats[name].detach(), t_mask, reduce, f"GeometryMonitor: teacher layer {name!r}")
-            t = latent_graph(t_vec.float().to(f.device), k=k, kernel=kernel, normalize="sym")
+            t_vec = feature_vectors(teacher_feats[name].detach(), t_mask, graph.reduce, f"GeometryMonitor: teacher layer {name!r}")
+            t = normalized.graph(t_vec.float().to(f.device))
             out[f"{prefix}/lgg_distance_teacher/{name}"] = float(graph_distance(g, t, distance))
-        out[f"{prefix}/nnk_loo_error/{name}"] = nnk_interpolation(f, labels, nnk_k, kernel=nnk_kernel)[1]
+        out[f"{prefix}/nnk_loo_error/{name}"] = nnk_interpolation(f, labels, **nnk.kwargs())[1]
         prev = g
     return out
+
+
+def _monitor_options(owner, graph_options, nnk_options, k, kernel, reduce, nnk_k, nnk_kernel
+                     ) -> tuple[GraphOptions, NNKOptions]:
+    """The graph and NNK options of :func:`layer_metrics` / :class:`GeometryMonitor` (``owner``): the
+    options objects when given (their keywords then keep ``owner``'s defaults), else built from the keywords."""
+    graph = _graph_options(graph_options, owner, k=k, kernel=kernel, reduce=reduce)
+    if nnk_options is None:
+        return graph, NNKOptions(k=nnk_k, kernel=nnk_kernel)
+    if not isinstance(nnk_options, NNKOptions):
+        raise TypeError(f"nnk_options must be an NNKOptions, got {type(nnk_options).__name__}")
+    keep_defaults(owner, "nnk_options", nnk_k=nnk_k, nnk_kernel=nnk_kernel)
+    return graph, nnk_options
 
 
 def _check_every(value, name: str) -> int | None:
@@ -130,6 +151,7 @@ class GeometryMonitor(pl.Callback):
         select, teacher_select: output selection of captured layers (see :class:`geomlat.LatentCapture`).
         forward: ``forward(pl_module, x)`` running the probe (default ``pl_module(x)``, ``pl_module(**x)`` for a mapping).
         reduce: token features (B, T, H) -> (B, H) (:func:`geomlat.sequences.sample_vectors`).
+        graph_options, nnk_options: the options objects instead of the keywords (see :func:`layer_metrics`).
 
     Every measurement is also appended to ``history`` as ``{"epoch", "step", **metrics}``. The module's (and
     teacher's) train/eval mode is restored afterwards; the measurement is in eval mode, without gradients.
@@ -153,6 +175,9 @@ class GeometryMonitor(pl.Callback):
         teacher_select: OutputKey | Mapping[str, OutputKey] = None,
         forward: Callable[[nn.Module, Any], Any] | None = None,
         reduce: str | None = None,
+        *,
+        graph_options: GraphOptions | None = None,
+        nnk_options: NNKOptions | None = None,
     ):
         super().__init__()
         if (not isinstance(probe, (tuple, list)) or len(probe) != 2 or not isinstance(probe[1], Tensor)
@@ -161,11 +186,11 @@ class GeometryMonitor(pl.Callback):
         x, y = probe
         n = batch_size(x)
         self.y = check_labels(y, n, "probe labels")
-        if nnk_k >= n or (k is not None and k >= n):
-            raise ValueError(f"the probe batch has {n} samples: k ({k}) and nnk_k ({nnk_k}) must be smaller")
-        if reduce not in REDUCTIONS:
-            raise ValueError(f"reduce must be one of {list(REDUCTIONS)}, got {reduce!r}")
-        self.x, self.reduce = x, reduce
+        graph, nnk = _monitor_options(GeometryMonitor.__init__, graph_options, nnk_options, k, kernel, reduce, nnk_k,
+                                      nnk_kernel)
+        if nnk.k >= n or (graph.k is not None and graph.k >= n):
+            raise ValueError(f"the probe batch has {n} samples: k ({graph.k}) and nnk_k ({nnk.k}) must be smaller")
+        self.x = x
         self.layers = list(layers)
         if not self.layers:
             raise ValueError("GeometryMonitor needs at least one layer name")
@@ -178,7 +203,7 @@ class GeometryMonitor(pl.Callback):
         DISTANCES[distance]  # an unknown name raises UnknownNameError (a ValueError) listing the registered ones
         self.every_n_epochs = _check_every(every_n_epochs, "every_n_epochs")
         self.every_n_steps = _check_every(every_n_steps, "every_n_steps")
-        self.options = dict(k=k, kernel=kernel, nnk_k=nnk_k, nnk_kernel=nnk_kernel, distance=distance, prefix=prefix)
+        self.options = dict(graph_options=graph, nnk_options=nnk, distance=distance, prefix=prefix)
         self.select, self.teacher_select = select, teacher_select
         self.forward = forward if forward is not None else call_model
         self.history: list[dict[str, float]] = []
@@ -220,7 +245,7 @@ class GeometryMonitor(pl.Callback):
                               call_model, self.teacher_select)
             teacher_feats = dict(zip(self.layers, t))
         mask = attention_mask_of(x)
-        return layer_metrics(feats, self.y, teacher_feats, **self.options, attention_mask=mask, reduce=self.reduce)
+        return layer_metrics(feats, self.y, teacher_feats, **self.options, attention_mask=mask)
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self.every_n_steps is not None or (trainer.current_epoch + 1) % self.every_n_epochs != 0:

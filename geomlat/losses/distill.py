@@ -32,20 +32,19 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..capture import LatentCapture
-from ..graphs import check_kernel, class_mask, feature_vectors, knn_mask, latent_adjacency, normalize_adjacency, similarity
+from ..graphs import GraphOptions, class_mask, graph_options, knn_mask, latent_adjacency, normalize_adjacency, similarity
 from ..kernels import batch_scale, squared_distances
-from ..sequences import REDUCTIONS, check_attention_mask
+from ..sequences import check_attention_mask
 from .._checks import check_choice, check_features, check_features_min, check_k, check_labels, full_precision, upcast_half
 from .._checks import checks_deferred, value_check
-from ._common import check_pairs
+from .pairwise import PairwiseDistillationLoss
 from .registry import register_loss
-from .._params import check_int
 
 GKD_ORDERS = ("authors", "paper")
 
 
 @register_loss("gkd")
-class GKD(nn.Module):
+class GKD(PairwiseDistillationLoss):
     """Graph knowledge distillation (Lassance et al., "Deep geometric knowledge distillation with graphs",
     ICASSP 2020; LGG paper Section 4.1).
 
@@ -81,6 +80,10 @@ class GKD(nn.Module):
         order: ``"authors"`` (default) or ``"paper"``, see above.
         reduce: token features (B, T, H) -> (B, H) (:func:`geomlat.sequences.sample_vectors`): ``None``
             (the masked mean when ``attention_mask`` is given), ``"mean"``, ``"first"``, ``"last"``, ``"flatten"``.
+        options: ``k``, ``kernel``, ``mask``, ``power``, ``normalize`` and ``reduce`` as one
+            :class:`geomlat.graphs.GraphOptions` instead of the keywords (which then keep their defaults;
+            ``GraphOptions``' own default is ``normalize=None``: give ``normalize="sym"`` for the paper's).
+            GKD does not use ``sigma``, ``symmetrize`` or ``self_loops``.
 
     Under torch.distributed, wrap it in :class:`geomlat.distributed.GlobalBatch` for the graphs of the
     whole batch (``k`` then refers to the global batch).
@@ -102,30 +105,48 @@ class GKD(nn.Module):
         reuse_teacher_knn: bool = True,
         order: str = "authors",
         reduce: str | None = None,
+        *,
+        options: GraphOptions | None = None,
     ):
-        super().__init__()
         check_choice(order, "order", GKD_ORDERS)
-        check_choice(reduce, "reduce", REDUCTIONS)
-        check_kernel(kernel)
-        self.reduce = reduce
-        check_choice(mask, "mask", (None, "inter", "intra"))
-        check_choice(normalize, "normalize", (None, "sym"))
-        if k is not None:
-            check_k(k, k + 1)  # type and k >= 1; the batch-size bound is checked in forward
-        check_int(power, "power", low=1)
-        self.k, self.kernel, self.mask, self.power = k, kernel, mask, power
-        self.normalize, self.reuse_teacher_knn, self.order = normalize, reuse_teacher_knn, order
+        graph = graph_options(options, GKD.__init__, k=k, kernel=kernel, mask=mask, power=power,
+                              normalize=normalize, reduce=reduce)
+        unused = [name for name in ("sigma", "symmetrize", "self_loops") if name in graph.non_default()]
+        if unused:
+            raise ValueError(f"GKD does not use the graph options {unused}: leave them at their defaults")
+        super().__init__(graph.reduce)
+        self.options = graph
+        self.reuse_teacher_knn, self.order = reuse_teacher_knn, order
+
+    # the graph keywords, read from the options
+    k = property(lambda self: self.options.k)
+    kernel = property(lambda self: self.options.kernel)
+    mask = property(lambda self: self.options.mask)
+    power = property(lambda self: self.options.power)
+    normalize = property(lambda self: self.options.normalize)
 
     def graphs(self, teacher: Tensor, student: Tensor, labels: Tensor | None = None, *,
                attention_mask: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """The two (B, B) matrices compared by the loss for one layer pair, ``(A_T^p, A_S^p)`` (teacher detached)."""
-        t = feature_vectors(teacher.detach(), attention_mask, self.reduce, "GKD: teacher features")
-        s = feature_vectors(student, attention_mask, self.reduce, "GKD: student features")
+        return self._graphs(*self.prepare(teacher.detach(), student, attention_mask, 0), labels)
+
+    def pair_loss(self, t: Tensor, s: Tensor, labels: Tensor | None, index: int) -> Tensor:
+        """``||A_T - A_S||_F^2`` (summed over the B x B entries) of one pair of (B, d) sample vectors."""
+        a_t, a_s = self._graphs(t, s, labels)
+        return ((a_t - a_s) ** 2).sum()
+
+    def _graphs(self, t: Tensor, s: Tensor, labels: Tensor | None) -> tuple[Tensor, Tensor]:
+        """:meth:`graphs` of the (B, d) sample vectors of one pair."""
         t, lo_t = check_features_min(t, "teacher features")
         s, lo_s = check_features_min(s, "student features")
-        kernel = self.kernel
-        if kernel == "auto":  # one kernel for both graphs of the pair (the minima are already computed)
-            kernel = "cosine" if bool((lo_t >= 0) & (lo_s >= 0)) else "rbf"
+        # one kernel for both graphs of the pair under "auto", decided by the pair's minimum: on the host here,
+        # on the device under deferred checks (the minima are then tensors; no host read in a step)
+        kernel, auto_min = self.kernel, None
+        if kernel == "auto":
+            if torch.is_tensor(lo_t) or torch.is_tensor(lo_s):
+                auto_min = torch.minimum(torch.as_tensor(lo_t), torch.as_tensor(lo_s))
+            else:
+                kernel = "cosine" if min(lo_t, lo_s) >= 0 else "rbf"
         b = t.shape[0]
         check_k(self.k, b)
         if self.mask is not None:
@@ -133,12 +154,13 @@ class GKD(nn.Module):
                 raise ValueError(f"GKD(mask={self.mask!r}) needs the labels of the batch: forward(t, s, labels)")
             labels = check_labels(labels, b).to(t.device)
         if self.order == "authors":
-            return self._authors(t, s, labels, kernel)
+            return self._authors(t, s, labels, kernel, auto_min)
         if self.k is None or not self.reuse_teacher_knn:
-            kw = dict(k=self.k, kernel=kernel, normalize=self.normalize, mask=self.mask, labels=labels, power=self.power)
+            kw = dict(k=self.k, kernel=kernel, normalize=self.normalize, mask=self.mask, labels=labels, power=self.power,
+                      auto_min=auto_min)
             return latent_adjacency(t, **kw)[0], latent_adjacency(s, **kw)[0]
         # paper order, k-NN edges chosen on the teacher and reused for the student
-        t_sim, s_sim = similarity(t, kernel, k=self.k), similarity(s, kernel, k=self.k)
+        t_sim, s_sim = similarity(t, kernel, k=self.k, auto_min=auto_min), similarity(s, kernel, k=self.k, auto_min=auto_min)
         edges = knn_mask(t_sim, self.k)
         if self.mask is not None:
             edges = edges & class_mask(labels, self.mask)
@@ -153,10 +175,11 @@ class GKD(nn.Module):
             adj = adj * ~torch.eye(adj.shape[0], dtype=torch.bool, device=adj.device)
         return adj
 
-    def _authors(self, t: Tensor, s: Tensor, labels: Tensor | None, kernel: str) -> tuple[Tensor, Tensor]:
+    def _authors(self, t: Tensor, s: Tensor, labels: Tensor | None, kernel: str,
+                 auto_min: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """Authors' order for one pair of checked (B, d) features: ``(A_T^p, A_S^p)``, each (B, B)."""
         keep = None if self.mask is None else class_mask(labels, self.mask)
-        a_t, a_s = self._authors_masked(t, keep, kernel), self._authors_masked(s, keep, kernel)
+        a_t, a_s = self._authors_masked(t, keep, kernel, auto_min), self._authors_masked(s, keep, kernel, auto_min)
         if self.k is not None:
             # top-k of each row of the teacher's normalized, class-masked adjacency, symmetrized with max
             edges = knn_mask(a_t, self.k)
@@ -165,20 +188,11 @@ class GKD(nn.Module):
             a_t, a_s = torch.linalg.matrix_power(a_t, self.power), torch.linalg.matrix_power(a_s, self.power)
         return a_t, a_s
 
-    def _authors_masked(self, x: Tensor, keep: Tensor | None, kernel: str) -> Tensor:
+    def _authors_masked(self, x: Tensor, keep: Tensor | None, kernel: str, auto_min: Tensor | None = None) -> Tensor:
         """(B, B) full graph without self-loops, normalized before any edge is removed, times the class mask."""
-        adj = latent_adjacency(x, k=None, kernel=kernel, normalize=self.normalize)[0]
+        adj = latent_adjacency(x, k=None, kernel=kernel, normalize=self.normalize, auto_min=auto_min)[0]
         return adj if keep is None else adj * keep
 
-    @full_precision  # float32 geometry also under autocast (half features are upcast by check_features)
-    def forward(self, teacher_feats, student_feats, labels: Tensor | None = None, *,
-                attention_mask: Tensor | None = None) -> Tensor:
-        pairs = check_pairs(teacher_feats, student_feats)
-        total = 0.0
-        for t, s in pairs:
-            a_t, a_s = self.graphs(t, s, labels, attention_mask=attention_mask)
-            total = total + ((a_t - a_s) ** 2).sum()
-        return total / len(pairs)
 
 
 def _pairwise_distances(x: Tensor, eps: float = 1e-12) -> Tensor:
@@ -203,44 +217,25 @@ def _scaled_distances(x: Tensor) -> Tensor:
     return d / mean
 
 
-class _RelationalKD(nn.Module):
+class _RelationalKD(PairwiseDistillationLoss):
     """Base of the losses that compare a relation between the samples of the teacher and of the student,
-    layer pair by layer pair: ``forward`` averages :meth:`pair_loss` over the pairs.
+    layer pair by layer pair (:class:`PairwiseDistillationLoss`).
 
-    Subclasses implement ``pair_loss(t (B, d_t) detached, s (B, d_s)) -> scalar``, which must not depend
-    on a global scale of ``t`` or of ``s`` (RKD-D divides by the mean distance, RKD-A uses unit vectors,
-    SP normalizes rows): each side is divided by its power-of-2 :func:`geomlat.kernels.batch_scale` first
-    (exact; the gradient is unchanged), so features of any finite scale neither overflow nor vanish
-    below the epsilons, and the geometry is in float32 for half features.
+    Subclasses implement ``pair_loss(t (B, d_t) detached, s (B, d_s), labels, index) -> scalar``, which must
+    not depend on a global scale of ``t`` or of ``s`` (RKD-D divides by the mean distance, RKD-A uses unit
+    vectors, SP normalizes rows): :meth:`prepare` divides each side by its power-of-2
+    :func:`geomlat.kernels.batch_scale` (exact; the gradient is unchanged), so features of any finite scale
+    neither overflow nor vanish below the epsilons, and the geometry is in float32 for half features.
 
     Args:
         reduce: token features (B, T, H) -> (B, H) (:func:`geomlat.sequences.sample_vectors`; with the
             keyword ``attention_mask`` of forward, the mean of the real tokens by default).
     """
 
-    consumes = "features"
-
-    def __init__(self, reduce: str | None = None):
-        super().__init__()
-        check_choice(reduce, "reduce", REDUCTIONS)
-        self.reduce = reduce
-
-    def pair_loss(self, t: Tensor, s: Tensor) -> Tensor:
-        raise NotImplementedError
-
-    @full_precision  # float32 geometry also under autocast (half features are upcast by check_features)
-    def forward(self, teacher_feats, student_feats, labels: Tensor | None = None, *,
-                attention_mask: Tensor | None = None) -> Tensor:
-        pairs = check_pairs(teacher_feats, student_feats)
-        total = 0.0
-        name = type(self).__name__
-        for t, s in pairs:
-            t = check_features(feature_vectors(t.detach(), attention_mask, self.reduce, f"{name}: teacher features"),
-                               "teacher features")
-            s = check_features(feature_vectors(s, attention_mask, self.reduce, f"{name}: student features"),
-                               "student features")
-            total = total + self.pair_loss(t / batch_scale(t), s / batch_scale(s))
-        return total / len(pairs)
+    def prepare(self, t: Tensor, s: Tensor, attention_mask: Tensor | None, index: int) -> tuple[Tensor, Tensor]:
+        t, s = super().prepare(t, s, attention_mask, index)
+        t, s = check_features(t, "teacher features"), check_features(s, "student features")
+        return t / batch_scale(t), s / batch_scale(s)
 
 
 @register_loss("rkd_d")
@@ -253,7 +248,7 @@ class RKDDistance(_RelationalKD):
     the layer pairs. Usual weight 25. Features of any widths; (B, ...) flattened.
     """
 
-    def pair_loss(self, t: Tensor, s: Tensor) -> Tensor:
+    def pair_loss(self, t: Tensor, s: Tensor, labels: Tensor | None = None, index: int = 0) -> Tensor:
         return F.smooth_l1_loss(_scaled_distances(s), _scaled_distances(t), reduction="mean")
 
 
@@ -276,7 +271,7 @@ class RKDAngle(_RelationalKD):
     mean over layer pairs. Memory O(B^3 + B^2 d). Usual weight 50.
     """
 
-    def pair_loss(self, t: Tensor, s: Tensor) -> Tensor:
+    def pair_loss(self, t: Tensor, s: Tensor, labels: Tensor | None = None, index: int = 0) -> Tensor:
         return F.smooth_l1_loss(_angles(s), _angles(t), reduction="mean")
 
 
@@ -326,7 +321,7 @@ def _check_finite_logits(logits: Tensor, name: str) -> None:
 
 
 @register_loss("fitnet")
-class FitNet(nn.Module):
+class FitNet(PairwiseDistillationLoss):
     """Hint regression (Romero et al., "FitNets: hints for thin deep nets", ICLR 2015).
 
     The student feature ``(B, C_s, *spatial)`` goes through a learned 1x1 projection (a linear map over the
@@ -350,7 +345,7 @@ class FitNet(nn.Module):
     :meth:`from_models` infers them from the models (what :func:`geomlat.losses.build_loss` calls).
     """
 
-    consumes = "features"
+    geometry_in_float32 = False  # the projection runs in the autocast dtype; the MSE in float32
 
     @classmethod
     def from_models(cls, teacher: nn.Module, student: nn.Module, pairs: Sequence[tuple[str, str]], *,
@@ -398,27 +393,36 @@ class FitNet(nn.Module):
         diff = torch.where(keep[:, :, None], upcast_half(proj(s.to(proj.weight.dtype))) - t, torch.zeros((), device=t.device))
         return (diff**2).sum() / (keep.sum().clamp(min=1) * t.shape[-1])
 
-    def forward(self, teacher_feats, student_feats, labels: Tensor | None = None, *,
-                attention_mask: Tensor | None = None) -> Tensor:
-        pairs = check_pairs(teacher_feats, student_feats)
+    def check_pairs(self, teacher_feats, student_feats) -> list[tuple[Tensor, Tensor]]:
+        pairs = super().check_pairs(teacher_feats, student_feats)
         if len(pairs) != len(self.proj):
             raise ValueError(f"FitNet was built for {len(self.proj)} layer pairs, got {len(pairs)}")
-        if attention_mask is not None:
-            return sum(self._token_mse(i, t.detach(), s, attention_mask) for i, (t, s) in enumerate(pairs)) / len(pairs)
-        total = 0.0
-        for i, (t, s) in enumerate(pairs):
-            t = t.detach()
-            s = self.project(i, s)
-            if t.shape[1] != s.shape[1] or t.dim() != s.dim():
-                raise ValueError(f"pair {i}: teacher features {tuple(t.shape)} do not match projected student {tuple(s.shape)}")
-            if t.shape[2:] != s.shape[2:]:
-                size = tuple(min(a, b) for a, b in zip(t.shape[2:], s.shape[2:]))
-                pool = {1: F.adaptive_avg_pool1d, 2: F.adaptive_avg_pool2d, 3: F.adaptive_avg_pool3d}.get(len(size))
-                if pool is None:
-                    raise ValueError(f"pair {i}: cannot pool {len(size)} spatial dimensions")
-                t, s = pool(t, size), pool(s, size)
-            total = total + F.mse_loss(upcast_half(s), upcast_half(t))  # half: the mean in float32
-        return total / len(pairs)
+        return pairs
+
+    def prepare(self, t: Tensor, s: Tensor, attention_mask: Tensor | None, index: int) -> tuple[Tensor, Tensor]:
+        """The features as they are: FitNet compares maps (B, C, ...), not sample vectors."""
+        return t, s
+
+    def pair_loss(self, t: Tensor, s: Tensor, labels: Tensor | None, index: int) -> Tensor:
+        """MSE between the teacher's (B, C_t, ...) map and the projected student map, pooled to a common size."""
+        s = self.project(index, s)
+        if t.shape[1] != s.shape[1] or t.dim() != s.dim():
+            raise ValueError(f"pair {index}: teacher features {tuple(t.shape)} do not match projected student {tuple(s.shape)}")
+        if t.shape[2:] != s.shape[2:]:
+            size = tuple(min(a, b) for a, b in zip(t.shape[2:], s.shape[2:]))
+            pool = {1: F.adaptive_avg_pool1d, 2: F.adaptive_avg_pool2d, 3: F.adaptive_avg_pool3d}.get(len(size))
+            if pool is None:
+                raise ValueError(f"pair {index}: cannot pool {len(size)} spatial dimensions")
+            t, s = pool(t, size), pool(s, size)
+        return F.mse_loss(upcast_half(s), upcast_half(t))  # half: the mean in float32
+
+    def forward(self, teacher_feats, student_feats, labels: Tensor | None = None, *,
+                attention_mask: Tensor | None = None) -> Tensor:
+        if attention_mask is None:
+            return super().forward(teacher_feats, student_feats, labels)
+        # token features: the MSE over the real tokens of each pair (the mask enters the mean, not only the vectors)
+        pairs = self.check_pairs(teacher_feats, student_feats)
+        return sum(self._token_mse(i, t.detach(), s, attention_mask) for i, (t, s) in enumerate(pairs)) / len(pairs)
 
 
 def _feature_channels(model: nn.Module, layers: list[str], x: Tensor) -> list[int]:
@@ -449,7 +453,7 @@ class SimilarityPreserving(_RelationalKD):
     pair, averaged over the layer pairs (Tung & Mori sum them; divide the weight accordingly).
     """
 
-    def pair_loss(self, t: Tensor, s: Tensor) -> Tensor:
+    def pair_loss(self, t: Tensor, s: Tensor, labels: Tensor | None = None, index: int = 0) -> Tensor:
         g_t = _unit_rows(t @ t.T)
         g_s = _unit_rows(s @ s.T)
         return ((g_t - g_s) ** 2).sum() / t.shape[0] ** 2

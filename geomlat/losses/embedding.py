@@ -4,9 +4,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from ..graphs import check_kernel, feature_vectors, latent_adjacency
-from ..sequences import REDUCTIONS
-from .._checks import check_choice, check_features, check_k, check_labels, full_precision
+from ..graphs import GraphOptions, feature_vectors, graph_options
+from .._checks import check_features, check_labels, full_precision
 from .registry import register_loss
 
 
@@ -40,6 +39,9 @@ class LabelVariationLoss(nn.Module):
         sigma: fixed RBF bandwidth instead of the estimate.
         reduce: token outputs (B, T, D) -> (B, D) (:func:`geomlat.sequences.sample_vectors`; with the keyword
             ``attention_mask`` of forward, the mean of the real tokens by default).
+        options: the graph as a :class:`geomlat.graphs.GraphOptions` instead of the keywords ``k``,
+            ``kernel``, ``sigma``, ``reduce`` (which then keep their defaults); every graph option applies
+            (e.g. ``normalize``, ``mask``, ``power``).
 
     Forward (``consumes = "output"``): ``output`` (B, D) (or (B, ...), flattened), ``y`` (B,) int labels,
     keyword ``attention_mask`` (B, T) for (B, T, D) token outputs (padding never enters the graph) -> scalar. Under torch.distributed, :class:`geomlat.distributed.GlobalBatch` gives the graph of the
@@ -55,23 +57,26 @@ class LabelVariationLoss(nn.Module):
         normalized: bool = False,
         sigma: float | None = None,
         reduce: str | None = None,
+        *,
+        options: GraphOptions | None = None,
     ):
         super().__init__()
-        check_kernel(kernel)
-        check_choice(reduce, "reduce", REDUCTIONS)
-        self.reduce = reduce
-        if k is not None:
-            check_k(k, k + 1)
-        if sigma is not None and not sigma > 0:
-            raise ValueError(f"sigma must be > 0, got {sigma}")
-        self.k, self.kernel, self.normalized, self.sigma = k, kernel, bool(normalized), sigma
+        self.options = graph_options(options, LabelVariationLoss.__init__, k=k, kernel=kernel, sigma=sigma, reduce=reduce)
+        self._vector_options = self.options.replace(reduce=None)  # the graph of the (B, D) vectors
+        self.normalized = bool(normalized)
+
+    # the graph keywords, read from the options (lv_diagnosis and users read them)
+    k = property(lambda self: self.options.k)
+    kernel = property(lambda self: self.options.kernel)
+    sigma = property(lambda self: self.options.sigma)
+    reduce = property(lambda self: self.options.reduce)
 
     @full_precision  # float32 geometry also under autocast (half outputs are upcast by check_features)
     def forward(self, output: Tensor, y: Tensor, *, attention_mask: Tensor | None = None) -> Tensor:
         flat = check_features(feature_vectors(output, attention_mask, self.reduce, "LabelVariationLoss: output"), "output")
         labels = check_labels(y, flat.shape[0], "y").to(flat.device)
         # the dense (B, B) LGG, not its edge list: the same sum, and no host read for the number of edges
-        adj, _ = latent_adjacency(flat, k=self.k, kernel=self.kernel, sigma=self.sigma, labels=labels)
+        adj, _ = self._vector_options.adjacency(flat, labels)
         between = labels[:, None] != labels[None, :]
         variation = (adj * between).sum()  # tr(V^T L V): weight of the ordered pairs of distinct classes
         if not self.normalized:

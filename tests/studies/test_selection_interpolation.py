@@ -67,3 +67,21 @@ def test_unreached_models_are_listed_not_dropped(tmp_path):
     es = (tmp_path / "r" / "early_stopping.md").read_text()
     assert "validation error" in es and "margin" in es
     assert (tmp_path / "f" / "tau.png").stat().st_size > 1000
+
+
+def test_a_record_made_with_another_spec_is_refused(tmp_path):
+    """A finished model record is reused only for the spec that made it (no stale numbers after a spec edit)."""
+    from geomlat.io import read_json, write_json
+    from geomlat.studies.runner import load_spec
+    from geomlat.studies.selection import interpolation
+
+    spec = load_spec("selection", "interpolation")
+    config = interpolation.configs(spec["interpolation"]["axes"])[0]
+    path = tmp_path / f"{interpolation.run_name(config, 0)}.json"
+    made_by = {"data": spec["data"], "model": spec["model"], "interpolation": spec["interpolation"]}
+    write_json(path, {"run": path.stem, "made_by": made_by, "test_error": 0.5})
+    assert interpolation.run_model(spec, config, 0, str(tmp_path))["test_error"] == 0.5
+    other = {**spec, "interpolation": {**spec["interpolation"], "samples": 123}}
+    with pytest.raises(ValueError, match="another spec .interpolation differs.*delete"):
+        interpolation.run_model(other, config, 0, str(tmp_path))
+    assert read_json(path)["test_error"] == 0.5

@@ -20,12 +20,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
 from ...analysis.measures import MEASURES, compute_measures
-from ...io import read_json, write_json
+from ...io import read_json, to_jsonable, write_json
 from ...models import build_model, count_parameters
 from ..common import blas_threads, data_fields
 from ..processes import run_in_processes
@@ -54,7 +53,13 @@ def validate(spec: dict[str, Any], fields: Fields) -> dict[str, Any]:
            "cmi_boot": f.int("cmi_boot", 200, minimum=10),
            "measures": f.list("measures", item=str, nonempty=True), "early_stopping": f.list("early_stopping", [], item=str)}
     axes = f.table_("axes")
+    measure_options = f.table_("measure_options", {})
     f.finish()
+    for name, opts in measure_options.items():
+        if name not in out["measures"] + out["early_stopping"] or not isinstance(opts, dict):
+            raise SpecError(f"interpolation.measure_options.{name}",
+                            f"expected a table of options of a measure in `measures`, got {opts!r}")
+    out["measure_options"] = measure_options
     for name in out["measures"] + out["early_stopping"]:
         if name not in MEASURES:
             raise SpecError("interpolation.measures", f"unknown measure {name!r}; registered: {sorted(MEASURES)}")
@@ -121,19 +126,26 @@ def measure_layers(model, name: str) -> list[str]:
     return [roles[r] for r in LAYER_ROLES.get(name, ("pool",))]
 
 
-def measures_of(model, xs, ys, names: list[str], seed: int) -> dict[str, float]:
-    """``{name: raw value}`` of the registered measures on the training samples ``xs`` (N, ...), ``ys`` (N,)."""
+def measures_of(model, xs, ys, names: list[str], seed: int, options: dict | None = None) -> dict[str, float]:
+    """``{name: raw value}`` of the registered measures on the training samples ``xs`` (N, ...), ``ys`` (N,);
+    ``options``: ``{name: {option: value}}`` of the spec's ``measure_options``."""
     out = {}
     for name in names:
-        out.update(compute_measures(model, xs, ys, [name], layers=measure_layers(model, name), seed=seed))
+        out.update(compute_measures(model, xs, ys, [name], layers=measure_layers(model, name), seed=seed,
+                                    options={name: (options or {}).get(name, {})}))
     return out
 
 
 def run_model(spec: dict, config: dict, seed: int, runs_dir: str) -> dict:
     """Train one model to the stopping rule and measure it (resumable: a finished record is read back)."""
     path = Path(runs_dir) / f"{run_name(config, seed)}.json"
+    made_by = to_jsonable({"data": spec["data"], "model": spec["model"], "interpolation": spec["interpolation"]})
     if path.exists():
-        return read_json(path)
+        rec = read_json(path)
+        if "made_by" in rec and rec["made_by"] != made_by:  # never a stale record (records without it: accepted)
+            field = next(k for k in made_by if rec["made_by"].get(k) != made_by[k])
+            raise ValueError(f"{path} was made with another spec ({field} differs); delete {path.parent} to start afresh")
+        return rec
     it, t0 = spec["interpolation"], time.perf_counter()
     splits, idx = model_data(spec["data"], config, it["samples"])
     x, y = splits.train.tensors
@@ -145,14 +157,15 @@ def run_model(spec: dict, config: dict, seed: int, runs_dir: str) -> dict:
         rec = {"run": path.stem, "seed": seed, **config, "params": count_parameters(model),
                **{k: fit[k] for k in ("epochs", "reached", "reason", "train_loss", "train_acc")},
                "test_error": fit["snapshots"][-1][3], "val_error": fit["snapshots"][-1][2],
-               "measures": measures_of(model, xs, ys, it["measures"], seed)}
+               "measures": measures_of(model, xs, ys, it["measures"], seed, it["measure_options"])}
         curve = []
         for epoch, state, val_err, test_err in fit["snapshots"]:
             model.load_state_dict(state)
             curve.append({"epoch": epoch, "val_error": val_err, "test_error": test_err,
-                          **measures_of(model, xs, ys, it["early_stopping"], seed)})
+                          **measures_of(model, xs, ys, it["early_stopping"], seed, it["measure_options"])})
         rec["curve"] = curve
     rec["seconds"] = time.perf_counter() - t0
+    rec["made_by"] = made_by
     write_json(path, rec)
     return rec
 
