@@ -1,4 +1,8 @@
-"""Raw and calibrated representation similarity: a score next to its chance level.
+"""
+Raw and calibrated representation similarity
+============================================
+
+A score next to its chance level.
 
 (a) Independent Gaussian representations (nothing shared) of N = 200 inputs: the raw linear CKA grows with
 the width d alone (from 0.02 at d = 4 to 0.84 at d = 1024), and the mean of its permutation null with it, so
@@ -91,7 +95,7 @@ def figure(sweep: dict, res: dict, pairs: list[str], path: Path) -> Path:
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("figures/examples/similarity_null.png"))
     args = parser.parse_args(argv)
     sweep = width_sweep()

@@ -19,7 +19,7 @@ batch-shaped inputs of any loss from every rank with :func:`all_gather_with_grad
 that the loss *is* the loss of one process on the concatenated batch (rank order: rank 0's rows first).
 
 Gradient convention (default ``grad_reduce="sum"``, made for DistributedDataParallel)
-------------------------------------------------------------------------------------
+-------------------------------------------------------------------------------------
 Every rank computes the same global loss ``L`` (same gathered tensor, same operations). The backward of
 the gather all-reduces (sums) the incoming gradient over ranks and returns this rank's rows, so rank r
 receives ``sum_q dL_q/dx_r = W * dL/dx_r`` (``W`` = world size): the gradient of the *sum* of the

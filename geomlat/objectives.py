@@ -416,8 +416,8 @@ class Distiller(Objective):
 
         Raises:
             TypeError, ValueError: ``y`` is not an integer tensor of shape (B,), B the batch size of ``x``
-            (checked before any forward pass); a label is not in [0, C) (C the student's logits width;
-            deferred inside :func:`geomlat.checks.deferred_value_checks`).
+                (checked before any forward pass); a label is not in [0, C) (C the student's logits width;
+                deferred inside :func:`geomlat.checks.deferred_value_checks`).
         """
         if not isinstance(y, Tensor):
             raise TypeError(f"Distiller: labels y must be a torch.Tensor of shape (B,), got {type(y).__name__}")

@@ -74,22 +74,35 @@ class GeomlatAPI(SphinxDirective):
 
     def run(self) -> list[nodes.Node]:
         documented = self.env.domaindata.setdefault("geomlat_api", {})  # "mod.name" -> docname
-        self.seen: set[str] = set()
-        lines: list[str] = []
+        # what this page documents already (several directives on one page share it)
+        self.seen: set[str] = self.env.temp_data.setdefault("geomlat_api_seen", set())
+        # one group per defining module, merged over the modules named (a package and its parts: one heading
+        # each), placed after the first module named that exports from it
+        groups: dict[str, list[tuple[str, object]]] = {}
+        order: list[tuple[str, bool, list[str]]] = []  # (module, is a package of re-exports, owners it opens)
         for modname in self.arguments:
             module = importlib.import_module(modname)
-            groups: dict[str, list[tuple[str, object]]] = {}
+            owners: list[str] = []
             for name in public_names(module):
                 obj = getattr(module, name)
-                groups.setdefault(defining_module(module, name, obj), []).append((name, obj))
-            if "summary" not in self.options and modname not in groups:  # the package's own docstring
+                owner = defining_module(module, name, obj)
+                if owner not in groups:
+                    groups[owner] = []
+                    owners.append(owner)
+                if all(n != name or other is not obj for n, other in groups[owner]):
+                    groups[owner].append((name, obj))
+            package = modname not in groups
+            order.append((modname, package, owners))
+        lines: list[str] = []
+        for modname, package, owners in order:
+            if package and "summary" not in self.options:  # the package's own docstring
                 lines += self.heading(modname, documented)
-            for owner, members in groups.items():
+            for owner in owners:
                 if "summary" in self.options:  # tables only, linking to the pages that document them
                     lines += [f".. currentmodule:: {owner}", "", ".. autosummary::", ""]
-                    lines += [f"   {name}" for name, _ in members] + [""]
+                    lines += [f"   {name}" for name, _ in groups[owner]] + [""]
                 else:
-                    lines += self.group(owner, members, documented)
+                    lines += self.group(owner, groups[owner], documented)
         container = nodes.container()
         nested_parse_with_titles(self.state, StringList(lines, source=self.env.docname), container)
         return container.children
@@ -131,7 +144,8 @@ def resolve_geomlat(app, env, node, contnode):
     """Resolve the Python references the nitpicky build would otherwise report, by these rules only:
 
     * a re-exported name (``geomlat.latent_graph``) or an unqualified one (``Distiller``) links to the one
-      documented object whose dotted name ends with it (inside geomlat); ambiguous names stay unresolved;
+      documented object whose dotted name ends with it (inside geomlat; those of the module where the name is
+      written first); ambiguous names stay unresolved;
     * a private geomlat name (``_RelationalKD``), a type variable or alias of geomlat, and free text that
       napoleon took for a type (``a ValueError``, a shape letter such as ``N``) are rendered as plain text.
     """
@@ -153,6 +167,11 @@ def resolve_geomlat(app, env, node, contnode):
             return contnode  # a member autodoc does not show (no docstring): named as text
     candidates = sorted(name for name in objects if name.startswith("geomlat.") and
                         (name == target or name.endswith("." + last)) and not name.endswith("." + last + "." + last))
+    # a dotted name (``DeferredChecks.verify``) prefers the objects it names in full; a bare one named inside a
+    # geomlat module (an autosummary line) prefers that module's objects
+    exact = [c for c in candidates if "." in target and c.endswith("." + target)]
+    local = [c for c in candidates if owner.startswith("geomlat") and c.startswith(owner + ".")]
+    candidates = exact or local or candidates
     if target.startswith("geomlat."):
         obj = _import(target)
         if obj is not None and (inspect.isfunction(obj) or inspect.isclass(obj)):

@@ -15,6 +15,8 @@ HERE = Path(__file__).resolve().parent
 PROJECTS = {
     "python": ("Python", "3", [
         ("pathlib.Path", "class", "library/pathlib.html#pathlib.Path"),
+        ("contextlib.AbstractContextManager", "class",
+         "library/contextlib.html#contextlib.AbstractContextManager"),
         ("collections.abc.Mapping", "class", "library/collections.abc.html#collections.abc.Mapping"),
         ("collections.abc.Iterator", "class", "library/collections.abc.html#collections.abc.Iterator"),
         ("collections.abc.Iterable", "class", "library/collections.abc.html#collections.abc.Iterable"),

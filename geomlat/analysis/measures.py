@@ -183,7 +183,7 @@ def twonn_dimension(z: Tensor, discard: float = 0.1) -> float:
 def path_norm(model: nn.Module, input_shape: Sequence[int]) -> float:
     """Path norm (Neyshabur et al., 2015; Jiang et al. 2020's ``path.norm``): ``sum over input-output paths of
     the product of the squared weights on the path``, computed as the sum of the outputs of a copy of the model
-    whose weights are squared and biases zeroed, on an all-ones input of shape (1, *input_shape). Exact for
+    whose weights are squared and biases zeroed, on an all-ones input of shape ``(1, *input_shape)``. Exact for
     networks of linear / convolution layers with ReLU (or identity) activations and pooling by averaging;
     batch normalization is not a path weight (eval mode applies its affine map to the squared-weight signal)."""
     squared = copy.deepcopy(model).eval()

@@ -14,9 +14,9 @@ from .precision import Precision
 
 __all__ = ["train_step", "verify", "check_finite", "first_nonfinite", "FINITE_CHECK_EVERY"]
 
-#: the loss values, and the input value checks of the losses (deferred: :func:`geomlat.checks.deferred_value_checks`),
-#: are checked every this many steps (and at the end of each epoch): one host synchronization per interval
-#: instead of several per step.
+#: the loss values and the deferred input value checks of the losses (see
+#: :func:`geomlat.checks.deferred_value_checks`) are checked every this many steps and at the end of each
+#: epoch: one host synchronization per interval instead of several per step.
 FINITE_CHECK_EVERY = 20
 
 

@@ -115,7 +115,7 @@ class StudyKind:
 
     def build_run(self, spec: dict[str, Any], method: str, seed: int, splits: Any, runs_dir: Path | None = None) -> RunPlan:
         """The run of ``method`` (a key of ``spec["methods"]``) and ``seed`` on ``splits``
-        (:class:`geomlat.data.Splits`). ``runs_dir``: the study's runs folder, for runs that start from
+        (:class:`geomlat.data.DatasetSplits`). ``runs_dir``: the study's runs folder, for runs that start from
         another run (a distillation teacher); None: such inputs are freshly initialized (throughput checks)."""
         raise NotImplementedError(f"study kind {self.name!r} does not define its runs one method at a time")
 
