@@ -128,10 +128,9 @@ BRITISH = re.compile(r"neighbou" r"r|cent" r"re|cent" r"red|colou" r"r|behaviou"
 
 
 def test_one_english_in_the_source():
-    """Names, messages, docstrings and comments of geomlat spell American English (``geomlat/studies`` is
-    left to the rewrite of the study kinds, issue 20)."""
+    """Names, messages, docstrings and comments of geomlat (the study kinds included) spell American English."""
     root = Path(geomlat.__file__).parent
     bad = [f"{path.relative_to(root)}:{i}: {line.strip()}"
-           for path in sorted(root.rglob("*.py")) if "studies" not in path.relative_to(root).parts
+           for path in sorted(root.rglob("*.py"))
            for i, line in enumerate(path.read_text().splitlines(), 1) if BRITISH.search(line)]
     assert not bad, "\n".join(bad)

@@ -1,5 +1,5 @@
 """Figures a reader can read (issue 12): one palette whose series differ for every reader (checked with
-CIEDE2000 colour differences under simulated dichromacy), a marker per series, a legend for the classes of
+CIEDE2000 color differences under simulated dichromacy), a marker per series, a legend for the classes of
 the embedding figure, y-axis labels on the manifold-metric panels, distinct class styles in the toy graphs."""
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from geomlat.studies import figures, run_study
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tests/conftest.py
 
-# ----------------------------------------------------------------------------- colour science (independent)
+# ----------------------------------------------------------------------------- color science (independent)
 # Machado, Oliveira & Fernandes (2009) dichromacy simulation, severity 1, applied to linear sRGB
 VISIONS = {
     "normal": np.eye(3),
@@ -26,9 +26,9 @@ VISIONS = {
 }
 
 
-def to_lab(colours, vision: str = "normal") -> np.ndarray:
-    """CIELAB (D65) of matplotlib colours as seen with ``vision``: (n, 3)."""
-    c = np.array([to_rgb(x) for x in colours])
+def to_lab(colors, vision: str = "normal") -> np.ndarray:
+    """CIELAB (D65) of matplotlib colors as seen with ``vision``: (n, 3)."""
+    c = np.array([to_rgb(x) for x in colors])
     lin = np.where(c <= 0.04045, c / 12.92, ((c + 0.055) / 1.055) ** 2.4)
     lin = np.clip(lin @ VISIONS[vision].T, 0.0, 1.0)
     xyz = lin @ np.array([[0.4124, 0.3576, 0.1805], [0.2126, 0.7152, 0.0722], [0.0193, 0.1192, 0.9505]]).T
@@ -38,7 +38,7 @@ def to_lab(colours, vision: str = "normal") -> np.ndarray:
 
 
 def ciede2000(lab1, lab2) -> float:
-    """CIEDE2000 colour difference (Sharma, Wu & Dalal 2005)."""
+    """CIEDE2000 color difference (Sharma, Wu & Dalal 2005)."""
     (L1, a1, b1), (L2, a2, b2) = lab1, lab2
     Cm = (np.hypot(a1, b1) + np.hypot(a2, b2)) / 2
     G = 0.5 * (1 - np.sqrt(Cm**7 / (Cm**7 + 25.0**7)))
@@ -65,8 +65,8 @@ def ciede2000(lab1, lab2) -> float:
     return float(np.sqrt((dLp / Sl) ** 2 + (dCp / Sc) ** 2 + (dHp / Sh) ** 2 + Rt * (dCp / Sc) * (dHp / Sh)))
 
 
-def min_difference(colours, vision: str) -> float:
-    lab = to_lab(colours, vision)
+def min_difference(colors, vision: str) -> float:
+    lab = to_lab(colors, vision)
     return min(ciede2000(lab[i], lab[j]) for i, j in itertools.combinations(range(len(lab)), 2))
 
 
@@ -97,7 +97,7 @@ def test_series_styles_are_distinct_pairs():
     ten = figures.series_styles(10)
     assert [c for c, _ in ten] == list(figures.PALETTE) and len({m for _, m in ten}) == 10
     many = figures.series_styles(100)
-    assert len(set(many)) == 100  # beyond ten, colours repeat with another marker
+    assert len(set(many)) == 100  # beyond ten, colors repeat with another marker
     assert figures.series_styles(0) == []
     with pytest.raises(ValueError, match="non-negative int"):
         figures.series_styles(-1)
@@ -121,7 +121,7 @@ def marker_shape(collection) -> bytes:
     return np.round(collection.get_paths()[0].vertices, 6).tobytes()
 
 
-def test_toy_graph_classes_have_distinct_colours_and_markers(tmp_path, monkeypatch):
+def test_toy_graph_classes_have_distinct_colors_and_markers(tmp_path, monkeypatch):
     from geomlat.studies import toy
 
     saved = capture_figures(monkeypatch, toy.figures)
@@ -139,9 +139,9 @@ def test_toy_graph_classes_have_distinct_colours_and_markers(tmp_path, monkeypat
     for ax in fig.axes:
         points = {c.get_label(): c for c in ax.collections if c.get_label().startswith("class")}
         assert sorted(points) == [f"class {c}" for c in range(4)]
-        colours = [to_rgb(points[f"class {c}"].get_facecolor()[0][:3]) for c in range(4)]
+        colors = [to_rgb(points[f"class {c}"].get_facecolor()[0][:3]) for c in range(4)]
         for vision in VISIONS:
-            assert min_difference(colours, vision) >= 10.0, vision
+            assert min_difference(colors, vision) >= 10.0, vision
         assert len({marker_shape(points[f"class {c}"]) for c in range(4)}) == 4
 
 
@@ -192,7 +192,7 @@ def test_embedding_figure_has_a_legend_of_the_classes(tmp_path, monkeypatch):
     assert [t.get_text() for t in legend.get_texts()] == [f"class {c}" for c in range(10)]
     styles = [(to_rgb(h.get_color()), h.get_marker()) for h in legend.legend_handles]
     assert len(set(styles)) == 10 and len({m for _, m in styles}) == 10
-    # each class is drawn with its legend entry's colour and marker, at the recorded coordinates
+    # each class is drawn with its legend entry's color and marker, at the recorded coordinates
     ax = fig.axes[0]
     emb = torch.load(tmp_path / "runs" / "lv_2d_s0" / "embeddings" / "epoch_0.pt", weights_only=True)["embedding"]
     assert len(ax.collections) == 10

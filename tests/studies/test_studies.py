@@ -93,7 +93,7 @@ def with_change(path: str, value, delete: bool = False) -> dict:
         ("analysis.consistency", ["baseline", "rkd"], False, "analysis.consistency[1]", "unknown method 'rkd'"),
         ("analysis.k", 100, False, "analysis.k", "smaller than analysis.samples"),
         ("kind", "distil", False, "kind", "unknown value 'distil'"),
-        ("methods.gkd.colour", "red", False, "methods.gkd.colour", "unknown field"),
+        ("methods.gkd.color", "red", False, "methods.gkd.color", "unknown field"),
         ("methods.gkd.terms.task", {"loss": "gkd", "weight": 1.0}, False, "methods.gkd.terms.task", "reserved"),
         ("teacher.per_seed", True, False, "teacher.per_seed", None),  # valid: checked below
     ],

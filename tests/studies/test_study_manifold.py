@@ -144,9 +144,9 @@ def test_layer_geometry_of_separated_clusters():
     from scipy.sparse.csgraph import connected_components
 
     gen = torch.Generator().manual_seed(0)
-    centres = torch.eye(3, 6) * 5
+    centers = torch.eye(3, 6) * 5
     y = torch.arange(3).repeat_interleave(20)
-    x = centres[y] + 0.05 * torch.rand(60, 6, generator=gen)
+    x = centers[y] + 0.05 * torch.rand(60, 6, generator=gen)
     A, _ = latent_adjacency(x, k=10, kernel="cosine")
     assert connected_components(A.numpy() > 0)[0] == 3  # the premise
     geo = layer_geometry(x, y, num_classes=3, nnk_k=6, graph_k=10)

@@ -32,7 +32,7 @@ def tiny_spec() -> dict:
         "model": "conv1d",
         "data": {"name": "mnist1d", "options": {"val_size": 100, "num_samples": 1000}},
         "train": {"epochs": 2, "batch_size": 64, "lr": 0.05},
-        "population": {"centres": [{"width": 4}], "axes": {"width": [4, 6]}, "fixed": {"train_size": 300, "depth": 2}},
+        "population": {"centers": [{"width": 4}], "axes": {"width": [4, 6]}, "fixed": {"train_size": 300, "depth": 2}},
         "analysis": {"samples": 100, "snapshots": [1, 2], "nnk_k": 8, "graph_k": 5, "channel_k": 5, "n_boot": 50},
         "profiles": {"quick": {}},
     }
@@ -61,13 +61,13 @@ def changed(path: str, value) -> dict:
         ("population.axes", {"height": [1, 2]}, "population.axes.height"),
         ("population.axes", {"label_noise": [0.0, 1.0]}, "population.axes.label_noise[1]"),
         ("population.axes", {"width": [4, 0]}, "population.axes.width[1]"),
-        ("population.centres", [{"depth": 2}], "population.centres[0]"),
+        ("population.centers", [{"depth": 2}], "population.centers[0]"),
         ("population.fixed", {"width": 4}, "population.fixed.width"),
         ("population.fixed", {"train_size": 50, "depth": 2}, "population"),
         ("analysis.snapshots", [2, 1], "analysis.snapshots"),
         ("analysis.snapshots", [1], "analysis.snapshots"),
         ("analysis.nnk_k", 100, "analysis.nnk_k"),
-        ("analysis.colour", 1, "analysis.colour"),
+        ("analysis.color", 1, "analysis.color"),
     ],
 )
 def test_spec_errors_name_the_field(path, value, field):
@@ -77,21 +77,21 @@ def test_spec_errors_name_the_field(path, value, field):
 
 
 def test_quick_spec_population_has_one_axis_groups():
-    """The committed spec: >= 48 models, >= 2 values per axis, and for every centre, seed and axis a group of models
+    """The committed spec: >= 48 models, >= 2 values per axis, and for every center, seed and axis a group of models
     that differ only along that axis (what the granulated Kendall coefficient needs)."""
     spec = load_spec("selection", "quick")
     pop = spec["population"]
-    configs = population(pop["centres"], pop["axes"], pop["fixed"], pop["random"], pop["sample_seed"])
+    configs = population(pop["centers"], pop["axes"], pop["fixed"], pop["random"], pop["sample_seed"])
     assert len(configs) * len(spec["seeds"]) >= 48
     assert len({json.dumps(c, sort_keys=True) for c in configs}) == len(configs)
     for axis, values in pop["axes"].items():
         assert len(values) >= 2 and {c[axis] for c in configs} == set(values)
-        for centre in pop["centres"]:
-            group = [c for c in configs if all(c[a] == centre[a] for a in pop["axes"] if a != axis)]
+        for center in pop["centers"]:
+            group = [c for c in configs if all(c[a] == center[a] for a in pop["axes"] if a != axis)]
             assert sorted({c[axis] for c in group}, key=float) == sorted(values, key=float)
     # the random sample is drawn from the grid and is reproducible
-    assert configs == population(pop["centres"], pop["axes"], pop["fixed"], pop["random"], pop["sample_seed"])
-    assert len(configs) == len(pop["centres"]) * (1 + sum(len(v) - 1 for v in pop["axes"].values())) + pop["random"]
+    assert configs == population(pop["centers"], pop["axes"], pop["fixed"], pop["random"], pop["sample_seed"])
+    assert len(configs) == len(pop["centers"]) * (1 + sum(len(v) - 1 for v in pop["axes"].values())) + pop["random"]
 
 
 def test_model_data_nested_sets_and_exact_label_noise():

@@ -17,7 +17,7 @@ Spec fields (see ``studies/gkd.toml`` for a commented example):
 - ``methods.NAME``: ``label``, ``task_weight`` (cross-entropy weight, default 1), ``pairs`` (overrides the
   default), ``terms.TERM`` = ``{loss, weight, kwargs}`` with ``loss`` one of :func:`distill_losses`
   (the registry :data:`geomlat.losses.LOSSES`). FitNet's projection widths are inferred from the models.
-- ``analysis``: ``samples`` (test samples used, default 1000), ``k`` (LGG neighbours, default 10),
+- ``analysis``: ``samples`` (test samples used, default 1000), ``k`` (LGG neighbors, default 10),
   ``blocks`` (teacher/student layer pairs compared, default ``pairs``), ``consistency``, ``variation``,
   ``graph_variants``: method names shown in figures (a), (b), (c).
 

@@ -15,10 +15,10 @@ __all__ = ["figures"]
 def figures(spec, ctx, per_run, analysis) -> list[Path]:
     labels = {"teacher": "Teacher", **{m: v["label"] for m, v in spec["methods"].items()}}
     a = spec["analysis"]
-    # one colour per network, the same in every figure; the networks shown in the figures come first
+    # one color per network, the same in every figure; the networks shown in the figures come first
     shown = dict.fromkeys(["teacher", spec["baseline"], *a["consistency"], *a["variation"], *a["graph_variants"], *labels])
     styles = dict(zip((labels[m] for m in shown), series_styles(len(shown))))
-    colours = {name: c for name, (c, _) in styles.items()}
+    colors = {name: c for name, (c, _) in styles.items()}
     df = pd.DataFrame(analysis)
     runs = pd.DataFrame(per_run)
     paths = []
@@ -30,7 +30,7 @@ def figures(spec, ctx, per_run, analysis) -> list[Path]:
         cons["model"] = cons["method"].map(labels)
         fig, ax = new_figure(width=8.0, height=4.2)
         order = [labels[m] for m in a["consistency"]]
-        sns.pointplot(data=cons, x="block", y="value", hue="model", hue_order=order, ax=ax, palette=colours,
+        sns.pointplot(data=cons, x="block", y="value", hue="model", hue_order=order, ax=ax, palette=colors,
                       estimator="median", errorbar=("pi", 100), dodge=0.3, markers=[styles[m][1] for m in order], capsize=0.1,
                       linewidth=1.5)
         ax.set_xticks(range(len(block_names) + 1), block_names + ["output\n(predicted class)"])
@@ -48,7 +48,7 @@ def figures(spec, ctx, per_run, analysis) -> list[Path]:
         lv["model"] = lv["method"].map(labels)
         fig, ax = new_figure(width=8.0, height=4.2)
         order = ["Teacher"] + [labels[m] for m in a["variation"]]
-        sns.pointplot(data=lv, x="block", y="value", hue="model", hue_order=order, ax=ax, palette=colours,
+        sns.pointplot(data=lv, x="block", y="value", hue="model", hue_order=order, ax=ax, palette=colors,
                       estimator="median", errorbar=("pi", 100), dodge=0.3, markers=[styles[m][1] for m in order], capsize=0.1,
                       linewidth=1.5)
         ax.set_xticks(range(len(block_names)), block_names)

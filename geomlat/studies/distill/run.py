@@ -111,14 +111,14 @@ def run(spec: dict[str, Any], ctx: StudyContext) -> dict[str, Any]:
                 finals[run] = final
                 ctx.log(f"  {run:<18} {state:<8} test error {100 * final['test_error']:5.2f}%  ({final['seconds']:.1f} s)")
 
-    ctx.log(f"[{ctx.name}/{ctx.profile}] evaluating and analysing")
+    ctx.log(f"[{ctx.name}/{ctx.profile}] evaluating and analyzing")
     # evaluation and analyses on the training device (a GPU for the paper profile); results on CPU
     device = resolve_device(spec["student"]["train"]["device"])
     teachers = {seed: _load_network(spec, ctx.runs_dir, "teacher", seed, None).to(device) for seed in teacher_seeds}
     students = {(name, seed): _load_network(spec, ctx.runs_dir, "student", seed, name).to(device)
                 for _, seed, name in student_jobs}
     per_run = evaluate_runs(spec, splits, teachers, students, finals)
-    analysis = analyse(spec, splits, teachers, students)
+    analysis = analyze(spec, splits, teachers, students)
     rows = table_rows(spec, per_run, teachers, students)
     ctx.results_dir.mkdir(parents=True, exist_ok=True)
     paths = write_tables(spec, ctx, rows, per_run, analysis)
@@ -168,7 +168,7 @@ def features_and_predictions(model: nn.Module, layers: list[str], x: torch.Tenso
     return {name: torch.cat(v) for name, v in parts.items()}
 
 
-def analyse(spec, splits, teachers, students) -> list[dict[str, Any]]:
+def analyze(spec, splits, teachers, students) -> list[dict[str, Any]]:
     """Long-form records of analyses (a) consistency with the teacher per block and at the output,
     (b) normalized label variation of each block's k-NN LGG."""
     a = spec["analysis"]

@@ -135,7 +135,7 @@ def validate(spec: dict[str, Any], fields: Fields) -> dict[str, Any]:
                 "batch_size": af.int("batch_size", 256, minimum=1)}
     analysis["blocks"] = _pairs(af, "blocks", [list(p) for p in pairs])
     if not analysis["blocks"]:
-        raise SpecError(af.sub("blocks"), "no blocks to analyse: set `analysis.blocks` or top-level `pairs`")
+        raise SpecError(af.sub("blocks"), "no blocks to analyze: set `analysis.blocks` or top-level `pairs`")
     _check_layers(analysis["blocks"], t_model, s_model, af.sub("blocks"))
     if analysis["k"] >= analysis["samples"]:
         raise SpecError(af.sub("k"), f"k={analysis['k']} must be smaller than analysis.samples={analysis['samples']}")

@@ -21,7 +21,7 @@ def embeddings_figure(spec, ctx, y_fig: Tensor) -> Path:
         fig = Figure(figsize=(2.6 * len(epochs), 2.7 * len(names) + 0.4), layout="constrained")
         axes = fig.subplots(len(names), len(epochs), squeeze=False)
     classes = sorted(int(c) for c in y_fig.unique())
-    styles = dict(zip(classes, series_styles(len(classes))))  # (colour, marker) per class
+    styles = dict(zip(classes, series_styles(len(classes))))  # (color, marker) per class
     labels_np = y_fig.numpy()
     for i, name in enumerate(names):
         for j, epoch in enumerate(epochs):
@@ -45,6 +45,6 @@ def embeddings_figure(spec, ctx, y_fig: Tensor) -> Path:
     fig.legend(handles=handles, loc="outside lower center", ncols=len(classes), fontsize=9, frameon=False,
                handletextpad=0.2, columnspacing=1.0)
     fig.suptitle(f"2-D embeddings of {len(y_fig)} training points ({spec['data']['name']}, seed {seed}; "
-                 "colour and marker = class)")
+                 "color and marker = class)")
     ctx.figures_dir.mkdir(parents=True, exist_ok=True)
     return save_figure(fig, ctx.figures_dir / "embeddings_2d.png")

@@ -1,11 +1,11 @@
 """Study kind ``manifold``: the geometry of a network's layers over training (``papers/004``, LGG paper 3.3).
 
-One network (model A) is trained; a weight snapshot is saved after every epoch. For each analysed epoch
+One network (model A) is trained; a weight snapshot is saved after every epoch. For each analyzed epoch
 and each layer, on ``analysis.samples`` class-balanced samples of the *training* split (no validation
 data is used, which is the point: Shekkizhar & Ortega, Asilomar 2021; Bonet et al., APSIPA 2021):
 
 - manifold graph metrics of the NNK graph (:class:`geomlat.analysis.ManifoldGraphMetrics`): NNK
-  neighbours per node, polytope diameter, local dimension (means over nodes);
+  neighbors per node, polytope diameter, local dimension (means over nodes);
 - the label-signal spectrum on the cosine k-NN LGG (as :func:`geomlat.analysis.label_spectrum`, Laplacian
   ``D - A``, whose null space holds the indicators of the connected components): energy of the one-hot labels per graph frequency, its share in the ``C`` lowest
   frequencies (``C`` = number of classes; 1 when the connected components of the LGG are exactly the
@@ -29,7 +29,7 @@ file after each epoch, also when it resumes). Training itself (lr schedule, rand
 Spec fields (see ``studies/manifold.toml``): ``data``, ``model`` / ``train`` (as in ``toy``; exactly one
 seed), ``layers`` (module names, ``"input"`` for the raw inputs; default input, every stage and the pooled
 features), ``analysis``: ``samples`` (500), ``nnk_k`` (15), ``graph_k`` (10), ``kernel`` ("cosine"),
-``every`` (analyse every this many epochs; the last epoch always), ``spectrum_epochs`` (epochs whose
+``every`` (analyze every this many epochs; the last epoch always), ``spectrum_epochs`` (epochs whose
 spectra are drawn; default first and last), ``comparison``: ``model`` (another width), ``samples``
 (test samples, 500), ``knn_k`` (mutual k-NN overlap, 10), ``lgg_k`` (the LGG similarity is computed on full
 graphs, as in the GKD code, and on ``lgg_k``-NN graphs; 10), ``layers_a`` / ``layers_b`` (default: the stages

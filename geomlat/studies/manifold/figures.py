@@ -18,8 +18,8 @@ def figures(spec, ctx, rows, spectra, selection, comparison, num_classes, width_
     train_config = train_config_from_fields(spec["train"], "train")
     milestones = train_config.milestone_epochs() if train_config.scheduler == "multistep" else []  # lr drops
     layers = spec["layers"]
-    layer_styles = dict(zip(layers, series_styles(len(layers))))  # (colour, marker) per layer, in every figure
-    colours = {n: c for n, (c, _) in layer_styles.items()}
+    layer_styles = dict(zip(layers, series_styles(len(layers))))  # (color, marker) per layer, in every figure
+    colors = {n: c for n, (c, _) in layer_styles.items()}
     markers = {n: m for n, (_, m) in layer_styles.items()}
     by_layer = {n: [r for r in rows if r["layer"] == n] for n in layers}
     first = by_layer[layers[0]]
@@ -32,7 +32,7 @@ def figures(spec, ctx, rows, spectra, selection, comparison, num_classes, width_
     ax.plot(ep, [100 * r["test_error"] for r in first], color="black", lw=2.2, label="test error")
     ax.plot(ep, [100 * r["train_error"] for r in first], color="0.5", lw=1.5, ls="--", label="train error (eval mode)")
     for n in layers:
-        ax.plot(ep, [100 * r["nnk_loo_error"] for r in by_layer[n]], color=colours[n], marker=markers[n], ms=3.5, lw=1.2,
+        ax.plot(ep, [100 * r["nnk_loo_error"] for r in by_layer[n]], color=colors[n], marker=markers[n], ms=3.5, lw=1.2,
                 label=f"NNK LOO, {n}")
     ax.set_xlabel("epoch")
     ax.set_ylabel("error (%)")
@@ -63,12 +63,12 @@ def figures(spec, ctx, rows, spectra, selection, comparison, num_classes, width_
 
     # (2) manifold graph metrics per layer and epoch
     fig, axes = new_figure(ncols=3, width=4.2, height=3.8)
-    panels = (("nnk_neighbors", "NNK neighbours per node", "NNK neighbours per node (mean)"),
+    panels = (("nnk_neighbors", "NNK neighbors per node", "NNK neighbors per node (mean)"),
               ("diameter", "NNK polytope diameter", "polytope diameter (mean over nodes)"),
               ("local_dim", "local dimension (90% energy)", "local dimension (mean over nodes)"))
     for ax, (key, title, ylabel) in zip(axes, panels):
         for n in layers:
-            ax.plot(ep, [r[key] for r in by_layer[n]], color=colours[n], marker=markers[n], ms=3.5, label=n)
+            ax.plot(ep, [r[key] for r in by_layer[n]], color=colors[n], marker=markers[n], ms=3.5, label=n)
         ax.set_xlabel("epoch")
         ax.set_ylabel(ylabel)
         ax.set_title(f"{title} (mean over nodes)", fontsize=10)
@@ -79,7 +79,7 @@ def figures(spec, ctx, rows, spectra, selection, comparison, num_classes, width_
     paths.append(save_figure(fig, ctx.figures_dir / "manifold_metrics.png"))
 
     # (3) label spectra
-    paths.append(_label_spectra_figure(spec, ctx, spectra, num_classes, ep, by_layer, colours, markers))
+    paths.append(_label_spectra_figure(spec, ctx, spectra, num_classes, ep, by_layer, colors, markers))
 
     # (4) comparison heatmaps
     names = {"lgg": "LGG similarity (full graphs)", "lgg_knn": f"LGG similarity ({spec['comparison']['lgg_k']}-NN graphs)",
@@ -91,7 +91,7 @@ def figures(spec, ctx, rows, spectra, selection, comparison, num_classes, width_
     return paths
 
 
-def _label_spectra_figure(spec, ctx, spectra, num_classes, ep, by_layer, colours, markers) -> Path:
+def _label_spectra_figure(spec, ctx, spectra, num_classes, ep, by_layer, colors, markers) -> Path:
     """Figure (3): the cumulative label energy over the lowest graph frequencies, and its low-frequency share
     per epoch, for every layer."""
     layers = spec["layers"]
@@ -103,7 +103,7 @@ def _label_spectra_figure(spec, ctx, spectra, num_classes, ep, by_layer, colours
         if n == INPUT and epoch != min(styles):
             continue
         cum = np.cumsum(energy) / energy.sum()
-        ax.plot(np.arange(1, len(cum) + 1), cum, color=colours[n], ls=styles[epoch], lw=1.4, marker=markers[n], ms=3.5,
+        ax.plot(np.arange(1, len(cum) + 1), cum, color=colors[n], ls=styles[epoch], lw=1.4, marker=markers[n], ms=3.5,
                 markevery=0.12, label=n if n == INPUT else f"{n}, epoch {epoch}")
     ax.axvline(num_classes, color="0.6", lw=0.8, ls=":")
     ax.set_xscale("log")
@@ -114,7 +114,7 @@ def _label_spectra_figure(spec, ctx, spectra, num_classes, ep, by_layer, colours
     ax.legend(fontsize=7)
     ax = axes[1]
     for n in layers:
-        ax.plot(ep, [r["low_freq_share"] for r in by_layer[n]], color=colours[n], marker=markers[n], ms=3.5, label=n)
+        ax.plot(ep, [r["low_freq_share"] for r in by_layer[n]], color=colors[n], marker=markers[n], ms=3.5, label=n)
     ax.set_xlabel("epoch")
     ax.set_ylabel(f"label energy in the {num_classes} lowest frequencies")
     ax.set_ylim(0, 1.02)

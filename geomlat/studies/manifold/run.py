@@ -107,7 +107,7 @@ def selection_stats(signal: np.ndarray, test_error: np.ndarray, epochs: np.ndarr
 
     Returns ``{"spearman", "p_value", "chosen_epoch" (first epoch where the signal is smallest: early
     stopping), "test_error_at_chosen", "regret" (test error at the chosen epoch minus the best test error
-    over the analysed epochs)}``.
+    over the analyzed epochs)}``.
     """
     signal, test_error = np.asarray(signal, float), np.asarray(test_error, float)
     rho, p = _spearman(signal, test_error)
@@ -216,10 +216,10 @@ def write_tables(spec, ctx, rows, selection, comparison, width_rows) -> list[Pat
             Column("label_variation", "label var.", ".3f"), Column("low_freq_share", "low-freq share", ".3f")]
     notes = (f"Geometry of {an['samples']} class-balanced *training* samples (no validation data). NNK graphs: "
              f"{an['kernel']} kernel, k = {an['nnk_k']}; NNK nbrs, diameter (unit-normalized features, in [0, 2]) and "
-             f"local dim (directions for 90% of the energy of the vectors to the NNK neighbours) are means over nodes. "
+             f"local dim (directions for 90% of the energy of the vectors to the NNK neighbors) are means over nodes. "
              f"Label variation (normalized) and spectra on the cosine {an['graph_k']}-NN LGG; low-freq share = label energy "
              "in the C lowest frequencies of L = D - A (C = number of classes; 1 when the connected components are exactly the classes). "
-             f"Epochs shown: {shown}; every analysed epoch is in per_epoch.csv.")
+             f"Epochs shown: {shown}; every analyzed epoch is in per_epoch.csv.")
     keys = [c.key for c in cols]
     md, csv = ctx.results_dir / "per_epoch.md", ctx.results_dir / "per_epoch.csv"
     write_table([r for r in rows if r["epoch"] in shown], cols, md, None,
@@ -230,10 +230,10 @@ def write_tables(spec, ctx, rows, selection, comparison, width_rows) -> list[Pat
              Column("p_value", "p", ".2g"), Column("chosen_epoch", "epoch chosen"),
              Column("test_error_at_chosen", "test err there %", ".1f", 100), Column("regret", "regret (pp)", ".1f", 100),
              Column("test_error_last", "test err last epoch %", ".1f", 100)]
-    snotes = ("Per-epoch signals computed on training samples only, compared with the test error across the analysed "
+    snotes = ("Per-epoch signals computed on training samples only, compared with the test error across the analyzed "
               "epochs: Spearman rank correlation (p: two-sided test of rho = 0, epochs are not independent samples so read "
               "it as descriptive), the first epoch where the signal is smallest (early stopping on that signal), the test "
-              "error there and its regret w.r.t. the best analysed epoch. 'test error (oracle)' is the best achievable.")
+              "error there and its regret w.r.t. the best analyzed epoch. 'test error (oracle)' is the best achievable.")
     s_md, s_csv = ctx.results_dir / "selection.md", ctx.results_dir / "selection.csv"
     write_table(selection, scols, s_md, s_csv, title=f"{spec['name']}: validation-free model selection signals", notes=snotes)
 

@@ -19,7 +19,7 @@ def write_figures(records: list[dict], rows: list[dict], figures_dir: Path) -> l
 
     test, _ = targets(records)
     noise = sorted({r["label_noise"] for r in records})
-    colours = dict(zip(noise, sns.color_palette(PALETTE, len(noise))))
+    colors = dict(zip(noise, sns.color_palette(PALETTE, len(noise))))
     cand = [r for r in rows if r["key"] != "last"]
     ncols = 4
     nrows = math.ceil(len(cand) / ncols)
@@ -30,7 +30,7 @@ def write_figures(records: list[dict], rows: list[dict], figures_dir: Path) -> l
             raw = oriented(records, row["key"], 1)
             for p in noise:
                 sel = np.array([r["label_noise"] == p for r in records])
-                ax.scatter(raw[sel], 100 * test[sel], s=12, color=colours[p], label=f"label noise {p:g}")
+                ax.scatter(raw[sel], 100 * test[sel], s=12, color=colors[p], label=f"label noise {p:g}")
             ax.set_title(f"{row['measure']}\ntau = {row['tau_test']:+.2f}" + (" (negated)" if row["sign"] < 0 else ""), fontsize=8)
             ax.set_ylabel("test error (%)", fontsize=8)
         for ax in axes[len(cand):]:

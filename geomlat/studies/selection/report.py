@@ -31,7 +31,7 @@ MEASURES = [
     ("label_variation_first", "label variation, first stage", 1, "geometry"),
     ("label_variation_last", "label variation, last stage", 1, "geometry"),
     ("label_variation_pool", "label variation, pooled", 1, "geometry"),
-    ("nnk_neighbors", "MGM: NNK neighbours (pooled)", 1, "geometry"),
+    ("nnk_neighbors", "MGM: NNK neighbors (pooled)", 1, "geometry"),
     ("diameter", "MGM: polytope diameter (pooled)", 1, "geometry"),
     ("stability", "stability between seeds (pooled)", -1, "geometry"),
     ("val_error", "validation error (held-out data)", 1, "reference"),

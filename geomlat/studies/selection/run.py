@@ -43,11 +43,11 @@ LAYERS = ("first", "last", "pool")
 MEASURES_FILE, FEATURES_FILE = "measures.json", "features.pt"
 
 
-def population(centres: list[dict], axes: dict[str, list], fixed: dict[str, Any], random: int, sample_seed: int) -> list[dict]:
+def population(centers: list[dict], axes: dict[str, list], fixed: dict[str, Any], random: int, sample_seed: int) -> list[dict]:
     """The hyperparameter configurations of the population (without seeds), deduplicated, in a fixed order.
 
-    Each centre and its one-axis-at-a-time variations (every other value of one axis, the rest as the centre):
-    so for every centre and seed, the models that differ only along axis a form a group of ``len(axes[a])``
+    Each center and its one-axis-at-a-time variations (every other value of one axis, the rest as the center):
+    so for every center and seed, the models that differ only along axis a form a group of ``len(axes[a])``
     models for the granulated Kendall coefficient. Then ``random`` configurations drawn uniformly from the grid
     of ``axes`` (``numpy`` generator of ``sample_seed``) not already in the population. Axes not in ``axes``
     take ``fixed`` (default :data:`DEFAULTS`).
@@ -61,8 +61,8 @@ def population(centres: list[dict], axes: dict[str, list], fixed: dict[str, Any]
         out.append(config)
         return True
 
-    for centre in centres:
-        c = {**base, **centre}
+    for center in centers:
+        c = {**base, **center}
         add(dict(c))
         for axis, values in axes.items():
             for v in values:
@@ -185,7 +185,7 @@ def run_model(spec: dict, config: dict, seed: int, runs_dir: str, progress: bool
 
 def run_stability(runs: list[str], runs_dir: str, nnk_k: int, threads: int | None = None) -> dict[str, dict[int, float]]:
     """Geometric stability of the models of one configuration trained with different seeds (``runs``: their folder
-    names): at every snapshot, the Jaccard agreement of the NNK neighbourhoods of the pooled features of the same
+    names): at every snapshot, the Jaccard agreement of the NNK neighborhoods of the pooled features of the same
     analysis samples (:func:`geomlat.analysis.geometric_stability`), for each pair of seeds; a model's value is the mean
     over its pairs. Returns ``{run: {epoch: jaccard}}`` (cached in ``runs_dir/stability/<first run>.json``)."""
     path = Path(runs_dir) / "stability" / f"{runs[0]}.json"
@@ -210,7 +210,7 @@ def run(spec: dict[str, Any], ctx: StudyContext) -> dict[str, Any]:
 
         return run_interpolation(spec, ctx)
     pop = spec["population"]
-    configs = population(pop["centres"], pop["axes"], pop["fixed"], pop["random"], pop["sample_seed"])
+    configs = population(pop["centers"], pop["axes"], pop["fixed"], pop["random"], pop["sample_seed"])
     jobs = [(spec, c, s, str(ctx.runs_dir)) for c in configs for s in spec["seeds"]]
     ctx.log(f"[{ctx.name}] {len(configs)} configurations x {len(spec['seeds'])} seeds = {len(jobs)} models")
     records = {}

@@ -42,12 +42,12 @@ def population_fields(fields: Fields) -> dict[str, Any]:
         if axis not in AXES or axis in axes:
             raise SpecError(f"population.fixed.{axis}", f"must be an axis of {list(AXES)} not in population.axes")
         fixed[axis] = _axis_value(axis, value, f"population.fixed.{axis}")
-    centres = f.list("centres", item=dict, nonempty=True)
-    for i, c in enumerate(centres):
+    centers = f.list("centers", item=dict, nonempty=True)
+    for i, c in enumerate(centers):
         if set(c) != set(axes):
-            raise SpecError(f"population.centres[{i}]", f"must give exactly the varied axes {sorted(axes)}, got {sorted(c)}")
-        centres[i] = {a: _axis_value(a, v, f"population.centres[{i}].{a}") for a, v in c.items()}
-    out = {"axes": axes, "fixed": fixed, "centres": centres, "random": f.int("random", 0, minimum=0),
+            raise SpecError(f"population.centers[{i}]", f"must give exactly the varied axes {sorted(axes)}, got {sorted(c)}")
+        centers[i] = {a: _axis_value(a, v, f"population.centers[{i}].{a}") for a, v in c.items()}
+    out = {"axes": axes, "fixed": fixed, "centers": centers, "random": f.int("random", 0, minimum=0),
            "sample_seed": f.int("sample_seed", 0, minimum=0)}
     f.finish()
     return out
@@ -95,7 +95,7 @@ def validate(spec: dict[str, Any], fields: Fields) -> dict[str, Any]:
         raise SpecError("train.eval_every", "must be 1: the test/validation curves and snapshots are taken every epoch")
     pop = population_fields(fields)
     an = analysis_fields(fields, config.epochs)
-    configs = population(pop["centres"], pop["axes"], pop["fixed"], pop["random"], pop["sample_seed"])
+    configs = population(pop["centers"], pop["axes"], pop["fixed"], pop["random"], pop["sample_seed"])
     for c in configs:
         try:
             build_model(model, width=c["width"], depth=c["depth"])

@@ -170,13 +170,13 @@ def _figure(rows, finals, settings, styles):
         axes[0].legend(fontsize=7)
         emb_axes = top[1].subplots(1, n)
         classes = sorted({int(c) for s in settings for c in finals[s][1].tolist()})
-        class_styles = dict(zip(classes, series_styles(len(classes))))  # the project's colour-blind-safe palette
+        class_styles = dict(zip(classes, series_styles(len(classes))))  # the project's color-blind-safe palette
         for ax, s in zip(np.atleast_1d(emb_axes), settings):
             e, y = finals[s]
             for c in classes:
-                colour, marker = class_styles[c]
+                color, marker = class_styles[c]
                 pts = e[y == c]
-                ax.scatter(pts[:, 0], pts[:, 1], color=colour, marker=marker, s=6, linewidths=0, label=f"class {c}")
+                ax.scatter(pts[:, 0], pts[:, 1], color=color, marker=marker, s=6, linewidths=0, label=f"class {c}")
             ax.set_title(f"{s}: epoch {max(r['epoch'] for r in rows)}", fontsize=8)
             ax.set_xticks([])
             ax.set_yticks([])
@@ -184,7 +184,7 @@ def _figure(rows, finals, settings, styles):
         top[1].legend(handles, labels, loc="outside lower center", ncol=len(classes), fontsize=8, markerscale=2.5,
                       frameon=False)
         fig.suptitle("Label variation with a 2-D output (digits, seed 0): diagnostics per epoch, final training "
-                     "embeddings (colour and marker = class)")
+                     "embeddings (color and marker = class)")
     return fig
 
 

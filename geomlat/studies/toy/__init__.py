@@ -2,7 +2,7 @@
 
 A network is trained on the data set; 20 training samples (5 per class of 4 classes) are drawn; the
 LGGs (``k = 5``) of the input, a middle layer and the penultimate layer are drawn with a Laplacian-eigenmap
-layout (PyGSP ``set_coordinates("laplacian_eigenmap2D")``), vertices coloured by class and only the
+layout (PyGSP ``set_coordinates("laplacian_eigenmap2D")``), vertices colored by class and only the
 inter-class edges drawn (the ones the label variation counts); each panel's title gives the normalized
 label variation (Appendix C: 0 = no edge between classes, 1 = every edge joins two classes).
 

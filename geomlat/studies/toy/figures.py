@@ -39,7 +39,7 @@ def eigenmap_layout(g) -> np.ndarray:
 
 
 def _draw_panel(ax, coords: np.ndarray, g, y: np.ndarray, classes: list[int], styles) -> int:
-    """Inter-class edges and vertices on ``ax``, one ``(colour, marker)`` of ``styles`` per class; returns the
+    """Inter-class edges and vertices on ``ax``, one ``(color, marker)`` of ``styles`` per class; returns the
     number of inter-class edges."""
     src, dst = g.edge_index.numpy()
     keep = (src < dst) & (y[src] != y[dst])

@@ -76,7 +76,7 @@ def write_tables(spec, ctx, rows):
         f"({graph['per_class']} of each class {graph['classes']}). 'figure' is the draw shown in "
         f"figures/{ctx.name}/toy_graphs.png; mean and sd over {graph['draws']} independent draws; the last column is "
         "the share of draws in which the layer's value is below the previous layer's. With k = 5 and 5 samples per "
-        "class every vertex has at least one neighbour of another class, so 0 cannot be reached."
+        "class every vertex has at least one neighbor of another class, so 0 cannot be reached."
     )
     md, csv = ctx.results_dir / "label_variation.md", ctx.results_dir / "label_variation.csv"
     write_table(rows, cols, md, csv, title=f"{spec['name']}: label variation per layer ({spec['profile']} profile)", notes=notes,
