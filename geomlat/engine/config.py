@@ -13,6 +13,8 @@ import math
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Mapping
 
+from .._params import check_int, check_number
+
 if TYPE_CHECKING:  # annotations only: this module imports no torch
     import torch
 
@@ -102,19 +104,11 @@ class TrainConfig:
         if not isinstance(self.precision, str) or self.precision not in PRECISION_NAMES:
             raise ValueError(f"TrainConfig.precision must be one of {list(PRECISION_NAMES)}, got {self.precision!r}")
         for name in ("epochs", "batch_size", "eval_every", "eval_batch_size"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"TrainConfig.{name} must be a positive int, got {value!r}")
-        if self.limit_batches is not None and (
-            isinstance(self.limit_batches, bool) or not isinstance(self.limit_batches, int) or self.limit_batches < 1
-        ):
-            raise ValueError(f"TrainConfig.limit_batches must be None or a positive int, got {self.limit_batches!r}")
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
-            raise ValueError(f"TrainConfig.seed must be a non-negative int, got {self.seed!r}")
+            check_int(getattr(self, name), f"TrainConfig.{name}", low=1)
+        check_int(self.limit_batches, "TrainConfig.limit_batches", low=1, none_ok=True)
+        check_int(self.seed, "TrainConfig.seed", low=0)
         for name in ("lr", "momentum", "weight_decay", "lr_gamma"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
-                raise ValueError(f"TrainConfig.{name} must be a finite number >= 0, got {value!r}")
+            check_number(getattr(self, name), f"TrainConfig.{name}", low=0)
         if self.lr <= 0 or self.lr_gamma <= 0:
             raise ValueError(f"TrainConfig.lr and lr_gamma must be > 0, got lr={self.lr}, lr_gamma={self.lr_gamma}")
         if any(not 0 < m < 1 for m in self.milestones):
@@ -127,18 +121,16 @@ class TrainConfig:
         if self.optimizer != "sgd" and self.nesterov:
             raise ValueError(f"TrainConfig.nesterov is an SGD option; optimizer is {self.optimizer!r}")
         self.betas = tuple(self.betas)
-        if len(self.betas) != 2 or any(isinstance(b, bool) or not isinstance(b, (int, float)) or not 0 <= b < 1 for b in self.betas):
+        if len(self.betas) != 2:
             raise ValueError(f"TrainConfig.betas must be two numbers in [0, 1), got {self.betas!r}")
+        for b in self.betas:
+            check_number(b, "TrainConfig.betas[i]", low=0, high=1, high_open=True)
         self.betas = tuple(float(b) for b in self.betas)
         for name in ("warmup_epochs", "num_workers"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                raise ValueError(f"TrainConfig.{name} must be an int >= 0, got {value!r}")
+            check_int(getattr(self, name), f"TrainConfig.{name}", low=0)
         if self.warmup_epochs >= self.epochs:
             raise ValueError(f"TrainConfig.warmup_epochs ({self.warmup_epochs}) must be smaller than epochs ({self.epochs})")
-        clip = self.clip_grad_norm
-        if clip is not None and (isinstance(clip, bool) or not isinstance(clip, (int, float)) or not math.isfinite(clip) or clip <= 0):
-            raise ValueError(f"TrainConfig.clip_grad_norm must be None or a finite number > 0, got {clip!r}")
+        check_number(self.clip_grad_norm, "TrainConfig.clip_grad_norm", low=0, low_open=True, none_ok=True)
         for name in ("pin_memory", "compile", "nesterov", "drop_last"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"TrainConfig.{name} must be a bool, got {getattr(self, name)!r}")
