@@ -111,7 +111,7 @@ def test_builtin_kernels_in_nnk_blocks_match_dense():
 def test_unknown_kernel_lists_registered_ones(laplacian):
     x = torch.rand(10, 3)
     for call in (lambda: latent_graph(x, k=3, kernel="nope"), lambda: nnk_graph(x, 3, kernel="nope"),
-                 lambda: nnk_weights(x, 3, kernel="auto")):
+                 lambda: nnk_weights(x, 3, kernel="nope")):
         with pytest.raises(ValueError, match="unknown kernel") as info:
             call()
         for name in ("cosine", "cosine_shifted", "rbf", laplacian):

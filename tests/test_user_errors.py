@@ -100,7 +100,7 @@ def test_reduce_first_is_cls_token():
 
 
 def test_reduce_errors():
-    with pytest.raises(ValueError, match=r"reduce must be one of .*got 'max'"):
+    with pytest.raises(ValueError, match=r"unknown reduce 'max'; expected one of .*'mean'"):
         latent_graph(torch.randn(6, 3, 4), reduce="max")
     with pytest.raises(ValueError, match=r"reduce='mean' needs token features .*got shape \(6, 4\)"):
         latent_graph(torch.randn(6, 4), reduce="mean")
