@@ -83,7 +83,7 @@ def child(n: int, d: int, k: int, reps: int, threads: int) -> dict:
 
         faiss.omp_set_num_threads(threads)
         theirs = faiss_knn(x, k)
-        # neighbour sets agree (order within a row may differ on near-ties)
+        # neighbor sets agree (order within a row may differ on near-ties)
         out["same_sets"] = float((ours.sort(1).values == theirs.sort(1).values).all(1).double().mean())
         sides["faiss_flat"] = lambda: faiss_knn(x, k)
     except ImportError:
@@ -115,7 +115,7 @@ def run(cfg: dict) -> list[Result]:
     results = []
     if "faiss_flat" in med:
         r = Result("knn_vs_faiss", med["geomlat_chunked"] / med["faiss_flat"], "<= 1.5", "x faiss IndexFlatIP",
-                   size + f"; identical neighbour sets for {100 * out['same_sets']:.2f}% of points")
+                   size + f"; identical neighbor sets for {100 * out['same_sets']:.2f}% of points")
         if "products_s" in out:
             r.why = (f"faiss {med['faiss_flat']:.2f} s; ours {med['geomlat_chunked']:.2f} s, of which the matrix products of "
                      f"the tiles alone take {out['products_s']:.2f} s and the top-k selection and merges the rest.")

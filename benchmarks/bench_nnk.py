@@ -77,8 +77,8 @@ def gram_stage(x: np.ndarray, neighbors: np.ndarray):
     def gram():
         out = unit.new_empty(step, k + 1, k + 1)
         for start in range(0, n, step):
-            centres = torch.arange(start, min(n, start + step))
-            augmented_kernel(unit, centres, nbrs[centres], "cosine", None, out=out[: centres.shape[0]])
+            centers = torch.arange(start, min(n, start + step))
+            augmented_kernel(unit, centers, nbrs[centers], "cosine", None, out=out[: centers.shape[0]])
 
     return gram
 
@@ -94,7 +94,7 @@ def run(cfg: dict) -> list[Result]:
     kept = float((ours > 0).sum(1).mean())
     kept_authors = float((authors > 0).sum(1).mean())
     size = (f"N = {n}, d = {d}, k = {k}, cosine kernel, float64, tol 1e-10 (geomlat's default) for all sides, "
-            f"same k-NN candidates; {kept:.1f} NNK neighbours per node on average; medians: {t.describe()}")
+            f"same k-NN candidates; {kept:.1f} NNK neighbors per node on average; medians: {t.describe()}")
     speed = Result("nnk_speedup", t.ratio("authors_loop", "geomlat"), ">= 20", "x (authors' loop / ours)", size)
     if speed.met() is False:
         gram = interleaved({"gram": gram_stage(box["x"], box["neighbors"])}, cfg["nnk_reps"], 1)
@@ -104,7 +104,7 @@ def run(cfg: dict) -> list[Result]:
             f"{t.median('authors_loop') * per_node / 20:.1f} us per node; ours takes {t.median('geomlat') * per_node:.1f} "
             f"us, of which {gram.median('gram') * per_node:.1f} us are the float64 Gram matrices of the {k + 1} "
             f"gathered points ({(k + 1) ** 2 * d:,} multiply-adds per node in batched GEMMs) and the rest "
-            f"the pivoting (about one rank-1 update of a ({k + 1}, {k + 1}) tableau per NNK neighbour) and the KKT check."
+            f"the pivoting (about one rank-1 update of a ({k + 1}, {k + 1}) tableau per NNK neighbor) and the KKT check."
         )
     return [
         speed,
@@ -113,11 +113,11 @@ def run(cfg: dict) -> list[Result]:
                "max |theta_ours - theta_nnls| over all (node, candidate), exact NNLS by scipy.optimize.nnls per node"),
         Result("nnk_authors_max_weight_difference", float(node_diff.max()), "info", "abs",
                "max |theta_ours - theta_authors| over all (node, candidate): the authors' pruning never re-adds a "
-               "dropped neighbour, so it can stop before the optimum"),
+               "dropped neighbor, so it can stop before the optimum"),
         Result("nnk_authors_nodes_differ", float((node_diff > DIFF_TOL).mean()), "info", "fraction of nodes",
                f"nodes whose weights differ by more than {DIFF_TOL:g} between ours and the authors' heuristic; "
                f"objective 1/2 t'Kt - b't of the authors' weights minus ours: max {gap.max():.3g}, min {gap.min():.2g} "
-               f"({'ours is never worse' if gap.min() > -1e-12 else 'OURS IS WORSE SOMEWHERE'}); NNK neighbours "
+               f"({'ours is never worse' if gap.min() > -1e-12 else 'OURS IS WORSE SOMEWHERE'}); NNK neighbors "
                f"per node: ours {kept:.1f}, authors {kept_authors:.1f}"),
     ]
 

@@ -54,6 +54,6 @@ def run(cfg: dict) -> list[Result]:
             f"({t.median('knn') * per_node:.1f} us per node) for the NNK solve; the exact solve and symmetrization "
             f"on the same candidates take {solve.median('solve'):.2f} s ({solve.median('solve') * per_node:.1f} us per "
             f"node: the float64 Gram matrix of {k + 1} gathered points and about one rank-1 update of a "
-            f"({k + 1}, {k + 1}) tableau per NNK neighbour)."
+            f"({k + 1}, {k + 1}) tableau per NNK neighbor)."
         )
     return [result]

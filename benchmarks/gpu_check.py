@@ -60,7 +60,7 @@ STUDIES = ("gkd", "embed", "robust")
 PRECISION = "bf16-mixed"
 #: CPU tensors at least this large count as heavy work left on the CPU (analysis check)
 CPU_HEAVY_NUMEL = 65536
-#: the compute operators watched on the CPU (network layers, products, reductions, spectra, neighbours);
+#: the compute operators watched on the CPU (network layers, products, reductions, spectra, neighbors);
 #: indexing, copies and elementwise arithmetic are the data pipeline's (loading, augmentation)
 COMPUTE_OPS = {"mm", "bmm", "addmm", "baddbmm", "matmul", "mv", "addmv", "convolution", "convolution_backward",
                "native_batch_norm", "native_batch_norm_backward", "relu", "threshold_backward", "_softmax",

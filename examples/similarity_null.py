@@ -49,8 +49,8 @@ def mlp(width: int, seed: int) -> nn.Sequential:
 
 def layer_pairs() -> tuple[dict, list[str]]:
     g = torch.Generator().manual_seed(0)
-    centres = 3.0 * torch.randn(4, 20, generator=g)
-    x = centres[torch.randint(0, 4, (N,), generator=g)] + torch.randn(N, 20, generator=g)
+    centers = 3.0 * torch.randn(4, 20, generator=g)
+    x = centers[torch.randint(0, 4, (N,), generator=g)] + torch.randn(N, 20, generator=g)
     layers = ["1", "3", "4"]
     res = compare_models(mlp(32, 1), mlp(512, 2), x, layers, layers, methods=list(MEASURES), calibrate="difference",
                          n_permutations=PERMUTATIONS, seed=0, topk=10)
@@ -67,11 +67,11 @@ def figure(sweep: dict, res: dict, pairs: list[str], path: Path) -> Path:
 
     fig, axes = plt.subplots(1, 3, figsize=(16, 4.6), gridspec_kw={"width_ratios": [1, 1.3, 1.3]})
     ax = axes[0]
-    for (m, style), colour in zip((("linear_cka", "o"), ("mutual_knn", "s")), ("#0072B2", "#D55E00")):
+    for (m, style), color in zip((("linear_cka", "o"), ("mutual_knn", "s")), ("#0072B2", "#D55E00")):
         raw, null = np.array(sweep[m]["raw"]), np.array(sweep[m]["null"])
-        ax.plot(sweep["widths"], raw, f"{style}-", color=colour, label=f"{m}: raw score")
-        ax.plot(sweep["widths"], null, f"{style}:", color=colour, label=f"{m}: null mean")
-        ax.plot(sweep["widths"], raw - null, f"{style}--", color=colour, alpha=0.6, label=f"{m}: score - null mean")
+        ax.plot(sweep["widths"], raw, f"{style}-", color=color, label=f"{m}: raw score")
+        ax.plot(sweep["widths"], null, f"{style}:", color=color, label=f"{m}: null mean")
+        ax.plot(sweep["widths"], raw - null, f"{style}--", color=color, alpha=0.6, label=f"{m}: score - null mean")
     ax.set_xscale("log")
     ax.axhline(0, color="grey", lw=0.8)
     ax.set(xlabel="width d of both (independent) representations", ylabel="score")
@@ -80,9 +80,9 @@ def figure(sweep: dict, res: dict, pairs: list[str], path: Path) -> Path:
     for ax, m, tag in zip(axes[1:], MEASURES, "bc"):
         r = res[m]
         pos = np.arange(len(pairs))
-        for off, key, colour, lab in ((-0.27, "matrix", "#0072B2", "raw score"), (0.0, "null_mean", "#999999", "null mean"),
+        for off, key, color, lab in ((-0.27, "matrix", "#0072B2", "raw score"), (0.0, "null_mean", "#999999", "null mean"),
                                       (0.27, "calibrated", "#009E73", "score - null mean")):
-            ax.bar(pos + off, r[key].flatten().numpy(), 0.27, color=colour, label=lab)
+            ax.bar(pos + off, r[key].flatten().numpy(), 0.27, color=color, label=lab)
         ax.set_xticks(pos, pairs, rotation=45, fontsize=8)
         ax.set(xlabel="layer pair (MLP width 32 / MLP width 512)", ylabel=m,
                title=f"({tag}) {m} across layer pairs, {PERMUTATIONS} permutations")
