@@ -12,7 +12,8 @@ import numpy as np
 
 from ..io import atomic_write_text
 
-__all__ = ["median_std", "Column", "format_value", "markdown_table", "csv_text", "write_table"]
+__all__ = ["median_std", "paired_rows", "paired_text", "PAIRED_NOTE", "write_paired_table", "Column", "format_value",
+           "markdown_table", "csv_text", "write_table"]
 
 
 def median_std(values: Iterable[float | None]) -> tuple[float, float, int]:
@@ -22,6 +23,66 @@ def median_std(values: Iterable[float | None]) -> tuple[float, float, int]:
     if v.size == 0:
         return math.nan, math.nan, 0
     return float(np.median(v)), float(np.std(v, ddof=1)) if v.size > 1 else math.nan, int(v.size)
+
+
+PAIRED_NOTE = (
+    "Paired difference: for each seed, the method's value minus its reference's value on the same seed (same "
+    "data, same initialization seed), averaged over the seeds both have; [lo, hi] is its 95% Student-t interval "
+    "(mean +- t_(n-1) sd / sqrt(n)) and p the two-sided paired t-test (`geomlat.analysis.paired_difference`, "
+    "method='t'). Reading: 'lower' or 'higher' only where the interval excludes 0, 'not resolved' otherwise; "
+    "the readings of the README and the study pages claim no more than this column.")
+
+
+def paired_rows(per_run: Sequence[Mapping[str, Any]], metrics: Sequence[str], reference: Mapping[str, str | None],
+                *, group: Sequence[str] = (), level: float = 0.95) -> list[dict[str, Any]]:
+    """Each method's paired difference to its reference method over seeds, per metric, with a Student-t CI.
+
+    Args:
+        per_run: one dict per (method, seed[, group keys]) with the keys ``"method"``, ``"seed"``, ``group`` and
+            ``metrics`` (numbers; None or NaN entries are skipped pairwise).
+        metrics: the keys to compare (e.g. ``["test_error"]``).
+        reference: method -> the method it is compared with (None: not compared; a method is never compared
+            with itself).
+        group: keys that must match besides the seed (e.g. ``["classifier"]``).
+
+    Returns:
+        One dict per (method, group values, metric) with >= 2 paired seeds: ``method``, ``reference``, the group
+        keys, ``metric``, ``n``, ``mean``, ``lo``, ``hi``, ``p`` (see
+        :func:`geomlat.analysis.paired_difference`) and ``reading`` ('lower' / 'higher' when the interval
+        excludes 0, else 'not resolved').
+    """
+    from ..analysis.statistics import paired_difference
+
+    index = {(r["method"], r["seed"], *(r[g] for g in group)): r for r in per_run}
+    out = []
+    for (method, _, *gvals) in dict.fromkeys((k[0], None, *k[2:]) for k in index):
+        ref = reference.get(method)
+        if ref is None or ref == method:
+            continue
+        for metric in metrics:
+            pairs = [(r[metric], index[(ref, r["seed"], *gvals)][metric]) for r in per_run
+                     if r["method"] == method and [r[g] for g in group] == gvals
+                     and (ref, r["seed"], *gvals) in index]
+            pairs = [(a, b) for a, b in pairs if _finite(a) and _finite(b)]
+            if len(pairs) < 2:
+                continue
+            d = paired_difference([a for a, _ in pairs], [b for _, b in pairs], level=level, method="t")
+            reading = "lower" if d["hi"] < 0 else "higher" if d["lo"] > 0 else "not resolved"
+            out.append({"method": method, "reference": ref, **dict(zip(group, gvals)), "metric": metric,
+                        **{k: d[k] for k in ("n", "mean", "lo", "hi", "p")}, "reading": reading})
+    return out
+
+
+def _finite(x: Any) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
+
+def paired_text(d: Mapping[str, Any] | None, scale: float = 100.0, fmt: str = ".2f") -> str | None:
+    """``"+1.20 [+0.40, +2.00]"``: a :func:`paired_rows` entry's mean and interval, scaled (100: points of %)."""
+    if d is None:
+        return None
+    return " ".join([format(d["mean"] * scale, "+" + fmt),
+                     f"[{format(d['lo'] * scale, '+' + fmt)}, {format(d['hi'] * scale, '+' + fmt)}]"])
 
 
 @dataclass(frozen=True)
@@ -94,3 +155,20 @@ def write_table(
     atomic_write_text(md_path, text)
     if csv_path is not None:
         atomic_write_text(csv_path, csv_text(rows, list(csv_keys or [c.key for c in columns])))
+
+
+def write_paired_table(rows: Sequence[Mapping[str, Any]], labels: Mapping[str, str],
+                       metrics: Mapping[str, tuple[str, float, str]], md_path: str | Path, csv_path: str | Path,
+                       *, title: str, group: Sequence[tuple[str, str]] = (), notes: str = "") -> None:
+    """Write :func:`paired_rows` as ``paired.md`` / ``paired.csv``.
+
+    ``labels``: method -> display name; ``metrics``: metric key -> (title, scale, format) of its numbers in
+    Markdown (CSV keeps the raw values); ``group``: (key, title) of the group columns, in order."""
+    shown = [{**r, "label": labels.get(r["method"], r["method"]), "ref_label": labels.get(r["reference"], r["reference"]),
+              "metric_title": metrics[r["metric"]][0],
+              "diff": paired_text(r, metrics[r["metric"]][1], metrics[r["metric"]][2])} for r in rows]
+    cols = ([Column("label", "Method"), Column("ref_label", "Compared with")] + [Column(k, t) for k, t in group]
+            + [Column("metric_title", "Metric"), Column("n", "Seeds"),
+               Column("diff", "Paired difference, mean [95% CI]"), Column("p", "p", ".3f"), Column("reading", "Reading")])
+    keys = ["method", "reference", *(k for k, _ in group), "metric", "n", "mean", "lo", "hi", "p", "reading"]
+    write_table(shown, cols, md_path, csv_path, title=title, notes=(notes + "\n\n" + PAIRED_NOTE).strip(), csv_keys=keys)

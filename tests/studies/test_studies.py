@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from scipy import stats
 from PIL import Image
 
 from geomlat.data import load_dataset, write_cifar_folder
@@ -19,7 +20,7 @@ from geomlat.models import build_model
 from geomlat.studies import STUDY_KINDS, Column, SpecError, StudyKind, load_spec, median_std, register_study_kind, run_study
 from geomlat.studies.distill import run as distill_run
 from geomlat.studies.spec import read_spec_file
-from geomlat.studies.tables import csv_text, markdown_table
+from geomlat.studies.tables import csv_text, markdown_table, paired_rows, paired_text
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -202,6 +203,15 @@ def test_study_outputs_and_table_values(tiny_study):
             # relative size: small_cnn(4) / small_cnn(8) parameters, counted independently
             n = lambda w: sum(p.numel() for p in build_model("small_cnn", width=w).parameters())
             assert float(row["relative_size"]) == pytest.approx(n(4) / n(8))
+    # paired differences vs the baseline student, same seed: scipy's paired t-test and t interval
+    paired = {r["method"]: r for r in _rows(res / "paired.csv")}
+    assert set(paired) == {r["method"] for r in table} - {"teacher", "baseline"}
+    by_seed = {(r["method"], int(r["seed"])): float(r["test_error"]) for r in runs}
+    for m, row in paired.items():
+        d = np.array([by_seed[(m, s)] - by_seed[("baseline", s)] for s in (0, 1)])
+        assert float(row["mean"]) == pytest.approx(d.mean())
+        if d.std() > 0:
+            assert float(row["p"]) == pytest.approx(stats.ttest_rel(d, np.zeros(2)).pvalue)
     md = (res / "table.md").read_text()
     assert "| Method |" in md and "| baseline |" in md and "| gkd_inter |" in md  # labels default to the names
     assert "Gain vs baseline" in md
@@ -347,6 +357,32 @@ def test_median_std_and_tables():
     assert md.splitlines() == ["| Method | Error (%) | Gain |", "|:---|---:|---:|", "| a\\|b | 1.23 | -0.4 |", "| c | – | +1.0 |"]
     text = csv_text(rows, ["m", "e", "g"])
     assert text.splitlines() == ["m,e,g", "a|b,0.0123,-0.004", "c,,0.01"]
+
+
+def test_paired_rows_match_scipy_and_pair_by_seed_and_group():
+    gen = np.random.default_rng(0)
+    per_run, truth = [], {}
+    for seed in range(7):
+        for c in ("knn", "ncm"):
+            base = float(gen.uniform(0.05, 0.1))
+            shift = {"knn": -0.02, "ncm": 0.0}[c] + float(gen.normal(0, 0.004))
+            per_run += [{"method": "base", "seed": seed, "classifier": c, "err": base},
+                        {"method": "new", "seed": seed, "classifier": c, "err": base + shift}]
+            truth.setdefault(c, []).append(shift)
+    per_run = per_run[::-1]                                  # order of the records does not matter
+    per_run.append({"method": "new", "seed": 99, "classifier": "knn", "err": 0.5})   # no baseline on seed 99: unpaired
+    per_run.append({"method": "new", "seed": 98, "classifier": "ncm", "err": float("nan")})
+    rows = paired_rows(per_run, ["err"], {"new": "base", "base": "base"}, group=["classifier"])
+    assert {r["classifier"] for r in rows} == {"knn", "ncm"} and all(r["method"] == "new" for r in rows)
+    for r in rows:
+        d = np.array(truth[r["classifier"]])
+        assert r["n"] == 7 and r["mean"] == pytest.approx(d.mean())
+        half = stats.t.ppf(0.975, 6) * d.std(ddof=1) / np.sqrt(7)
+        assert (r["lo"], r["hi"]) == (pytest.approx(d.mean() - half), pytest.approx(d.mean() + half))
+        assert r["p"] == pytest.approx(stats.ttest_rel(d, np.zeros(7)).pvalue)
+        assert r["reading"] == ("lower" if r["hi"] < 0 else "higher" if r["lo"] > 0 else "not resolved")
+    assert next(r for r in rows if r["classifier"] == "knn")["reading"] == "lower"
+    assert paired_text({"mean": -0.012, "lo": -0.02, "hi": -0.004}) == "-1.20 [-2.00, -0.40]"
 
 
 def test_gkd_toml_is_valid_toml_with_both_profiles():

@@ -20,7 +20,7 @@ from ...models import build_model
 from ..common import load_splits
 from ..processes import run_in_processes
 from ..runner import RunPlan, StudyContext
-from ..tables import Column, csv_text, median_std, write_table
+from ..tables import Column, csv_text, median_std, paired_rows, paired_text, write_paired_table, write_table
 from .figures import figures
 from .spec import make_objective
 
@@ -200,12 +200,19 @@ def analyze(spec, splits, teachers, students) -> list[dict[str, Any]]:
     return records
 
 
+def paired_vs_baseline(spec, per_run) -> list[dict[str, Any]]:
+    """Each student's test error minus the baseline student's of the same seed (``paired_rows``)."""
+    students = [r for r in per_run if r["method"] != "teacher"]
+    return paired_rows(students, ["test_error"], dict.fromkeys(spec["methods"], spec["baseline"]))
+
+
 def table_rows(spec, per_run, teachers, students) -> list[dict[str, Any]]:
     by_method: dict[str, list[dict]] = {}
     for r in per_run:
         by_method.setdefault(r["method"], []).append(r)
     t_params = np.median([r["params"] for r in by_method["teacher"]])
     base_median = median_std(r["test_error"] for r in by_method[spec["baseline"]])[0]
+    paired = {d["method"]: d for d in paired_vs_baseline(spec, per_run)}
     rows = []
     for method in ["teacher", *spec["methods"]]:
         runs = by_method[method]
@@ -217,6 +224,8 @@ def table_rows(spec, per_run, teachers, students) -> list[dict[str, Any]]:
             "test_error_median": med,
             "test_error_std": std,
             "gain_vs_baseline": None if method == "teacher" else base_median - med,
+            "paired_vs_baseline": paired_text(paired.get(method)),
+            **{f"paired_{k}": paired[method][k] if method in paired else None for k in ("mean", "lo", "hi", "p")},
             "params": int(np.median([r["params"] for r in runs])),
             "relative_size": float(np.median([r["params"] for r in runs]) / t_params),
             "agreement_median": agree,
@@ -229,6 +238,7 @@ def write_tables(spec, ctx, rows, per_run, analysis) -> list[Path]:
     cols = [Column("label", "Method"), Column("test_error_median", "Test error (%) median", ".2f", 100),
             Column("test_error_std", "std", ".2f", 100),
             Column("gain_vs_baseline", "Gain vs baseline (points)", ".2f", 100, signed=True),
+            Column("paired_vs_baseline", "Paired error difference vs baseline (points) [95% CI]"),
             Column("params", "Params"), Column("relative_size", "Relative size", ".3f"),
             Column("agreement_median", "Agreement with teacher (%)", ".1f", 100), Column("seeds", "Seeds")]
     t, s, d = spec["teacher"], spec["student"], spec["data"]
@@ -240,13 +250,21 @@ def write_tables(spec, ctx, rows, per_run, analysis) -> list[Path]:
         "Test error: median and sample std (ddof=1) over seeds. Gain: baseline median minus method median, in "
         "error points (positive = better than the baseline student). Relative size: student parameters / "
         "teacher parameters (FitNet's projection is discarded after training and not counted). Agreement: "
-        "fraction of test samples on which the student's predicted class equals its teacher's (median over seeds)."
+        "fraction of test samples on which the student's predicted class equals its teacher's (median over seeds). "
+        "Paired error difference: the method's test error minus the baseline student's on the same seed, mean over "
+        "seeds with its 95% Student-t interval (negative = fewer errors; results/NAME/paired.md: p-values and "
+        "readings)."
     )
     md, csv = ctx.results_dir / "table.md", ctx.results_dir / "table.csv"
     write_table(rows, cols, md, csv, title=f"{spec['name']}: knowledge distillation ({spec['profile']} profile)", notes=notes,
-                csv_keys=["method", "label", "test_error_median", "test_error_std", "gain_vs_baseline", "params",
+                csv_keys=["method", "label", "test_error_median", "test_error_std", "gain_vs_baseline", "paired_mean",
+                          "paired_lo", "paired_hi", "paired_p", "params",
                           "relative_size", "agreement_median", "seeds"])
+    labels = {m: spec["methods"][m]["label"] for m in spec["methods"]}
+    paired_md, paired_csv = ctx.results_dir / "paired.md", ctx.results_dir / "paired.csv"
+    write_paired_table(paired_vs_baseline(spec, per_run), labels, {"test_error": ("Test error (points)", 100.0, ".2f")}, paired_md, paired_csv,
+                       title=f"{spec['name']}: each student vs the baseline student, paired by seed ({spec['profile']} profile)")
     runs_csv, analysis_csv = ctx.results_dir / "runs.csv", ctx.results_dir / "analysis.csv"
     atomic_write_text(runs_csv, csv_text(per_run, ["run", "method", "seed", "test_error", "agreement", "params", "seconds"]))
     atomic_write_text(analysis_csv, csv_text(analysis, ["analysis", "method", "seed", "block", "layer", "value"]))
-    return [md, csv, runs_csv, analysis_csv]
+    return [md, csv, paired_md, paired_csv, runs_csv, analysis_csv]

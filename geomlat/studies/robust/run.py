@@ -13,7 +13,7 @@ from ...robustness import ParsevalRetraction, fgsm, pgd
 from ..common import (STORAGE_VERSION, build, corrupted_sets, corruption_notes, load_splits, mce_pair, seconds_per_epoch,
                       subset)
 from ..runner import RunPlan, StudyContext
-from ..tables import Column, csv_text, median_std, write_table
+from ..tables import Column, csv_text, median_std, paired_rows, paired_text, write_paired_table, write_table
 from .figures import severity_figure
 from .spec import make_objective
 
@@ -119,6 +119,16 @@ def evaluate_run(spec, ctx, run_dir: Path, objective, splits, x_att, y_att, x_co
     return out
 
 
+def error_keys(spec) -> list[str]:
+    """The per-run error metrics: clean, FGSM (SNR budget, then each eps), PGD, mCE."""
+    return ["clean", "fgsm_snr"] + [f"fgsm_{e}" for e in map(str, spec["attacks"]["fgsm_eps"])] + ["pgd", "mce"]
+
+
+def paired_vs_baseline(spec, per_run) -> list[dict[str, Any]]:
+    """Every error of each method minus the baseline's of the same seed (``paired_rows``)."""
+    return paired_rows(per_run, error_keys(spec), dict.fromkeys(spec["methods"], spec["baseline"]))
+
+
 def table_rows(spec, results) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     base, seeds = spec["baseline"], spec["seeds"]
     per_run, rows = [], []
@@ -131,12 +141,16 @@ def table_rows(spec, results) -> tuple[list[dict[str, Any]], list[dict[str, Any]
         for e, v in r["fgsm_eps"].items():
             line[f"fgsm_{e}"] = v
         per_run.append(line)
-    keys = ["clean", "fgsm_snr"] + [f"fgsm_{e}" for e in map(str, spec["attacks"]["fgsm_eps"])] + ["pgd", "mce", "rel_mce", "seconds_per_epoch", "time_ratio"]
+    keys = error_keys(spec) + ["rel_mce", "seconds_per_epoch", "time_ratio"]
     for name, method in spec["methods"].items():
         row: dict[str, Any] = {"method": name, "label": method["label"], "n": len(seeds)}
         for k in keys:
             row[k], row[f"{k}_std"], _ = median_std(line[k] for line in per_run if line["method"] == name)
         rows.append(row)
+    paired = {(d["method"], d["metric"]): d for d in paired_vs_baseline(spec, per_run)}
+    for row in rows:
+        for k in ("clean", "pgd"):
+            row[f"paired_{k}"] = paired_text(paired.get((row["method"], k)))
     return rows, per_run
 
 
@@ -150,6 +164,8 @@ def write_tables(spec, ctx, rows, per_run) -> list[Path]:
     cols += pm("pgd", f"PGD-{att['pgd_steps']} eps={att['pgd_eps']:.3g} (%)")
     cols += pm("mce", "mCE", ".1f", 1.0) + pm("rel_mce", "Relative mCE", ".1f", 1.0)
     cols += [Column("seconds_per_epoch", "s / epoch", ".2f"), Column("time_ratio", "Time / epoch (x baseline)", ".2f")]
+    cols += [Column("paired_clean", "Paired clean error difference (points) [95% CI]"),
+             Column("paired_pgd", "Paired PGD error difference (points) [95% CI]")]
     dropped = sorted({c for line in per_run for c in line["rel_dropped"]})
     cor = spec["corruptions"]
     n_seeds = len(spec["seeds"])
@@ -166,10 +182,20 @@ def write_tables(spec, ctx, rows, per_run) -> list[Path]:
         notes += ("Left out of the relative mCE where they do not raise the baseline's error (undefined ratio): "
                   + ", ".join(f"`{c}`" for c in dropped) + ". ")
     notes += corruption_notes(cor["names"])
+    notes += (" Paired differences: the method's error minus the baseline's of the same seed, mean over seeds with its "
+              "95% Student-t interval (negative = fewer errors); paired.md gives every attack and the mCE with p-values "
+              "and readings.")
     md, csv = ctx.results_dir / "table.md", ctx.results_dir / "table.csv"
-    keys = ["method", "label", "n"] + [k for c in cols[1:] for k in [c.key]]
+    keys = ["method", "label", "n"] + [c.key for c in cols[1:] if not c.key.startswith("paired_")]
     write_table(rows, cols, md, csv, title=f"Robustness ({ctx.profile} profile)", notes=notes, csv_keys=keys)
+    titles = {c.key: c.title.replace(" (%)", "") for c in cols}
+    metric_fmt = {k: (titles[k] + ("" if k == "mce" else " (points)"), 1.0 if k == "mce" else 100.0, ".1f" if k == "mce" else ".2f")
+                  for k in error_keys(spec)}
+    paired_md, paired_csv = ctx.results_dir / "paired.md", ctx.results_dir / "paired.csv"
+    write_paired_table(paired_vs_baseline(spec, per_run), {m: spec["methods"][m]["label"] for m in spec["methods"]},
+                       metric_fmt, paired_md, paired_csv,
+                       title=f"Each method vs the baseline, paired by seed ({ctx.profile} profile)")
     runs_csv = ctx.results_dir / "runs.csv"
     run_keys = sorted({k for line in per_run for k in line} - {"rel_dropped"}, key=lambda k: (k not in ("method", "seed"), k))
     atomic_write_text(runs_csv, csv_text(per_run, run_keys))
-    return [md, csv, runs_csv]
+    return [md, csv, paired_md, paired_csv, runs_csv]
