@@ -49,10 +49,12 @@ from geomlat.analysis.comparison import layer_similarity
 from geomlat.analysis.layerwise import layer_label_variation
 from geomlat.data.text import topic_sentences
 from geomlat.engine import TrainConfig, train
+from geomlat.io import atomic_write_text
 from geomlat.losses import GKD, HintonKD
 from geomlat.nnk import nnk_layer_errors
 from geomlat.objectives import Distiller, Supervised
 from geomlat.sequences import sample_vectors
+from geomlat.studies.machine import write_machine_info
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -447,7 +449,8 @@ def main(argv: list[str] | None = None) -> dict:
     seconds = time.perf_counter() - start
     table = args.out / "results" / "pretrained-minilm" / "minilm.md"
     table.parent.mkdir(parents=True, exist_ok=True)
-    table.write_text(markdown(geo, dist, settings, seconds), encoding="utf-8")
+    atomic_write_text(table, markdown(geo, dist, settings, seconds))
+    write_machine_info(table.parent)   # CPU model, threads, BLAS and versions behind these numbers
     png = figure(geo, dist, args.out / "figures" / "pretrained-minilm" / "minilm.png")
     print(table.read_text(encoding="utf-8"))
     print(f"wrote {table} and {png} in {seconds:.0f} s")

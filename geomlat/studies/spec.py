@@ -183,6 +183,23 @@ class Fields:
             raise SpecError(self.sub(unknown[0]), f"unknown field; valid fields here: {sorted(self.used)}")
 
 
+def comparisons(fields: Fields, methods: Mapping[str, Any]) -> list[list[str]]:
+    """The spec's optional ``comparisons = [["method", "reference"], ...]``: pairs of declared methods whose
+    paired differences over seeds the study reports beside each method's against the baseline
+    (``results/NAME/paired.md``), e.g. ``["gkd", "hinton"]`` or ``["parseval_reg", "parseval"]``."""
+    pairs = fields.list("comparisons", [], item=list)
+    for i, pair in enumerate(pairs):
+        where = f"{fields.sub('comparisons')}[{i}]"
+        if len(pair) != 2 or not all(isinstance(m, str) for m in pair):
+            raise SpecError(where, f"expected [method, reference] (two method names), got {pair!r}")
+        for m in pair:
+            if m not in methods:
+                raise SpecError(where, f"unknown method {m!r}; declared methods: {sorted(methods)}")
+        if pair[0] == pair[1]:
+            raise SpecError(where, f"a method is not compared with itself ({pair[0]!r})")
+    return [list(p) for p in pairs]
+
+
 def train_values(table: Any, path: str) -> dict[str, Any]:
     """The TrainConfig fields of a spec's ``train`` table, each type-checked with its dotted path in errors
     (:data:`geomlat.engine.config.TRAIN_FIELDS`, read from TrainConfig's fields; no torch). ``seed`` is refused (it comes from the

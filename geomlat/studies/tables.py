@@ -33,7 +33,7 @@ PAIRED_NOTE = (
     "the readings of the README and the study pages claim no more than this column.")
 
 
-def paired_rows(per_run: Sequence[Mapping[str, Any]], metrics: Sequence[str], reference: Mapping[str, str | None],
+def paired_rows(per_run: Sequence[Mapping[str, Any]], metrics: Sequence[str], pairs: Iterable[Sequence[str]],
                 *, group: Sequence[str] = (), level: float = 0.95) -> list[dict[str, Any]]:
     """Each method's paired difference to its reference method over seeds, per metric, with a Student-t CI.
 
@@ -41,8 +41,8 @@ def paired_rows(per_run: Sequence[Mapping[str, Any]], metrics: Sequence[str], re
         per_run: one dict per (method, seed[, group keys]) with the keys ``"method"``, ``"seed"``, ``group`` and
             ``metrics`` (numbers; None or NaN entries are skipped pairwise).
         metrics: the keys to compare (e.g. ``["test_error"]``).
-        reference: method -> the method it is compared with (None: not compared; a method is never compared
-            with itself).
+        pairs: ``(method, reference)`` pairs, in the order of the output (a method is never compared with itself;
+            a pair repeated is reported once).
         group: keys that must match besides the seed (e.g. ``["classifier"]``).
 
     Returns:
@@ -54,19 +54,19 @@ def paired_rows(per_run: Sequence[Mapping[str, Any]], metrics: Sequence[str], re
     from ..analysis.statistics import paired_difference
 
     index = {(r["method"], r["seed"], *(r[g] for g in group)): r for r in per_run}
+    groups = list(dict.fromkeys(k[2:] for k in index))
     out = []
-    for (method, _, *gvals) in dict.fromkeys((k[0], None, *k[2:]) for k in index):
-        ref = reference.get(method)
-        if ref is None or ref == method:
-            continue
+    compared = [(m, r, g) for m, r in dict.fromkeys(tuple(p) for p in pairs) if m != r for g in groups]
+    for method, ref, gvals in compared:
         for metric in metrics:
-            pairs = [(r[metric], index[(ref, r["seed"], *gvals)][metric]) for r in per_run
-                     if r["method"] == method and [r[g] for g in group] == gvals
-                     and (ref, r["seed"], *gvals) in index]
-            pairs = [(a, b) for a, b in pairs if _finite(a) and _finite(b)]
-            if len(pairs) < 2:
+            # (method's value, reference's value) on each seed both have, in this group
+            values = [(r[metric], index[(ref, r["seed"], *gvals)][metric]) for r in per_run
+                      if r["method"] == method and tuple(r[g] for g in group) == gvals
+                      and (ref, r["seed"], *gvals) in index]
+            values = [(a, b) for a, b in values if _finite(a) and _finite(b)]
+            if len(values) < 2:
                 continue
-            d = paired_difference([a for a, _ in pairs], [b for _, b in pairs], level=level, method="t")
+            d = paired_difference([a for a, _ in values], [b for _, b in values], level=level, method="t")
             reading = "lower" if d["hi"] < 0 else "higher" if d["lo"] > 0 else "not resolved"
             out.append({"method": method, "reference": ref, **dict(zip(group, gvals)), "metric": metric,
                         **{k: d[k] for k in ("n", "mean", "lo", "hi", "p")}, "reading": reading})

@@ -96,6 +96,10 @@ def with_change(path: str, value, delete: bool = False) -> dict:
         ("kind", "distil", False, "kind", "unknown value 'distil'"),
         ("methods.gkd.color", "red", False, "methods.gkd.color", "unknown field"),
         ("methods.gkd.terms.task", {"loss": "gkd", "weight": 1.0}, False, "methods.gkd.terms.task", "reserved"),
+        ("comparisons", [["gkd", "hinton"], ["gkd", "kd"]], False, "comparisons[1]", "unknown method 'kd'"),
+        ("comparisons", [["gkd"]], False, "comparisons[0]", "expected [method, reference]"),
+        ("comparisons", [["gkd", "gkd"]], False, "comparisons[0]", "not compared with itself"),
+        ("comparisons", "gkd", False, "comparisons", "expected an array"),
         ("teacher.per_seed", True, False, "teacher.per_seed", None),  # valid: checked below
     ],
 )
@@ -372,7 +376,7 @@ def test_paired_rows_match_scipy_and_pair_by_seed_and_group():
     per_run = per_run[::-1]                                  # order of the records does not matter
     per_run.append({"method": "new", "seed": 99, "classifier": "knn", "err": 0.5})   # no baseline on seed 99: unpaired
     per_run.append({"method": "new", "seed": 98, "classifier": "ncm", "err": float("nan")})
-    rows = paired_rows(per_run, ["err"], {"new": "base", "base": "base"}, group=["classifier"])
+    rows = paired_rows(per_run, ["err"], [("new", "base"), ("base", "base"), ["new", "base"]], group=["classifier"])
     assert {r["classifier"] for r in rows} == {"knn", "ncm"} and all(r["method"] == "new" for r in rows)
     for r in rows:
         d = np.array(truth[r["classifier"]])

@@ -200,10 +200,12 @@ def analyze(spec, splits, teachers, students) -> list[dict[str, Any]]:
     return records
 
 
-def paired_vs_baseline(spec, per_run) -> list[dict[str, Any]]:
-    """Each student's test error minus the baseline student's of the same seed (``paired_rows``)."""
+def paired_comparisons(spec, per_run) -> list[dict[str, Any]]:
+    """Each student's test error minus the baseline student's of the same seed, then the spec's extra
+    ``comparisons`` (``paired_rows``)."""
     students = [r for r in per_run if r["method"] != "teacher"]
-    return paired_rows(students, ["test_error"], dict.fromkeys(spec["methods"], spec["baseline"]))
+    pairs = [(m, spec["baseline"]) for m in spec["methods"]] + spec["comparisons"]
+    return paired_rows(students, ["test_error"], pairs)
 
 
 def table_rows(spec, per_run, teachers, students) -> list[dict[str, Any]]:
@@ -212,7 +214,7 @@ def table_rows(spec, per_run, teachers, students) -> list[dict[str, Any]]:
         by_method.setdefault(r["method"], []).append(r)
     t_params = np.median([r["params"] for r in by_method["teacher"]])
     base_median = median_std(r["test_error"] for r in by_method[spec["baseline"]])[0]
-    paired = {d["method"]: d for d in paired_vs_baseline(spec, per_run)}
+    paired = {d["method"]: d for d in paired_comparisons(spec, per_run) if d["reference"] == spec["baseline"]}
     rows = []
     for method in ["teacher", *spec["methods"]]:
         runs = by_method[method]
@@ -262,8 +264,9 @@ def write_tables(spec, ctx, rows, per_run, analysis) -> list[Path]:
                           "relative_size", "agreement_median", "seeds"])
     labels = {m: spec["methods"][m]["label"] for m in spec["methods"]}
     paired_md, paired_csv = ctx.results_dir / "paired.md", ctx.results_dir / "paired.csv"
-    write_paired_table(paired_vs_baseline(spec, per_run), labels, {"test_error": ("Test error (points)", 100.0, ".2f")}, paired_md, paired_csv,
-                       title=f"{spec['name']}: each student vs the baseline student, paired by seed ({spec['profile']} profile)")
+    write_paired_table(paired_comparisons(spec, per_run), labels, {"test_error": ("Test error (points)", 100.0, ".2f")}, paired_md, paired_csv,
+                       title=f"{spec['name']}: each student vs the baseline student and the spec's comparisons, paired by seed "
+                             f"({spec['profile']} profile)")
     runs_csv, analysis_csv = ctx.results_dir / "runs.csv", ctx.results_dir / "analysis.csv"
     atomic_write_text(runs_csv, csv_text(per_run, ["run", "method", "seed", "test_error", "agreement", "params", "seconds"]))
     atomic_write_text(analysis_csv, csv_text(analysis, ["analysis", "method", "seed", "block", "layer", "value"]))

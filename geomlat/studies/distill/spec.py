@@ -13,7 +13,7 @@ from ...objectives import Distiller, Supervised
 from ...losses.registry import DISTILL_CONSUMES
 from ...models import MODELS
 from ..common import build, data_fields, train_config_from_fields
-from ..spec import Fields, SpecError
+from ..spec import Fields, SpecError, comparisons
 
 __all__ = ["distill_losses", "build_term", "make_objective", "validate"]
 
@@ -148,7 +148,7 @@ def validate(spec: dict[str, Any], fields: Fields) -> dict[str, Any]:
     af.finish()
 
     out = {"data": data, "teacher": teacher, "student": student, "pairs": pairs, "methods": methods,
-           "baseline": baseline, "analysis": analysis}
+           "baseline": baseline, "comparisons": comparisons(fields, methods), "analysis": analysis}
     dry_run(out, t_model, s_model)
     return out
 

@@ -144,7 +144,7 @@ def evaluate_run(spec, ctx, run_dir: Path, name: str, objective, splits, x_cor, 
     return result
 
 
-def references(spec) -> dict[str, str | None]:
+def references(spec) -> dict[str, str]:
     """Each method's reference for paired differences: the cross-entropy method with the same output width (the
     same network and head), else the study's baseline; the references themselves against the baseline."""
     methods = spec["methods"]
@@ -153,9 +153,11 @@ def references(spec) -> dict[str, str | None]:
     return {name: (spec["baseline"] if ref == name else ref) for name, ref in refs.items()}
 
 
-def paired_vs_reference(spec, per_run) -> list[dict[str, Any]]:
-    """Clean error and mCE of each method minus its reference's, same seed and classifier (``paired_rows``)."""
-    return paired_rows(per_run, ["clean", "mce"], references(spec), group=["classifier"])
+def paired_comparisons(spec, per_run) -> list[dict[str, Any]]:
+    """Clean error and mCE of each method minus its reference's, same seed and classifier, then the spec's extra
+    ``comparisons`` (``paired_rows``)."""
+    pairs = list(references(spec).items()) + spec["comparisons"]
+    return paired_rows(per_run, ["clean", "mce"], pairs, group=["classifier"])
 
 
 def table_rows(spec, results):
@@ -180,7 +182,9 @@ def table_rows(spec, results):
             for k in ("clean", "mce", "rel_mce"):
                 row[k], row[f"{k}_std"], _ = median_std(line[k] for line in lines)
             rows.append(row)
-    paired = {(d["method"], d["classifier"]): d for d in paired_vs_reference(spec, per_run) if d["metric"] == "clean"}
+    refs = references(spec)
+    paired = {(d["method"], d["classifier"]): d for d in paired_comparisons(spec, per_run)
+              if d["metric"] == "clean" and d["reference"] == refs[d["method"]]}
     for row in rows:
         d = paired.get((row["method"], row["classifier"]))
         row["paired_clean"] = paired_text(d)
@@ -217,7 +221,7 @@ def write_tables(spec, ctx, rows, per_run) -> list[Path]:
             "rel_mce_std", "paired_reference", "paired_clean_mean", "paired_clean_lo", "paired_clean_hi", "paired_clean_p"]
     write_table(rows, cols, md, csv, title=f"Cross-entropy vs label variation ({ctx.profile} profile)", notes=notes, csv_keys=keys)
     paired_md, paired_csv = ctx.results_dir / "paired.md", ctx.results_dir / "paired.csv"
-    write_paired_table(paired_vs_reference(spec, per_run), {m: spec["methods"][m]["label"] for m in spec["methods"]},
+    write_paired_table(paired_comparisons(spec, per_run), {m: spec["methods"][m]["label"] for m in spec["methods"]},
                        {"clean": ("Clean error (points)", 100.0, ".2f"), "mce": ("mCE", 1.0, ".1f")}, paired_md, paired_csv,
                        title=f"Each objective vs its cross-entropy reference, paired by seed ({ctx.profile} profile)",
                        group=[("classifier", "Classifier")])

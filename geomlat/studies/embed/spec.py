@@ -9,7 +9,7 @@ from torch import nn
 from ...losses.embedding import LabelVariationLoss
 from ...objectives import BottleneckCrossEntropy, LabelVariationObjective, Supervised
 from ..common import IMAGE_SHAPES, build, corruption_fields, image_data_fields, model_fields, train_config_from_fields
-from ..spec import Fields, SpecError
+from ..spec import Fields, SpecError, comparisons
 
 __all__ = ["LOSSES", "CLASSIFIERS", "make_objective", "validate"]
 
@@ -82,4 +82,5 @@ def validate(spec: dict[str, Any], fields: Fields) -> dict[str, Any]:
     figure["epochs"] = sorted(set(epochs))
     ff.finish()
     return {"data": data, "model": model, "methods": methods, "classifiers": classifiers, "knn_k": knn_k,
-            "baseline": baseline, "figure": figure, "corruptions": corruption_fields(fields)}
+            "baseline": baseline, "comparisons": comparisons(fields, methods), "figure": figure,
+            "corruptions": corruption_fields(fields)}

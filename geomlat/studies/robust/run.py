@@ -124,9 +124,11 @@ def error_keys(spec) -> list[str]:
     return ["clean", "fgsm_snr"] + [f"fgsm_{e}" for e in map(str, spec["attacks"]["fgsm_eps"])] + ["pgd", "mce"]
 
 
-def paired_vs_baseline(spec, per_run) -> list[dict[str, Any]]:
-    """Every error of each method minus the baseline's of the same seed (``paired_rows``)."""
-    return paired_rows(per_run, error_keys(spec), dict.fromkeys(spec["methods"], spec["baseline"]))
+def paired_comparisons(spec, per_run) -> list[dict[str, Any]]:
+    """Every error of each method minus the baseline's of the same seed, then the spec's extra
+    ``comparisons`` (``paired_rows``)."""
+    pairs = [(m, spec["baseline"]) for m in spec["methods"]] + spec["comparisons"]
+    return paired_rows(per_run, error_keys(spec), pairs)
 
 
 def table_rows(spec, results) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
@@ -147,7 +149,7 @@ def table_rows(spec, results) -> tuple[list[dict[str, Any]], list[dict[str, Any]
         for k in keys:
             row[k], row[f"{k}_std"], _ = median_std(line[k] for line in per_run if line["method"] == name)
         rows.append(row)
-    paired = {(d["method"], d["metric"]): d for d in paired_vs_baseline(spec, per_run)}
+    paired = {(d["method"], d["metric"]): d for d in paired_comparisons(spec, per_run) if d["reference"] == base}
     for row in rows:
         for k in ("clean", "pgd"):
             row[f"paired_{k}"] = paired_text(paired.get((row["method"], k)))
@@ -192,9 +194,9 @@ def write_tables(spec, ctx, rows, per_run) -> list[Path]:
     metric_fmt = {k: (titles[k] + ("" if k == "mce" else " (points)"), 1.0 if k == "mce" else 100.0, ".1f" if k == "mce" else ".2f")
                   for k in error_keys(spec)}
     paired_md, paired_csv = ctx.results_dir / "paired.md", ctx.results_dir / "paired.csv"
-    write_paired_table(paired_vs_baseline(spec, per_run), {m: spec["methods"][m]["label"] for m in spec["methods"]},
+    write_paired_table(paired_comparisons(spec, per_run), {m: spec["methods"][m]["label"] for m in spec["methods"]},
                        metric_fmt, paired_md, paired_csv,
-                       title=f"Each method vs the baseline, paired by seed ({ctx.profile} profile)")
+                       title=f"Each method vs the baseline and the spec's comparisons, paired by seed ({ctx.profile} profile)")
     runs_csv = ctx.results_dir / "runs.csv"
     run_keys = sorted({k for line in per_run for k in line} - {"rel_dropped"}, key=lambda k: (k not in ("method", "seed"), k))
     atomic_write_text(runs_csv, csv_text(per_run, run_keys))

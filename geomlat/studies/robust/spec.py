@@ -10,7 +10,7 @@ from ...objectives import PGDTraining, SmoothnessObjective, Supervised
 from ...losses.regularizers import SmoothnessRegularizer
 from ...robustness import ParsevalRetraction
 from ..common import IMAGE_SHAPES, build, corruption_fields, image_data_fields, model_fields, num_list, train_config_from_fields
-from ..spec import Fields, SpecError
+from ..spec import Fields, SpecError, comparisons
 
 __all__ = ["OBJECTIVES", "make_objective", "validate"]
 
@@ -92,5 +92,5 @@ def validate(spec: dict[str, Any], fields: Fields) -> dict[str, Any]:
                "pgd_eps": af.number("pgd_eps", 8 / 255, minimum=0.0), "pgd_alpha": af.number("pgd_alpha", 2 / 255, minimum=1e-12),
                "pgd_steps": af.int("pgd_steps", 10, minimum=1), "batch_size": af.int("batch_size", 256, minimum=1)}
     af.finish()
-    return {"data": data, "model": model, "methods": methods, "baseline": baseline, "attacks": attacks,
-            "corruptions": corruption_fields(fields)}
+    return {"data": data, "model": model, "methods": methods, "baseline": baseline,
+            "comparisons": comparisons(fields, methods), "attacks": attacks, "corruptions": corruption_fields(fields)}

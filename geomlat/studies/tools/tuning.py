@@ -188,6 +188,7 @@ def _load(raw_spec, profile, tune, methods, seeds):
     """The study spec with ``methods`` replaced and the validation split held out (validated)."""
     spec = apply_profile(raw_spec, profile)
     spec.pop("tune", None)
+    spec.pop("comparisons", None)  # they name the study's methods; the tuning spec has the grid's settings instead
     spec["methods"] = methods
     data = dict(spec.get("data", {}))
     data["options"] = {**dict(data.get("options", {})), "val_size": tune["val_size"]}
@@ -294,6 +295,9 @@ def run_tuning(name: str | Path, profile: str = "quick", out_root: str | Path = 
             rows.extend(method_rows)
     chosen = {r["method"]: json.loads(r["params"]) for r in rows if r["chosen"]}
     paths = _write(tune, spec, rows, chosen, results_dir, metrics, profile)
+    from ..machine import write_machine_info
+
+    paths.append(write_machine_info(results_dir))  # the CPU, threads, BLAS and versions behind the grid
     paths.append(_figure(study_kind, tune, spec, rows, figures_dir))
     seconds, cpu = time.perf_counter() - start, time.process_time() - cpu_start
     log(f"[{study}/{profile}] done in {seconds:.0f} s wall, {cpu:.0f} s CPU; chosen: {chosen}")
@@ -322,9 +326,13 @@ def _write(tune, spec, rows, chosen, results_dir: Path, metrics, profile) -> lis
         cols += [Column(m, title, fmt, scale), Column(f"{m}_std", "±", fmt, scale)]
     cols.append(Column("seconds", "train s", ".0f"))
     shown = [{**r, "chosen_mark": "**yes**" if r["chosen"] else ""} for r in rows]
-    rule = (f"lowest mean validation `{tune['select']}` error over seeds {tune['seeds']}; settings within "
-            f"{tune['tolerance']:g} points of a method's best are ties, broken by "
-            + (f"the lowest validation `{tune['tiebreak']}` error" if tune["tiebreak"] != NONE else "grid order"))
+    if tune["tiebreak"] != NONE:
+        rule = (f"lowest mean validation `{tune['select']}` error over seeds {tune['seeds']}; settings within "
+                f"{tune['tolerance']:g} points of a method's best are ties, broken by the lowest validation "
+                f"`{tune['tiebreak']}` error (then the lowest `{tune['select']}` error, then grid order)")
+    else:  # select_setting: without a tiebreak the lowest score among the ties is the lowest score
+        rule = (f"lowest mean validation `{tune['select']}` error over seeds {tune['seeds']} (grid order on equal "
+                "errors)")
     notes = (f"Validation split: {tune['val_size']} samples held out of the {spec['data']['name']} training set "
              f"(class-balanced); every setting trained on the rest with the study's recipe "
              f"({spec['model']['model']} {spec['model']['kwargs']}). Mean ± std over the tuning seeds. Rule: {rule}. "
