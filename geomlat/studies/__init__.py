@@ -17,8 +17,8 @@ from .._lazy import lazy_dir, lazy_getattr
 _LAZY = {
     **dict.fromkeys(["STUDY_KINDS", "RunPlan", "StudyContext", "StudyKind", "load_spec", "load_study_kind",
                      "register_study_kind", "run_study"], ".runner"),
-    **dict.fromkeys(["Fields", "SpecError", "deep_merge"], ".spec"),
-    **dict.fromkeys(["Column", "median_std", "write_table"], ".tables"),
+    **dict.fromkeys(["Fields", "SpecError", "comparisons", "deep_merge"], ".spec"),
+    **dict.fromkeys(["Column", "median_std", "paired_rows", "write_paired_table", "write_table"], ".tables"),
     **dict.fromkeys(["new_figure", "save_figure"], ".figures"),
 }
 
@@ -35,13 +35,16 @@ __all__ = [
     "SpecError",
     "StudyContext",
     "StudyKind",
+    "comparisons",
     "deep_merge",
     "load_spec",
     "load_study_kind",
     "median_std",
     "new_figure",
+    "paired_rows",
     "register_study_kind",
     "run_study",
     "save_figure",
+    "write_paired_table",
     "write_table",
 ]
