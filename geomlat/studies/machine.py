@@ -36,7 +36,8 @@ def blas_info() -> list[dict]:
     from threadpoolctl import threadpool_info
 
     keys = ("user_api", "internal_api", "version", "num_threads")
-    return [{k: lib.get(k) for k in keys} for lib in threadpool_info()]
+    libs = [{k: lib.get(k) for k in keys} for lib in threadpool_info()]
+    return sorted(libs, key=lambda lib: tuple(str(lib.get(k)) for k in keys))   # load order varies between runs
 
 
 def machine_info() -> dict:

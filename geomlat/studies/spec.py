@@ -20,7 +20,7 @@ else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
 __all__ = ["SpecError", "Fields", "deep_merge", "find_spec_file", "read_spec_file", "apply_profile", "STUDIES_DIRS",
-           "train_values", "check_train_tables"]
+           "train_values", "check_train_tables", "comparisons"]
 
 # where `load_spec("NAME")` looks for NAME.toml: ./studies, then the repository's studies/ folder
 STUDIES_DIRS = (Path("studies"), Path(__file__).resolve().parents[2] / "studies")

@@ -4,6 +4,7 @@ from __future__ import annotations
 import csv
 import io
 import math
+import numbers
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
@@ -12,7 +13,7 @@ import numpy as np
 
 from ..io import atomic_write_text
 
-__all__ = ["median_std", "paired_rows", "paired_text", "PAIRED_NOTE", "write_paired_table", "Column", "format_value",
+__all__ = ["median_std", "paired_rows", "paired_text", "holm", "PAIRED_NOTE", "write_paired_table", "Column", "format_value",
            "markdown_table", "csv_text", "write_table"]
 
 
@@ -27,10 +28,13 @@ def median_std(values: Iterable[float | None]) -> tuple[float, float, int]:
 
 PAIRED_NOTE = (
     "Paired difference: for each seed, the method's value minus its reference's value on the same seed (same "
-    "data, same initialization seed), averaged over the seeds both have; [lo, hi] is its 95% Student-t interval "
-    "(mean +- t_(n-1) sd / sqrt(n)) and p the two-sided paired t-test (`geomlat.analysis.paired_difference`, "
-    "method='t'). Reading: 'lower' or 'higher' only where the interval excludes 0, 'not resolved' otherwise; "
-    "the readings of the README and the study pages claim no more than this column.")
+    "data, same initialization seed), averaged over the seeds both have (negative = fewer errors); [lo, hi] is its "
+    "95% Student-t interval (mean +- t_(n-1) sd / sqrt(n)) and p the two-sided paired t-test "
+    "(`geomlat.analysis.paired_difference`, method='t'). Reading: 'lower' or 'higher' only where the interval "
+    "excludes 0, 'not resolved' otherwise; the readings of the README and the study pages claim no more than this "
+    "column. The intervals are per comparison: over the m comparisons of this table about 5% of the true-zero "
+    "differences would read as resolved by chance, so 'p (Holm)' adjusts the p-values for the whole table (Holm's "
+    "step-down correction, family-wise error 5%); a reading whose Holm p is above 0.05 is weak evidence.")
 
 
 def paired_rows(per_run: Sequence[Mapping[str, Any]], metrics: Sequence[str], pairs: Iterable[Sequence[str]],
@@ -39,7 +43,7 @@ def paired_rows(per_run: Sequence[Mapping[str, Any]], metrics: Sequence[str], pa
 
     Args:
         per_run: one dict per (method, seed[, group keys]) with the keys ``"method"``, ``"seed"``, ``group`` and
-            ``metrics`` (numbers; None or NaN entries are skipped pairwise).
+            ``metrics`` (real numbers; None or NaN entries are skipped pairwise).
         metrics: the keys to compare (e.g. ``["test_error"]``).
         pairs: ``(method, reference)`` pairs, in the order of the output (a method is never compared with itself;
             a pair repeated is reported once).
@@ -49,21 +53,37 @@ def paired_rows(per_run: Sequence[Mapping[str, Any]], metrics: Sequence[str], pa
         One dict per (method, group values, metric) with >= 2 paired seeds: ``method``, ``reference``, the group
         keys, ``metric``, ``n``, ``mean``, ``lo``, ``hi``, ``p`` (see
         :func:`geomlat.analysis.paired_difference`) and ``reading`` ('lower' / 'higher' when the interval
-        excludes 0, else 'not resolved').
+        excludes 0, else 'not resolved'). A (method, group) with fewer than 2 seeds shared with its reference has
+        no entry.
+
+    Raises:
+        ValueError: two records with the same (method, seed, group values), or a pair naming a method that has no
+            record.
     """
     from ..analysis.statistics import paired_difference
 
-    index = {(r["method"], r["seed"], *(r[g] for g in group)): r for r in per_run}
+    index: dict[tuple, Mapping[str, Any]] = {}
+    for r in per_run:
+        key = (r["method"], r["seed"], *(r[g] for g in group))
+        if key in index:
+            raise ValueError(f"two records for method {key[0]!r}, seed {key[1]!r}"
+                             + (f", {dict(zip(group, key[2:]))}" if group else "") + ": cannot pair them by seed")
+        index[key] = r
+    known = {k[0] for k in index}
+    pairs = list(dict.fromkeys(tuple(p) for p in pairs))
+    for pair in pairs:
+        for m in pair:
+            if m not in known:
+                raise ValueError(f"no record of method {m!r} (pair {list(pair)}); methods with records: {sorted(known)}")
     groups = list(dict.fromkeys(k[2:] for k in index))
     out = []
-    compared = [(m, r, g) for m, r in dict.fromkeys(tuple(p) for p in pairs) if m != r for g in groups]
-    for method, ref, gvals in compared:
+    for method, ref, gvals in [(m, r, g) for m, r in pairs if m != r for g in groups]:
         for metric in metrics:
             # (method's value, reference's value) on each seed both have, in this group
             values = [(r[metric], index[(ref, r["seed"], *gvals)][metric]) for r in per_run
                       if r["method"] == method and tuple(r[g] for g in group) == gvals
                       and (ref, r["seed"], *gvals) in index]
-            values = [(a, b) for a, b in values if _finite(a) and _finite(b)]
+            values = [(float(a), float(b)) for a, b in values if _finite(a) and _finite(b)]
             if len(values) < 2:
                 continue
             d = paired_difference([a for a, _ in values], [b for _, b in values], level=level, method="t")
@@ -74,15 +94,35 @@ def paired_rows(per_run: Sequence[Mapping[str, Any]], metrics: Sequence[str], pa
 
 
 def _finite(x: Any) -> bool:
-    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+    return isinstance(x, numbers.Real) and not isinstance(x, bool) and math.isfinite(x)
+
+
+def holm(p_values: Sequence[float]) -> list[float]:
+    """Holm's step-down adjusted p-values (family-wise error control): with the m p-values sorted ascending,
+    ``adj_(i) = max_{j <= i} min(1, (m - j + 1) p_(j))``, returned in the input order."""
+    p = np.asarray(p_values, dtype=float)
+    order = np.argsort(p, kind="stable")
+    m = p.size
+    scaled = np.minimum(1.0, (m - np.arange(m)) * p[order])
+    adjusted = np.empty(m)
+    adjusted[order] = np.maximum.accumulate(scaled) if m else scaled
+    return adjusted.tolist()
+
+
+def _signed(x: float, fmt: str) -> str:
+    text = format(x, "+" + fmt)
+    return "+" + text[1:] if text.startswith("-") and float(text) == 0 else text   # no "-0.00"
 
 
 def paired_text(d: Mapping[str, Any] | None, scale: float = 100.0, fmt: str = ".2f") -> str | None:
     """``"+1.20 [+0.40, +2.00]"``: a :func:`paired_rows` entry's mean and interval, scaled (100: points of %)."""
     if d is None:
         return None
-    return " ".join([format(d["mean"] * scale, "+" + fmt),
-                     f"[{format(d['lo'] * scale, '+' + fmt)}, {format(d['hi'] * scale, '+' + fmt)}]"])
+    return f"{_signed(d['mean'] * scale, fmt)} [{_signed(d['lo'] * scale, fmt)}, {_signed(d['hi'] * scale, fmt)}]"
+
+
+def _p_text(p: float) -> str:
+    return "<0.001" if p < 0.001 else f"{p:.3f}"
 
 
 @dataclass(frozen=True)
@@ -159,16 +199,22 @@ def write_table(
 
 def write_paired_table(rows: Sequence[Mapping[str, Any]], labels: Mapping[str, str],
                        metrics: Mapping[str, tuple[str, float, str]], md_path: str | Path, csv_path: str | Path,
-                       *, title: str, group: Sequence[tuple[str, str]] = (), notes: str = "") -> None:
-    """Write :func:`paired_rows` as ``paired.md`` / ``paired.csv``.
+                       *, title: str, group: Sequence[tuple[str, str]] = (), group_titles: Mapping[Any, str] = {},
+                       notes: str = "") -> None:
+    """Write :func:`paired_rows` as ``paired.md`` / ``paired.csv``, with Holm-adjusted p-values over the table.
 
     ``labels``: method -> display name; ``metrics``: metric key -> (title, scale, format) of its numbers in
-    Markdown (CSV keeps the raw values); ``group``: (key, title) of the group columns, in order."""
+    Markdown (CSV keeps the raw values); ``group``: (key, title) of the group columns, in order; ``group_titles``:
+    display names of group values in Markdown (e.g. ``{"knn": "k-NN"}``)."""
+    adjusted = holm([r["p"] for r in rows])
     shown = [{**r, "label": labels.get(r["method"], r["method"]), "ref_label": labels.get(r["reference"], r["reference"]),
-              "metric_title": metrics[r["metric"]][0],
-              "diff": paired_text(r, metrics[r["metric"]][1], metrics[r["metric"]][2])} for r in rows]
-    cols = ([Column("label", "Method"), Column("ref_label", "Compared with")] + [Column(k, t) for k, t in group]
+              **{f"{k}_title": group_titles.get(r[k], r[k]) for k, _ in group},
+              "metric_title": metrics[r["metric"]][0], "p_holm": p_holm, "p_text": _p_text(r["p"]),
+              "p_holm_text": _p_text(p_holm),
+              "diff": paired_text(r, metrics[r["metric"]][1], metrics[r["metric"]][2])} for r, p_holm in zip(rows, adjusted)]
+    cols = ([Column("label", "Method"), Column("ref_label", "Compared with")] + [Column(f"{k}_title", t) for k, t in group]
             + [Column("metric_title", "Metric"), Column("n", "Seeds"),
-               Column("diff", "Paired difference, mean [95% CI]"), Column("p", "p", ".3f"), Column("reading", "Reading")])
-    keys = ["method", "reference", *(k for k, _ in group), "metric", "n", "mean", "lo", "hi", "p", "reading"]
+               Column("diff", "Paired difference, mean [95% CI] (negative = fewer errors)"), Column("p_text", "p"),
+               Column("p_holm_text", "p (Holm)"), Column("reading", "Reading")])
+    keys = ["method", "reference", *(k for k, _ in group), "metric", "n", "mean", "lo", "hi", "p", "p_holm", "reading"]
     write_table(shown, cols, md_path, csv_path, title=title, notes=(notes + "\n\n" + PAIRED_NOTE).strip(), csv_keys=keys)

@@ -11,6 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from scipy import stats
 from PIL import Image
 
@@ -20,7 +22,7 @@ from geomlat.models import build_model
 from geomlat.studies import STUDY_KINDS, Column, SpecError, StudyKind, load_spec, median_std, register_study_kind, run_study
 from geomlat.studies.distill import run as distill_run
 from geomlat.studies.spec import read_spec_file
-from geomlat.studies.tables import csv_text, markdown_table, paired_rows, paired_text
+from geomlat.studies.tables import csv_text, holm, markdown_table, paired_rows, paired_text
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -218,7 +220,7 @@ def test_study_outputs_and_table_values(tiny_study):
             assert float(row["p"]) == pytest.approx(stats.ttest_rel(d, np.zeros(2)).pvalue)
     md = (res / "table.md").read_text()
     assert "| Method |" in md and "| baseline |" in md and "| gkd_inter |" in md  # labels default to the names
-    assert "Gain vs baseline" in md
+    assert "Paired error difference vs baseline" in md
 
 
 def test_study_records_match_checkpoints(tiny_study):
@@ -387,6 +389,28 @@ def test_paired_rows_match_scipy_and_pair_by_seed_and_group():
         assert r["reading"] == ("lower" if r["hi"] < 0 else "higher" if r["lo"] > 0 else "not resolved")
     assert next(r for r in rows if r["classifier"] == "knn")["reading"] == "lower"
     assert paired_text({"mean": -0.012, "lo": -0.02, "hi": -0.004}) == "-1.20 [-2.00, -0.40]"
+    assert paired_text({"mean": -1e-9, "lo": -0.01, "hi": 0.01}) == "+0.00 [-1.00, +1.00]"   # no "-0.00"
+    # numpy scalars pair like Python floats
+    as_numpy = [{**r, "err": np.float32(r["err"])} for r in per_run if r["seed"] < 90]
+    again = paired_rows(as_numpy, ["err"], [("new", "base")], group=["classifier"])
+    assert [r["n"] for r in again] == [7, 7] and again[0]["mean"] == pytest.approx(rows[0]["mean"], abs=1e-6)
+    with pytest.raises(ValueError, match=r"two records for method 'new', seed 6, \{'classifier': 'ncm'\}"):
+        paired_rows(per_run + [per_run[0]], ["err"], [("new", "base")], group=["classifier"])
+    with pytest.raises(ValueError, match="no record of method 'bsae'"):
+        paired_rows(per_run, ["err"], [("new", "bsae")], group=["classifier"])
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.floats(0, 1), min_size=1, max_size=12))
+def test_holm_matches_its_definition(p):
+    """Holm's adjusted p of the i-th smallest: max over j <= i of min(1, (m - j + 1) p_(j)) (1-based), any order."""
+    adjusted = holm(p)
+    order = sorted(range(len(p)), key=lambda i: p[i])
+    m = len(p)
+    for rank, i in enumerate(order):
+        expected = max(min(1.0, (m - j) * p[order[j]]) for j in range(rank + 1))
+        assert adjusted[i] == pytest.approx(expected)
+    assert all(a >= q for a, q in zip(adjusted, p))   # never below the raw p-value
 
 
 def test_gkd_toml_is_valid_toml_with_both_profiles():

@@ -239,8 +239,7 @@ def table_rows(spec, per_run, teachers, students) -> list[dict[str, Any]]:
 def write_tables(spec, ctx, rows, per_run, analysis) -> list[Path]:
     cols = [Column("label", "Method"), Column("test_error_median", "Test error (%) median", ".2f", 100),
             Column("test_error_std", "std", ".2f", 100),
-            Column("gain_vs_baseline", "Gain vs baseline (points)", ".2f", 100, signed=True),
-            Column("paired_vs_baseline", "Paired error difference vs baseline (points) [95% CI]"),
+            Column("paired_vs_baseline", "Paired error difference vs baseline (points) [95% CI] (negative = fewer errors)"),
             Column("params", "Params"), Column("relative_size", "Relative size", ".3f"),
             Column("agreement_median", "Agreement with teacher (%)", ".1f", 100), Column("seeds", "Seeds")]
     t, s, d = spec["teacher"], spec["student"], spec["data"]
@@ -249,8 +248,8 @@ def write_tables(spec, ctx, rows, per_run, analysis) -> list[Path]:
         f"Profile `{spec['profile']}`: data `{d['name']}`{' ' + str(d['options']) if d['options'] else ''}; teacher `{t['model']}` {t['kwargs']} "
         f"({t['train']['epochs']} epochs, {teacher_runs}); student `{s['model']}` {s['kwargs']} ({s['train']['epochs']} epochs); "
         f"seeds {spec['seeds']}.\n\n"
-        "Test error: median and sample std (ddof=1) over seeds. Gain: baseline median minus method median, in "
-        "error points (positive = better than the baseline student). Relative size: student parameters / "
+        "Test error: median and sample std (ddof=1) over seeds (table.csv adds gain_vs_baseline: baseline median minus "
+        "method median). Relative size: student parameters / "
         "teacher parameters (FitNet's projection is discarded after training and not counted). Agreement: "
         "fraction of test samples on which the student's predicted class equals its teacher's (median over seeds). "
         "Paired error difference: the method's test error minus the baseline student's on the same seed, mean over "

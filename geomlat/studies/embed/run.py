@@ -148,7 +148,10 @@ def references(spec) -> dict[str, str]:
     """Each method's reference for paired differences: the cross-entropy method with the same output width (the
     same network and head), else the study's baseline; the references themselves against the baseline."""
     methods = spec["methods"]
-    ce = {m["out_dim"]: name for name, m in methods.items() if m["loss"] == "cross_entropy"}
+    ce: dict[int, str] = {}
+    for name, m in methods.items():   # the first cross-entropy method of each width (spec order)
+        if m["loss"] == "cross_entropy":
+            ce.setdefault(m["out_dim"], name)
     refs = {name: ce.get(m["out_dim"], spec["baseline"]) for name, m in methods.items()}
     return {name: (spec["baseline"] if ref == name else ref) for name, ref in refs.items()}
 
@@ -212,10 +215,11 @@ def write_tables(spec, ctx, rows, per_run) -> list[Path]:
         notes += ("Left out of the relative mCE where they do not raise the baseline's error (undefined ratio): "
                   + ", ".join(f"`{c}`" for c in dropped) + ". ")
     notes += corruption_notes(cor["names"])
-    notes += (" Paired clean error difference: the row's clean error minus that of the cross-entropy network with the "
-              "same output width, same classifier and seed (the 2-D cross-entropy bottleneck against the 10-D "
-              "cross-entropy), mean over seeds with its 95% Student-t interval; paired.md adds the mCE, p-values and "
-              "readings.")
+    notes += (" Paired clean error difference: the row's clean error minus that of its reference (\"Compared with\": the "
+              "cross-entropy network with the same output width, else the baseline; the baseline's other-width "
+              "cross-entropy networks against the baseline), same classifier and seed, mean over seeds with its 95% "
+              "Student-t interval (negative = fewer errors); paired.md adds the mCE, the spec's comparisons, p-values "
+              "and readings.")
     md, csv = ctx.results_dir / "table.md", ctx.results_dir / "table.csv"
     keys = ["method", "label", "loss", "out_dim", "classifier", "n", "clean", "clean_std", "mce", "mce_std", "rel_mce",
             "rel_mce_std", "paired_reference", "paired_clean_mean", "paired_clean_lo", "paired_clean_hi", "paired_clean_p"]
@@ -224,7 +228,7 @@ def write_tables(spec, ctx, rows, per_run) -> list[Path]:
     write_paired_table(paired_comparisons(spec, per_run), {m: spec["methods"][m]["label"] for m in spec["methods"]},
                        {"clean": ("Clean error (points)", 100.0, ".2f"), "mce": ("mCE", 1.0, ".1f")}, paired_md, paired_csv,
                        title=f"Each objective vs its cross-entropy reference, paired by seed ({ctx.profile} profile)",
-                       group=[("classifier", "Classifier")])
+                       group=[("classifier", "Classifier")], group_titles=CLASSIFIER_TITLES)
     runs_csv = ctx.results_dir / "runs.csv"
     atomic_write_text(runs_csv, csv_text(per_run, ["method", "classifier", "seed", "clean", "mce", "rel_mce"]))
     return [md, csv, paired_md, paired_csv, runs_csv]

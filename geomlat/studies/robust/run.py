@@ -152,7 +152,9 @@ def table_rows(spec, results) -> tuple[list[dict[str, Any]], list[dict[str, Any]
     paired = {(d["method"], d["metric"]): d for d in paired_comparisons(spec, per_run) if d["reference"] == base}
     for row in rows:
         for k in ("clean", "pgd"):
-            row[f"paired_{k}"] = paired_text(paired.get((row["method"], k)))
+            d = paired.get((row["method"], k))
+            row[f"paired_{k}"] = paired_text(d)
+            row.update({f"paired_{k}_{q}": d[q] if d else None for q in ("mean", "lo", "hi", "p")})
     return rows, per_run
 
 
@@ -167,7 +169,7 @@ def write_tables(spec, ctx, rows, per_run) -> list[Path]:
     cols += pm("mce", "mCE", ".1f", 1.0) + pm("rel_mce", "Relative mCE", ".1f", 1.0)
     cols += [Column("seconds_per_epoch", "s / epoch", ".2f"), Column("time_ratio", "Time / epoch (x baseline)", ".2f")]
     cols += [Column("paired_clean", "Paired clean error difference (points) [95% CI]"),
-             Column("paired_pgd", "Paired PGD error difference (points) [95% CI]")]
+             Column("paired_pgd", "Paired PGD error difference (points) [95% CI] (negative = fewer errors)")]
     dropped = sorted({c for line in per_run for c in line["rel_dropped"]})
     cor = spec["corruptions"]
     n_seeds = len(spec["seeds"])
@@ -188,7 +190,8 @@ def write_tables(spec, ctx, rows, per_run) -> list[Path]:
               "95% Student-t interval (negative = fewer errors); paired.md gives every attack and the mCE with p-values "
               "and readings.")
     md, csv = ctx.results_dir / "table.md", ctx.results_dir / "table.csv"
-    keys = ["method", "label", "n"] + [c.key for c in cols[1:] if not c.key.startswith("paired_")]
+    keys = (["method", "label", "n"] + [c.key for c in cols[1:] if not c.key.startswith("paired_")]
+            + [f"paired_{k}_{q}" for k in ("clean", "pgd") for q in ("mean", "lo", "hi", "p")])
     write_table(rows, cols, md, csv, title=f"Robustness ({ctx.profile} profile)", notes=notes, csv_keys=keys)
     titles = {c.key: c.title.replace(" (%)", "") for c in cols}
     metric_fmt = {k: (titles[k] + ("" if k == "mce" else " (points)"), 1.0 if k == "mce" else 100.0, ".1f" if k == "mce" else ".2f")
