@@ -15,23 +15,25 @@ import geomlat.studies
 from geomlat.studies.runner import kind_packages
 
 STUDIES = Path(geomlat.studies.__file__).parent
+ROOT = STUDIES.parents[1]
 PACKAGE = "geomlat.studies"
 KIND_PACKAGES = set(kind_packages().values())
 MAX_CLASS_LINES = 150
 
 
 def module_name(path: Path) -> str:
-    """Dotted name of a source file under ``geomlat/studies`` (a package's ``__init__.py`` -> the package)."""
-    parts = list(path.relative_to(STUDIES).with_suffix("").parts)
+    """Dotted name of a source file of the repository (a package's ``__init__.py`` -> the package)."""
+    parts = list(path.relative_to(ROOT).with_suffix("").parts)
     if parts[-1] == "__init__":
         parts = parts[:-1]
-    return ".".join([PACKAGE, *parts])
+    return ".".join(parts)
 
 
-def imported_modules(path: Path) -> list[tuple[int, str]]:
+def imported_modules(path: Path, name: str | None = None) -> list[tuple[int, str]]:
     """``(line, absolute dotted name)`` of every module imported by ``path`` (``from X import a`` yields
-    ``X`` and ``X.a``: ``a`` may be a submodule)."""
-    name = module_name(path)
+    ``X`` and ``X.a``: ``a`` may be a submodule); relative imports are resolved against ``name`` (default: the
+    file's place in the repository)."""
+    name = name or module_name(path)
     package = name if path.name == "__init__.py" else name.rpartition(".")[0]
     out = []
     for node in ast.walk(ast.parse(path.read_text(), str(path))):
@@ -77,27 +79,9 @@ def test_the_kinds_are_the_subpackages_that_register_one():
 def outside_sources() -> list[Path]:
     """Python files that may not import a kind: every file of ``geomlat/`` outside the kinds' packages, and
     the benchmarks."""
-    root = STUDIES.parents[1]
-    files = [p for p in (root / "geomlat").rglob("*.py") if "__pycache__" not in p.parts]
-    files += sorted((root / "benchmarks").glob("*.py"))
+    files = [p for p in (ROOT / "geomlat").rglob("*.py") if "__pycache__" not in p.parts]
+    files += sorted((ROOT / "benchmarks").glob("*.py"))
     return [p for p in files if not (p.is_relative_to(STUDIES) and p.relative_to(STUDIES).parts[0] in KIND_PACKAGES)]
-
-
-def absolute_imports(path: Path) -> list[tuple[int, str]]:
-    """``imported_modules`` for any file: relative imports resolved against its place under the repository."""
-    root = STUDIES.parents[1]
-    parts = list(path.relative_to(root).with_suffix("").parts)
-    name = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
-    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
-    out = []
-    for node in ast.walk(ast.parse(path.read_text(), str(path))):
-        if isinstance(node, ast.Import):
-            out += [(node.lineno, alias.name) for alias in node.names]
-        elif isinstance(node, ast.ImportFrom):
-            base = package.split(".")[: len(package.split(".")) - (node.level - 1)] if node.level else []
-            target = ".".join(base + ([node.module] if node.module else [])) if node.level else node.module
-            out += [(node.lineno, target)] + [(node.lineno, f"{target}.{alias.name}") for alias in node.names]
-    return out
 
 
 def test_no_study_kind_imports_another_and_nothing_outside_a_kind_imports_it():
@@ -109,7 +93,7 @@ def test_no_study_kind_imports_another_and_nothing_outside_a_kind_imports_it():
             if own is not None and other is not None and other != own:
                 bad.append(f"{path.relative_to(STUDIES)}:{line}: kind {own!r} imports from kind {other!r}")
     for path in outside_sources():
-        for line, target in absolute_imports(path):
+        for line, target in imported_modules(path):
             if kind_of(target) is not None:
                 bad.append(f"{path}:{line}: imports from kind {kind_of(target)!r} (use load_study_kind and its hooks)")
     assert not bad, "a kind is reached through its StudyKind only:\n" + "\n".join(sorted(set(bad)))
@@ -122,15 +106,7 @@ def test_the_layout_check_catches_a_tool_importing_a_kind(tmp_path):
     assert "geomlat.studies.runner" in imports and not any(kind_of(t) for t in imports)
     fake = tmp_path / "fake.py"
     fake.write_text("from geomlat.studies.robust.run import build_run\nfrom geomlat.studies import spec\n")
-    assert [kind_of(t) for _, t in absolute_imports_of_text(fake)] == ["robust", "robust", None, None]
-
-
-def absolute_imports_of_text(path: Path) -> list[tuple[int, str]]:
-    out = []
-    for node in ast.walk(ast.parse(path.read_text())):
-        if isinstance(node, ast.ImportFrom):
-            out += [(node.lineno, node.module)] + [(node.lineno, f"{node.module}.{a.name}") for a in node.names]
-    return out
+    assert [kind_of(t) for _, t in imported_modules(fake, name="fake")] == ["robust", "robust", None, None]
 
 
 def test_no_private_module_and_no_private_cross_module_import():
